@@ -1,0 +1,136 @@
+"""A city is a folder with a ``city.toml`` naming its files; load one into the store."""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import geopandas as gpd
+import pandas as pd
+from shapely.geometry import mapping
+from sqlalchemy import Engine, delete, insert, select
+
+from dashboard.store.schema import assets, districts, meta, service_categories
+
+
+@dataclass
+class City:
+    """What a city folder declares."""
+
+    folder: Path
+    name: str
+    timezone: str
+    aqi_standard: str = "cn"
+    files: dict[str, str] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+
+    def path(self, key: str) -> Path:
+        """Return the path of the file the city names under ``key``."""
+        if key not in self.files:
+            raise KeyError(f"{self.folder / 'city.toml'}: no file named for {key!r} under [files]")
+        return self.folder / self.files[key]
+
+
+def load_city(folder: Path) -> City:
+    """Read ``city.toml`` from ``folder``."""
+    cfg_path = Path(folder) / "city.toml"
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"no city.toml in {folder}: a city is a folder with a city.toml")
+    with open(cfg_path, "rb") as fh:
+        cfg = tomllib.load(fh)
+    for key in ("name", "timezone"):
+        if key not in cfg:
+            raise ValueError(f"{cfg_path}: missing {key!r}")
+    return City(folder=Path(folder), name=cfg["name"], timezone=cfg["timezone"],
+                aqi_standard=cfg.get("aqi_standard", "cn"), files=dict(cfg.get("files", {})), config=cfg)
+
+
+def assign_districts(points: gpd.GeoDataFrame, dist: gpd.GeoDataFrame) -> pd.Series:
+    """Return the district id of each geometry (lines by their midpoint), or None outside all."""
+    geoms = points.geometry
+    reps = geoms.apply(lambda g: g.interpolate(0.5, normalized=True) if g.geom_type.endswith("LineString") else g)
+    pts = gpd.GeoDataFrame(geometry=reps, crs=points.crs)
+    joined = gpd.sjoin(pts, dist[["id", "geometry"]], how="left", predicate="within")
+    joined = joined[~joined.index.duplicated(keep="first")]
+    out = joined["id"].reindex(points.index)
+    # points on a border or a hair outside (schematic data): nearest district
+    miss = out.isna()
+    if miss.any():
+        near = gpd.sjoin_nearest(pts[miss].to_crs(3857), dist[["id", "geometry"]].to_crs(3857),
+                                 how="left", max_distance=2_000)
+        near = near[~near.index.duplicated(keep="first")]
+        out[miss] = near["id"]
+    return out.astype(object).where(out.notna(), None)
+
+
+def _districts_frame(city: City) -> gpd.GeoDataFrame:
+    dist = gpd.read_file(city.path("districts"))
+    if dist.crs is not None and dist.crs.to_epsg() != 4326:
+        dist = dist.to_crs(4326)
+    return dist
+
+
+def city_assets(city: City, dist: gpd.GeoDataFrame) -> list[dict]:
+    """Return every asset of the city as rows for the ``assets`` table."""
+    rows: list[dict] = []
+    if "stations" in city.files:
+        st = pd.read_csv(city.path("stations"))
+        g = gpd.GeoDataFrame(st, geometry=gpd.points_from_xy(st.lon, st.lat), crs=4326)
+        g["district"] = assign_districts(g, dist)
+        for r in g.itertuples():
+            rows.append(dict(id=f"aq-{r.id}", kind="aq_station", district_id=r.district, name=r.name,
+                             lon=float(r.lon), lat=float(r.lat), geometry=json.dumps(mapping(r.geometry)),
+                             attributes={"category": r.category, "station": r.id}))
+    if "roads" in city.files:
+        rd = gpd.read_file(city.path("roads"))
+        rd["district"] = assign_districts(rd, dist)
+        for r in rd.itertuples():
+            mid = r.geometry.interpolate(0.5, normalized=True)
+            rows.append(dict(id=r.id, kind="road_segment", district_id=r.district, name=r.name,
+                             lon=round(mid.x, 6), lat=round(mid.y, 6), geometry=json.dumps(mapping(r.geometry)),
+                             attributes={"direction": r.direction, "length_m": int(r.length_m),
+                                         "free_flow_kmh": float(r.free_flow_kmh), "lanes": int(r.lanes),
+                                         "from_node": str(r.from_node), "to_node": str(r.to_node)}))
+    if "substations" in city.files:
+        ss = pd.read_csv(city.path("substations"))
+        for r in ss.itertuples():
+            rows.append(dict(id=r.id, kind="substation", district_id=r.district, name=r.name,
+                             lon=float(r.lon), lat=float(r.lat),
+                             geometry=json.dumps({"type": "Point", "coordinates": [float(r.lon), float(r.lat)]}),
+                             attributes={"capacity_mw": float(r.capacity_mw),
+                                         "renewable_capacity_mw": float(r.renewable_capacity_mw)}))
+    return rows
+
+
+def install_city(engine: Engine, city: City) -> dict[str, int]:
+    """Write the city's districts, assets and service categories into the store (replacing them)."""
+    dist = _districts_frame(city)
+    asset_rows = city_assets(city, dist)
+    cats = pd.read_csv(city.path("service_categories")) if "service_categories" in city.files else None
+    with engine.begin() as conn:
+        existing = {r.id for r in conn.execute(select(assets.c.id))}
+        conn.execute(delete(districts).where(districts.c.id.notin_(list(dist["id"]))))
+        for r in dist.itertuples():
+            row = dict(id=r.id, name=r.name, name_local=getattr(r, "name_local", None),
+                       population=int(r.population) if pd.notna(getattr(r, "population", None)) else None,
+                       area_km2=float(r.area_km2) if pd.notna(getattr(r, "area_km2", None)) else None,
+                       label_lon=float(getattr(r, "label_lon", r.geometry.representative_point().x)),
+                       label_lat=float(getattr(r, "label_lat", r.geometry.representative_point().y)),
+                       geometry=json.dumps(mapping(r.geometry)))
+            if conn.execute(select(districts.c.id).where(districts.c.id == r.id)).first():
+                conn.execute(districts.update().where(districts.c.id == r.id).values(**row))
+            else:
+                conn.execute(insert(districts).values(**row))
+        new = [a for a in asset_rows if a["id"] not in existing]
+        for a in asset_rows:
+            if a["id"] in existing:
+                conn.execute(assets.update().where(assets.c.id == a["id"]).values(**a))
+        if new:
+            conn.execute(insert(assets), new)
+        if cats is not None:
+            conn.execute(delete(service_categories))
+            conn.execute(insert(service_categories), cats[["id", "name", "sla_hours"]].to_dict("records"))
+        conn.execute(delete(meta).where(meta.c.key.in_(["city", "timezone"])))
+        conn.execute(insert(meta), [{"key": "city", "value": city.name}, {"key": "timezone", "value": city.timezone}])
+    return {"districts": len(dist), "assets": len(asset_rows), "categories": 0 if cats is None else len(cats)}

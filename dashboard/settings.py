@@ -1,0 +1,52 @@
+"""Settings read from the environment (prefix ``PANORAMA_``), in one place."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DATA_ROOT = PROJECT_ROOT / "data"
+
+
+class Settings(BaseSettings):
+    """Every knob of City Panorama; change by environment variable, never by code."""
+
+    model_config = SettingsConfigDict(env_prefix="PANORAMA_", extra="ignore")
+
+    data_dir: Path = Field(default=PROJECT_ROOT / "var", description="Where the embedded store lives.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir.")
+    cache_url: str = Field(default="simple://", description="simple://, filesystem:///path or redis://host:port/db")
+    refresh_seconds: int = Field(default=5, ge=1, le=3600)
+    city: str = Field(default="beijing", description="A city folder under data/, or a path to one.")
+    aqi_standard: Literal["cn", "us"] = "cn"
+    seed: int = 42
+
+    @field_validator("aqi_standard", mode="before")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower() if isinstance(v, str) else v
+
+    @property
+    def resolved_database_url(self) -> str:
+        """Return the database URL, defaulting to a SQLite file under ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'panorama.sqlite').resolve()}"
+
+    @property
+    def city_dir(self) -> Path:
+        """Return the folder that describes the configured city."""
+        p = Path(self.city)
+        if p.is_dir():
+            return p.resolve()
+        if p.suffix in {".toml"} and p.is_file():
+            return p.resolve().parent
+        return DATA_ROOT / self.city
+
+
+def get_settings(**overrides) -> Settings:
+    """Read settings from the environment, with keyword overrides on top."""
+    return Settings(**overrides)

@@ -1,0 +1,188 @@
+"""The SQL store: tables, engine, and schema creation (SQLite or PostgreSQL).
+
+Times are integer seconds since the Unix epoch (UTC) everywhere: compact, fast to index,
+identical on both engines.
+"""
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+)
+
+metadata = MetaData()
+
+districts = Table(
+    "districts", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("name_local", String(200)),
+    Column("population", BigInteger),
+    Column("area_km2", Float),
+    Column("label_lon", Float),
+    Column("label_lat", Float),
+    Column("geometry", Text, nullable=False),  # GeoJSON geometry, EPSG:4326
+)
+
+assets = Table(
+    "assets", metadata,
+    Column("pk", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(128), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("district_id", String(64), ForeignKey("districts.id")),
+    Column("name", String(200)),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("geometry", Text),  # GeoJSON geometry
+    Column("attributes", JSON, nullable=False, default=dict),
+    Index("ix_assets_kind", "kind", "district_id"),
+)
+
+readings = Table(
+    "readings", metadata,
+    Column("asset_pk", Integer, primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("ts", BigInteger, primary_key=True),
+    Column("value", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+latest = Table(
+    "latest", metadata,
+    Column("asset_pk", Integer, primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("value", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+rollup_asset = Table(
+    "rollup_asset", metadata,
+    Column("res", Integer, primary_key=True),
+    Column("asset_pk", Integer, primary_key=True),
+    Column("metric", String(32), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("min", Float, nullable=False),
+    Column("max", Float, nullable=False),
+    Index("ix_rollup_asset_bucket", "res", "metric", "bucket"),
+    sqlite_with_rowid=False,
+)
+
+rollup_district = Table(
+    "rollup_district", metadata,
+    Column("res", Integer, primary_key=True),
+    Column("district_id", String(64), primary_key=True),  # "*" = the whole city
+    Column("metric", String(32), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("n", Integer, nullable=False),
+    Column("sum", Float, nullable=False),
+    Column("min", Float, nullable=False),
+    Column("max", Float, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+service_categories = Table(
+    "service_categories", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("sla_hours", Float, nullable=False),
+)
+
+service_requests = Table(
+    "service_requests", metadata,
+    Column("id", String(128), primary_key=True),
+    Column("category_id", String(64), ForeignKey("service_categories.id"), nullable=False),
+    Column("district_id", String(64), ForeignKey("districts.id")),
+    Column("lon", Float),
+    Column("lat", Float),
+    Column("description", Text),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("due_at", BigInteger, nullable=False),
+    Column("closed_at", BigInteger),
+    Column("status", String(16), nullable=False),  # open | closed
+    Column("satisfaction", Integer),  # 1..5, given on closure
+    Index("ix_sr_opened", "opened_at"),
+    Index("ix_sr_closed", "closed_at"),
+    Index("ix_sr_status", "status", "district_id"),
+)
+
+alerts = Table(
+    "alerts", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(64), nullable=False),
+    Column("subject", String(200), nullable=False),
+    Column("district_id", String(64)),
+    Column("severity", Integer, nullable=False),
+    Column("message", Text),
+    Column("opened_at", BigInteger, nullable=False),
+    Column("acknowledged_at", BigInteger),
+    Column("acknowledged_by", String(200)),
+    Column("closed_at", BigInteger),
+)
+
+rejected = Table(
+    "rejected", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("received_at", BigInteger, nullable=False),
+    Column("source", String(500), nullable=False),
+    Column("line", Integer),
+    Column("raw", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Index("ix_rejected_received", "received_at"),
+)
+
+meta = Table(
+    "meta", metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text),
+)
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA temp_store=MEMORY")
+    cur.execute("PRAGMA cache_size=-65536")
+    cur.close()
+
+
+def make_engine(url: str, **kw) -> Engine:
+    """Create an engine for ``url`` with the pragmas/pooling City Panorama relies on."""
+    if url.startswith("sqlite"):
+        from pathlib import Path
+
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30}, **kw)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    kw.setdefault("pool_pre_ping", True)
+    kw.setdefault("pool_size", 5)
+    return create_engine(url, **kw)
+
+
+def create_schema(engine: Engine) -> None:
+    """Create every table that does not exist yet."""
+    metadata.create_all(engine)
+
+
+def drop_schema(engine: Engine) -> None:
+    """Drop every table of the store."""
+    metadata.drop_all(engine)
