@@ -1,0 +1,62 @@
+"""The app factory: the only place that wires settings, store, cache, pages and API together."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from dash import Dash, dcc, html
+from flask_caching import Cache
+
+from dashboard.cache import BucketCache, cache_config
+from dashboard.live import LiveData
+from dashboard.settings import PROJECT_ROOT, Settings, get_settings
+from dashboard.store import make_engine
+
+log = logging.getLogger("panorama")
+
+
+def create_app(settings: Settings | None = None, engine=None) -> Dash:
+    """Create the Dash app for ``settings`` (default: from the environment)."""
+    settings = settings or get_settings()
+    engine = engine or make_engine(settings.resolved_database_url)
+    app = Dash(
+        __name__,
+        assets_folder=str(PROJECT_ROOT / "assets"),
+        title="City Panorama",
+        update_title=None,
+        suppress_callback_exceptions=True,
+        serve_locally=True,
+    )
+    server = app.server
+    cache = Cache()
+    cache.init_app(server, config=cache_config(settings.cache_url, default_timeout=settings.refresh_seconds * 6))
+    live = LiveData(settings, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6))
+    server.extensions["panorama"] = live
+
+    from dashboard import api
+    from dashboard.pages import manager
+
+    api.init_app(server, live)
+    app.layout = html.Div([
+        dcc.Location(id="url", refresh=False),
+        html.Div(id="page", className="page"),
+    ], className="app")
+    manager.register(app, live)
+    _register_router(app, live)
+    return app
+
+
+def _register_router(app: Dash, live: LiveData) -> None:
+    from dash import Input, Output, State
+
+    from dashboard.pages import manager
+
+    @app.callback(Output("page", "children"), Input("url", "pathname"), State("url", "search"))
+    def route(pathname, search):
+        """Render the page for the URL."""
+        return manager.layout(live, search or "")
+
+
+def asset_path(name: str) -> Path:
+    """Return the path of a file in ``assets/``."""
+    return PROJECT_ROOT / "assets" / name

@@ -1,0 +1,157 @@
+"""The ``panorama`` command: init, simulate, serve, run, ingest."""
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from dashboard.settings import get_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="City Panorama: the city operations dashboard.")
+console = Console(stderr=True)
+log = logging.getLogger("panorama")
+
+
+def _engine(settings):
+    from dashboard.store import make_engine
+
+    return make_engine(settings.resolved_database_url)
+
+
+def _fail(msg: str, code: int = 1):
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _city(settings):
+    from dashboard.city import load_city
+
+    try:
+        return load_city(settings.city_dir)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
+def init_store(settings, days: int, seed: int, reset: bool = False, progress: bool = True) -> dict:
+    """Create the schema, load the city and backfill ``days`` of history."""
+    from dashboard.city import install_city
+    from dashboard.feeds.simulator import backfill
+    from dashboard.store.schema import create_schema, drop_schema
+
+    engine = _engine(settings)
+    if reset:
+        drop_schema(engine)
+    create_schema(engine)
+    city = _city(settings)
+    counts = install_city(engine, city)
+    if days > 0:
+        counts.update(backfill(engine, city, days=days, seed=seed, progress=progress))
+    return counts
+
+
+@app.command()
+def init(days: int = typer.Option(7, min=0, max=400, help="Days of history to backfill."),
+         seed: int = typer.Option(None, help="Seed of the simulated feeds (default PANORAMA_SEED)."),
+         reset: bool = typer.Option(False, help="Drop every table first.")):
+    """Create the store, load the city and backfill history."""
+    s = get_settings()
+    counts = init_store(s, days, s.seed if seed is None else seed, reset)
+    console.print(f"[green]store ready[/] at {s.resolved_database_url}: "
+                  + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
+
+
+@app.command()
+def simulate(seed: int = typer.Option(None, help="Seed (default PANORAMA_SEED).")):
+    """Write live readings every refresh interval until interrupted."""
+    from dashboard.feeds.simulator import Simulator
+
+    s = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    sim = Simulator(_engine(s), _city(s), seed=s.seed if seed is None else seed, step=s.refresh_seconds)
+    stop = threading.Event()
+    try:
+        sim.run(stop, s.refresh_seconds)
+    except KeyboardInterrupt:
+        stop.set()
+
+
+def _serve(host: str, port: int, workers: int) -> None:
+    if workers > 1:
+        from gunicorn.app.wsgiapp import run as gunicorn_run
+
+        sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--preload",
+                    "--chdir", str(Path(__file__).resolve().parent.parent), "app:server"]
+        gunicorn_run()
+        return
+    from dashboard.app import create_app
+
+    dash_app = create_app()
+    console.print(f"[bold]City Panorama[/] on http://{host}:{port}/")
+    dash_app.run(host=host, port=port, debug=False, threaded=True)
+
+
+@app.command()
+def serve(host: str = "127.0.0.1", port: int = 8050,
+          workers: int = typer.Option(1, min=1, max=64, help="gunicorn workers (1 = built-in server).")):
+    """Serve the dashboard."""
+    _serve(host, port, workers)
+
+
+@app.command()
+def run(host: str = "127.0.0.1", port: int = 8050, days: int = 7):
+    """Initialise the demo store on first run, then serve the dashboard with live feeds."""
+    from dashboard.feeds.simulator import Simulator
+    from dashboard.store import is_initialised
+
+    s = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    engine = _engine(s)
+    if not is_initialised(engine):
+        console.print(f"first run: building the {s.city} demo store ({days} days of history)…")
+        init_store(s, days, s.seed)
+    sim = Simulator(engine, _city(s), seed=s.seed, step=s.refresh_seconds)
+    stop = threading.Event()
+    thread = threading.Thread(target=sim.run, args=(stop, s.refresh_seconds), name="simulator", daemon=True)
+    thread.start()
+    try:
+        _serve(host, port, 1)
+    finally:
+        stop.set()
+
+
+@app.command()
+def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, metric, ts (ISO 8601 with offset), value."),
+           source: str = typer.Option(None, help="Source name kept with rejections (default: the file path).")):
+    """Validate and store readings from a CSV file: all of it, or nothing if the file can't be read."""
+    from dashboard.store.ingest import ingest_csv
+
+    s = get_settings()
+    if not file.is_file():
+        _fail(f"{file}: no such file")
+    t0 = time.perf_counter()
+    try:
+        result = ingest_csv(_engine(s), file, source=source)
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        _fail(f"{file}: {exc}; nothing was stored")
+    except Exception as exc:  # pandas parser errors and the like
+        _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
+    dt = time.perf_counter() - t0
+    console.print(f"{file}: {result.summary()} in {dt:.2f} s")
+    for line, reason in result.reasons[:10]:
+        console.print(f"  line {line}: {reason}" if line else f"  {reason}")
+    if result.rejected > len(result.reasons[:10]):
+        console.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
+
+
+def main() -> None:
+    """Entry point of the console script."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,533 @@
+"""The KPI registry: every headline number of the four domains, declared once.
+
+A KPI's ``id`` is permanent (it appears in URLs, exports and the API); ``label`` is display only.
+Each KPI computes from the read model a :class:`KpiValue`: value, unit, change vs the previous
+period, sparkline, status from thresholds and the age of its newest data. Unknown is ``None``,
+never 0. No Dash or Flask here: tests call :func:`compute_all` with a connection.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from functools import cached_property
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection
+
+from dashboard import aqi as aqimod
+from dashboard.store import readmodel as rm
+
+#: How often each domain's feed reports, in seconds; older than 3 periods = stale.
+FEED_PERIOD = {"traffic": 60, "air_quality": 3600, "energy": 60, "satisfaction": 900}
+STALE_PERIODS = 3
+POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
+POLLUTANT_LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
+SERVICE_WINDOW = 30 * 86_400
+
+
+@dataclass
+class KpiValue:
+    """One KPI, computed."""
+
+    id: str
+    domain: str
+    label: str
+    unit: str
+    value: float | str | None
+    delta: float | None
+    delta_label: str
+    status: str  # good | warn | bad | unknown
+    as_of: int | None
+    age_s: float | None
+    stale: bool
+    spark_x: list[int] = field(default_factory=list)
+    spark_y: list[float] = field(default_factory=list)
+    note: str = ""
+    decimals: int = 0
+
+    def as_json(self) -> dict:
+        """Return the API form of this KPI (no sparkline)."""
+        v = self.value
+        if isinstance(v, float):
+            v = round(v, self.decimals + 2)
+        return {"id": self.id, "domain": self.domain, "label": self.label, "value": v, "unit": self.unit,
+                "delta": None if self.delta is None else round(self.delta, self.decimals + 2),
+                "delta_label": self.delta_label, "status": self.status, "stale": self.stale,
+                "data_age_s": None if self.age_s is None else round(self.age_s, 1),
+                "as_of": None if self.as_of is None else datetime.fromtimestamp(self.as_of, timezone.utc).isoformat().replace("+00:00", "Z"),
+                "note": self.note}
+
+    def formatted(self) -> str:
+        """Return the value as shown on screen ('—' when unknown)."""
+        if self.value is None:
+            return "—"
+        if isinstance(self.value, str):
+            return self.value
+        return f"{self.value:,.{self.decimals}f}"
+
+
+class Ctx:
+    """What a KPI computation needs: a connection, the time, the window and the district."""
+
+    def __init__(self, conn: Connection, now: float, window: str = "24h", district: str | None = None,
+                 aqi_standard: str = "cn"):
+        if window not in rm.WINDOWS:
+            raise ValueError(f"unknown window {window!r} (choose {', '.join(rm.WINDOWS)})")
+        self.conn, self.now, self.window, self.district, self.std = conn, float(now), window, district, aqi_standard
+        self.span = rm.WINDOWS[window]
+        self.res = rm.WINDOW_RES[window]
+        self.start = int(now) - self.span
+        self._memo: dict = {}
+
+    def memo(self, key, fn):
+        """Compute ``fn()`` once per context."""
+        if key not in self._memo:
+            self._memo[key] = fn()
+        return self._memo[key]
+
+    def series(self, metric: str, start: int | None = None, res: int | None = None) -> pd.DataFrame:
+        """Return the district (or city) rollup of ``metric`` from ``start`` (default window start) to now."""
+        start = self.start if start is None else start
+        res = res or self.res
+        return self.memo(("series", metric, start, res), lambda: rm.district_series(
+            self.conn, metric, start // res * res, int(self.now) + 1, res, self.district))
+
+    def asset_count(self, kind: str) -> int:
+        """Return the number of assets of ``kind`` in the selection."""
+        return self.memo(("count", kind), lambda: rm.asset_count(self.conn, kind, self.district))
+
+    @cached_property
+    def tz(self) -> ZoneInfo:
+        """Return the city's timezone."""
+        return ZoneInfo(rm.city_meta(self.conn).get("timezone", "UTC"))
+
+    # --------------------------------------------------------------- traffic
+    @cached_property
+    def roads(self) -> pd.DataFrame:
+        """Return latest speed and incident state per segment with its free-flow speed."""
+        w = rm.latest_wide(self.conn, "road_segment", ["speed_kmh", "incident"], self.district)
+        a = rm.asset_attributes(self.conn, "road_segment", self.district)
+        ff = {r.id: float(r.attributes.get("free_flow_kmh", 60)) for r in a.itertuples()}
+        w["free_flow_kmh"] = w["asset_id"].map(ff)
+        return w
+
+    @cached_property
+    def roads_speed(self) -> pd.DataFrame:
+        """Return the segments that have a speed reading."""
+        r = self.roads
+        return r[r["speed_kmh"].notna()]
+
+    # --------------------------------------------------------------- air quality
+    @cached_property
+    def stations(self) -> pd.DataFrame:
+        """Return latest pollutant values per station (values older than 3 h dropped) with AQI."""
+        long = rm.latest_values(self.conn, "aq_station", POLLUTANTS, self.district)
+        if long.empty:
+            return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", "aqi", "dominant", *POLLUTANTS])
+        long = long[long["ts"] >= long["ts"].max() - 3 * 3600]
+        w = long.set_index(["asset_id", "metric"])["value"].unstack("metric")
+        first = long.drop_duplicates("asset_id").set_index("asset_id")
+        w["name"] = first["name"].reindex(w.index)
+        w["district_id"] = first["district_id"].reindex(w.index)
+        w = w.reset_index()
+        w.columns.name = None
+        for p in POLLUTANTS:
+            if p not in w.columns:
+                w[p] = np.nan
+        w["ts"] = w["asset_id"].map(long.groupby("asset_id")["ts"].max())
+        a, dom = aqimod.aqi_frame(w[POLLUTANTS], self.std)
+        w["aqi"] = np.asarray(a, dtype=float)
+        w["dominant"] = list(dom)
+        w["weight"] = w["district_id"].map(self.station_weights)
+        return w
+
+    @cached_property
+    def station_weights(self) -> dict:
+        """Return population weight per district of a station: district population / stations in it."""
+        d = rm.district_populations(self.conn)
+        st = rm.asset_attributes(self.conn, "aq_station")
+        per = st.groupby("district_id").size()
+        return {k: float(d.get(k, 0) or 0) / n for k, n in per.items()}
+
+    @cached_property
+    def aqi_trend(self) -> pd.DataFrame:
+        """Return hourly worst and population-weighted AQI, and stations over limit, over the window."""
+        start = max(self.start, int(self.now) - self.span) // 3600 * 3600
+        s = rm.asset_series(self.conn, "aq_station", POLLUTANTS, start, int(self.now) + 1, 3600, self.district)
+        if s.empty:
+            return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
+        w = s.set_index(["asset_id", "district_id", "bucket", "metric"])["mean"].unstack("metric").reset_index()
+        w.columns.name = None
+        for p in POLLUTANTS:
+            if p not in w.columns:
+                w[p] = np.nan
+        a, _ = aqimod.aqi_frame(w[POLLUTANTS], self.std)
+        w["aqi"] = np.asarray(a, dtype=float)
+        w["weight"] = w["district_id"].map(self.station_weights).fillna(1.0)
+        w = w[np.isfinite(w["aqi"])]
+        lim = aqimod.limit(self.std)
+        g = w.groupby("bucket")
+        return pd.DataFrame({
+            "worst": g["aqi"].max(),
+            "weighted": g.apply(lambda x: np.average(x["aqi"], weights=x["weight"]) if x["weight"].sum() > 0
+                                else x["aqi"].mean(), include_groups=False),
+            "over": g["aqi"].apply(lambda x: float((x > lim).sum())),
+        }).reset_index()
+
+    # --------------------------------------------------------------- energy
+    @cached_property
+    def substations(self) -> pd.DataFrame:
+        """Return latest load and renewable supply per substation with its capacity."""
+        w = rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district)
+        a = rm.asset_attributes(self.conn, "substation", self.district)
+        cap = {r.id: float(r.attributes.get("capacity_mw", np.nan)) for r in a.itertuples()}
+        w["capacity_mw"] = w["asset_id"].map(cap)
+        return w
+
+    def load_series(self, metric: str = "load_mw", start: int | None = None, res: int | None = None) -> pd.DataFrame:
+        """Return a district/city total of a summed substation metric per bucket (mean × assets)."""
+        s = self.series(metric, start, res).copy()
+        s["total"] = s["mean"] * self.asset_count("substation")
+        return s
+
+    # --------------------------------------------------------------- services
+    def service_stats(self, start: int, end: int) -> dict:
+        """Return closed-request statistics for [start, end)."""
+        return self.memo(("svc", start, end), lambda: rm.service_closed_stats(self.conn, start, end, self.district))
+
+    def open_at(self, t: int) -> dict:
+        """Return open and overdue counts at ``t``."""
+        return self.memo(("open", t), lambda: rm.service_open_at(self.conn, t, self.district))
+
+    @cached_property
+    def service_as_of(self) -> int | None:
+        """Return the newest service-request event time."""
+        return rm.service_newest_ts(self.conn, self.district)
+
+    @cached_property
+    def population(self) -> float:
+        """Return the population of the selection."""
+        d = rm.district_populations(self.conn)
+        if self.district:
+            d = d[d.index == self.district]
+        return float(d.fillna(0).sum())
+
+
+@dataclass(frozen=True)
+class Kpi:
+    """A KPI declaration.
+
+    ``compute(ctx)`` returns (value, delta, spark_x, spark_y, as_of, note). Thresholds: status is
+    ``bad`` beyond ``bad``, ``warn`` beyond ``warn`` (in the worse direction), else ``good``.
+    """
+
+    id: str  # permanent: saved in URLs and exports, never changes
+    domain: str
+    label: str  # display only
+    unit: str
+    compute: Callable[[Ctx], tuple]
+    warn: float | None = None
+    bad: float | None = None
+    higher_is_worse: bool = True
+    decimals: int = 0
+    delta_label: str = "vs {window} ago"
+    status_from: Callable[[Ctx, object], float | None] | None = None  # value used for status, if not the value
+
+    def status(self, ctx: Ctx, value) -> str:
+        """Return good/warn/bad/unknown for ``value``."""
+        v = self.status_from(ctx, value) if self.status_from else value
+        if v is None or isinstance(v, str) or (isinstance(v, float) and math.isnan(v)) or self.warn is None:
+            return "unknown" if v is None or (isinstance(v, float) and math.isnan(v)) else "good"
+        sign = 1 if self.higher_is_worse else -1
+        if sign * v >= sign * self.bad:
+            return "bad"
+        if sign * v >= sign * self.warn:
+            return "warn"
+        return "good"
+
+    def evaluate(self, ctx: Ctx) -> KpiValue:
+        """Compute this KPI in ``ctx``."""
+        value, delta, sx, sy, as_of, note = self.compute(ctx)
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        if delta is not None and not math.isfinite(delta):
+            delta = None
+        age = None if as_of is None else max(0.0, ctx.now - as_of)
+        stale = age is None or age > STALE_PERIODS * FEED_PERIOD[self.domain]
+        return KpiValue(
+            id=self.id, domain=self.domain, label=self.label, unit=self.unit, value=value, delta=delta,
+            delta_label=self.delta_label.format(window=ctx.window), status=self.status(ctx, value),
+            as_of=None if as_of is None else int(as_of), age_s=age, stale=bool(stale and value is not None),
+            spark_x=[int(x) for x in sx], spark_y=[None if not np.isfinite(y) else float(y) for y in sy],
+            note=note, decimals=self.decimals)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _nan_none(v):
+    return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
+
+
+def _delta_vs_start(now_value, xs, ys):
+    """Return now_value minus the first point of the window's trend (≈ one window ago)."""
+    if now_value is None or len(ys) == 0 or isinstance(now_value, str):
+        return None
+    first = ys[0]
+    return None if first is None or not np.isfinite(first) else float(now_value) - float(first)
+
+
+def _ts(df: pd.DataFrame) -> int | None:
+    return None if df.empty or df["ts"].isna().all() else int(df["ts"].max())
+
+
+# ---------------------------------------------------------------------------- traffic
+def _tti(ctx: Ctx):
+    r = ctx.roads_speed
+    v = _nan_none((r["free_flow_kmh"] / np.maximum(r["speed_kmh"], 1.0)).mean()) if len(r) else None
+    s = ctx.series("tti")
+    return v, _delta_vs_start(v, s.bucket, s["mean"].to_numpy()), s.bucket, s["mean"], _ts(r), ""
+
+
+def _mean_speed(ctx: Ctx):
+    r = ctx.roads_speed
+    v = _nan_none(r["speed_kmh"].mean()) if len(r) else None
+    s = ctx.series("speed_kmh")
+    return v, _delta_vs_start(v, s.bucket, s["mean"].to_numpy()), s.bucket, s["mean"], _ts(r), ""
+
+
+def _congested(ctx: Ctx):
+    r = ctx.roads_speed
+    v = _nan_none(100.0 * (r["speed_kmh"] < 0.5 * r["free_flow_kmh"]).mean()) if len(r) else None
+    s = ctx.series("congested")
+    y = s["mean"].to_numpy() * 100
+    return v, _delta_vs_start(v, s.bucket, y), s.bucket, y, _ts(r), ""
+
+
+def _incidents(ctx: Ctx):
+    r = ctx.roads
+    if r.empty:
+        return None, None, [], [], None, ""
+    active = float((r["incident"] == 1).sum())
+    s = ctx.series("incident")
+    starts = s["sum"].to_numpy()
+    ends = (s["n"] - s["sum"]).to_numpy()
+    net = starts - ends
+    # active count after each bucket, walking back from the known count now
+    after = active - (np.cumsum(net[::-1])[::-1] - net)
+    delta = float(net.sum()) if len(net) else 0.0
+    return active, delta, s.bucket, after, _ts(ctx.roads_speed), f"{int(starts.sum())} started in {ctx.window}"
+
+
+# ---------------------------------------------------------------------------- air quality
+def _aqi_worst(ctx: Ctx):
+    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    v = _nan_none(st["aqi"].max()) if len(st) else None
+    t = ctx.aqi_trend
+    note = ""
+    if v is not None:
+        row = st.loc[st["aqi"].idxmax()]
+        note = f"{row['name']} · {POLLUTANT_LABEL.get(row['dominant'], row['dominant'])}"
+    return v, _delta_vs_start(v, t.bucket, t["worst"].to_numpy()), t.bucket, t["worst"], _ts(st), note
+
+
+def _aqi_weighted(ctx: Ctx):
+    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    v = None
+    if len(st):
+        w = st["weight"].fillna(0).to_numpy()
+        v = float(np.average(st["aqi"], weights=w)) if w.sum() > 0 else float(st["aqi"].mean())
+    t = ctx.aqi_trend
+    return v, _delta_vs_start(v, t.bucket, t["weighted"].to_numpy()), t.bucket, t["weighted"], _ts(st), \
+        f"{len(st)} stations"
+
+
+def _dominant(ctx: Ctx):
+    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    if not len(st):
+        return None, None, [], [], None, ""
+    # the pollutant that is dominant at the most stations, weighted by population
+    w = st.groupby("dominant")["weight"].sum().sort_values(ascending=False)
+    dom = w.index[0]
+    t = ctx.aqi_trend
+    s = ctx.series(dom, res=3600, start=ctx.start)
+    share = int(round(100 * (st["dominant"] == dom).mean()))
+    return POLLUTANT_LABEL.get(dom, dom), None, s.bucket, s["mean"], _ts(st), \
+        f"at {share}% of stations · trend: {POLLUTANT_LABEL.get(dom, dom)} µg/m³" if len(t) else ""
+
+
+def _over_limit(ctx: Ctx):
+    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    v = float((st["aqi"] > aqimod.limit(ctx.std)).sum()) if len(st) else None
+    t = ctx.aqi_trend
+    return v, _delta_vs_start(v, t.bucket, t["over"].to_numpy()), t.bucket, t["over"], _ts(st), \
+        f"of {len(st)} stations, AQI > {aqimod.limit(ctx.std)}"
+
+
+def _pm25_24h(ctx: Ctx):
+    split = (int(ctx.now) - 86_400) // 3600 * 3600
+    cur = ctx.series("pm25", start=split, res=3600)
+    prev = ctx.series("pm25", start=split - 86_400, res=3600)
+    prev = prev[prev["bucket"] < split]
+    v = float(cur["sum"].sum() / cur["n"].sum()) if cur["n"].sum() else None
+    p = float(prev["sum"].sum() / prev["n"].sum()) if prev["n"].sum() else None
+    s = ctx.series("pm25", res=3600)
+    as_of = ctx.stations["ts"].max() if len(ctx.stations) else None
+    return v, (v - p) if v is not None and p is not None else None, s.bucket, s["mean"], \
+        None if as_of is None or pd.isna(as_of) else int(as_of), "mean of hourly station values"
+
+
+# ---------------------------------------------------------------------------- energy
+def _load_now(ctx: Ctx):
+    ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
+    v = float(ss["load_mw"].sum()) if len(ss) else None
+    s = ctx.load_series()
+    return v, _delta_vs_start(v, s.bucket, s["total"].to_numpy()), s.bucket, s["total"], _ts(ss), \
+        f"{len(ss)} substations"
+
+
+def _capacity_share(ctx: Ctx):
+    ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
+    cap = ss["capacity_mw"].sum() if len(ss) else 0
+    v = float(100 * ss["load_mw"].sum() / cap) if cap else None
+    s = ctx.load_series()
+    c = ctx.series("capacity_mw")
+    y = 100 * s["sum"].to_numpy() / c.set_index("bucket")["sum"].reindex(s["bucket"]).to_numpy() if len(s) else []
+    return v, _delta_vs_start(v, s.bucket, np.asarray(y)), s.bucket, y, _ts(ss), \
+        f"of {cap:,.0f} MW rated" if cap else ""
+
+
+def _consumption_today(ctx: Ctx):
+    now = datetime.fromtimestamp(ctx.now, ctx.tz)
+    midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
+    y_midnight = int((now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp())
+    elapsed = int(ctx.now) - midnight
+    today = ctx.load_series(start=midnight, res=300)
+    yday = ctx.load_series(start=y_midnight, res=300)
+    yday = yday[yday["bucket"] < y_midnight + elapsed]
+    if today.empty:
+        return None, None, [], [], None, ""
+    cum = np.cumsum(today["total"].to_numpy() * 300 / 3600)
+    v = float(cum[-1])
+    p = float((yday["total"] * 300 / 3600).sum()) if len(yday) else None
+    ss = ctx.substations
+    note = "" if not p else f"{100 * (v - p) / p:+.1f}% vs yesterday by this hour"
+    return v, (v - p) if p else None, today.bucket, cum, _ts(ss), note
+
+
+def _renewable_share(ctx: Ctx):
+    ss = ctx.substations.dropna(subset=["load_mw"]) if len(ctx.substations) else ctx.substations
+    load = ss["load_mw"].sum() if len(ss) else 0
+    v = float(100 * ss["renewable_mw"].fillna(0).sum() / load) if load else None
+    r = ctx.series("renewable_mw")
+    lo = ctx.series("load_mw")
+    y = 100 * r.set_index("bucket")["sum"] / lo.set_index("bucket")["sum"].reindex(r["bucket"]).to_numpy() \
+        if len(r) else pd.Series(dtype=float)
+    return v, _delta_vs_start(v, r.bucket, np.asarray(y)), r.bucket, np.asarray(y), _ts(ss), ""
+
+
+# ---------------------------------------------------------------------------- satisfaction
+def _svc_periods(ctx: Ctx):
+    end = int(ctx.now) + 1
+    return ctx.service_stats(end - SERVICE_WINDOW, end), ctx.service_stats(end - 2 * SERVICE_WINDOW, end - SERVICE_WINDOW)
+
+
+def _svc_spark(ctx: Ctx, col: str):
+    end = int(ctx.now) + 1
+    d = ctx.memo("svc_daily", lambda: rm.service_daily(ctx.conn, end - SERVICE_WINDOW, end, ctx.district))
+    if col == "pct":
+        return d["bucket"], (100 * d["satisfied"] / d["rated"].replace(0, np.nan)).to_numpy()
+    return d["bucket"], d[col].to_numpy()
+
+
+def _satisfaction(ctx: Ctx):
+    cur, prev = _svc_periods(ctx)
+    v, p = cur["satisfaction"], prev["satisfaction"]
+    x, y = _svc_spark(ctx, "satisfaction")
+    return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, \
+        f"{cur['rated']:,} rated closures"
+
+
+def _pct_satisfied(ctx: Ctx):
+    cur, prev = _svc_periods(ctx)
+    v = 100 * cur["satisfied"] / cur["rated"] if cur["rated"] else None
+    p = 100 * prev["satisfied"] / prev["rated"] if prev["rated"] else None
+    x, y = _svc_spark(ctx, "pct")
+    return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, "rated 4 or 5"
+
+
+def _svc_points(ctx: Ctx, n: int = 7):
+    end = int(ctx.now)
+    return [end - ctx.span + i * ctx.span // (n - 1) for i in range(n)]
+
+
+def _open_requests(ctx: Ctx):
+    if ctx.service_as_of is None:
+        return None, None, [], [], None, ""
+    xs = _svc_points(ctx)
+    ys = [ctx.open_at(t)["open"] for t in xs]
+    v = float(ys[-1])
+    return v, v - ys[0], xs, ys, ctx.service_as_of, f"{ctx.open_at(xs[-1])['overdue']:,} overdue"
+
+
+def _overdue(ctx: Ctx):
+    if ctx.service_as_of is None:
+        return None, None, [], [], None, ""
+    xs = _svc_points(ctx)
+    ys = [ctx.open_at(t)["overdue"] for t in xs]
+    v = float(ys[-1])
+    o = ctx.open_at(xs[-1])["open"]
+    return v, v - ys[0], xs, ys, ctx.service_as_of, f"{100 * v / o:.0f}% of open requests past SLA" if o else ""
+
+
+def _overdue_share(ctx: Ctx, value):
+    o = ctx.open_at(_svc_points(ctx)[-1])["open"]
+    return None if value is None else (100 * value / o if o else 0.0)
+
+
+def _median_close(ctx: Ctx):
+    cur, prev = _svc_periods(ctx)
+    v, p = cur["median_hours"], prev["median_hours"]
+    x, y = _svc_spark(ctx, "closed")
+    return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, \
+        f"{cur['n']:,} closed in 30 d (trend: closed per day)"
+
+
+KPIS: list[Kpi] = [
+    Kpi("traffic.tti", "traffic", "Travel-time idx", "×", _tti, warn=1.3, bad=1.6, decimals=2),
+    Kpi("traffic.mean_speed", "traffic", "Mean speed", "km/h", _mean_speed, warn=50, bad=35, higher_is_worse=False),
+    Kpi("traffic.congested", "traffic", "Congested", "%", _congested, warn=10, bad=25, decimals=1),
+    Kpi("traffic.incidents", "traffic", "Incidents", "", _incidents, warn=2, bad=5),
+    Kpi("air.aqi_worst", "air_quality", "AQI worst", "AQI", _aqi_worst, warn=101, bad=151),
+    Kpi("air.aqi_weighted", "air_quality", "AQI weighted", "AQI", _aqi_weighted, warn=101, bad=151),
+    Kpi("air.dominant", "air_quality", "Main pollutant", "", _dominant, delta_label=""),
+    Kpi("air.over_limit", "air_quality", "Over limit", "", _over_limit, warn=1, bad=4),
+    Kpi("air.pm25_24h", "air_quality", "PM2.5 24 h", "µg/m³", _pm25_24h, warn=35, bad=75,
+        delta_label="vs previous 24 h"),
+    Kpi("energy.load", "energy", "Load now", "MW", _load_now,
+        status_from=lambda c, v: None if v is None else _capacity_share(c)[0], warn=75, bad=90),
+    Kpi("energy.capacity_share", "energy", "Of capacity", "%", _capacity_share, warn=75, bad=90, decimals=1),
+    Kpi("energy.consumption_today", "energy", "Used today", "MWh", _consumption_today,
+        delta_label="vs yesterday by this hour"),
+    Kpi("energy.renewable_share", "energy", "Renewables", "%", _renewable_share, warn=5, bad=2,
+        higher_is_worse=False, decimals=1),
+    Kpi("service.satisfaction", "satisfaction", "Satisfaction", "/ 5", _satisfaction, warn=4.0, bad=3.5,
+        higher_is_worse=False, decimals=2, delta_label="vs previous 30 d"),
+    Kpi("service.pct_satisfied", "satisfaction", "Satisfied", "%", _pct_satisfied, warn=75, bad=60,
+        higher_is_worse=False, decimals=1, delta_label="vs previous 30 d"),
+    Kpi("service.open", "satisfaction", "Open", "", _open_requests),
+    Kpi("service.overdue", "satisfaction", "Overdue", "", _overdue, warn=10, bad=25, status_from=_overdue_share),
+    Kpi("service.median_close", "satisfaction", "Time to close", "h", _median_close, warn=24, bad=48,
+        decimals=1, delta_label="vs previous 30 d"),
+]
+KPI_BY_ID = {k.id: k for k in KPIS}
+assert len(KPI_BY_ID) == len(KPIS), "KPI ids must be unique"
+
+
+def compute_all(conn: Connection, now: float, window: str = "24h", district: str | None = None,
+                aqi_standard: str = "cn", domain: str | None = None) -> list[KpiValue]:
+    """Compute every KPI (of ``domain``) for the window and district."""
+    ctx = Ctx(conn, now, window, district, aqi_standard)
+    return [k.evaluate(ctx) for k in KPIS if domain is None or k.domain == domain]

@@ -1,0 +1,197 @@
+"""The manager view at ``/``: the map with layer toggles, every KPI, a time window, district filter,
+drill-down, live refresh. The URL carries district, window and layers."""
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import dash_ag_grid as dag
+from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, no_update
+
+from dashboard import views
+from dashboard.kpis import KPI_BY_ID
+from dashboard.live import LiveData, StoreUnavailable
+from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
+from dashboard.store.readmodel import WINDOWS
+from layers import LAYERS
+
+WINDOW_LABELS = {"1h": "Last hour", "24h": "24 hours", "7d": "7 days"}
+
+
+def _initial(live: LiveData, search: str):
+    q = parse_query(search)
+    notices = []
+    try:
+        window = check_window(q.get("window"))
+    except BadParameter as exc:
+        window, _ = "24h", notices.append(str(exc))
+    try:
+        district = check_district(q.get("district"), live.district_ids())
+    except BadParameter as exc:
+        district, _ = None, notices.append(str(exc))
+    try:
+        layers_on = check_layers(q.get("layers"))
+    except BadParameter as exc:
+        layers_on, _ = check_layers(None), notices.append(str(exc))
+    return window, district, layers_on, notices
+
+
+def layout(live: LiveData, search: str = ""):
+    """Return the manager page for the query string ``search``."""
+    try:
+        window, district, layers_on, notices = _initial(live, search)
+        now = time.time()
+        params = live.params(now, window, district)
+        frames = live.layer_frames()
+        kpis = live.kpis(window, district)
+        fig = views.map_figure(live, frames, params, layers_on)
+    except StoreUnavailable as exc:
+        return html.Div([html.H1("City Panorama"),
+                         html.Div(f"The data store cannot be reached: {exc}. This page retries on reload.",
+                                  className="banner banner-error")], className="error-page")
+    d = live.districts()
+    refresh_ms = live.settings.refresh_seconds * 1000
+    city = live.meta().get("city", "City")
+    return html.Div([
+        html.Header([
+            html.Div([html.Span(city, className="city-name"), html.Span("City Panorama", className="product")],
+                     className="brand"),
+            html.Div([
+                dcc.RadioItems(id="window", value=window, className="window-picker", inline=True,
+                               options=[{"label": WINDOW_LABELS[w], "value": w} for w in WINDOWS]),
+                dcc.Dropdown(id="district", value=district, placeholder="Whole city", clearable=True,
+                             className="district-picker",
+                             options=[{"label": r.name, "value": r.id} for r in d.itertuples()]),
+                html.Button("Whole city", id="whole-city", n_clicks=0, className="btn"),
+            ], className="controls"),
+            html.Div([html.Span(id="clock", className="clock"),
+                      html.Span(id="updated", className="updated")], className="status"),
+        ], className="topbar"),
+        html.Div(id="banner", className="banner", children=" · ".join(notices), hidden=not notices),
+        html.Main([
+            html.Div([
+                dcc.Graph(id="map", figure=fig, className="map", config={
+                    "scrollZoom": True, "displaylogo": False,
+                    "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}),
+                dcc.Checklist(id="layers", value=layers_on, className="layer-toggles", inline=True,
+                              options=[{"label": layer.name, "value": layer.id} for layer in LAYERS]),
+                html.Div(views.legend_block(params, layers_on), id="legend", className="legend"),
+            ], className="map-wrap"),
+            html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
+        ], className="main"),
+        html.Section(id="drill", className="drill", hidden=True, children=[
+            html.Div([html.H2(id="drill-title"),
+                      html.Button("Close", id="drill-close", n_clicks=0, className="btn")], className="drill-head"),
+            html.Div([
+                dcc.Graph(id="drill-trend", config={"displaylogo": False}, className="drill-trend"),
+                dag.AgGrid(id="drill-grid", className="ag-theme-alpine-dark drill-grid", rowData=[], columnDefs=[],
+                           dashGridOptions={"domLayout": "autoHeight"}, columnSize="sizeToFit"),
+            ], className="drill-body"),
+        ]),
+        dcc.Store(id="drill-kpi"),
+        dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
+    ], className="manager")
+
+
+def register(app: Dash, live: LiveData) -> None:
+    """Attach the manager page's callbacks to ``app``."""
+
+    @app.callback(Output("district", "value"),
+                  Input("map", "clickData"), Input("whole-city", "n_clicks"), State("district", "value"),
+                  prevent_initial_call=True)
+    def pick_district(click, _n, current):
+        """Select the clicked district; click it again (or 'Whole city') to clear."""
+        trig = callback_context.triggered_id
+        if trig == "whole-city":
+            return None
+        pts = (click or {}).get("points") or []
+        loc = next((p.get("location") for p in pts if p.get("location")), None)
+        if loc is None or loc not in live.district_ids():
+            return no_update
+        return None if loc == current else loc
+
+    @app.callback(Output("url", "search"),
+                  Input("window", "value"), Input("district", "value"), Input("layers", "value"),
+                  prevent_initial_call=True)
+    def sync_url(window, district, layers_on):
+        """Keep the URL a bookmark of the view."""
+        return view_query(window, district, layers_on or [])
+
+    @app.callback(Output("legend", "children"), Input("layers", "value"), prevent_initial_call=True)
+    def legend(layers_on):
+        """Show the legend of the visible layers."""
+        return views.legend_block(live.params(time.time()), layers_on or [])
+
+    kpi_all = {"type": "kpi", "id": ALL}
+
+    @app.callback(
+        Output("map", "figure"),
+        Output({"type": "kpi-value", "id": ALL}, "children"),
+        Output({"type": "kpi-delta", "id": ALL}, "children"),
+        Output({"type": "kpi-age", "id": ALL}, "children"),
+        Output({"type": "kpi-note", "id": ALL}, "children"),
+        Output({"type": "kpi-status", "id": ALL}, "children"),
+        Output(kpi_all, "className"),
+        Output({"type": "kpi-spark", "id": ALL}, "figure"),
+        Output("updated", "children"),
+        Output("banner", "children"),
+        Output("banner", "hidden"),
+        Input("tick", "n_intervals"), Input("window", "value"), Input("district", "value"), Input("layers", "value"),
+        State(kpi_all, "id"),
+        prevent_initial_call=True,
+    )
+    def refresh(_n, window, district, layers_on, ids):
+        """Send only the values that changed: colours, numbers, sparklines."""
+        now = time.time()
+        try:
+            window = check_window(window)
+            district = check_district(district, live.district_ids())
+            frames = live.layer_frames()
+            kpis = {k.id: k for k in live.kpis(window, district)}
+        except (StoreUnavailable, BadParameter) as exc:
+            n = len(ids)
+            since = live.__dict__.setdefault("_stale_since", now)
+            msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
+            return (no_update, *([[no_update] * n] * 7), no_update, msg, False)
+        live.__dict__.pop("_stale_since", None)
+        params = live.params(now, window, district)
+        patch = views.map_patch(live, frames, params, layers_on or [])
+        states = [views.kpi_state(kpis[i["id"]], now) for i in ids]
+        sparks = [views.spark_patch(kpis[i["id"]]) for i in ids]
+        updated = "updated " + datetime.fromtimestamp(now, live.tz()).strftime("%H:%M:%S")
+        return (patch, [s["value"] for s in states], [s["delta"] for s in states], [s["age"] for s in states],
+                [s["note"] for s in states], [s["status"] for s in states], [s["class"] for s in states], sparks,
+                updated, "", True)
+
+    app.clientside_callback(
+        """function(n){ const d = new Date(); return d.toLocaleTimeString([], {hour12:false}); }""",
+        Output("clock", "children"), Input("tick", "n_intervals"))
+
+    @app.callback(Output("drill-kpi", "data"), Input({"type": "kpi", "id": ALL}, "n_clicks"),
+                  Input("drill-close", "n_clicks"), prevent_initial_call=True)
+    def open_drill(clicks, _close):
+        """Open the drill-down of the clicked KPI, or close it."""
+        trig = callback_context.triggered_id
+        if trig == "drill-close" or not any(clicks or []):
+            return None
+        return trig["id"] if isinstance(trig, dict) else no_update
+
+    @app.callback(Output("drill", "hidden"), Output("drill-title", "children"), Output("drill-trend", "figure"),
+                  Output("drill-grid", "rowData"), Output("drill-grid", "columnDefs"),
+                  Input("drill-kpi", "data"), Input("window", "value"), Input("district", "value"))
+    def drill(kid, window, district):
+        """Show a KPI's trend over the window and the worst places now."""
+        if not kid or kid not in KPI_BY_ID:
+            return True, "", {}, [], []
+        try:
+            kv = next(k for k in live.kpis(window, district) if k.id == kid)
+            frames = live.layer_frames()
+        except StoreUnavailable:
+            return no_update, no_update, no_update, no_update, no_update
+        params = live.params(time.time(), window, district)
+        df = views.worst_places(live, kv.domain, frames, params)
+        rows = [] if df is None else df.to_dict("records")
+        cols = [] if df is None else [{"field": c, "headerName": c.replace("_", " ")} for c in df.columns]
+        where = dict(zip(live.districts()["id"], live.districts()["name"])).get(district, "whole city")
+        title = f"{kv.label} — {WINDOW_LABELS[window].lower()}, {where}"
+        return False, title, views.trend_figure(kv, live.tz()), rows, cols

@@ -1,0 +1,252 @@
+"""The read model: pure queries over `latest`, the rollups and the event tables.
+
+Each function takes an open connection and parameters and returns a pandas frame (or a
+number). None of them reads the raw ``readings`` table: screens never scan history.
+"""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+from sqlalchemy import Connection, and_, func, select
+
+from dashboard.metrics import CITY
+from dashboard.store.schema import (
+    assets,
+    districts,
+    latest,
+    meta,
+    rollup_asset,
+    rollup_district,
+    service_categories,
+    service_requests,
+)
+
+#: The time windows a screen may ask for, in seconds, and the rollup used to draw them.
+WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
+WINDOW_RES = {"1h": 300, "24h": 300, "7d": 3600}
+
+
+def _frame(rows, columns) -> pd.DataFrame:
+    return pd.DataFrame([tuple(r) for r in rows], columns=columns)
+
+
+def districts_frame(conn: Connection) -> pd.DataFrame:
+    """Return every district: id, name, name_local, population, area_km2, label_lon, label_lat, geometry (dict)."""
+    rows = conn.execute(select(districts).order_by(districts.c.name)).all()
+    df = _frame(rows, [c.name for c in districts.columns])
+    df["geometry"] = [json.loads(g) for g in df["geometry"]]
+    return df
+
+
+def assets_frame(conn: Connection, kind: str, district: str | None = None) -> pd.DataFrame:
+    """Return the assets of ``kind`` (id, name, district_id, lon, lat, geometry dict, attributes dict)."""
+    q = select(assets.c.pk, assets.c.id, assets.c.name, assets.c.district_id, assets.c.lon, assets.c.lat,
+               assets.c.geometry, assets.c.attributes).where(assets.c.kind == kind)
+    if district:
+        q = q.where(assets.c.district_id == district)
+    df = _frame(conn.execute(q.order_by(assets.c.pk)).all(),
+                ["pk", "id", "name", "district_id", "lon", "lat", "geometry", "attributes"])
+    df["geometry"] = [json.loads(g) if g else None for g in df["geometry"]]
+    return df
+
+
+def city_meta(conn: Connection) -> dict[str, str]:
+    """Return the key/value facts stored about the city (name, timezone)."""
+    return {r.key: r.value for r in conn.execute(select(meta)).all()}
+
+
+def latest_values(conn: Connection, kind: str, metrics: list[str] | None = None,
+                  district: str | None = None) -> pd.DataFrame:
+    """Return the newest value of each metric of each asset of ``kind``, in long form.
+
+    Columns: asset_id, name, district_id, metric, ts, value.
+    """
+    q = (select(assets.c.id, assets.c.name, assets.c.district_id, latest.c.metric, latest.c.ts, latest.c.value)
+         .join(assets, assets.c.pk == latest.c.asset_pk).where(assets.c.kind == kind))
+    if metrics:
+        q = q.where(latest.c.metric.in_(metrics))
+    if district:
+        q = q.where(assets.c.district_id == district)
+    return _frame(conn.execute(q).all(), ["asset_id", "name", "district_id", "metric", "ts", "value"])
+
+
+def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None) -> pd.DataFrame:
+    """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest)."""
+    long = latest_values(conn, kind, metrics, district)
+    if long.empty:
+        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics])
+    wide = long.set_index(["asset_id", "metric"])["value"].unstack("metric")
+    first = long.drop_duplicates("asset_id").set_index("asset_id")
+    wide.insert(0, "district_id", first["district_id"].reindex(wide.index))
+    wide.insert(0, "name", first["name"].reindex(wide.index))
+    wide["ts"] = long.groupby("asset_id")["ts"].max().reindex(wide.index)
+    for m in metrics:
+        if m not in wide.columns:
+            wide[m] = float("nan")
+    wide.columns.name = None
+    return wide.reset_index()
+
+
+def asset_attributes(conn: Connection, kind: str, district: str | None = None) -> pd.DataFrame:
+    """Return the assets of ``kind`` without geometry: id, name, district_id, lon, lat, attributes (dict)."""
+    q = select(assets.c.id, assets.c.name, assets.c.district_id, assets.c.lon, assets.c.lat,
+               assets.c.attributes).where(assets.c.kind == kind)
+    if district:
+        q = q.where(assets.c.district_id == district)
+    return _frame(conn.execute(q.order_by(assets.c.pk)).all(), ["id", "name", "district_id", "lon", "lat", "attributes"])
+
+
+def district_populations(conn: Connection) -> pd.Series:
+    """Return the population of each district, indexed by id."""
+    rows = conn.execute(select(districts.c.id, districts.c.population)).all()
+    return pd.Series({r.id: r.population for r in rows}, dtype=float)
+
+
+def newest_ts(conn: Connection, kind: str, district: str | None = None) -> int | None:
+    """Return the time of the newest reading of any asset of ``kind`` (in ``district``), or None."""
+    q = select(func.max(latest.c.ts)).join(assets, assets.c.pk == latest.c.asset_pk).where(assets.c.kind == kind)
+    if district:
+        q = q.where(assets.c.district_id == district)
+    return conn.execute(q).scalar()
+
+
+def district_series(conn: Connection, metric: str, start: int, end: int, res: int,
+                    district: str | None = None) -> pd.DataFrame:
+    """Return the rollup of ``metric`` over a district (or the city) for buckets in [start, end).
+
+    Columns: bucket, n, sum, min, max, mean.
+    """
+    t = rollup_district
+    q = (select(t.c.bucket, t.c.n, t.c.sum, t.c.min, t.c.max)
+         .where(t.c.res == res, t.c.district_id == (district or CITY), t.c.metric == metric,
+                t.c.bucket >= start, t.c.bucket < end)
+         .order_by(t.c.bucket))
+    df = _frame(conn.execute(q).all(), ["bucket", "n", "sum", "min", "max"])
+    df["mean"] = df["sum"] / df["n"]
+    return df
+
+
+def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, end: int, res: int,
+                 district: str | None = None) -> pd.DataFrame:
+    """Return per-asset rollups of ``metrics`` for buckets in [start, end).
+
+    Columns: asset_id, district_id, metric, bucket, n, sum, min, max, mean.
+    """
+    t = rollup_asset
+    q = (select(assets.c.id, assets.c.district_id, t.c.metric, t.c.bucket, t.c.n, t.c.sum, t.c.min, t.c.max)
+         .join(assets, assets.c.pk == t.c.asset_pk)
+         .where(t.c.res == res, t.c.metric.in_(metrics), t.c.bucket >= start, t.c.bucket < end,
+                assets.c.kind == kind))
+    if district:
+        q = q.where(assets.c.district_id == district)
+    df = _frame(conn.execute(q).all(), ["asset_id", "district_id", "metric", "bucket", "n", "sum", "min", "max"])
+    df["mean"] = df["sum"] / df["n"]
+    return df
+
+
+def asset_count(conn: Connection, kind: str, district: str | None = None) -> int:
+    """Return how many assets of ``kind`` there are (in ``district``)."""
+    q = select(func.count()).select_from(assets).where(assets.c.kind == kind)
+    if district:
+        q = q.where(assets.c.district_id == district)
+    return int(conn.execute(q).scalar() or 0)
+
+
+# ------------------------------------------------------------------ service requests
+def _sr_district(q, district):
+    return q.where(service_requests.c.district_id == district) if district else q
+
+
+def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
+    """Return aggregates of the requests closed in [start, end).
+
+    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
+    median_hours (time to close; from a 15-minute histogram computed in SQL).
+    """
+    sr = service_requests
+    q = _sr_district(select(func.count(), func.avg(sr.c.satisfaction), func.count(sr.c.satisfaction),
+                            func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
+                            func.sum((sr.c.closed_at > sr.c.due_at).cast(sr.c.satisfaction.type)))
+                     .where(sr.c.closed_at >= start, sr.c.closed_at < end), district)
+    n, sat, rated, satisfied, late = conn.execute(q).one()
+    binw = 900
+    b = (sr.c.closed_at - sr.c.opened_at) // binw
+    hq = _sr_district(select(b, func.count()).where(sr.c.closed_at >= start, sr.c.closed_at < end)
+                      .group_by(b).order_by(b), district)
+    hist = conn.execute(hq).all()
+    median = None
+    if hist:
+        total = sum(c for _, c in hist)
+        acc = 0
+        for k, c in hist:
+            if acc + c >= total / 2:
+                median = (k + (total / 2 - acc) / c) * binw / 3600.0
+                break
+            acc += c
+    return {"n": int(n or 0), "satisfaction": float(sat) if sat is not None else None, "rated": int(rated or 0),
+            "satisfied": int(satisfied or 0), "late": int(late or 0), "median_hours": median}
+
+
+def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
+                  res: int = 86_400) -> pd.DataFrame:
+    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count."""
+    sr = service_requests
+    bucket = (sr.c.closed_at // res) * res
+    q = _sr_district(select(bucket, func.avg(sr.c.satisfaction), func.count(),
+                            func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
+                            func.count(sr.c.satisfaction))
+                     .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(bucket).order_by(bucket),
+                     district)
+    df = _frame(conn.execute(q).all(), ["bucket", "satisfaction", "closed", "satisfied", "rated"])
+    return df.astype({"satisfaction": float})
+
+
+def service_open_at(conn: Connection, t: int, district: str | None = None, lookback_days: int = 90) -> dict:
+    """Return counts of requests open at time ``t``: {'open': n, 'overdue': m}.
+
+    A request is open at ``t`` if opened at or before ``t`` and not closed by then; overdue if
+    also past its due time. Only requests opened within ``lookback_days`` are considered.
+    """
+    sr = service_requests
+    is_open = and_(sr.c.opened_at <= t, sr.c.opened_at > t - lookback_days * 86_400,
+                   (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
+    q = _sr_district(select(func.count(), func.sum((sr.c.due_at < t).cast(sr.c.satisfaction.type)))
+                     .where(is_open), district)
+    n, m = conn.execute(q).one()
+    return {"open": int(n or 0), "overdue": int(m or 0)}
+
+
+def service_opened_count(conn: Connection, start: int, end: int, district: str | None = None) -> int:
+    """Return how many requests were opened in [start, end)."""
+    sr = service_requests
+    q = _sr_district(select(func.count()).where(sr.c.opened_at >= start, sr.c.opened_at < end), district)
+    return int(conn.execute(q).scalar() or 0)
+
+
+def service_newest_ts(conn: Connection, district: str | None = None) -> int | None:
+    """Return the time of the newest service-request event (opening or closure)."""
+    sr = service_requests
+    a = conn.execute(_sr_district(select(func.max(sr.c.opened_at)), district)).scalar()
+    b = conn.execute(_sr_district(select(func.max(sr.c.closed_at)), district)).scalar()
+    vals = [v for v in (a, b) if v is not None]
+    return max(vals) if vals else None
+
+
+def service_by_district(conn: Connection, start: int, end: int) -> pd.DataFrame:
+    """Return per district: mean satisfaction and count of requests closed in [start, end)."""
+    sr = service_requests
+    q = (select(sr.c.district_id, func.avg(sr.c.satisfaction), func.count(sr.c.satisfaction))
+         .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(sr.c.district_id))
+    return _frame(conn.execute(q).all(), ["district_id", "satisfaction", "n"])
+
+
+def service_open_list(conn: Connection, t: int, district: str | None = None, limit: int = 50) -> pd.DataFrame:
+    """Return the open requests at ``t`` that are most overdue first."""
+    sr, sc = service_requests, service_categories
+    q = _sr_district(
+        select(sr.c.id, sc.c.name, sr.c.district_id, sr.c.opened_at, sr.c.due_at)
+        .join(sc, sc.c.id == sr.c.category_id)
+        .where(sr.c.opened_at <= t, (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
+        .order_by(sr.c.due_at).limit(limit), district)
+    return _frame(conn.execute(q).all(), ["id", "category", "district_id", "opened_at", "due_at"])

@@ -1,0 +1,241 @@
+"""Pure builders shared by the pages, embeds and exports: map figure, patches, KPI cards, charts."""
+from __future__ import annotations
+
+import math
+import time
+from datetime import datetime, timezone
+
+import numpy as np
+from dash import Patch, dcc, html
+
+from dashboard.kpis import FEED_PERIOD, KPIS, STALE_PERIODS, KpiValue
+from dashboard.metrics import DOMAINS
+from dashboard.theme import STATUS, THEMES, figure_layout, map_style
+from layers import LAYER_BY_ID, LAYERS, LayerParams
+
+SPARK_POINTS = 24
+MAP_PX = (1100, 760)  # the map's typical size on the manager page, for the initial zoom
+
+
+def fit_view(lons, lats, px=MAP_PX, pad=0.04) -> dict:
+    """Return map center and zoom that fit the given coordinates in a ``px`` sized map."""
+    lons, lats = np.asarray(lons, float), np.asarray(lats, float)
+    lons, lats = lons[np.isfinite(lons)], lats[np.isfinite(lats)]
+    if not len(lons):
+        return {"center": {"lon": 0, "lat": 0}, "zoom": 1}
+    lo0, lo1, la0, la1 = lons.min(), lons.max(), lats.min(), lats.max()
+
+    def merc(lat):
+        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+
+    dx = max(lo1 - lo0, 1e-3) * (1 + 2 * pad) / 360
+    dy = max(merc(la1) - merc(la0), 1e-3) * (1 + 2 * pad) / (2 * math.pi)
+    zoom = min(math.log2(px[0] / 512 / dx), math.log2(px[1] / 512 / dy))
+    cy = math.degrees(2 * math.atan(math.exp((merc(la0) + merc(la1)) / 2)) - math.pi / 2)
+    return {"center": {"lon": round((lo0 + lo1) / 2, 4), "lat": round(cy, 4)}, "zoom": round(zoom, 2)}
+
+
+def asset_extent(live) -> dict:
+    """Return the view that fits the city's assets (the dense core stays legible)."""
+    lons, lats = [], []
+    for lid in ("traffic", "air_quality"):
+        st = live.static(lid)
+        lons += list(st["lon"])
+        lats += list(st["lat"])
+    return fit_view(lons, lats)
+
+
+def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], view: dict | None = None,
+               layer_ids: list[str] | None = None) -> dict:
+    """Return the full map figure: every layer's traces (hidden unless on) on the offline style."""
+    traces = []
+    for layer in LAYERS:
+        if layer_ids is not None and layer.id not in layer_ids:
+            continue
+        for t in layer.traces(live.static(layer.id), frames.get(layer.id), params):
+            t["visible"] = layer.id in layers_on
+            traces.append(t)
+    t = THEMES.get(params.theme, THEMES["dark"])
+    view = view or asset_extent(live)
+    return {
+        "data": traces,
+        "layout": {
+            "map": {"style": map_style(params.theme), **view, "fitbounds": False, "uirevision": "keep"},
+            "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+            "paper_bgcolor": t["bg"], "showlegend": False, "uirevision": "keep", "clickmode": "event",
+            "hoverlabel": {"font": {"size": 15, "family": "Inter, 'DejaVu Sans', sans-serif"},
+                           "bgcolor": t["panel_2"], "bordercolor": t["accent"]},
+            "font": {"color": t["text"]},
+        },
+    }
+
+
+def _assign(node, values: dict) -> None:
+    for k, v in values.items():
+        if isinstance(v, dict):
+            _assign(node[k], v)
+        else:
+            node[k] = v
+
+
+def map_patch(live, frames: dict, params: LayerParams, layers_on: list[str],
+              layer_ids: list[str] | None = None) -> Patch:
+    """Return a Patch of only the values that change on a refresh (and layer visibility)."""
+    p = Patch()
+    i = 0
+    for layer in LAYERS:
+        if layer_ids is not None and layer.id not in layer_ids:
+            continue
+        for vals in layer.values(live.static(layer.id), frames.get(layer.id), params):
+            _assign(p["data"][i], vals)
+            p["data"][i]["visible"] = layer.id in layers_on
+            i += 1
+    return p
+
+
+def downsample(xs, ys, n: int = SPARK_POINTS):
+    """Return at most ``n`` points: means of equal chunks (None where all are unknown)."""
+    xs, ys = list(xs), [np.nan if y is None else y for y in ys]
+    if len(xs) <= n:
+        return xs, [None if not np.isfinite(y) else round(float(y), 3) for y in ys]
+    edges = np.linspace(0, len(xs), n + 1).astype(int)
+    ox, oy = [], []
+    arr = np.asarray(ys, dtype=float)
+    for a, b in zip(edges[:-1], edges[1:]):
+        chunk = arr[a:b]
+        ox.append(xs[b - 1])
+        oy.append(None if not np.isfinite(chunk).any() else round(float(np.nanmean(chunk)), 3))
+    return ox, oy
+
+
+def spark_figure(k: KpiValue, theme: str = "dark") -> dict:
+    """Return a small SVG sparkline figure of a KPI's trend."""
+    colour = STATUS[k.status][0]
+    x, y = downsample(k.spark_x, k.spark_y)
+    return {
+        "data": [{"type": "scatter", "mode": "lines", "x": x, "y": y, "line": {"color": colour, "width": 2},
+                  "fill": "tozeroy", "fillcolor": "rgba(127,140,157,0.12)", "hoverinfo": "skip",
+                  "connectgaps": False}],
+        "layout": figure_layout(theme, height=44),
+    }
+
+
+def spark_patch(k: KpiValue) -> Patch:
+    """Return a Patch of a sparkline's points and colour."""
+    p = Patch()
+    x, y = downsample(k.spark_x, k.spark_y)
+    p["data"][0]["x"] = x
+    p["data"][0]["y"] = y
+    p["data"][0]["line"]["color"] = STATUS[k.status][0]
+    return p
+
+
+def age_text(seconds: float | None) -> str:
+    """Return a data age as '12 s', '4 min', '3 h', '2 d'."""
+    if seconds is None:
+        return "no data"
+    s = max(0, seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    if s < 172_800:
+        return f"{s / 3600:.0f} h"
+    return f"{s / 86400:.0f} d"
+
+
+def kpi_state(k: KpiValue, now: float | None = None) -> dict:
+    """Return what a KPI card shows now: value, delta, age and classes (age relative to ``now``)."""
+    now = time.time() if now is None else now
+    age = None if k.as_of is None else max(0.0, now - k.as_of)
+    stale = age is not None and age > STALE_PERIODS * FEED_PERIOD[k.domain]
+    if k.delta is None or k.value is None:
+        delta = "" if k.value is not None and isinstance(k.value, str) else "no change data"
+        if isinstance(k.value, str):
+            delta = k.note
+    else:
+        arrow = "▲" if k.delta > 0 else ("▼" if k.delta < 0 else "■")
+        delta = f"{arrow} {abs(k.delta):,.{k.decimals}f} {k.delta_label}"
+    cls = f"kpi status-{k.status}" + (" stale" if stale else "") + (" nodata" if k.value is None else "")
+    age_s = "no data yet" if k.as_of is None else (f"STALE · {age_text(age)} old" if stale else f"{age_text(age)} ago")
+    return {"value": k.formatted(), "delta": delta, "age": age_s, "class": cls,
+            "status": STATUS[k.status][1], "note": "" if isinstance(k.value, str) else k.note}
+
+
+def kpi_card(k: KpiValue, theme: str = "dark", big: bool = False) -> html.Div:
+    """Return one KPI card (clickable: opens the drill-down)."""
+    s = kpi_state(k)
+    kid = k.id
+    return html.Div(
+        id={"type": "kpi", "id": kid}, n_clicks=0, className=s["class"] + (" big" if big else ""),
+        title=f"{k.label}: click for trend and worst places", role="button", tabIndex="0",
+        children=[
+            html.Div([html.Span(k.label, className="kpi-label"),
+                      html.Span(s["status"], id={"type": "kpi-status", "id": kid}, className="kpi-badge")],
+                     className="kpi-head"),
+            html.Div([html.Span(s["value"], id={"type": "kpi-value", "id": kid}, className="kpi-value"),
+                      html.Span(k.unit, className="kpi-unit")], className="kpi-main"),
+            html.Div(s["delta"], id={"type": "kpi-delta", "id": kid}, className="kpi-delta"),
+            dcc.Graph(id={"type": "kpi-spark", "id": kid}, figure=spark_figure(k, theme), className="kpi-spark",
+                      config={"staticPlot": True, "displayModeBar": False}, style={"height": "44px"}),
+            html.Div([html.Span(s["note"], id={"type": "kpi-note", "id": kid}, className="kpi-note"),
+                      html.Span(s["age"], id={"type": "kpi-age", "id": kid}, className="kpi-age")],
+                     className="kpi-foot"),
+        ])
+
+
+def kpi_sections(values: list[KpiValue], theme: str = "dark") -> list:
+    """Return the KPI cards grouped by domain, in registry order."""
+    out = []
+    for dom, meta in DOMAINS.items():
+        cards = [kpi_card(k, theme) for k in values if k.domain == dom]
+        if cards:
+            out.append(html.Section([html.H2(meta["label"], className="domain-title"),
+                                     html.Div(cards, className="kpi-row")], className=f"domain domain-{dom}"))
+    return out
+
+
+def legend_block(params: LayerParams, layers_on: list[str]) -> list:
+    """Return the HTML legend of the visible layers."""
+    out = []
+    for layer in LAYERS:
+        if layer.id not in layers_on:
+            continue
+        items = [html.Div([html.Span(className="swatch", style={"background": c}), html.Span(lbl)],
+                          className="legend-item") for lbl, c in layer.legend(params)]
+        out.append(html.Div([html.Div(layer.name, className="legend-title"), *items], className="legend-layer"))
+    return out
+
+
+def trend_figure(k: KpiValue, tz, theme: str = "dark") -> dict:
+    """Return the drill-down trend chart of a KPI (SVG)."""
+    t = THEMES.get(theme, THEMES["dark"])
+    xs = [datetime.fromtimestamp(x, timezone.utc).astimezone(tz).strftime("%Y-%m-%d %H:%M") for x in k.spark_x]
+    return {
+        "data": [{"type": "scatter", "mode": "lines", "x": xs, "y": k.spark_y, "name": k.label,
+                  "line": {"color": STATUS[k.status][0], "width": 3}, "connectgaps": False,
+                  "hovertemplate": "%{x}<br>%{y:,.2f} " + k.unit + "<extra></extra>"}],
+        "layout": figure_layout(
+            theme, height=300, margin=dict(l=60, r=20, t=10, b=40),
+            xaxis=dict(visible=True, gridcolor=t["grid"], color=t["muted"], type="date"),
+            yaxis=dict(visible=True, gridcolor=t["grid"], color=t["muted"], title=k.unit or None, fixedrange=True),
+            hovermode="x unified", font=dict(color=t["text"], size=14)),
+    }
+
+
+def worst_places(live, domain: str, frames: dict, params: LayerParams, n: int = 10):
+    """Return the worst places now for a domain, from its layer."""
+    layer = next((layer for layer in LAYERS if layer.domain == domain), None)
+    if layer is None:
+        return None
+    kw = {"std": params.aqi_standard} if layer.id == "air_quality" else {}
+    df = layer.worst(live.static(layer.id), frames.get(layer.id), n, **kw)
+    if params.district:
+        df = df[df["district"] == params.district]
+    names = dict(zip(live.districts()["id"], live.districts()["name"]))
+    df = df.assign(district=df["district"].map(names).fillna(df["district"]))
+    return df
+
+
+DEFAULT_KPI_ORDER = [k.id for k in KPIS]
+LAYER_NAMES = {lid: layer.name for lid, layer in LAYER_BY_ID.items()}

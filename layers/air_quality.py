@@ -1,0 +1,98 @@
+"""Air quality: monitoring stations coloured by AQI band of the configured standard, sized by AQI."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dashboard import aqi as aqimod
+from dashboard.theme import AQI_COLOURS
+from layers import LayerParams
+from layers._common import hhmm
+
+POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
+LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
+NO_DATA = "#5c6775"
+
+
+def marker_size(aqi_values: np.ndarray) -> np.ndarray:
+    """Return marker diameters in px: 16 at AQI 0 growing to 40 at 300 and above; 12 when unknown."""
+    a = np.asarray(aqi_values, dtype=float)
+    return np.where(np.isfinite(a), 16 + 24 * np.clip(a, 0, 300) / 300, 12).round(1)
+
+
+def english(label: str) -> str:
+    """Return a band label without its Chinese name in parentheses (wall fonts may lack CJK glyphs)."""
+    return label.split(" (")[0]
+
+
+class AirQualityLayer:
+    """Stations coloured by AQI band."""
+
+    id = "air_quality"
+    name = "Air quality"
+    domain = "air_quality"
+    description = "Monitoring stations coloured by AQI band, sized by AQI."
+
+    def static(self, conn) -> pd.DataFrame:
+        """Return the stations."""
+        from dashboard.store.readmodel import assets_frame
+
+        return assets_frame(conn, "aq_station")[["id", "name", "district_id", "lon", "lat"]]
+
+    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+        """Return the latest pollutant values per station (wide)."""
+        from dashboard.store.readmodel import latest_wide
+
+        return latest_wide(conn, "aq_station", POLLUTANTS)
+
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame, std: str) -> pd.DataFrame:
+        w = static[["id", "name"]].merge(frame.drop(columns=["name", "district_id"], errors="ignore"),
+                                         left_on="id", right_on="asset_id", how="left")
+        for p in POLLUTANTS:
+            if p not in w.columns:
+                w[p] = np.nan
+        a, dom = aqimod.aqi_frame(w[POLLUTANTS].astype(float), std)
+        w["aqi"] = np.asarray(a, dtype=float)
+        w["dominant"] = list(dom)
+        bands = [aqimod.band(x, std) if np.isfinite(x) else None for x in w["aqi"]]
+        w["band"] = [english(b.label) if b else "no data" for b in bands]
+        w["colour"] = [AQI_COLOURS[b.key] if b else NO_DATA for b in bands]
+        return w
+
+    def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return marker colours and sizes and the hover values."""
+        w = self._state(static, frame, params.aqi_standard)
+        tz = params.extra.get("tz")
+        custom = [[None if not np.isfinite(r.aqi) else int(r.aqi), LABEL.get(r.dominant, "—"), r.band,
+                   None if pd.isna(r.pm25) else round(float(r.pm25)), hhmm(r.ts if "ts" in w else None, tz)]
+                  for r in w.itertuples()]
+        std = "China HJ 633-2012" if params.aqi_standard == "cn" else "US EPA"
+        return [{
+            "marker": {"color": w["colour"].tolist(), "size": marker_size(w["aqi"]).tolist()},
+            "customdata": custom,
+            "hovertemplate": "<b>%{text}</b><br>AQI %{customdata[0]} (" + std + ") · %{customdata[2]}"
+                             "<br>dominant %{customdata[1]} · PM2.5 %{customdata[3]} µg/m³"
+                             "<br>reading %{customdata[4]}<extra>Air quality</extra>",
+        }]
+
+    def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return one marker trace for all stations."""
+        v = self.values(static, frame, params)[0]
+        return [{
+            "type": "scattermap", "mode": "markers", "name": "Air quality", "uid": "air-quality",
+            "meta": {"layer": self.id}, "lon": static["lon"].tolist(), "lat": static["lat"].tolist(),
+            "text": static["name"].tolist(), "showlegend": False,
+            **v, "marker": {**v["marker"], "opacity": 0.95},
+        }]
+
+    def legend(self, params: LayerParams) -> list[tuple[str, str]]:
+        """Return the AQI bands of the configured standard."""
+        return [(f"{b.lo:g}–{b.hi:g} {english(b.label)}", AQI_COLOURS[b.key])
+                for b in aqimod.BANDS[params.aqi_standard]]
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, std: str = "cn") -> pd.DataFrame:
+        """Return the stations with the highest AQI."""
+        w = self._state(static, frame, std)
+        df = pd.DataFrame({"place": w["name"], "district": static["district_id"].to_numpy(), "value": w["aqi"],
+                           "unit": "AQI", "band": w["band"], "dominant": w["dominant"].map(LABEL)})
+        return df[np.isfinite(df["value"])].sort_values("value", ascending=False).head(n)

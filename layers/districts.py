@@ -1,0 +1,52 @@
+"""Districts: outlines and names as the base; click a district to select it."""
+from __future__ import annotations
+
+import pandas as pd
+
+from dashboard.theme import THEMES
+from layers import LayerParams
+from layers._common import districts_geojson, static_districts
+
+
+class DistrictsLayer:
+    """District outlines (transparent fill that catches clicks and hovers)."""
+
+    id = "districts"
+    name = "Districts"
+    domain = None
+    description = "District outlines and names; click one to filter every panel."
+
+    def static(self, conn) -> pd.DataFrame:
+        """Return the districts."""
+        return static_districts(conn)
+
+    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+        """Return nothing: the base layer has no live values."""
+        return pd.DataFrame(columns=["district_id"])
+
+    def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return the outline widths: thicker for the selected district."""
+        sel = params.district
+        return [{"marker": {"line": {"width": [4 if i == sel else 1.2 for i in static["id"]]}}}]
+
+    def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return one transparent choropleth with outlines."""
+        t = THEMES.get(params.theme, THEMES["dark"])
+        v = self.values(static, frame, params)[0]
+        pop = [f"{int(p):,}" if pd.notna(p) else "—" for p in static["population"]]
+        return [{
+            "type": "choroplethmap", "name": "Districts", "uid": "districts", "meta": {"layer": self.id},
+            "geojson": districts_geojson(static), "locations": static["id"].tolist(), "featureidkey": "id",
+            "z": [0] * len(static), "colorscale": [[0, "rgba(0,0,0,0.01)"], [1, "rgba(0,0,0,0.01)"]],
+            "showscale": False, "showlegend": False, "text": static["name"].tolist(), "customdata": pop,
+            "marker": {"line": {"color": t["district_line"], "width": v["marker"]["line"]["width"]}},
+            "hovertemplate": "<b>%{text}</b><br>population %{customdata}<extra>District</extra>",
+        }]
+
+    def legend(self, params: LayerParams) -> list[tuple[str, str]]:
+        """Return the outline colour."""
+        return [("District boundary", THEMES.get(params.theme, THEMES["dark"])["district_line"])]
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+        """Return nothing: the base layer ranks no places."""
+        return pd.DataFrame(columns=["place", "district", "value", "unit"])

@@ -1,0 +1,77 @@
+"""Energy: districts coloured by electrical load as a share of rated capacity."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dashboard.theme import LOAD_SCALE
+from layers import LayerParams
+from layers._common import districts_geojson, hhmm, static_districts
+
+
+class EnergyLayer:
+    """Districts coloured by load ÷ capacity."""
+
+    id = "energy"
+    name = "Energy load"
+    domain = "energy"
+    description = "Districts coloured by the load of their substations as a share of rated capacity."
+
+    def static(self, conn) -> pd.DataFrame:
+        """Return the districts with their total rated capacity."""
+        from dashboard.store.readmodel import assets_frame
+
+        d = static_districts(conn)
+        ss = assets_frame(conn, "substation")
+        cap = pd.Series([float(a.get("capacity_mw", np.nan)) for a in ss["attributes"]], index=ss.index)
+        d["capacity_mw"] = d["id"].map(cap.groupby(ss["district_id"]).sum())
+        return d
+
+    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+        """Return the latest load and renewable supply summed per district."""
+        from dashboard.store.readmodel import latest_wide
+
+        w = latest_wide(conn, "substation", ["load_mw", "renewable_mw"])
+        if w.empty:
+            return pd.DataFrame(columns=["district_id", "load_mw", "renewable_mw", "ts"])
+        return w.groupby("district_id").agg(load_mw=("load_mw", "sum"), renewable_mw=("renewable_mw", "sum"),
+                                            ts=("ts", "max")).reset_index()
+
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+        s = static[["id", "name", "capacity_mw"]].merge(frame, left_on="id", right_on="district_id", how="left")
+        s["share"] = 100 * s["load_mw"] / s["capacity_mw"]
+        return s
+
+    def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return the load share per district and hover values."""
+        s = self._state(static, frame)
+        tz = params.extra.get("tz")
+        z = [None if not np.isfinite(v) else round(float(v), 1) for v in s["share"]]
+        custom = [[None if not np.isfinite(r.load_mw) else round(float(r.load_mw)),
+                   None if not np.isfinite(r.capacity_mw) else round(float(r.capacity_mw)),
+                   hhmm(r.ts, tz)] for r in s.itertuples()]
+        return [{"z": z, "customdata": custom}]
+
+    def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return one choropleth of the districts."""
+        v = self.values(static, frame, params)[0]
+        return [{
+            "type": "choroplethmap", "name": "Energy load", "uid": "energy", "meta": {"layer": self.id},
+            "geojson": districts_geojson(static), "locations": static["id"].tolist(), "featureidkey": "id",
+            "text": static["name"].tolist(), "colorscale": LOAD_SCALE, "zmin": 0, "zmax": 100,
+            "marker": {"opacity": 0.55, "line": {"width": 0}}, "showscale": False, "showlegend": False,
+            "hovertemplate": "<b>%{text}</b><br>load %{customdata[0]} MW of %{customdata[1]} MW"
+                             "<br>%{z:.1f}% of capacity<br>reading %{customdata[2]}<extra>Energy</extra>",
+            **v,
+        }]
+
+    def legend(self, params: LayerParams) -> list[tuple[str, str]]:
+        """Return the colour stops of the load share."""
+        return [(f"{int(100 * p)} % of capacity", c) for p, c in LOAD_SCALE]
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+        """Return the districts closest to their capacity."""
+        s = self._state(static, frame)
+        df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["load_mw"].round(0), "unit": "MW",
+                           "% of capacity": s["share"].round(1)})
+        return df[np.isfinite(df["% of capacity"])].sort_values("% of capacity", ascending=False).head(n)

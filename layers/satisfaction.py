@@ -1,0 +1,67 @@
+"""Service satisfaction: districts coloured by the mean satisfaction (1–5) of the last 30 days."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from dashboard.theme import SATISFACTION_SCALE
+from layers import LayerParams
+from layers._common import districts_geojson, static_districts
+
+WINDOW_S = 30 * 86_400
+
+
+class SatisfactionLayer:
+    """Districts coloured by citizen satisfaction."""
+
+    id = "satisfaction"
+    name = "Service satisfaction"
+    domain = "satisfaction"
+    description = "Districts coloured by the mean satisfaction score (1–5) of requests closed in the last 30 days."
+
+    def static(self, conn) -> pd.DataFrame:
+        """Return the districts."""
+        return static_districts(conn)
+
+    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+        """Return mean satisfaction and closure count per district over the last 30 days."""
+        from dashboard.store.readmodel import service_by_district
+
+        end = int(params.now) + 1
+        return service_by_district(conn, end - WINDOW_S, end)
+
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+        s = static[["id", "name"]].merge(frame, left_on="id", right_on="district_id", how="left")
+        s["satisfaction"] = s["satisfaction"].astype(float)
+        s["n"] = s["n"].fillna(0).astype(int)
+        return s
+
+    def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return the mean score per district and hover values."""
+        s = self._state(static, frame)
+        z = [None if not np.isfinite(v) else round(float(v), 2) for v in s["satisfaction"]]
+        return [{"z": z, "customdata": [[int(n)] for n in s["n"]]}]
+
+    def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return one choropleth of the districts."""
+        v = self.values(static, frame, params)[0]
+        return [{
+            "type": "choroplethmap", "name": "Satisfaction", "uid": "satisfaction", "meta": {"layer": self.id},
+            "geojson": districts_geojson(static), "locations": static["id"].tolist(), "featureidkey": "id",
+            "text": static["name"].tolist(), "colorscale": SATISFACTION_SCALE, "zmin": 1, "zmax": 5,
+            "marker": {"opacity": 0.6, "line": {"width": 0}}, "showscale": False, "showlegend": False,
+            "hovertemplate": "<b>%{text}</b><br>satisfaction %{z:.2f} / 5<br>%{customdata[0]} rated closures, "
+                             "last 30 days<extra>Satisfaction</extra>",
+            **v,
+        }]
+
+    def legend(self, params: LayerParams) -> list[tuple[str, str]]:
+        """Return the colour stops of the score."""
+        return [(f"{1 + 4 * p:.0f} / 5", c) for p, c in SATISFACTION_SCALE]
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+        """Return the districts with the lowest satisfaction."""
+        s = self._state(static, frame)
+        df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["satisfaction"].round(2),
+                           "unit": "/ 5", "rated closures": s["n"]})
+        return df[np.isfinite(df["value"])].sort_values("value").head(n)

@@ -1,0 +1,152 @@
+"""Traffic: road segments coloured by congestion (speed ÷ free-flow speed) in named bands.
+
+Each segment is drawn as a row of dots along its line (one trace for all segments), offset to
+its side of the road so both directions show. A refresh sends only the dots' band numbers and
+the hover values: a few KB, not the geometry.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from dashboard.theme import CONGESTION_BANDS
+from layers import LayerParams
+from layers._common import hhmm
+
+DOT_SPACING_M = 450
+SIDE_OFFSET_M = 160
+_M_PER_DEG = 111_320.0
+
+
+def band_index(ratio: np.ndarray) -> np.ndarray:
+    """Return the congestion band of each speed ratio (0 = jammed … 3 = free flow; -1 unknown)."""
+    edges = np.array([b[0] for b in CONGESTION_BANDS[:-1]])
+    out = np.searchsorted(edges, np.asarray(ratio, dtype=float), side="right").astype(np.int8)
+    out[~np.isfinite(ratio)] = -1
+    return out
+
+
+def _dots(coords: list, right_offset_m: float) -> list[tuple[float, float]]:
+    """Return points every DOT_SPACING_M along a polyline, shifted to its right-hand side."""
+    pts = []
+    lat0 = math.radians(coords[0][1])
+    kx = _M_PER_DEG * math.cos(lat0)
+    for (x0, y0), (x1, y1) in zip(coords[:-1], coords[1:]):
+        dx, dy = (x1 - x0) * kx, (y1 - y0) * _M_PER_DEG
+        seg = math.hypot(dx, dy)
+        if seg == 0:
+            continue
+        nx, ny = dy / seg, -dx / seg  # right-hand normal
+        k = max(1, int(seg // DOT_SPACING_M))
+        for i in range(k):
+            f = (i + 0.5) / k
+            pts.append((x0 + (x1 - x0) * f + nx * right_offset_m / kx,
+                        y0 + (y1 - y0) * f + ny * right_offset_m / _M_PER_DEG))
+    return pts
+
+
+class TrafficLayer:
+    """Road segments coloured by congestion."""
+
+    id = "traffic"
+    name = "Traffic"
+    domain = "traffic"
+    description = "Road segments coloured by speed as a share of free-flow speed."
+
+    def static(self, conn) -> pd.DataFrame:
+        """Return segments with their dots (lon, lat arrays) and midpoints."""
+        from dashboard.store.readmodel import assets_frame
+
+        a = assets_frame(conn, "road_segment")
+        dots_lon, dots_lat, seg_of_dot = [], [], []
+        for i, g in enumerate(a["geometry"]):
+            coords = g["coordinates"] if g and g.get("type") == "LineString" else []
+            pts = _dots(coords, SIDE_OFFSET_M) if len(coords) >= 2 else []
+            dots_lon += [p[0] for p in pts]
+            dots_lat += [p[1] for p in pts]
+            seg_of_dot += [i] * len(pts)
+        out = pd.DataFrame({
+            "id": a["id"], "name": a["name"], "district_id": a["district_id"], "lon": a["lon"], "lat": a["lat"],
+            "free_flow_kmh": [float(x.get("free_flow_kmh", 60)) for x in a["attributes"]],
+            "direction": [x.get("direction", "") for x in a["attributes"]],
+        })
+        out.attrs["dots"] = (np.round(np.array(dots_lon), 5), np.round(np.array(dots_lat), 5),
+                             np.array(seg_of_dot, dtype=np.int32))
+        return out
+
+    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+        """Return the latest speed and incident state per segment."""
+        from dashboard.store.readmodel import latest_wide
+
+        return latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
+
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame):
+        speed = static["id"].map(frame.set_index("asset_id")["speed_kmh"]) if len(frame) else \
+            pd.Series(np.nan, index=static.index)
+        ratio = (speed / static["free_flow_kmh"]).to_numpy(dtype=float)
+        ts = static["id"].map(frame.set_index("asset_id")["ts"]) if len(frame) else pd.Series(np.nan, index=static.index)
+        inc = static["id"].map(frame.set_index("asset_id")["incident"]) if len(frame) else \
+            pd.Series(np.nan, index=static.index)
+        return speed.to_numpy(dtype=float), ratio, band_index(ratio), ts, inc.to_numpy(dtype=float)
+
+    def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return the dots' band numbers and the midpoints' hover values."""
+        speed, ratio, band, ts, inc = self._state(static, frame)
+        _, _, seg = static.attrs.get("dots", (np.array([]), np.array([]), np.array([], dtype=int)))
+        labels = [b[2] for b in CONGESTION_BANDS]
+        custom = [
+            [None if not np.isfinite(s) else int(round(s)), None if not np.isfinite(r) else int(round(100 * r)),
+             labels[b] if b >= 0 else "no data", "incident" if i == 1 else ""]
+            for s, r, b, i in zip(speed, ratio, band, inc)
+        ]
+        newest = ts.max() if len(ts) and ts.notna().any() else None
+        tz = params.extra.get("tz")
+        dot_colour = np.where(band[seg] < 0, -1, band[seg]).astype(int).tolist() if len(seg) else []
+        return [
+            {"marker": {"color": dot_colour}},
+            {"customdata": custom,
+             "hovertemplate": "<b>%{text}</b><br>%{customdata[0]} km/h · %{customdata[1]}% of free flow"
+                              "<br>%{customdata[2]} %{customdata[3]}<br>reading " + hhmm(newest, tz)
+                              + "<extra>Traffic</extra>"},
+        ]
+
+    def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
+        """Return the dots trace and the invisible hover trace at segment midpoints."""
+        lon, lat, _ = static.attrs.get("dots", (np.array([]), np.array([]), None))
+        n = len(CONGESTION_BANDS)
+        colours = ["#5c6775"] + [b[3] for b in CONGESTION_BANDS]  # value -1 (no data), 0 … n-1
+        scale = []
+        for k, c in enumerate(colours):  # stepwise: value k sits at k / n, inside slot k
+            scale += [[k / (n + 1), c], [(k + 1) / (n + 1), c]]
+        v = self.values(static, frame, params)
+        dots = {
+            "type": "scattermap", "mode": "markers", "name": "Traffic", "uid": "traffic-dots",
+            "meta": {"layer": self.id}, "lon": lon.tolist(), "lat": lat.tolist(), "hoverinfo": "skip",
+            "marker": {"size": 6, "color": v[0]["marker"]["color"], "colorscale": scale, "cmin": -1, "cmax": n - 1,
+                       "showscale": False},
+            "showlegend": False,
+        }
+        hover = {
+            "type": "scattermap", "mode": "markers", "name": "Traffic", "uid": "traffic-hover",
+            "meta": {"layer": self.id}, "lon": static["lon"].round(5).tolist(), "lat": static["lat"].round(5).tolist(),
+            "text": (static["name"] + " · " + static["direction"]).tolist(),
+            "marker": {"size": 12, "opacity": 0}, "showlegend": False, **v[1],
+        }
+        return [dots, hover]
+
+    def legend(self, params: LayerParams) -> list[tuple[str, str]]:
+        """Return the congestion bands, worst first."""
+        return [(b[2], b[3]) for b in CONGESTION_BANDS]
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+        """Return the slowest segments relative to free flow."""
+        speed, ratio, band, ts, inc = self._state(static, frame)
+        labels = [b[2] for b in CONGESTION_BANDS]
+        df = pd.DataFrame({"place": static["name"] + " · " + static["direction"], "district": static["district_id"],
+                           "value": np.round(speed, 1), "unit": "km/h", "score": np.round(100 * ratio, 0),
+                           "band": [labels[b] if b >= 0 else "no data" for b in band],
+                           "incident": np.where(inc == 1, "yes", "")})
+        df = df[np.isfinite(ratio)].sort_values("score").head(n)
+        return df.rename(columns={"score": "% of free flow"})

@@ -1,0 +1,58 @@
+"""Take a screenshot of a page in headless Chromium: python scripts/screenshot.py URL OUT.png [WxH] [--wait S]."""
+from __future__ import annotations
+
+import argparse
+import time
+
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+
+CHROME_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--disable-quic", "--no-first-run",
+               "--disable-default-apps", "--disable-extensions", "--hide-scrollbars",
+               "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"]
+
+
+def driver(width: int, height: int) -> webdriver.Chrome:
+    """Return a headless Chromium of the given window size."""
+    opts = webdriver.ChromeOptions()
+    for a in CHROME_ARGS:
+        opts.add_argument(a)
+    opts.add_argument(f"--window-size={width},{height}")
+    opts.binary_location = "/usr/bin/chromium"
+    d = webdriver.Chrome(options=opts)
+    d.set_window_size(width, height)
+    # make the viewport exactly width × height
+    inner = d.execute_script("return [window.innerWidth, window.innerHeight]")
+    d.set_window_size(width + (width - inner[0]), height + (height - inner[1]))
+    return d
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("out")
+    ap.add_argument("size", nargs="?", default="1920x1080")
+    ap.add_argument("--wait", type=float, default=4.0)
+    ap.add_argument("--click", help="CSS selector to click before the shot")
+    a = ap.parse_args()
+    w, h = (int(x) for x in a.size.split("x"))
+    d = driver(w, h)
+    try:
+        d.get(a.url)
+        deadline = time.time() + 30
+        while time.time() < deadline and not d.find_elements(By.CSS_SELECTOR, ".maplibregl-canvas, .kpi"):
+            time.sleep(0.2)
+        time.sleep(a.wait)
+        if a.click:
+            d.find_element(By.CSS_SELECTOR, a.click).click()
+            time.sleep(a.wait)
+            d.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+            time.sleep(0.5)
+        d.save_screenshot(a.out)
+    finally:
+        d.quit()
+
+
+if __name__ == "__main__":
+    main()
