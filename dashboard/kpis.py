@@ -311,14 +311,20 @@ def _incidents(ctx: Ctx):
     if r.empty:
         return None, None, [], [], None, ""
     active = float((r["incident"] == 1).sum())
-    s = ctx.series("incident")
+    # walk the rollup forward from an hour before the window (incidents last under an hour):
+    # a 1 reading starts an incident, a 0 ends one; a 0 with none active (a feed restating
+    # its state after a restart) is ignored by the clip at zero
+    s = ctx.series("incident", start=ctx.start - 3600)
     starts = s["sum"].to_numpy()
     ends = (s["n"] - s["sum"]).to_numpy()
-    net = starts - ends
-    # active count after each bucket, walking back from the known count now
-    after = active - (np.cumsum(net[::-1])[::-1] - net)
-    delta = float(net.sum()) if len(net) else 0.0
-    return active, delta, s.bucket, after, _ts(ctx.roads_speed), f"{int(starts.sum())} started in {ctx.window}"
+    walk, level = [], 0.0
+    for a, b in zip(starts, ends):
+        level = max(0.0, level + a - b)
+        walk.append(level)
+    keep = (s["bucket"] >= ctx.start // ctx.res * ctx.res).to_numpy()
+    xs, ys = s["bucket"][keep], np.asarray(walk)[keep]
+    return active, _delta_vs_start(active, xs, ys), xs, ys, _ts(ctx.roads_speed), \
+        f"{int(starts[keep].sum())} started in {ctx.window}"
 
 
 # ---------------------------------------------------------------------------- air quality

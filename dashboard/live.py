@@ -34,6 +34,7 @@ class LiveData:
         self._static: dict[str, object] = {}
         self._districts = None
         self._meta = None
+        self.stale_since: float | None = None  # first failed refresh of the current outage
 
     # --------------------------------------------------------------- time
     def bucket(self, now: float | None = None) -> int:

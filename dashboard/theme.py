@@ -62,12 +62,17 @@ SATISFACTION_SCALE = [[0.0, "#e8590c"], [0.5, "#b9a27a"], [1.0, "#2f7fd1"]]
 
 
 def map_style(theme: str = "dark") -> dict:
-    """Return a MapLibre style that draws with no network: a plain background, no tiles, no glyphs."""
+    """Return a MapLibre style that draws with no network: a plain background, no tiles, no glyphs.
+
+    ``sources`` holds one empty GeoJSON source: plotly prunes an empty ``{}`` when it diffs
+    the style on an update, and MapLibre then rejects the style ("missing required property
+    sources").
+    """
     t = THEMES.get(theme, DARK)
     return {
         "version": 8,
         "name": f"panorama-{theme}",
-        "sources": {},
+        "sources": {"none": {"type": "geojson", "data": {"type": "FeatureCollection", "features": []}}},
         "layers": [{"id": "background", "type": "background", "paint": {"background-color": t["bg"]}}],
     }
 

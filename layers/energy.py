@@ -39,6 +39,7 @@ class EnergyLayer:
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
         s = static[["id", "name", "capacity_mw"]].merge(frame, left_on="id", right_on="district_id", how="left")
+        s = s.astype({"load_mw": float, "renewable_mw": float, "capacity_mw": float})
         s["share"] = 100 * s["load_mw"] / s["capacity_mw"]
         return s
 

@@ -150,10 +150,10 @@ def register(app: Dash, live: LiveData) -> None:
             kpis = {k.id: k for k in live.kpis(window, district)}
         except (StoreUnavailable, BadParameter) as exc:
             n = len(ids)
-            since = live.__dict__.setdefault("_stale_since", now)
+            since = live.stale_since = live.stale_since or now
             msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
             return (no_update, *([[no_update] * n] * 7), no_update, msg, False)
-        live.__dict__.pop("_stale_since", None)
+        live.stale_since = None
         params = live.params(now, window, district)
         patch = views.map_patch(live, frames, params, layers_on or [])
         states = [views.kpi_state(kpis[i["id"]], now) for i in ids]

@@ -1,0 +1,129 @@
+"""``panorama ingest FILE``: the command-line CSV import, on a SQLite store with the small city."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from dashboard.cli import app
+from dashboard.store.schema import latest, readings, rejected, rollup_district
+
+#: The CLI works on the embedded SQLite store; the ``engine`` fixture is narrowed to it.
+pytestmark = pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+
+HEADER = "asset_id,metric,ts,value\n"
+GOOD = (HEADER
+        + "r1,speed_kmh,2025-01-15T08:00:00+08:00,42.5\n"
+        + "r2,speed_kmh,2025-01-15T00:05:00Z,61\n"
+        + "p1,load_mw,2025-01-15T00:05:00Z,80.25\n"
+        + "s1,pm25,2025-01-15T00:00:00Z,35\n")
+BAD = (HEADER
+       + "r1,speed_kmh,2025-01-15T00:00:00Z,40\n"       # line 2: fine
+       + "nowhere,speed_kmh,2025-01-15T00:00:00Z,40\n"  # line 3
+       + "r1,speed_kmh,2025-01-15T00:10:00Z,-3\n"       # line 4
+       + "s1,pm25,2025-01-15T00:00:00,12\n"             # line 5
+       + "r2,speed_kmh,2099-01-01T00:00:00Z,50\n"       # line 6
+       + "r2,speed_kmh,2025-01-15T00:00:00Z,fast\n")    # line 7
+
+
+@pytest.fixture
+def cli(small_city, tmp_path, monkeypatch):
+    """Run ``panorama`` against the small-city store, in a temp working directory."""
+    eng = small_city["engine"]
+    monkeypatch.chdir(tmp_path)
+    env = {"PANORAMA_DATA_DIR": str(tmp_path / "var"),
+           "PANORAMA_DATABASE_URL": eng.url.render_as_string(hide_password=False),
+           "COLUMNS": "200"}
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(app, list(args), env=env)
+        return result, " ".join(result.output.split())
+
+    run.engine = eng
+    return run
+
+
+def counts(engine) -> tuple[int, int, int, int]:
+    with engine.connect() as conn:
+        return tuple(conn.execute(select(func.count()).select_from(t)).scalar()
+                     for t in (readings, latest, rollup_district, rejected))
+
+
+def test_ingest_good_file(cli, tmp_path):
+    (tmp_path / "good.csv").write_text(GOOD, encoding="utf-8")
+    result, out = cli("ingest", "good.csv")
+    assert result.exit_code == 0, result.output
+    assert "4 accepted, 0 already stored, 0 rejected" in out
+    n = counts(cli.engine)
+    assert n[0] == 4 and n[1] == 4 and n[3] == 0
+    # the same file again: nothing new
+    result, out = cli("ingest", "good.csv")
+    assert result.exit_code == 0 and "0 accepted, 4 already stored, 0 rejected" in out
+    assert counts(cli.engine) == n
+
+
+def test_ingest_bad_rows_are_rejected_with_line_numbers(cli, tmp_path):
+    (tmp_path / "bad.csv").write_text(BAD, encoding="utf-8")
+    result, out = cli("ingest", "bad.csv", "--source", "field-upload")
+    assert result.exit_code == 0, result.output
+    assert "1 accepted, 0 already stored, 5 rejected" in out
+    assert "line 3: unknown asset 'nowhere'" in out
+    assert "line 4: value -3 km/h outside the physical range" in out
+    assert "line 5: timestamp '2025-01-15T00:00:00' has no UTC offset" in out
+    assert "line 6: timestamp 2099-01-01T00:00:00Z is in the future" in out
+    assert "line 7: value 'fast' is not a finite number" in out
+    with cli.engine.connect() as conn:
+        rows = conn.execute(select(rejected).order_by(rejected.c.line)).all()
+    assert [r.line for r in rows] == [3, 4, 5, 6, 7]
+    assert {r.source for r in rows} == {"field-upload"}
+    assert json.loads(rows[0].raw) == {"asset": "nowhere", "metric": "speed_kmh",
+                                       "ts": "2025-01-15T00:00:00Z", "value": "40"}
+
+
+def test_missing_file_is_a_clear_error(cli):
+    before = counts(cli.engine)
+    result, out = cli("ingest", "missing.csv")
+    assert result.exit_code != 0
+    assert "error: missing.csv: no such file" in out
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert counts(cli.engine) == before
+
+
+def test_missing_value_column_is_a_clear_error_and_writes_nothing(cli, tmp_path):
+    (tmp_path / "good.csv").write_text(GOOD, encoding="utf-8")
+    assert cli("ingest", "good.csv")[0].exit_code == 0
+    before = counts(cli.engine)
+    (tmp_path / "novalue.csv").write_text("asset_id,metric,ts\nr1,speed_kmh,2025-01-15T01:00:00Z\n",
+                                          encoding="utf-8")
+    result, out = cli("ingest", "novalue.csv")
+    assert result.exit_code != 0
+    assert out.startswith("error: novalue.csv:") and "missing column(s) value" in out
+    assert "nothing was stored" in out
+    assert len(result.output.strip().splitlines()) == 1
+    assert "Traceback" not in result.output
+    assert counts(cli.engine) == before
+
+
+@pytest.mark.xfail(strict=True, reason="BUG ingest.read_readings_csv/cli.ingest: the message names the file twice "
+                   "('novalue.csv: novalue.csv: ...') and lists the columns after renaming asset_id -> asset "
+                   "('found asset, metric, ts'), not the file's own header")
+def test_missing_column_message_names_file_once_and_its_own_columns(cli, tmp_path):
+    (tmp_path / "novalue.csv").write_text("asset_id,metric,ts\nr1,speed_kmh,2025-01-15T01:00:00Z\n",
+                                          encoding="utf-8")
+    result, out = cli("ingest", "novalue.csv")
+    assert result.exit_code != 0
+    assert out.count("novalue.csv") == 1
+    assert "found asset_id, metric, ts" in out
+
+
+def test_utf8_bom_file_works(cli, tmp_path):
+    (tmp_path / "bom.csv").write_text(GOOD, encoding="utf-8-sig")
+    assert (tmp_path / "bom.csv").read_bytes().startswith(b"\xef\xbb\xbf")
+    result, out = cli("ingest", "bom.csv")
+    assert result.exit_code == 0, result.output
+    assert "4 accepted, 0 already stored, 0 rejected" in out
+    assert counts(cli.engine)[0] == 4

@@ -1,0 +1,95 @@
+"""Contract tests over every registered layer and KPI: a new one needs no new test file."""
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import pytest
+from _demo import build_demo_store, empty_store
+
+from dashboard.kpis import KPIS, compute_all
+from dashboard.store.schema import make_engine
+from layers import DEFAULT_LAYERS, LAYER_BY_ID, LAYERS, LayerParams
+
+NOW = time.time()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return make_engine(build_demo_store(tmp_path_factory.mktemp("demo"), hours=3, end=NOW))
+
+
+@pytest.fixture(scope="module")
+def empty(tmp_path_factory):
+    return make_engine(empty_store(tmp_path_factory.mktemp("empty")))
+
+
+def test_layer001_ids_unique_and_permanent():
+    ids = [layer.id for layer in LAYERS]
+    assert len(ids) == len(set(ids))
+    assert {"traffic", "air_quality", "energy", "satisfaction", "districts"} <= set(ids)
+    assert set(DEFAULT_LAYERS) <= set(LAYER_BY_ID)
+
+
+@pytest.mark.parametrize("layer", LAYERS, ids=lambda layer: layer.id)
+@pytest.mark.parametrize("store", ["demo", "empty"])
+def test_layer002_works_on_demo_and_empty(layer, store, request):
+    engine = request.getfixturevalue(store)
+    params = LayerParams(now=NOW)
+    with engine.connect() as conn:
+        static = layer.static(conn)
+        frame = layer.query(conn, params)
+    traces = layer.traces(static, frame, params)
+    values = layer.values(static, frame, params)
+    assert traces and len(values) == len(traces), "values() must patch exactly the traces traces() draws"
+    for t in traces:
+        assert t["type"] in ("scattermap", "choroplethmap"), "map traces only"
+        assert t["meta"]["layer"] == layer.id
+        assert "mapbox" not in t["type"]
+    assert layer.legend(params), "every layer has a legend"
+    assert isinstance(layer.worst(static, frame, 5), pd.DataFrame)
+    # a frame with no rows at all (e.g. a feed that never reported) works too
+    empty_frame = frame.iloc[0:0]
+    assert len(layer.values(static, empty_frame, params)) == len(traces)
+
+
+def test_layer003_traffic_is_few_traces_and_coloured_by_band(demo):
+    layer = LAYER_BY_ID["traffic"]
+    params = LayerParams(now=NOW)
+    with demo.connect() as conn:
+        static, frame = layer.static(conn), layer.query(conn, params)
+    traces = layer.traces(static, frame, params)
+    assert len(traces) <= 3 < len(static)
+    colours = traces[0]["marker"]["color"]
+    assert set(colours) <= {-1, 0, 1, 2, 3} and set(colours) - {-1}, "dots carry congestion bands"
+
+
+def test_layer004_map_style_is_offline():
+    from dashboard.theme import map_style
+
+    style = map_style()
+    assert style["version"] == 8 and "glyphs" not in style
+    for src in style["sources"].values():
+        assert src["type"] == "geojson" and not src["data"]["features"], "no tiles, nothing remote"
+
+
+def test_kpi001_ids_unique_and_complete():
+    ids = [k.id for k in KPIS]
+    assert len(ids) == len(set(ids))
+    assert {k.domain for k in KPIS} == {"traffic", "air_quality", "energy", "satisfaction"}
+
+
+def test_kpi002_every_kpi_has_a_value_on_demo(demo):
+    with demo.connect() as conn:
+        values = compute_all(conn, NOW, "24h")
+    missing = [k.id for k in values if k.value is None]
+    assert not missing, f"KPIs without a value on demo data: {missing}"
+    assert all(k.status in ("good", "warn", "bad") for k in values)
+
+
+def test_kpi003_unknown_is_never_zero(empty):
+    with empty.connect() as conn:
+        values = compute_all(conn, NOW, "24h")
+    for k in values:
+        assert k.value is None, f"{k.id} shows {k.value!r} with no data"
+        assert k.status == "unknown" and k.formatted() == "—"

@@ -1,0 +1,169 @@
+"""Browser tests of the manager view ``/`` (dash_duo, headless Chromium)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pandas as pd
+import pytest
+from _demo import build_demo_store
+from selenium.webdriver.common.by import By
+
+from dashboard.app import create_app
+from dashboard.kpis import KPIS, compute_all
+from dashboard.settings import Settings
+from dashboard.store.ingest import Ingestor
+from dashboard.store.readmodel import asset_attributes
+from dashboard.store.schema import make_engine
+from layers import LAYER_BY_ID
+
+pytestmark = pytest.mark.browser
+REFRESH = 2
+ALL_LAYERS = ",".join(LAYER_BY_ID)
+TIME_DEPENDENT = {"service.overdue": 3}  # counts that can move as due times pass during a test
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    return build_demo_store(tmp_path_factory.mktemp("mgr"), hours=4)
+
+
+@pytest.fixture
+def app(store_url, tmp_path):
+    return create_app(Settings(data_dir=tmp_path, database_url=store_url, refresh_seconds=REFRESH))
+
+
+def console_errors(dash_duo) -> list[dict]:
+    """Return the browser console's errors (warnings such as software-WebGL notices are not errors)."""
+    return [entry for entry in dash_duo.get_logs() or [] if entry["level"] == "SEVERE"]
+
+
+def pick_district(dash_duo, name: str) -> None:
+    """Open the district list, search for ``name`` and choose it, as a user would."""
+    dash_duo.find_element("#district").click()
+    search = dash_duo.wait_for_element(".dash-dropdown-search")
+    search.send_keys(name)
+    option = wait_for(lambda: [o for o in dash_duo.driver.find_elements(By.CSS_SELECTOR, ".dash-dropdown-option")
+                               if o.text.strip() == name])
+    dash_duo.driver.execute_script("arguments[0].click()", option[0])
+
+
+def _pid(kind: str, kid: str) -> str:
+    return json.dumps({"id": kid, "type": kind}, separators=(",", ":"))
+
+
+def kpi_texts(dash_duo) -> dict[str, str]:
+    """Return the value shown in every KPI card."""
+    return dash_duo.driver.execute_script(
+        "const out = {}; for (const k of arguments[0]) { const e = document.getElementById(k[1]);"
+        " out[k[0]] = e ? e.textContent : null; } return out;",
+        [[k.id, _pid("kpi-value", k.id)] for k in KPIS])
+
+
+def map_layers(dash_duo) -> dict[str, bool]:
+    """Return, per layer id, whether its traces are visible in the drawn figure."""
+    return dash_duo.driver.execute_script(
+        "const g = document.querySelector('#map .js-plotly-plot'); if (!g || !g.data) return null;"
+        "const out = {}; for (const t of g.data) { out[t.meta.layer] = (t.visible === true || t.visible === undefined); }"
+        "return out;")
+
+
+def wait_for(fn, timeout=10.0, interval=0.2):
+    """Return fn()'s first truthy value within ``timeout`` seconds, or fail."""
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s (last: {last!r})")
+
+
+def expected(store_url, district=None, window="24h"):
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        return {k.id: k.formatted() for k in compute_all(conn, time.time(), window, district)}
+
+
+def assert_same(page: dict, want: dict):
+    for kid, w in want.items():
+        got = page[kid]
+        if kid in TIME_DEPENDENT and w != "—":
+            assert abs(float(got.replace(",", "")) - float(w.replace(",", ""))) <= TIME_DEPENDENT[kid], kid
+        else:
+            assert got == w, f"{kid}: page shows {got!r}, read model says {w!r}"
+
+
+def test_mgr001_map_with_every_layer_and_every_kpi_matches_read_model(dash_duo, app, store_url):
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?layers={ALL_LAYERS}")
+    dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
+    vis = wait_for(lambda: map_layers(dash_duo))
+    assert vis == {lid: True for lid in LAYER_BY_ID}
+    page = wait_for(lambda: (t := kpi_texts(dash_duo)) and all(t.values()) and t)
+    assert all(v not in ("—", "", None) for v in page.values()), page
+    assert_same(page, expected(store_url))
+    assert console_errors(dash_duo) == []
+
+
+def test_mgr002_toggling_a_layer_hides_it_and_updates_url(dash_duo, app):
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
+    wait_for(lambda: (v := map_layers(dash_duo)) and v.get("traffic"))
+    box = dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='traffic']")
+    box.click()
+    wait_for(lambda: map_layers(dash_duo).get("traffic") is False)
+    assert map_layers(dash_duo)["air_quality"] is True
+    wait_for(lambda: "layers=" in dash_duo.driver.current_url and "traffic" not in
+             dash_duo.driver.current_url.split("layers=")[1])
+    assert console_errors(dash_duo) == []
+
+
+def test_mgr003_district_from_url_and_picker_filters_every_kpi(dash_duo, app, store_url):
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?district=haidian&window=7d")
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    want = expected(store_url, "haidian", "7d")
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == want["energy.load"])
+    assert_same(kpi_texts(dash_duo), want)
+    # pick another district in the list
+    pick_district(dash_duo, "Chaoyang")
+    want = expected(store_url, "chaoyang", "7d")
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == want["energy.load"])
+    assert_same(kpi_texts(dash_duo), want)
+    assert "district=chaoyang" in dash_duo.driver.current_url
+    # "Whole city" clears the filter
+    dash_duo.find_element("#whole-city").click()
+    want = expected(store_url, None, "7d")
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == want["energy.load"])
+    assert console_errors(dash_duo) == []
+
+
+def test_mgr004_new_readings_show_within_two_refreshes(dash_duo, app, store_url):
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        subs = asset_attributes(conn, "substation")
+    now = int(time.time())
+    rows = pd.DataFrame({"asset": subs["id"], "metric": "load_mw", "ts": now,
+                         "value": [round(0.5 * a["capacity_mw"], 1) for a in subs["attributes"]]})
+    Ingestor(engine).ingest(rows, source="test", now=now + 1)
+    total = f"{rows['value'].sum():,.0f}"
+    t0 = time.time()
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == total, timeout=2 * REFRESH + 2)
+    assert time.time() - t0 <= 2 * REFRESH + 2
+    assert console_errors(dash_duo) == []
+
+
+def test_mgr005_kpi_drill_down_shows_trend_and_worst_places(dash_duo, app):
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    dash_duo.driver.execute_script("document.getElementById(arguments[0]).click()", _pid("kpi", "traffic.tti"))
+    dash_duo.wait_for_element("#drill .ag-row", timeout=15)
+    assert "Travel-time" in dash_duo.find_element("#drill-title").text
+    rows = dash_duo.driver.find_elements(By.CSS_SELECTOR, "#drill .ag-center-cols-container .ag-row")
+    assert len(rows) >= 5
+    assert dash_duo.driver.find_elements(By.CSS_SELECTOR, "#drill-trend .main-svg")
+    assert console_errors(dash_duo) == []
