@@ -102,22 +102,46 @@ def serve(host: str = "127.0.0.1", port: int = 8050,
     _serve(host, port, workers)
 
 
+def _fill_history(settings, days: float, before: float) -> None:
+    """Backfill ``days`` of history ending at ``before``, behind data already stored (background)."""
+    from dashboard.feeds.simulator import backfill
+
+    try:
+        out = backfill(_engine(settings), _city(settings), days=days, seed=settings.seed, end=before,
+                       known_at=time.time(), progress=False)
+        log.info("history filled in: %s", out)
+    except Exception:  # noqa: BLE001 - a background fill must never take the server down
+        log.exception("filling in history failed; the dashboard keeps running on what is stored")
+
+
 @app.command()
-def run(host: str = "127.0.0.1", port: int = 8050, days: int = 7):
-    """Initialise the demo store on first run, then serve the dashboard with live feeds."""
+def run(host: str = "127.0.0.1", port: int = 8050,
+        days: int = typer.Option(7, min=1, max=400, help="Days of history on first run.")):
+    """Initialise the demo store on first run, then serve the dashboard with live feeds.
+
+    The first run writes the last day of history, starts serving, and fills in the older days
+    in the background, so the page shows live data within a minute.
+    """
     from dashboard.feeds.simulator import Simulator
     from dashboard.store import is_initialised
 
     s = get_settings()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     engine = _engine(s)
+    threads = []
     if not is_initialised(engine):
-        console.print(f"first run: building the {s.city} demo store ({days} days of history)…")
-        init_store(s, days, s.seed)
+        console.print(f"first run: building the {s.city} demo store (last 24 h now, {days - 1} more days "
+                      "in the background)…")
+        now = time.time()
+        init_store(s, 1, s.seed)
+        if days > 1:
+            threads.append(threading.Thread(target=_fill_history, args=(s, days - 1, now - 86_400),
+                                            name="history", daemon=True))
     sim = Simulator(engine, _city(s), seed=s.seed, step=s.refresh_seconds)
     stop = threading.Event()
-    thread = threading.Thread(target=sim.run, args=(stop, s.refresh_seconds), name="simulator", daemon=True)
-    thread.start()
+    threads.append(threading.Thread(target=sim.run, args=(stop, s.refresh_seconds), name="simulator", daemon=True))
+    for t in threads:
+        t.start()
     try:
         _serve(host, port, 1)
     finally:
@@ -137,7 +161,8 @@ def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, me
     try:
         result = ingest_csv(_engine(s), file, source=source)
     except (ValueError, UnicodeDecodeError, OSError) as exc:
-        _fail(f"{file}: {exc}; nothing was stored")
+        msg = str(exc) if str(exc).startswith(str(file)) else f"{file}: {exc}"
+        _fail(f"{msg}; nothing was stored")
     except Exception as exc:  # pandas parser errors and the like
         _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
     dt = time.perf_counter() - t0

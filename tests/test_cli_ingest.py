@@ -108,9 +108,6 @@ def test_missing_value_column_is_a_clear_error_and_writes_nothing(cli, tmp_path)
     assert counts(cli.engine) == before
 
 
-@pytest.mark.xfail(strict=True, reason="BUG ingest.read_readings_csv/cli.ingest: the message names the file twice "
-                   "('novalue.csv: novalue.csv: ...') and lists the columns after renaming asset_id -> asset "
-                   "('found asset, metric, ts'), not the file's own header")
 def test_missing_column_message_names_file_once_and_its_own_columns(cli, tmp_path):
     (tmp_path / "novalue.csv").write_text("asset_id,metric,ts\nr1,speed_kmh,2025-01-15T01:00:00Z\n",
                                           encoding="utf-8")

@@ -159,9 +159,6 @@ def test_rejections_without_line_column_have_no_line(small_city):
     assert json.loads(r.raw) == {"asset": "r1", "metric": "pm25", "ts": iso(T0), "value": 3}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG ingest._ISO_OFFSET: a date-only '2025-01-15' matches the "
-                   "offset regex through its '-15' day and is stored as UTC midnight instead of being "
-                   "rejected for having no UTC offset")
 def test_date_without_time_or_offset_is_rejected(small_city):
     eng = small_city["engine"]
     res = Ingestor(eng).ingest([{"asset": "r1", "metric": "speed_kmh", "ts": "2025-01-15", "value": 40}], now=NOW)

@@ -350,8 +350,6 @@ def test_service_daily(city_data, district):
             assert math.isnan(row.satisfaction)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG readmodel.service_daily: on a day whose closures are all "
-                   "unrated, SUM(satisfaction >= 4) is NULL, so 'satisfied' is NaN instead of 0")
 def test_service_daily_satisfied_zero(city_data):
     reqs = city_data["requests"]
     start, end = NOW - 30 * 86_400, NOW + 1

@@ -111,11 +111,13 @@ def _ticks(t0: int, t1: int, step: int) -> np.ndarray:
 
 
 def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float | None = None,
-             progress: bool = True, step: int = BACKFILL_STEP_S, chunk_s: int = 3600) -> dict[str, int]:
+             progress: bool = True, step: int = BACKFILL_STEP_S, chunk_s: int = 3600,
+             known_at: float | None = None) -> dict[str, int]:
     """Write ``days`` of history ending at ``end`` (default now), one transaction per ``chunk_s``.
 
     Traffic and energy every ``step`` seconds, air quality every hour, and the service requests
-    opened in the period (plus earlier ones still open or closed in it) in their state at ``end``.
+    opened in the period (plus earlier ones still open or closed in it) in their state at
+    ``known_at`` (default ``end``; later when filling in history behind data already stored).
 
     Returns
     -------
@@ -125,6 +127,7 @@ def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float |
     city = _as_city(city)
     end = int(time.time() if end is None else end) // step * step
     start = end - int(days * 86400) // step * step
+    known = int(end if known_at is None else known_at)
     feeds = Feeds.from_store(engine, city, seed=seed, step=step)
     ing = Ingestor(engine)
     res, sres = IngestResult(), IngestResult()
@@ -138,15 +141,15 @@ def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float |
             readings = feeds.readings(ticks, c0, c1, prev=c0)
             reqs = None
             if feeds.services is not None:
-                reqs = feeds.services.frame(c0, c1, now=end)
+                reqs = feeds.services.frame(c0, c1, now=known)
                 if k == 0:  # the backlog: opened before the period, still open or closed in it
-                    old = feeds.services.frame(start - CLOSURE_LOOKBACK_S, start, now=end)
+                    old = feeds.services.frame(start - CLOSURE_LOOKBACK_S, start, now=known)
                     old = old[old["closed_at"].isna() | (old["closed_at"] > start)]
                     reqs = pd.concat([old, reqs], ignore_index=True)
             with engine.begin() as conn:
-                res += ing.ingest(readings, source="simulator:backfill", now=end, conn=conn)
+                res += ing.ingest(readings, source="simulator:backfill", now=known, conn=conn)
                 if reqs is not None and len(reqs):
-                    sres += ingest_service_requests(conn, reqs, source="simulator:backfill", now=end)
+                    sres += ingest_service_requests(conn, reqs, source="simulator:backfill", now=known)
             if prog:
                 prog.update(task, advance=1)
     if res.rejected or sres.rejected:

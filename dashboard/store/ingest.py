@@ -22,7 +22,7 @@ from dashboard.store.schema import assets, rejected
 #: Readings further in the future than this (seconds) are rejected.
 MAX_FUTURE_S = 300
 
-_ISO_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+_ISO_OFFSET = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
 
 @dataclass
@@ -130,12 +130,162 @@ def _parse_ts(ts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return out, reason
 
 
+#: Every metric and derived series by a small integer code (internal: fast grouping on integers).
+_SERIES = list(METRICS) + [d for d in DERIVED if d not in METRICS]
+_SCODE = {m: i for i, m in enumerate(_SERIES)}
+_NS = len(_SERIES)
+_KIND_OF = np.array([METRICS[m].kind for m in METRICS], dtype=object)
+_LO = np.array([METRICS[m].lo for m in METRICS], dtype=float)
+_HI = np.array([METRICS[m].hi for m in METRICS], dtype=float)
+
+
+def _clean_text(col: pd.Series) -> np.ndarray:
+    """Return ``col.astype(str).str.strip().to_numpy()``, computed once per distinct value."""
+    if not (col.dtype == object or isinstance(col.dtype, pd.StringDtype)):
+        return col.astype(str).str.strip().to_numpy()
+    codes, uniq = pd.factorize(col, use_na_sentinel=False)
+    clean = pd.Series(np.asarray(uniq, dtype=object), dtype=col.dtype).astype(str).str.strip().to_numpy()
+    return clean[codes] if len(clean) else np.array([], dtype=object)
+
+
+def _group_stats(key: np.ndarray, value: np.ndarray):
+    """Return (keys, count, sum, min, max) of ``value`` grouped by the integer ``key``, keys sorted.
+
+    pandas' grouped sum (compensated, in row order) so sums match a DataFrame groupby exactly.
+    """
+    g = pd.Series(value).groupby(key, sort=True)
+    agg = g.agg(["count", "sum", "min", "max"])
+    return (agg.index.to_numpy(dtype=np.int64), agg["count"].to_numpy(dtype=np.int64),
+            agg["sum"].to_numpy(dtype=float), agg["min"].to_numpy(dtype=float), agg["max"].to_numpy(dtype=float))
+
+
+# ----------------------------------------------------------------------- PostgreSQL binary COPY
+_PG_HEADER = b"PGCOPY\n\xff\r\n\x00" + np.array([0, 0], dtype=">i4").tobytes()
+_PG_TRAILER = np.array([-1], dtype=">i2").tobytes()
+_PG_NUM = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
+
+
+def _pg_copy(conn: Connection, table: str, columns: list[str], types: list[str], arrays: list) -> None:
+    """COPY rows into ``table`` in PostgreSQL's binary format, built with numpy (no per-row Python).
+
+    ``types`` are int4, int8, float8 or text; a text column is given as (codes, list of str).
+    """
+    n = len(arrays[0][0]) if types[0] == "text" else len(arrays[0])
+    if n == 0:
+        return
+    text_cols = [k for k, t in enumerate(types) if t == "text"]
+    enc = {k: [s.encode("utf-8") for s in arrays[k][1]] for k in text_cols}
+    lens = {k: np.array([len(b) for b in enc[k]], dtype=np.int64)[arrays[k][0]] for k in text_cols}
+    # rows whose text fields have the same byte lengths share one fixed-width record layout
+    if text_cols:
+        combo = np.zeros(n, dtype=np.int64)
+        for k in text_cols:
+            combo = combo * 1024 + lens[k]
+        groups = [np.flatnonzero(combo == c) for c in np.unique(combo)] if len(np.unique(combo)) > 1 \
+            else [np.arange(n)]
+    else:
+        groups = [np.arange(n)]
+    chunks = [_PG_HEADER]
+    for rows in groups:
+        fields = [("nf", ">i2")]
+        for k, t in enumerate(types):
+            width = int(lens[k][rows[0]]) if t == "text" else None
+            fields += [(f"l{k}", ">i4"), (f"v{k}", f"S{max(width, 1)}" if t == "text" else _PG_NUM[t])]
+        if any(t == "text" and int(lens[k][rows[0]]) == 0 for k, t in enumerate(types)):
+            # an empty string: drop the 1-byte placeholder field
+            fields = [f for f in fields if not (f[0].startswith("v") and types[int(f[0][1:])] == "text"
+                                                 and int(lens[int(f[0][1:])][rows[0]]) == 0)]
+        rec = np.empty(len(rows), dtype=np.dtype(fields))
+        rec["nf"] = len(types)
+        for k, t in enumerate(types):
+            if t == "text":
+                width = int(lens[k][rows[0]])
+                rec[f"l{k}"] = width
+                if width:
+                    rec[f"v{k}"] = np.array(enc[k])[arrays[k][0][rows]]
+            else:
+                rec[f"l{k}"] = 4 if t == "int4" else 8
+                rec[f"v{k}"] = np.asarray(arrays[k])[rows]
+        chunks.append(rec.tobytes())
+    chunks.append(_PG_TRAILER)
+    raw = conn.connection.driver_connection
+    with raw.cursor() as cur:
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as cp:
+            cp.write(b"".join(chunks))
+
+
+_PG_TEMP = {
+    "_ingest_latest": "asset_pk integer, metric varchar(32), ts bigint, value double precision",
+    "_ingest_rollup_asset": "res integer, asset_pk integer, metric varchar(32), bucket bigint, n integer, "
+                            "sum double precision, min double precision, max double precision",
+    "_ingest_rollup_district": "res integer, district_id varchar(64), metric varchar(32), bucket bigint, "
+                               "n integer, sum double precision, min double precision, max double precision",
+}
+
+
+def _pg_stage(conn: Connection, table: str, columns: list[str], types: list[str], arrays: list) -> None:
+    """Empty (or create) the session's staging table ``table`` and COPY the rows into it."""
+    conn.exec_driver_sql(f"CREATE TEMP TABLE IF NOT EXISTS {table} ({_PG_TEMP[table]}) ON COMMIT DELETE ROWS")
+    conn.exec_driver_sql(f"TRUNCATE {table}")
+    _pg_copy(conn, table, columns, types, arrays)
+
+
+class _Batch:
+    """Integer-coded view of the accepted rows of one ingest call (internal)."""
+
+    __slots__ = ("pk", "scode", "ts", "value", "row", "order")
+
+    def __init__(self, pk, scode, ts, value, row):
+        self.pk, self.scode, self.ts, self.value, self.row = pk, scode, ts, value, row
+        self.order = None
+
+    def __len__(self) -> int:
+        return len(self.pk)
+
+    def take(self, mask: np.ndarray) -> "_Batch":
+        return _Batch(self.pk[mask], self.scode[mask], self.ts[mask], self.value[mask], self.row[mask])
+
+    def series_key(self) -> np.ndarray:
+        return self.pk * _NS + self.scode
+
+    def sorted_order(self) -> np.ndarray:
+        """Row order by (asset, metric, ts): the primary-key order of ``readings``."""
+        if self.order is None:
+            self.order = np.lexsort((self.ts, self.series_key()))
+        return self.order
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"asset_pk": self.pk, "metric": np.array(_SERIES, dtype=object)[self.scode],
+                             "ts": self.ts, "value": self.value, "_row": self.row})
+
+
 class Ingestor:
     """Validate readings and write them, with `latest` and the rollups, in one transaction."""
 
     def __init__(self, engine: Engine, index: AssetIndex | None = None):
         self.engine = engine
         self.index = index or AssetIndex(engine)
+        self._codes_for = None
+
+    def _asset_codes(self):
+        """Return per-asset arrays aligned with ``index.frame``: kind code, district code, attributes."""
+        idx = self.index
+        if self._codes_for is not idx.frame:
+            f = idx.frame
+            kinds = f["kind"].to_numpy(dtype=object)
+            dcodes, dnames = pd.factorize(f["district"].to_numpy(dtype=object))
+            dnames = list(dnames)
+            if CITY not in dnames:
+                dnames.append(CITY)
+            self._pk_pos = pd.Index(f["pk"].to_numpy(dtype=np.int64))
+            self._dcode = dcodes.astype(np.int64)
+            self._dnames = dnames
+            self._city_code = dnames.index(CITY)
+            self._blank_code = dnames.index("") if "" in dnames else -1
+            self._kinds = kinds
+            self._attrs = {a: f[a].to_numpy(dtype=float) for a in DERIVED_ATTRS}
+            self._codes_for = f
+        return self
 
     # ---------------------------------------------------------------- validation
     def validate(self, frame: pd.DataFrame, now: float | None = None):
@@ -143,81 +293,100 @@ class Ingestor:
 
         Returns
         -------
-        good : DataFrame with asset_pk, metric, ts (int64), value (float), district
-        bad : DataFrame with line, raw, reason
+        good : DataFrame with asset_pk, metric, ts (int64), value (float), _row (input position)
+        reason : object array per input row: None (accepted), "" (duplicate) or the rejection reason
         """
+        batch, reason = self._validate(frame, now)
+        return batch.frame(), reason
+
+    def _validate(self, frame: pd.DataFrame, now: float | None = None):
         now = time.time() if now is None else now
         missing = {"asset", "metric", "ts", "value"} - set(frame.columns)
         if missing:
             raise ValueError(f"readings need columns asset, metric, ts, value; missing {sorted(missing)}")
         n = len(frame)
         reason = np.full(n, None, dtype=object)
+        free = np.ones(n, dtype=bool)  # rows without a reason yet
 
         def flag(mask: np.ndarray, text) -> None:
-            m = mask & (reason == None)  # noqa: E711 - elementwise on object array
+            m = mask & free
             if m.any():
+                idx_ = np.flatnonzero(m)
                 if callable(text):
-                    idx = np.flatnonzero(m)
-                    reason[idx] = [text(i) for i in idx]
+                    reason[idx_] = [text(i) for i in idx_]
                 else:
-                    reason[m] = text
+                    reason[idx_] = text
+                free[idx_] = False
 
-        asset = frame["asset"].astype(str).str.strip().to_numpy()
-        metric = frame["metric"].astype(str).str.strip().to_numpy()
+        asset = _clean_text(frame["asset"])
+        metric = _clean_text(frame["metric"])
         idx = self.index
-        known = pd.Index(idx.frame.index)
-        pos = known.get_indexer(asset)
+        a_codes, a_uniq = pd.factorize(asset, use_na_sentinel=False)
+        pos = pd.Index(idx.frame.index).get_indexer(np.asarray(a_uniq, dtype=object))[a_codes] if n else \
+            np.array([], dtype=np.int64)
         if (pos < 0).any() and time.time() - idx.loaded_at > 1:
             idx.reload()
-            known = pd.Index(idx.frame.index)
-            pos = known.get_indexer(asset)
+            pos = pd.Index(idx.frame.index).get_indexer(np.asarray(a_uniq, dtype=object))[a_codes]
+        self._asset_codes()
         flag(pos < 0, lambda i: f"unknown asset {asset[i]!r}")
-        metric_known = np.isin(metric, list(METRICS))
+        m_codes, m_uniq = pd.factorize(metric, use_na_sentinel=False)
+        m_map = np.array([_SCODE.get(m, -1) if m in METRICS else -1 for m in m_uniq], dtype=np.int64)
+        scode = m_map[m_codes] if n else np.array([], dtype=np.int64)
+        metric_known = scode >= 0
         flag(~metric_known, lambda i: f"unknown metric {metric[i]!r}")
-        kinds = np.where(pos >= 0, idx.frame["kind"].to_numpy()[np.maximum(pos, 0)], "")
-        want_kind = np.array([METRICS[m].kind if m in METRICS else "" for m in metric], dtype=object)
-        flag((pos >= 0) & metric_known & (kinds != want_kind),
-             lambda i: f"metric {metric[i]!r} does not apply to a {kinds[i]} asset")
+        have = pos >= 0
+        kinds = self._kinds[np.maximum(pos, 0)] if n else np.array([], dtype=object)
+        # compare kinds per distinct (asset kind, metric) pair, not per row
+        kind_ok = np.ones(n, dtype=bool)
+        chk = have & metric_known
+        if chk.any():
+            want = _KIND_OF[np.maximum(scode, 0)]
+            kind_ok[chk] = kinds[chk] == want[chk]
+        flag(chk & ~kind_ok, lambda i: f"metric {metric[i]!r} does not apply to a {kinds[i]} asset")
 
         raw_value = frame["value"]
         if pd.api.types.is_numeric_dtype(raw_value.dtype):
             value = raw_value.to_numpy(dtype=float, na_value=np.nan)
         else:
             value = pd.to_numeric(raw_value.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
-        flag(~np.isfinite(value), lambda i: f"value {frame['value'].iloc[i]!r} is not a finite number")
-        lo = np.array([METRICS[m].lo if m in METRICS else -np.inf for m in metric])
-        hi = np.array([METRICS[m].hi if m in METRICS else np.inf for m in metric])
-        flag(np.isfinite(value) & ((value < lo) | (value > hi)),
+        finite = np.isfinite(value)
+        flag(~finite, lambda i: f"value {frame['value'].iloc[i]!r} is not a finite number")
+        lo = np.where(metric_known, _LO[np.maximum(scode, 0)], -np.inf)
+        hi = np.where(metric_known, _HI[np.maximum(scode, 0)], np.inf)
+        flag(finite & ((value < lo) | (value > hi)),
              lambda i: f"value {value[i]:g} {METRICS[metric[i]].unit} outside the physical range "
                        f"[{lo[i]:g}, {hi[i]:g}] of {metric[i]}".replace("  ", " "))
 
         ts, ts_reason = _parse_ts(frame["ts"])
         flag(ts_reason == 2, lambda i: f"timestamp {frame['ts'].iloc[i]!r} has no UTC offset")
         flag(ts_reason == 1, lambda i: f"timestamp {frame['ts'].iloc[i]!r} is not ISO 8601")
-        flag(np.isfinite(ts) & (ts > now + MAX_FUTURE_S),
-             lambda i: f"timestamp {frame['ts'].iloc[i]} is in the future")
-        flag(np.isfinite(ts) & (ts < 0), lambda i: f"timestamp {frame['ts'].iloc[i]} is before 1970")
+        ts_fin = np.isfinite(ts)
+        flag(ts_fin & (ts > now + MAX_FUTURE_S), lambda i: f"timestamp {frame['ts'].iloc[i]} is in the future")
+        flag(ts_fin & (ts < 0), lambda i: f"timestamp {frame['ts'].iloc[i]} is before 1970")
 
-        ok = reason == None  # noqa: E711
-        good = pd.DataFrame({
-            "asset_pk": idx.frame["pk"].to_numpy()[np.maximum(pos, 0)][ok],
-            "metric": metric[ok],
-            "ts": ts[ok].astype(np.int64) if ok.any() else np.array([], dtype=np.int64),
-            "value": value[ok],
-            "_row": np.flatnonzero(ok),
-        })
+        ok = free
+        pk_all = idx.frame["pk"].to_numpy(dtype=np.int64)
+        batch = _Batch(pk_all[np.maximum(pos, 0)][ok] if n else np.array([], dtype=np.int64),
+                       scode[ok], ts[ok].astype(np.int64) if ok.any() else np.array([], dtype=np.int64),
+                       value[ok], np.flatnonzero(ok))
         # duplicates inside the batch: the first wins, a later identical one is a no-op
-        dup = good.duplicated(["asset_pk", "metric", "ts"], keep="first").to_numpy()
-        if dup.any():
-            first = good[~dup].set_index(["asset_pk", "metric", "ts"])["value"]
-            later = good[dup]
-            same = first.reindex(pd.MultiIndex.from_frame(later[["asset_pk", "metric", "ts"]])).to_numpy() \
-                == later["value"].to_numpy()
-            rows = later["_row"].to_numpy()
-            reason[rows[~same]] = "conflicts with another reading of the same asset, metric and time in this input"
-            reason[rows[same]] = ""  # identical repeat: counted as duplicate, not rejected
-            good = good[~dup]
-        return good, reason
+        if len(batch) > 1:
+            order = batch.sorted_order()  # stable: equal keys keep input order, the first is first
+            k, t = batch.series_key()[order], batch.ts[order]
+            same_key = np.zeros(len(order), dtype=bool)
+            same_key[1:] = (k[1:] == k[:-1]) & (t[1:] == t[:-1])
+            if same_key.any():
+                start = np.maximum.accumulate(np.where(same_key, 0, np.arange(len(order))))
+                later = order[same_key]
+                first = order[start[same_key]]
+                same = batch.value[first] == batch.value[later]
+                rows = batch.row[later]
+                reason[rows[~same]] = "conflicts with another reading of the same asset, metric and time in this input"
+                reason[rows[same]] = ""  # identical repeat: counted as duplicate, not rejected
+                keep = np.ones(len(batch), dtype=bool)
+                keep[later] = False
+                batch = batch.take(keep)
+        return batch, reason
 
     # ---------------------------------------------------------------- writing
     def ingest(self, data, source: str = "api", now: float | None = None,
@@ -234,25 +403,26 @@ class Ingestor:
         frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
         if frame.empty:
             return IngestResult()
-        good, reason = self.validate(frame, now)
+        good, reason = self._validate(frame, now)
         if conn is None:
             with self.engine.begin() as c:
                 return self._write(c, frame, good, reason, source)
         return self._write(conn, frame, good, reason, source)
 
-    def _write(self, conn, frame, good, reason, source) -> IngestResult:
+    def _write(self, conn, frame, good: _Batch, reason, source) -> IngestResult:
         result = IngestResult()
-        if not good.empty:
+        if len(good):
             good, conflicts = self._drop_stored(conn, good)
             for row, text in conflicts:
                 reason[row] = text
-            self._insert_readings(conn, good)
-            self._update_latest(conn, good)
-            self._update_rollups(conn, good)
+            if len(good):
+                self._insert_readings(conn, good)
+                self._update_latest(conn, good)
+                self._update_rollups(conn, good)
             result.accepted = len(good)
         is_dup = reason == ""
         result.duplicates = int(is_dup.sum())
-        bad = np.flatnonzero(np.array([r is not None and r != "" for r in reason], dtype=bool))
+        bad = np.flatnonzero(~(reason == None) & ~is_dup)  # noqa: E711 - elementwise on object array
         result.rejected = len(bad)
         if len(bad):
             lines = frame["line"].to_numpy() if "line" in frame.columns else None
@@ -270,42 +440,55 @@ class Ingestor:
             conn.execute(rejected.insert(), recs)
         return result
 
-    def _drop_stored(self, conn, good: pd.DataFrame):
+    def _drop_stored(self, conn, good: _Batch):
         """Remove rows already stored; return (new rows, [(row, conflict reason)])."""
-        keys = good[["asset_pk", "metric"]].drop_duplicates()
         # readings newer than the latest stored one for their series are new for sure
-        lat = self._latest_ts(conn, keys)
-        merged = good.merge(lat, on=["asset_pk", "metric"], how="left")
-        maybe_old = merged["latest_ts"].notna().to_numpy() & (merged["ts"].to_numpy() <= merged["latest_ts"].to_numpy())
+        lk, lts = self._latest_ts(conn, np.unique(good.pk))
+        key = good.series_key()
+        if len(lk):
+            at = np.searchsorted(lk, key)
+            at_c = np.minimum(at, len(lk) - 1)
+            found = lk[at_c] == key
+            maybe_old = found & (good.ts <= lts[at_c])
+        else:
+            maybe_old = np.zeros(len(good), dtype=bool)
         if not maybe_old.any():
             return good, []
-        old = merged[maybe_old]
-        stored = []
-        for (a, m), g in old.groupby(["asset_pk", "metric"], sort=False):
+        # some rows are not newer than what is stored: look them up, series by series
+        old = good.take(maybe_old)
+        okey = old.series_key()
+        st_key, st_ts, st_val = [], [], []
+        for k in pd.unique(okey):
+            sel = okey == k
+            a, m = int(k // _NS), _SERIES[int(k % _NS)]
             rows = conn.exec_driver_sql(
                 "SELECT ts, value FROM readings WHERE asset_pk = ? AND metric = ? AND ts >= ? AND ts <= ?"
                 .replace("?", _param(conn)),
-                (int(a), str(m), int(g["ts"].min()), int(g["ts"].max())),
+                (a, m, int(old.ts[sel].min()), int(old.ts[sel].max())),
             ).all()
-            if rows:
-                stored.append(pd.DataFrame({"asset_pk": a, "metric": m, "ts": [r[0] for r in rows],
-                                            "stored": [r[1] for r in rows]}))
-        if not stored:
+            for r in rows:
+                st_key.append(k)
+                st_ts.append(int(r[0]))
+                st_val.append(float(r[1]))
+        if not st_key:
             return good, []
-        st = pd.concat(stored)
-        chk = good.reset_index(drop=True).merge(st, on=["asset_pk", "metric", "ts"], how="left")
-        hit = chk["stored"].notna().to_numpy()
+        stored = pd.Series(st_val, index=pd.MultiIndex.from_arrays([np.array(st_key, dtype=np.int64),
+                                                                      np.array(st_ts, dtype=np.int64)]))
+        look = stored.reindex(pd.MultiIndex.from_arrays([key, good.ts])).to_numpy(dtype=float)
+        hit = ~np.isnan(look)
         conflicts = []
-        for _, r in chk[hit].iterrows():
-            if r["stored"] == r["value"]:
-                conflicts.append((int(r["_row"]), ""))
+        for i in np.flatnonzero(hit):
+            s, v = look[i], good.value[i]
+            if s == v:
+                conflicts.append((int(good.row[i]), ""))
             else:
-                conflicts.append((int(r["_row"]), f"conflicts with the stored reading at that time "
-                                                  f"(stored {r['stored']:g}, got {r['value']:g})"))
-        return chk[~hit].drop(columns="stored"), conflicts
+                conflicts.append((int(good.row[i]), f"conflicts with the stored reading at that time "
+                                                    f"(stored {s:g}, got {v:g})"))
+        return good.take(~hit), conflicts
 
-    def _latest_ts(self, conn, keys: pd.DataFrame) -> pd.DataFrame:
-        pks = sorted(set(int(x) for x in keys["asset_pk"]))
+    def _latest_ts(self, conn, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (sorted series keys, latest ts) of the stored ``latest`` rows of these assets."""
+        pks = [int(x) for x in pks]
         out = []
         for i in range(0, len(pks), 900):
             chunk = pks[i:i + 900]
@@ -313,71 +496,117 @@ class Ingestor:
             out += conn.exec_driver_sql(
                 f"SELECT asset_pk, metric, ts FROM latest WHERE asset_pk IN ({marks})", tuple(chunk)
             ).all()
-        return pd.DataFrame(out, columns=["asset_pk", "metric", "latest_ts"]).astype(
-            {"asset_pk": np.int64, "latest_ts": float})
+        if not out:
+            return np.array([], dtype=np.int64), np.array([], dtype=float)
+        keys = np.array([a * _NS + _SCODE.get(m, _NS) if m in METRICS else -1 for a, m, _ in out], dtype=np.int64)
+        ts = np.array([t for _, _, t in out], dtype=float)
+        o = np.argsort(keys, kind="stable")
+        return keys[o], ts[o]
 
-    def _insert_readings(self, conn, good: pd.DataFrame) -> None:
-        if good.empty:
-            return
-        cols = good[["asset_pk", "metric", "ts", "value"]]
+    def _insert_readings(self, conn, good: _Batch) -> None:
+        o = good.sorted_order()  # primary-key order: each B-tree page is touched once
         if _dialect(conn) == "postgresql":
-            raw = conn.connection.driver_connection
-            buf = io.StringIO()
-            cols.to_csv(buf, header=False, index=False, float_format="%.17g")
-            with raw.cursor() as cur:
-                with cur.copy("COPY readings (asset_pk, metric, ts, value) FROM STDIN WITH (FORMAT csv)") as cp:
-                    cp.write(buf.getvalue())
+            _pg_copy(conn, "readings", ["asset_pk", "metric", "ts", "value"], ["int4", "text", "int8", "float8"],
+                     [good.pk[o], (good.scode[o], _SERIES), good.ts[o], good.value[o]])
             return
-        _exec_many(conn, "INSERT INTO readings (asset_pk, metric, ts, value) VALUES (?, ?, ?, ?)",
-                   list(cols.itertuples(index=False, name=None)))
+        names = np.array(_SERIES, dtype=object)
+        rows = list(zip(good.pk[o].tolist(), names[good.scode[o]].tolist(), good.ts[o].tolist(),
+                        good.value[o].tolist()))
+        conn.connection.driver_connection.executemany(
+            "INSERT INTO readings (asset_pk, metric, ts, value) VALUES (?, ?, ?, ?)", rows)
 
-    def _update_latest(self, conn, good: pd.DataFrame) -> None:
-        last = good.sort_values("ts").drop_duplicates(["asset_pk", "metric"], keep="last")
-        last = last.sort_values(["asset_pk", "metric"])
-        _exec_many(
-            conn,
+    def _update_latest(self, conn, good: _Batch) -> None:
+        o = good.sorted_order()
+        k = good.series_key()[o]
+        last = o[np.append(k[1:] != k[:-1], True)]  # newest row of each series
+        pk, sc, ts, val = good.pk[last], good.scode[last], good.ts[last], good.value[last]
+        set_ = "SET ts = excluded.ts, value = excluded.value WHERE excluded.ts > latest.ts"
+        if _dialect(conn) == "postgresql":
+            _pg_stage(conn, "_ingest_latest", ["asset_pk", "metric", "ts", "value"],
+                      ["int4", "text", "int8", "float8"], [pk, (sc, _SERIES), ts, val])
+            conn.exec_driver_sql("INSERT INTO latest (asset_pk, metric, ts, value) "
+                                 "SELECT asset_pk, metric, ts, value FROM _ingest_latest "
+                                 f"ON CONFLICT (asset_pk, metric) DO UPDATE {set_}")
+            return
+        names = np.array(_SERIES, dtype=object)
+        conn.connection.driver_connection.executemany(
             "INSERT INTO latest (asset_pk, metric, ts, value) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (asset_pk, metric) DO UPDATE SET ts = excluded.ts, value = excluded.value "
-            "WHERE excluded.ts > latest.ts",
-            [(int(a), m, int(t), float(v)) for a, m, t, v in
-             last[["asset_pk", "metric", "ts", "value"]].itertuples(index=False, name=None)],
-        )
+            f"ON CONFLICT (asset_pk, metric) DO UPDATE {set_}",
+            list(zip(pk.tolist(), names[sc].tolist(), ts.tolist(), val.tolist())))
 
-    def _update_rollups(self, conn, good: pd.DataFrame) -> None:
-        idx = self.index.by_pk
-        district = idx["district"].reindex(good["asset_pk"].to_numpy()).to_numpy()
-        parts = [good.assign(district=district)[["asset_pk", "district", "metric", "ts", "value"]]]
+    def _update_rollups(self, conn, good: _Batch) -> None:
+        ac = self._asset_codes()
+        where = ac._pk_pos.get_indexer(good.pk)
+        dist = ac._dcode[where]
+        # every reading, then each derived series, in that order (the order sums are taken in)
+        p_d, p_s, p_t, p_v = [dist], [good.scode], [good.ts], [good.value]
         for name, (src, fn) in DERIVED.items():
-            sel = good[good["metric"] == src]
-            if sel.empty:
+            sel = good.scode == _SCODE[src]
+            if not sel.any():
                 continue
-            attrs = {a: idx[a].reindex(sel["asset_pk"].to_numpy()).to_numpy() for a in DERIVED_ATTRS}
-            vals = fn(sel["value"].to_numpy(), attrs)
+            w = where[sel]
+            attrs = {a: ac._attrs[a][w] for a in DERIVED_ATTRS}
+            vals = np.asarray(fn(good.value[sel], attrs), dtype=float)
             keep = np.isfinite(vals)
-            parts.append(pd.DataFrame({
-                "asset_pk": sel["asset_pk"].to_numpy()[keep], "district": district[good["metric"].to_numpy() == src][keep],
-                "metric": name, "ts": sel["ts"].to_numpy()[keep], "value": vals[keep]}))
-        allv = pd.concat(parts, ignore_index=True)
-        base = allv[allv["metric"].isin(list(METRICS))]
+            p_d.append(dist[sel][keep])
+            p_s.append(np.full(int(keep.sum()), _SCODE[name], dtype=np.int64))
+            p_t.append(good.ts[sel][keep])
+            p_v.append(vals[keep])
+        d_all, s_all, t_all, v_all = (np.concatenate(p) for p in (p_d, p_s, p_t, p_v))
+        # the city copy follows all district rows
+        d2 = np.concatenate([d_all, np.full(len(d_all), ac._city_code, dtype=np.int64)])
+        s2, t2, v2 = np.concatenate([s_all, s_all]), np.concatenate([t_all, t_all]), np.concatenate([v_all, v_all])
+        dnames = np.array(ac._dnames, dtype=object)
+        pg = _dialect(conn) == "postgresql"
         up_a = (
-            "INSERT INTO rollup_asset (res, asset_pk, metric, bucket, n, sum, min, max) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO rollup_asset (res, asset_pk, metric, bucket, n, sum, min, max) {src} "
             "ON CONFLICT (res, asset_pk, metric, bucket) DO UPDATE SET n = rollup_asset.n + excluded.n, "
             "sum = rollup_asset.sum + excluded.sum, "
             f"min = {_least(conn, 'rollup_asset.min', 'excluded.min')}, "
             f"max = {_greatest(conn, 'rollup_asset.max', 'excluded.max')}"
         )
         up_d = up_a.replace("rollup_asset", "rollup_district").replace("asset_pk", "district_id")
+        names = np.array(_SERIES, dtype=object)
+        raw = None if pg else conn.connection.driver_connection
+        tmin = int(good.ts.min())
         for res in ROLLUP_RESOLUTIONS:
-            b = base.assign(bucket=base["ts"].to_numpy() // res * res)
-            g = b.groupby(["asset_pk", "metric", "bucket"], sort=True)["value"].agg(["count", "sum", "min", "max"])
-            _exec_many(conn, up_a, [(res, int(a), m, int(k), int(n), float(s), float(lo), float(hi))
-                                    for (a, m, k), (n, s, lo, hi) in zip(g.index, g.to_numpy())])
-            d = allv.assign(bucket=allv["ts"].to_numpy() // res * res)
-            gd = pd.concat([d, d.assign(district=CITY)]).groupby(
-                ["district", "metric", "bucket"], sort=True)["value"].agg(["count", "sum", "min", "max"])
-            gd = gd[gd.index.get_level_values(0) != ""]
-            _exec_many(conn, up_d, [(res, dd, m, int(k), int(n), float(s), float(lo), float(hi))
-                                    for (dd, m, k), (n, s, lo, hi) in zip(gd.index, gd.to_numpy())])
+            b0 = tmin // res
+            nb = int(good.ts.max()) // res - b0 + 1
+            # per asset: readings only
+            bi = good.ts // res - b0
+            key = (good.pk * _NS + good.scode) * nb + bi
+            k, cnt, sm, mn, mx = _group_stats(key, good.value)
+            ser, bk = np.divmod(k, nb)
+            apk, asc = np.divmod(ser, _NS)
+            bucket = (bk + b0) * res
+            if pg:
+                _pg_stage(conn, "_ingest_rollup_asset", ["res", "asset_pk", "metric", "bucket", "n", "sum", "min", "max"],
+                          ["int4", "int4", "text", "int8", "int4", "float8", "float8", "float8"],
+                          [np.full(len(k), res), apk, (asc, _SERIES), bucket, cnt, sm, mn, mx])
+                conn.exec_driver_sql(up_a.format(src="SELECT * FROM _ingest_rollup_asset"))
+            else:
+                raw.executemany(up_a.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                                list(zip([res] * len(k), apk.tolist(), names[asc].tolist(), bucket.tolist(),
+                                         cnt.tolist(), sm.tolist(), mn.tolist(), mx.tolist())))
+            # per district and the city: readings and derived series
+            bi2 = t2 // res - b0
+            key2 = (d2 * _NS + s2) * nb + bi2
+            k, cnt, sm, mn, mx = _group_stats(key2, v2)
+            ser, bk = np.divmod(k, nb)
+            dc, sc = np.divmod(ser, _NS)
+            keep = dc != ac._blank_code
+            k, cnt, sm, mn, mx, dc, sc, bk = (x[keep] for x in (k, cnt, sm, mn, mx, dc, sc, bk))
+            bucket = (bk + b0) * res
+            if pg:
+                _pg_stage(conn, "_ingest_rollup_district",
+                          ["res", "district_id", "metric", "bucket", "n", "sum", "min", "max"],
+                          ["int4", "text", "text", "int8", "int4", "float8", "float8", "float8"],
+                          [np.full(len(k), res), (dc, ac._dnames), (sc, _SERIES), bucket, cnt, sm, mn, mx])
+                conn.exec_driver_sql(up_d.format(src="SELECT * FROM _ingest_rollup_district"))
+            else:
+                raw.executemany(up_d.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                                list(zip([res] * len(k), dnames[dc].tolist(), names[sc].tolist(), bucket.tolist(),
+                                         cnt.tolist(), sm.tolist(), mn.tolist(), mx.tolist())))
 
 
 def read_readings_csv(path, chunksize: int | None = None):
@@ -386,11 +615,12 @@ def read_readings_csv(path, chunksize: int | None = None):
                          encoding="utf-8-sig", skipinitialspace=True)
     line = 2
     for chunk in reader:
+        found = list(chunk.columns)
         chunk = chunk.rename(columns={"asset_id": "asset"})
         missing = {"asset", "metric", "ts", "value"} - set(chunk.columns)
         if missing:
             raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
-                             f"(need asset_id, metric, ts, value; found {', '.join(chunk.columns)})")
+                             f"(need asset_id, metric, ts, value; found {', '.join(found)})")
         chunk["line"] = np.arange(line, line + len(chunk))
         line += len(chunk)
         yield chunk

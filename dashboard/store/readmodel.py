@@ -199,6 +199,7 @@ def service_daily(conn: Connection, start: int, end: int, district: str | None =
                      .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(bucket).order_by(bucket),
                      district)
     df = _frame(conn.execute(q).all(), ["bucket", "satisfaction", "closed", "satisfied", "rated"])
+    df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
     return df.astype({"satisfaction": float})
 
 
@@ -238,7 +239,7 @@ def service_by_district(conn: Connection, start: int, end: int) -> pd.DataFrame:
     sr = service_requests
     q = (select(sr.c.district_id, func.avg(sr.c.satisfaction), func.count(sr.c.satisfaction))
          .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(sr.c.district_id))
-    return _frame(conn.execute(q).all(), ["district_id", "satisfaction", "n"])
+    return _frame(conn.execute(q).all(), ["district_id", "satisfaction", "n"]).astype({"satisfaction": float})
 
 
 def service_open_list(conn: Connection, t: int, district: str | None = None, limit: int = 50) -> pd.DataFrame:

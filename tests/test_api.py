@@ -1,0 +1,89 @@
+"""The JSON API: /api/kpis against numbers computed independently from raw readings; /health."""
+from __future__ import annotations
+
+import time
+
+import pytest
+from _demo import build_demo_store
+from sqlalchemy import text
+
+from dashboard import aqi
+from dashboard.app import create_app
+from dashboard.kpis import KPIS
+from dashboard.settings import Settings
+from dashboard.store.schema import make_engine
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    return build_demo_store(tmp_path_factory.mktemp("api"), hours=3)
+
+
+@pytest.fixture(scope="module")
+def client(store_url, tmp_path_factory):
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("d"), database_url=store_url, refresh_seconds=5))
+    return app.server.test_client()
+
+
+def newest_raw(conn, kind: str, metric: str, district: str | None = None) -> dict[str, float]:
+    """Return each asset's newest value of ``metric``, straight from the raw readings."""
+    sql = ("SELECT a.id, r.value FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+           "WHERE a.kind = :k AND r.metric = :m AND (:d IS NULL OR a.district_id = :d) AND r.ts = "
+           "(SELECT max(ts) FROM readings r2 WHERE r2.asset_pk = r.asset_pk AND r2.metric = r.metric)")
+    return {a: v for a, v in conn.execute(text(sql), {"k": kind, "m": metric, "d": district}).all()}
+
+
+def kpi(body, kid):
+    return next(k for k in body["kpis"] if k["id"] == kid)
+
+
+@pytest.mark.parametrize("district", [None, "chaoyang"])
+def test_api001_values_equal_independent_computation(client, store_url, district):
+    q = "/api/kpis?window=24h" + (f"&district={district}" if district else "")
+    body = client.get(q).get_json()
+    assert {k["id"] for k in body["kpis"]} == {k.id for k in KPIS}
+    engine = make_engine(store_url)
+    with engine.connect() as conn:
+        loads = newest_raw(conn, "substation", "load_mw", district)
+        speeds = newest_raw(conn, "road_segment", "speed_kmh", district)
+        stations = {p: newest_raw(conn, "aq_station", p, district) for p in aqi.POLLUTANTS}
+    assert kpi(body, "energy.load")["value"] == pytest.approx(sum(loads.values()), abs=0.01)
+    assert kpi(body, "traffic.mean_speed")["value"] == pytest.approx(sum(speeds.values()) / len(speeds), abs=0.01)
+    worst = max(aqi.aqi({p: stations[p].get(s) for p in aqi.POLLUTANTS})[0] or 0
+                for s in set().union(*stations.values()))
+    assert kpi(body, "air.aqi_worst")["value"] == worst
+    for k in body["kpis"]:
+        assert set(k) >= {"id", "label", "value", "unit", "delta", "status", "data_age_s", "as_of"}
+        assert k["value"] is not None and k["data_age_s"] is not None and k["as_of"].endswith("Z")
+
+
+@pytest.mark.parametrize("query, fragment", [
+    ("window=2h", "unknown window"),
+    ("district=atlantis", "unknown district"),
+    ("district=%27%3B%20DROP%20TABLE%20readings%3B--", "unknown district"),
+    ("window=%3Cscript%3E", "unknown window"),
+])
+def test_api002_bad_parameters_are_400_with_a_reason(client, query, fragment):
+    r = client.get(f"/api/kpis?{query}")
+    assert r.status_code == 400
+    msg = r.get_json()["error"]
+    assert fragment in msg and "\n" not in msg and "Traceback" not in msg
+
+
+def test_api003_health_reports_store_and_data_age(client):
+    r = client.get("/health")
+    assert r.status_code == 200
+    h = r.get_json()
+    assert h["store"] == "ok"
+    assert set(h["domains"]) == {"traffic", "air_quality", "energy", "satisfaction"}
+    assert all(v is not None and v >= 0 for v in h["domains"].values())
+
+
+def test_api004_dead_store_is_503_not_a_traceback(tmp_path):
+    app = create_app(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/missing/dir/x.sqlite"))
+    c = app.server.test_client()
+    (tmp_path / "missing").mkdir(exist_ok=True)
+    r = c.get("/health")
+    assert r.status_code == 503 and "unreachable" in r.get_json()["store"]
+    r = c.get("/api/kpis")
+    assert r.status_code in (400, 503) and "Traceback" not in r.get_data(as_text=True)
