@@ -34,27 +34,39 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     server.extensions["panorama"] = live
 
     from dashboard import api
-    from dashboard.pages import manager
 
     api.init_app(server, live)
     app.layout = html.Div([
         dcc.Location(id="url", refresh=False),
         html.Div(id="page", className="page"),
     ], className="app")
-    manager.register(app, live)
+    for page in _pages():
+        page.register(app, live)
     _register_router(app, live)
     return app
+
+
+def _pages() -> list:
+    """Return the page modules, each with ``PATH`` (a prefix), ``layout(live, pathname, search)``
+    and ``register(app, live)``. The first whose PATH matches the URL renders it; ``/`` last."""
+    from dashboard.pages import manager
+
+    return [manager]
 
 
 def _register_router(app: Dash, live: LiveData) -> None:
     from dash import Input, Output, State
 
-    from dashboard.pages import manager
+    pages = sorted(_pages(), key=lambda p: -len(p.PATH))
 
     @app.callback(Output("page", "children"), Input("url", "pathname"), State("url", "search"))
     def route(pathname, search):
         """Render the page for the URL."""
-        return manager.layout(live, search or "")
+        path = pathname or "/"
+        for page in pages:
+            if path == page.PATH or path.startswith(page.PATH.rstrip("/") + "/") or page.PATH == "/":
+                return page.layout(live, path, search or "")
+        return html.Div("Not found", className="error-page")
 
 
 def asset_path(name: str) -> Path:

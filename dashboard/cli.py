@@ -173,6 +173,9 @@ def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, me
         console.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
 
 
+# --- sub-commands: one line each -------------------------------------------------------
+
+
 def main() -> None:
     """Entry point of the console script."""
     app()

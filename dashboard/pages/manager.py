@@ -15,6 +15,7 @@ from dashboard.params import BadParameter, check_district, check_layers, check_w
 from dashboard.store.readmodel import WINDOWS
 from layers import LAYERS
 
+PATH = "/"
 WINDOW_LABELS = {"1h": "Last hour", "24h": "24 hours", "7d": "7 days"}
 
 
@@ -36,7 +37,7 @@ def _initial(live: LiveData, search: str):
     return window, district, layers_on, notices
 
 
-def layout(live: LiveData, search: str = ""):
+def layout(live: LiveData, pathname: str = "/", search: str = ""):
     """Return the manager page for the query string ``search``."""
     try:
         window, district, layers_on, notices = _initial(live, search)
