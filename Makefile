@@ -30,6 +30,7 @@ $(STAMP): pyproject.toml
 	  echo "error: City Panorama needs Python >= 3.11, but '$(PYTHON)' is $$($(PYTHON) -c 'import sys; print(sys.version.split()[0])' 2>/dev/null || echo 'not runnable')." >&2; \
 	  echo "       Install a newer python3 or run: make PYTHON=/path/to/python3.11 ..." >&2; \
 	  exit 1; }
+	@$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || bash scripts/ensure_apt.sh python3-venv
 	@test -x $(VENV_PY) || { echo "+ $(PYTHON) -m venv $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	$(VENV_PY) -m pip install --quiet --upgrade pip
 	$(VENV_PY) -m pip install --quiet -e '.[test]'

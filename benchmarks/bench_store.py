@@ -244,7 +244,8 @@ def add_service_requests(engine, assets_df: pd.DataFrame, days: int = 30, per_da
         dists = [r[0] for r in conn.execute(text("SELECT id FROM districts")).all()]
     n = days * per_day
     now = T_END + 30
-    opened = (now - rng.uniform(0, days * 86_400, n)).astype(np.int64)
+    # requests arrive (and are stored) in the order they are opened
+    opened = np.sort((now - rng.uniform(0, days * 86_400, n)).astype(np.int64))
     ci = rng.integers(0, len(cats), n)
     sla = cats.sla.to_numpy()[ci] * 3600
     dur = rng.lognormal(np.log(sla * 0.7), 0.8)

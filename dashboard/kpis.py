@@ -110,8 +110,7 @@ class Ctx:
     def roads(self) -> pd.DataFrame:
         """Return latest speed and incident state per segment with its free-flow speed."""
         w = rm.latest_wide(self.conn, "road_segment", ["speed_kmh", "incident"], self.district)
-        a = rm.asset_attributes(self.conn, "road_segment", self.district)
-        ff = {r.id: float(r.attributes.get("free_flow_kmh", 60)) for r in a.itertuples()}
+        ff = rm.asset_attribute(self.conn, "road_segment", "free_flow_kmh", self.district).fillna(60.0)
         w["free_flow_kmh"] = w["asset_id"].map(ff)
         return w
 
@@ -149,8 +148,7 @@ class Ctx:
     def station_weights(self) -> dict:
         """Return population weight per district of a station: district population / stations in it."""
         d = rm.district_populations(self.conn)
-        st = rm.asset_attributes(self.conn, "aq_station")
-        per = st.groupby("district_id").size()
+        per = rm.asset_count_by_district(self.conn, "aq_station")
         return {k: float(d.get(k, 0) or 0) / n for k, n in per.items()}
 
     @cached_property
@@ -171,11 +169,18 @@ class Ctx:
         w = w[np.isfinite(w["aqi"])]
         lim = aqimod.limit(self.std)
         g = w.groupby("bucket")
+        # the population-weighted mean per bucket, in plain numpy (groupby.apply is slow)
+        w = w.sort_values("bucket", kind="stable")
+        b, a, wt = w["bucket"].to_numpy(), w["aqi"].to_numpy(dtype=float), w["weight"].to_numpy(dtype=float)
+        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if len(b) else np.array([], dtype=int)
+        ends = np.r_[starts[1:], len(b)]
+        weighted = [np.average(a[i:j], weights=wt[i:j]) if wt[i:j].sum() > 0 else a[i:j].mean()
+                    for i, j in zip(starts, ends)]
+        worst = g["aqi"].max()
         return pd.DataFrame({
-            "worst": g["aqi"].max(),
-            "weighted": g.apply(lambda x: np.average(x["aqi"], weights=x["weight"]) if x["weight"].sum() > 0
-                                else x["aqi"].mean(), include_groups=False),
-            "over": g["aqi"].apply(lambda x: float((x > lim).sum())),
+            "worst": worst,
+            "weighted": pd.Series(weighted, index=pd.Index(b[starts], name="bucket"), dtype=float),
+            "over": (w["aqi"] > lim).groupby(w["bucket"]).sum().astype(float),
         }).reset_index()
 
     # --------------------------------------------------------------- energy
@@ -183,8 +188,7 @@ class Ctx:
     def substations(self) -> pd.DataFrame:
         """Return latest load and renewable supply per substation with its capacity."""
         w = rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district)
-        a = rm.asset_attributes(self.conn, "substation", self.district)
-        cap = {r.id: float(r.attributes.get("capacity_mw", np.nan)) for r in a.itertuples()}
+        cap = rm.asset_attribute(self.conn, "substation", "capacity_mw", self.district)
         w["capacity_mw"] = w["asset_id"].map(cap)
         return w
 
@@ -200,8 +204,12 @@ class Ctx:
         return self.memo(("svc", start, end), lambda: rm.service_closed_stats(self.conn, start, end, self.district))
 
     def open_at(self, t: int) -> dict:
-        """Return open and overdue counts at ``t``."""
-        return self.memo(("open", t), lambda: rm.service_open_at(self.conn, t, self.district))
+        """Return open and overdue counts at ``t`` (the sparkline's times are counted in one query)."""
+        if ("open", t) not in self._memo:
+            times = sorted({int(t), *(int(x) for x in _svc_points(self))})
+            for k, v in rm.service_open_at_many(self.conn, times, self.district).items():
+                self._memo[("open", k)] = v
+        return self._memo[("open", int(t))]
 
     @cached_property
     def service_as_of(self) -> int | None:

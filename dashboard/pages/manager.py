@@ -16,6 +16,9 @@ from dashboard.store.readmodel import WINDOWS
 from layers import LAYERS
 
 PATH = "/"
+#: The clock shows the city's time, whatever the browser's timezone.
+CLOCK_JS = """function(n, tz){ try { return new Date().toLocaleTimeString('en-GB', {hour12: false, timeZone: tz}); }
+catch (e) { return new Date().toLocaleTimeString('en-GB', {hour12: false}); } }"""
 WINDOW_LABELS = {"1h": "Last hour", "24h": "24 hours", "7d": "7 days"}
 
 
@@ -90,6 +93,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
             ], className="drill-body"),
         ]),
         dcc.Store(id="drill-kpi"),
+        dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
     ], className="manager")
 
@@ -164,9 +168,7 @@ def register(app: Dash, live: LiveData) -> None:
                 [s["note"] for s in states], [s["status"] for s in states], [s["class"] for s in states], sparks,
                 updated, "", True)
 
-    app.clientside_callback(
-        """function(n){ const d = new Date(); return d.toLocaleTimeString([], {hour12:false}); }""",
-        Output("clock", "children"), Input("tick", "n_intervals"))
+    app.clientside_callback(CLOCK_JS, Output("clock", "children"), Input("tick", "n_intervals"), State("city-tz", "data"))
 
     @app.callback(Output("drill-kpi", "data"), Input({"type": "kpi", "id": ALL}, "n_clicks"),
                   Input("drill-close", "n_clicks"), prevent_initial_call=True)
