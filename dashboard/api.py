@@ -3,16 +3,27 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, jsonify, request
+import hashlib
+import json
+
+from flask import Flask, Response, jsonify, request
 
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_window
 
 
+#: Where pages fetch the district shapes from (the choropleth layers reference it by URL).
+GEOJSON_URL = "/api/geo/districts.geojson"
+
+
 def _error(status: int, message: str):
-    resp = jsonify({"error": message})
-    resp.status_code = status
-    return resp
+    """Return a JSON error; ``<``, ``>`` and ``&`` escaped so echoed input is inert even if sniffed as HTML."""
+    import json
+
+    from flask import Response
+
+    body = json.dumps({"error": message}).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return Response(body + "\n", status=status, mimetype="application/json")
 
 
 def init_app(server: Flask, live: LiveData) -> None:
@@ -37,6 +48,87 @@ def init_app(server: Flask, live: LiveData) -> None:
             out.append(j)
         return jsonify({"window": window, "district": district, "city": live.meta().get("city"),
                         "aqi_standard": live.settings.aqi_standard, "kpis": out})
+
+    @server.get("/api/panels")
+    def api_panels():
+        """List every panel id, with its embed and data URLs."""
+        from dashboard.export import FORMATS, get_panel, panel_ids
+
+        return jsonify({"panels": [{"id": pid, "kind": get_panel(pid).kind, "label": get_panel(pid).label,
+                                    "embed": f"/embed/{pid}",
+                                    **{fmt: f"/api/panels/{pid}.{fmt}" for fmt in FORMATS}}
+                                   for pid in panel_ids()]})
+
+    @server.get("/api/panels/<path:name>")
+    def api_panel(name: str):
+        """Return a panel as .json, .csv, .png or .svg with the embed parameters (+ width, height, scale)."""
+        from flask import Response
+
+        from dashboard.export import FORMATS, UnknownPanel, get_panel, panel_bytes, parse_request
+
+        pid, dot, fmt = name.rpartition(".")
+        if not dot:
+            return _error(404, "add a format to the panel id: .json, .csv, .png or .svg")
+        try:
+            get_panel(pid)
+            if fmt not in FORMATS:
+                raise BadParameter(f"unknown format {fmt[:20]!r}: choose one of {', '.join(FORMATS)}")
+            req = parse_request(live, pid, {k: request.args.get(k) for k in request.args})
+            body, ctype = panel_bytes(live, req, fmt)
+        except UnknownPanel as exc:
+            return _error(404, str(exc))
+        except BadParameter as exc:
+            return _error(400, str(exc))
+        except StoreUnavailable as exc:
+            return _error(503, f"store unavailable: {exc}")
+        resp = Response(body, mimetype=ctype.split(";")[0])
+        resp.headers["Content-Type"] = ctype
+        resp.headers["Cache-Control"] = f"max-age={req.refresh}"
+        if fmt in ("csv", "png", "svg"):
+            resp.headers["Content-Disposition"] = f'inline; filename="{req.panel.id}.{fmt}"'
+        return resp
+
+    @server.get(GEOJSON_URL)
+    def districts_geojson():
+        """Return the district shapes the map draws (sent once; browsers cache them)."""
+        from layers._common import districts_geojson as build
+
+        try:
+            body = json.dumps(build(live.static("districts")), separators=(",", ":"))
+        except StoreUnavailable as exc:
+            return _error(503, f"store unavailable: {exc}")
+        etag = hashlib.sha1(body.encode()).hexdigest()[:16]
+        if request.if_none_match.contains(etag):
+            return Response(status=304)
+        resp = Response(body, mimetype="application/geo+json")
+        resp.set_etag(etag)
+        resp.cache_control.max_age = 3600
+        resp.cache_control.public = True
+        return resp
+
+    @server.post("/ngsi-ld/notify")
+    def ngsi_notify():
+        """Import an NGSI-LD (or v2) notification: Authorization: Bearer <PANORAMA_NGSI_TOKEN>."""
+        import hmac
+
+        from dashboard.importers import ImportProblem, run_import
+        from dashboard.importers.ngsi import import_ngsi
+
+        token = live.settings.ngsi_token
+        if not token:
+            return _error(503, "disabled: set PANORAMA_NGSI_TOKEN to accept NGSI-LD notifications")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return _error(401, "missing or wrong bearer token")
+        body = request.get_json(force=True, silent=True)
+        if body is None:
+            return _error(400, "body is not JSON")
+        tz = live.meta().get("timezone")
+        try:
+            report = run_import(live.engine, lambda conn: import_ngsi(conn, body, "ngsi-ld/notify", tz))
+        except ImportProblem as exc:
+            return _error(400, str(exc))
+        return jsonify(report.as_json())
 
     @server.get("/health")
     def health():

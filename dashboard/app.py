@@ -33,9 +33,10 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     live = LiveData(settings, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6))
     server.extensions["panorama"] = live
 
-    from dashboard import api
+    from dashboard import api, security
 
     api.init_app(server, live)
+    security.init_app(server, settings)
     app.layout = html.Div([
         dcc.Location(id="url", refresh=False),
         html.Div(id="page", className="page"),
@@ -49,9 +50,9 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
 def _pages() -> list:
     """Return the page modules, each with ``PATH`` (a prefix), ``layout(live, pathname, search)``
     and ``register(app, live)``. The first whose PATH matches the URL renders it; ``/`` last."""
-    from dashboard.pages import manager
+    from dashboard.pages import embed, manager, wall
 
-    return [manager]
+    return [embed, wall, manager]
 
 
 def _register_router(app: Dash, live: LiveData) -> None:

@@ -174,6 +174,10 @@ def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, me
 
 
 # --- sub-commands: one line each -------------------------------------------------------
+from dashboard.cli_export import export, report  # noqa: E402
+app.command()(report); app.command()(export)  # noqa: E702
+from dashboard.cli_city import city_app  # noqa: E402
+app.add_typer(city_app, name="city")
 
 
 def main() -> None:

@@ -76,10 +76,14 @@ class LiveData:
             self._static[layer_id] = self._run(layer.static)
         return self._static[layer_id]
 
-    def params(self, now: float, window: str = "24h", district: str | None = None, theme: str = "dark") -> LayerParams:
-        """Return layer parameters for a request."""
+    def params(self, now: float, window: str = "24h", district: str | None = None, theme: str = "dark",
+               geojson_url: str | None = None) -> LayerParams:
+        """Return layer parameters for a request (``geojson_url``: district shapes by URL, not inline)."""
+        extra = {"tz": self.tz()}
+        if geojson_url:
+            extra["geojson_url"] = geojson_url
         return LayerParams(now=now, window=window, district=district, aqi_standard=self.settings.aqi_standard,
-                           theme=theme, extra={"tz": self.tz()})
+                           theme=theme, extra=extra)
 
     # --------------------------------------------------------------- snapshots
     def kpis(self, window: str, district: str | None, now: float | None = None):
@@ -119,3 +123,79 @@ class LiveData:
         except StoreUnavailable as exc:
             out["store"] = f"unreachable: {exc}"
         return out
+
+    def attention(self, district: str | None = None, now: float | None = None) -> list[dict]:
+        """Return the wall's "needs attention" list for ``district``, computed once per bucket."""
+        b = self.bucket(now)
+        t = time.time() if now is None else now
+        frames = self.layer_frames(now)
+
+        def compute():
+            overdue = self._run(lambda c: rm.service_open_list(c, int(t), district, limit=2000))
+            statics = {lid: self.static(lid) for lid in ("traffic", "air_quality", "energy")}
+            return attention_items(statics, frames, overdue, t, district, self.settings.aqi_standard)
+
+        return self.cache.compute_once(f"attention:{self.settings.aqi_standard}:{district or '*'}", b, compute)
+
+
+# --------------------------------------------------------------- the wall's "needs attention" list
+#: Share of rated capacity above which a district counts as near its energy capacity.
+NEAR_CAPACITY = 85.0
+#: Open requests older than this are not counted as open (same look-back as the KPIs).
+SERVICE_LOOKBACK_S = 90 * 86_400
+_LEVEL_RANK = {"bad": 2, "warn": 1}
+
+
+def attention_items(statics: dict, frames: dict, overdue, now: float, district: str | None = None,
+                    aqi_standard: str = "cn") -> list[dict]:
+    """Return everything in a bad band now, most severe first (pure: frames in, dicts out).
+
+    Each item: ``level`` (bad | warn), ``domain``, ``place``, ``district`` (id), ``detail`` and
+    ``score`` (0–1, how deep into its band, for sorting within a level).
+    """
+    from dashboard import aqi as aqimod
+    from dashboard.theme import CONGESTION_BANDS
+
+    items: list[dict] = []
+    tr = LAYER_BY_ID["traffic"]
+    w = tr.worst(statics["traffic"], frames.get("traffic"), n=len(statics["traffic"]))
+    jammed, heavy = CONGESTION_BANDS[0][2], CONGESTION_BANDS[1][2]
+    for r in w.itertuples(index=False):
+        if r.band not in (jammed, heavy):
+            continue
+        pct = r[4]  # % of free flow
+        items.append({"level": "bad" if r.band == jammed else "warn", "domain": "traffic", "place": r.place,
+                      "district": r.district, "score": 1 - float(pct) / 100,
+                      "detail": f"{'jammed' if r.band == jammed else 'heavy'} · {r.value:.0f} km/h, {pct:.0f}% of free flow"
+                                + (" · incident" if r.incident else "")})
+    aq = LAYER_BY_ID["air_quality"]
+    w = aq.worst(statics["air_quality"], frames.get("air_quality"), n=len(statics["air_quality"]), std=aqi_standard)
+    lim = aqimod.limit(aqi_standard)
+    for r in w.itertuples(index=False):
+        if r.value > lim:
+            items.append({"level": "bad" if r.value > 150 else "warn", "domain": "air_quality", "place": r.place,
+                          "district": r.district, "score": min(1.0, float(r.value) / 500),
+                          "detail": f"AQI {r.value:.0f} > {lim} · {r.band} · {r.dominant}"})
+    en = LAYER_BY_ID["energy"]
+    w = en.worst(statics["energy"], frames.get("energy"), n=len(statics["energy"]))
+    for r in w.itertuples(index=False):
+        share = r[4]
+        if share > NEAR_CAPACITY:
+            items.append({"level": "bad" if share >= 90 else "warn", "domain": "energy", "place": r.place,
+                          "district": r.district, "score": min(1.0, float(share) / 100),
+                          "detail": f"{share:.0f}% of capacity · {r.value:,.0f} MW"})
+    if overdue is not None and len(overdue):
+        late = overdue[(overdue["due_at"] < now) & (overdue["opened_at"] > now - SERVICE_LOOKBACK_S)]
+        names = dict(zip(statics["energy"]["id"], statics["energy"]["name"]))
+        for dist, g in late.groupby("district_id"):
+            hours = (now - g["due_at"].min()) / 3600
+            n = len(g)
+            # an overdue request ranks below a jammed road or polluted air of the same level
+            items.append({"level": "bad" if n >= 5 or hours > 24 else "warn", "domain": "satisfaction",
+                          "place": str(names.get(dist, dist)), "district": dist,
+                          "score": 0.5 * min(1.0, float(hours) / 168),
+                          "detail": f"{n} overdue request{'s' if n != 1 else ''} · oldest {hours:.0f} h past SLA"})
+    if district:
+        items = [i for i in items if i["district"] == district]
+    items.sort(key=lambda i: (-_LEVEL_RANK[i["level"]], -i["score"]))
+    return items

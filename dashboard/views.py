@@ -13,7 +13,7 @@ from dashboard.metrics import DOMAINS
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
 from layers import LAYER_BY_ID, LAYERS, LayerParams
 
-SPARK_POINTS = 24
+SPARK_POINTS = 16
 MAP_PX = (1100, 760)  # the map's typical size on the manager page, for the initial zoom
 
 
@@ -108,12 +108,17 @@ def downsample(xs, ys, n: int = SPARK_POINTS):
     return ox, oy
 
 
+def spark_points(k: KpiValue) -> list:
+    """Return a sparkline's values to 4 significant digits (x is implicit: 0…n-1, no time axis)."""
+    _, y = downsample(k.spark_x, k.spark_y)
+    return [None if v is None else float(f"{v:.4g}") for v in y]
+
+
 def spark_figure(k: KpiValue, theme: str = "dark") -> dict:
-    """Return a small SVG sparkline figure of a KPI's trend."""
-    colour = STATUS[k.status][0]
-    x, y = downsample(k.spark_x, k.spark_y)
+    """Return a small SVG sparkline figure of a KPI's trend (status shows on the card, not the line)."""
+    colour = THEMES.get(theme, THEMES["dark"])["accent"]
     return {
-        "data": [{"type": "scatter", "mode": "lines", "x": x, "y": y, "line": {"color": colour, "width": 2},
+        "data": [{"type": "scatter", "mode": "lines", "y": spark_points(k), "line": {"color": colour, "width": 2},
                   "fill": "tozeroy", "fillcolor": "rgba(127,140,157,0.12)", "hoverinfo": "skip",
                   "connectgaps": False}],
         "layout": figure_layout(theme, height=44),
@@ -121,12 +126,9 @@ def spark_figure(k: KpiValue, theme: str = "dark") -> dict:
 
 
 def spark_patch(k: KpiValue) -> Patch:
-    """Return a Patch of a sparkline's points and colour."""
+    """Return a Patch of a sparkline's points."""
     p = Patch()
-    x, y = downsample(k.spark_x, k.spark_y)
-    p["data"][0]["x"] = x
-    p["data"][0]["y"] = y
-    p["data"][0]["line"]["color"] = STATUS[k.status][0]
+    p["data"][0]["y"] = spark_points(k)
     return p
 
 

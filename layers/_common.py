@@ -1,13 +1,15 @@
 """Helpers shared by the layers: time labels, district geometry as GeoJSON, hover text."""
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timezone
 
+import numpy as np
 import pandas as pd
 from shapely.geometry import mapping, shape
 
 #: Simplification tolerance for district outlines drawn on the map (degrees, ≈ 50 m).
-SIMPLIFY_DEG = 0.0005
+SIMPLIFY_DEG = 0.0008
 
 
 def hhmm(ts, tz=None) -> str:
@@ -21,13 +23,22 @@ def hhmm(ts, tz=None) -> str:
 
 
 def districts_geojson(static: pd.DataFrame) -> dict:
-    """Return the districts as a FeatureCollection keyed by ``id``, simplified for the screen."""
+    """Return the districts as a FeatureCollection keyed by ``id``, simplified for the screen (cached)."""
+    if "geojson" in static.attrs:
+        return static.attrs["geojson"]
     feats = []
     for r in static.itertuples():
         g = shape(r.geometry).simplify(SIMPLIFY_DEG, preserve_topology=True)
         feats.append({"type": "Feature", "id": r.id, "properties": {"name": r.name},
-                      "geometry": _round(mapping(g))})
-    return {"type": "FeatureCollection", "features": feats}
+                      "geometry": _round(mapping(g), 4)})
+    static.attrs["geojson"] = {"type": "FeatureCollection", "features": feats}
+    return static.attrs["geojson"]
+
+
+def district_geometry(static: pd.DataFrame, params) -> dict | str:
+    """Return what a choropleth's ``geojson`` should be: the page's shared URL (fetched once by the
+    browser) when the page gives one, else the GeoJSON itself (exports, embeds)."""
+    return params.extra.get("geojson_url") or districts_geojson(static)
 
 
 def _round(geom: dict, nd: int = 5) -> dict:
@@ -44,3 +55,25 @@ def static_districts(conn) -> pd.DataFrame:
     from dashboard.store.readmodel import districts_frame
 
     return districts_frame(conn)[["id", "name", "population", "area_km2", "label_lon", "label_lat", "geometry"]]
+
+
+def typed(values, dtype: str = "i1") -> dict:
+    """Return ``values`` as a plotly typed-array spec (base64 bytes): a few KB instead of a JSON list.
+
+    plotly.js decodes ``{"dtype", "bdata", "shape"}`` wherever it takes a data array.
+    """
+    a = np.ascontiguousarray(np.asarray(values), dtype=np.dtype(dtype))
+    spec = {"dtype": dtype, "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
+    if a.ndim > 1:
+        spec["shape"] = ",".join(str(n) for n in a.shape)
+    return spec
+
+
+def untyped(values) -> np.ndarray:
+    """Return a numpy array from a list or a typed-array spec (the inverse of :func:`typed`)."""
+    if isinstance(values, dict) and "bdata" in values:
+        a = np.frombuffer(base64.b64decode(values["bdata"]), dtype=np.dtype(values["dtype"]))
+        if "shape" in values:
+            a = a.reshape([int(n) for n in str(values["shape"]).split(",")])
+        return a
+    return np.asarray(values)

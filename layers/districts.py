@@ -5,7 +5,7 @@ import pandas as pd
 
 from dashboard.theme import THEMES
 from layers import LayerParams
-from layers._common import districts_geojson, static_districts
+from layers._common import district_geometry, static_districts
 
 
 class DistrictsLayer:
@@ -36,7 +36,7 @@ class DistrictsLayer:
         pop = [f"{int(p):,}" if pd.notna(p) else "—" for p in static["population"]]
         return [{
             "type": "choroplethmap", "name": "Districts", "uid": "districts", "meta": {"layer": self.id},
-            "geojson": districts_geojson(static), "locations": static["id"].tolist(), "featureidkey": "id",
+            "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
             "z": [0] * len(static), "colorscale": [[0, "rgba(0,0,0,0.01)"], [1, "rgba(0,0,0,0.01)"]],
             "showscale": False, "showlegend": False, "text": static["name"].tolist(), "customdata": pop,
             "marker": {"line": {"color": t["district_line"], "width": v["marker"]["line"]["width"]}},

@@ -6,7 +6,7 @@ import pandas as pd
 
 from dashboard.theme import LOAD_SCALE
 from layers import LayerParams
-from layers._common import districts_geojson, hhmm, static_districts
+from layers._common import district_geometry, hhmm, static_districts
 
 
 class EnergyLayer:
@@ -58,7 +58,7 @@ class EnergyLayer:
         v = self.values(static, frame, params)[0]
         return [{
             "type": "choroplethmap", "name": "Energy load", "uid": "energy", "meta": {"layer": self.id},
-            "geojson": districts_geojson(static), "locations": static["id"].tolist(), "featureidkey": "id",
+            "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
             "text": static["name"].tolist(), "colorscale": LOAD_SCALE, "zmin": 0, "zmax": 100,
             "marker": {"opacity": 0.55, "line": {"width": 0}}, "showscale": False, "showlegend": False,
             "hovertemplate": "<b>%{text}</b><br>load %{customdata[0]} MW of %{customdata[1]} MW"

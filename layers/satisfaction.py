@@ -6,7 +6,7 @@ import pandas as pd
 
 from dashboard.theme import SATISFACTION_SCALE
 from layers import LayerParams
-from layers._common import districts_geojson, static_districts
+from layers._common import district_geometry, static_districts
 
 WINDOW_S = 30 * 86_400
 
@@ -47,7 +47,7 @@ class SatisfactionLayer:
         v = self.values(static, frame, params)[0]
         return [{
             "type": "choroplethmap", "name": "Satisfaction", "uid": "satisfaction", "meta": {"layer": self.id},
-            "geojson": districts_geojson(static), "locations": static["id"].tolist(), "featureidkey": "id",
+            "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
             "text": static["name"].tolist(), "colorscale": SATISFACTION_SCALE, "zmin": 1, "zmax": 5,
             "marker": {"opacity": 0.6, "line": {"width": 0}}, "showscale": False, "showlegend": False,
             "hovertemplate": "<b>%{text}</b><br>satisfaction %{z:.2f} / 5<br>%{customdata[0]} rated closures, "

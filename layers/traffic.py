@@ -13,9 +13,9 @@ import pandas as pd
 
 from dashboard.theme import CONGESTION_BANDS
 from layers import LayerParams
-from layers._common import hhmm
+from layers._common import hhmm, typed
 
-DOT_SPACING_M = 450
+DOT_SPACING_M = 600
 SIDE_OFFSET_M = 160
 _M_PER_DEG = 111_320.0
 
@@ -95,21 +95,20 @@ class TrafficLayer:
         """Return the dots' band numbers and the midpoints' hover values."""
         speed, ratio, band, ts, inc = self._state(static, frame)
         _, _, seg = static.attrs.get("dots", (np.array([]), np.array([]), np.array([], dtype=int)))
-        labels = [b[2] for b in CONGESTION_BANDS]
-        custom = [
-            [None if not np.isfinite(s) else int(round(s)), None if not np.isfinite(r) else int(round(100 * r)),
-             labels[b] if b >= 0 else "no data", "incident" if i == 1 else ""]
-            for s, r, b, i in zip(speed, ratio, band, inc)
-        ]
+        # speeds and % of free flow fit in a byte; 255 marks "no reading"
+        custom = np.full((len(speed), 2), 255, dtype=np.uint8)
+        ok = np.isfinite(speed) & np.isfinite(ratio)
+        custom[ok, 0] = np.clip(np.round(speed[ok]), 0, 254)
+        custom[ok, 1] = np.clip(np.round(100 * ratio[ok]), 0, 254)
         newest = ts.max() if len(ts) and ts.notna().any() else None
         tz = params.extra.get("tz")
-        dot_colour = np.where(band[seg] < 0, -1, band[seg]).astype(int).tolist() if len(seg) else []
+        dot_colour = band[seg] if len(seg) else np.array([], dtype=np.int8)
         return [
-            {"marker": {"color": dot_colour}},
-            {"customdata": custom,
-             "hovertemplate": "<b>%{text}</b><br>%{customdata[0]} km/h · %{customdata[1]}% of free flow"
-                              "<br>%{customdata[2]} %{customdata[3]}<br>reading " + hhmm(newest, tz)
-                              + "<extra>Traffic</extra>"},
+            {"marker": {"color": typed(dot_colour, "i1")}},
+            {"customdata": typed(custom, "u1"),
+             "hovertext": [CONGESTION_BANDS[b][1] if b >= 0 else "no data" for b in band],
+              "hovertemplate": "<b>%{text}</b><br>%{customdata[0]} km/h · %{customdata[1]}% of free flow"
+                              " · %{hovertext}<br>reading " + hhmm(newest, tz) + "<extra>Traffic</extra>"},
         ]
 
     def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:

@@ -68,7 +68,7 @@ def map_layers(dash_duo) -> dict[str, bool]:
         "return out;")
 
 
-def wait_for(fn, timeout=10.0, interval=0.2):
+def wait_for(fn, timeout=20.0, interval=0.2):
     """Return fn()'s first truthy value within ``timeout`` seconds, or fail."""
     deadline = time.time() + timeout
     last = None

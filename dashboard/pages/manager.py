@@ -13,7 +13,10 @@ from dashboard.kpis import KPI_BY_ID
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
-from layers import LAYERS
+from dashboard.api import GEOJSON_URL
+from layers import LAYER_BY_ID, LAYERS
+
+LAYER_IDS = set(LAYER_BY_ID)
 
 PATH = "/"
 #: The clock shows the city's time, whatever the browser's timezone.
@@ -45,7 +48,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
     try:
         window, district, layers_on, notices = _initial(live, search)
         now = time.time()
-        params = live.params(now, window, district)
+        params = live.params(now, window, district, geojson_url=GEOJSON_URL)
         frames = live.layer_frames()
         kpis = live.kpis(window, district)
         fig = views.map_figure(live, frames, params, layers_on)
@@ -146,27 +149,21 @@ def register(app: Dash, live: LiveData) -> None:
         prevent_initial_call=True,
     )
     def refresh(_n, window, district, layers_on, ids):
-        """Send only the values that changed: colours, numbers, sparklines."""
+        """Send only the values that changed: colours, numbers, sparklines (computed once per bucket)."""
         now = time.time()
+        layers_on = [x for x in (layers_on or []) if x in LAYER_IDS]
+        order = [i["id"] for i in ids]
         try:
             window = check_window(window)
             district = check_district(district, live.district_ids())
-            frames = live.layer_frames()
-            kpis = {k.id: k for k in live.kpis(window, district)}
+            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}:{'|'.join(order)}"
+            out = live.cache.compute_once(key, live.bucket(now), lambda: _render(live, window, district, layers_on, order))
         except (StoreUnavailable, BadParameter) as exc:
-            n = len(ids)
             since = live.stale_since = live.stale_since or now
             msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
-            return (no_update, *([[no_update] * n] * 7), no_update, msg, False)
+            return (no_update, *([[no_update] * len(ids)] * 7), no_update, msg, False)
         live.stale_since = None
-        params = live.params(now, window, district)
-        patch = views.map_patch(live, frames, params, layers_on or [])
-        states = [views.kpi_state(kpis[i["id"]], now) for i in ids]
-        sparks = [views.spark_patch(kpis[i["id"]]) for i in ids]
-        updated = "updated " + datetime.fromtimestamp(now, live.tz()).strftime("%H:%M:%S")
-        return (patch, [s["value"] for s in states], [s["delta"] for s in states], [s["age"] for s in states],
-                [s["note"] for s in states], [s["status"] for s in states], [s["class"] for s in states], sparks,
-                updated, "", True)
+        return (*out, "", True)
 
     app.clientside_callback(CLOCK_JS, Output("clock", "children"), Input("tick", "n_intervals"), State("city-tz", "data"))
 
@@ -198,3 +195,18 @@ def register(app: Dash, live: LiveData) -> None:
         where = dict(zip(live.districts()["id"], live.districts()["name"])).get(district, "whole city")
         title = f"{kv.label} — {WINDOW_LABELS[window].lower()}, {where}"
         return False, title, views.trend_figure(kv, live.tz()), rows, cols
+
+
+def _render(live: LiveData, window: str, district: str | None, layers_on: list[str], order: list[str]) -> tuple:
+    """Return the refresh outputs: map Patch, KPI texts/classes, sparkline Patches, 'updated' text."""
+    now = time.time()
+    frames = live.layer_frames()
+    kpis = {k.id: k for k in live.kpis(window, district)}
+    params = live.params(now, window, district)
+    patch = views.map_patch(live, frames, params, layers_on)
+    states = [views.kpi_state(kpis[i], now) for i in order]
+    sparks = [views.spark_patch(kpis[i]) for i in order]
+    updated = "updated " + datetime.fromtimestamp(now, live.tz()).strftime("%H:%M:%S")
+    return (patch, [s["value"] for s in states], [s["delta"] for s in states], [s["age"] for s in states],
+            [s["note"] for s in states], [s["status"] for s in states], [s["class"] for s in states], sparks,
+            updated)

@@ -233,17 +233,20 @@ def _pg_stage(conn: Connection, table: str, columns: list[str], types: list[str]
 class _Batch:
     """Integer-coded view of the accepted rows of one ingest call (internal)."""
 
-    __slots__ = ("pk", "scode", "ts", "value", "row", "order")
+    __slots__ = ("pk", "scode", "ts", "value", "row", "order", "latest")
 
     def __init__(self, pk, scode, ts, value, row):
         self.pk, self.scode, self.ts, self.value, self.row = pk, scode, ts, value, row
         self.order = None
+        self.latest = None  # (sorted series keys, their latest ts) as stored before this batch
 
     def __len__(self) -> int:
         return len(self.pk)
 
     def take(self, mask: np.ndarray) -> "_Batch":
-        return _Batch(self.pk[mask], self.scode[mask], self.ts[mask], self.value[mask], self.row[mask])
+        b = _Batch(self.pk[mask], self.scode[mask], self.ts[mask], self.value[mask], self.row[mask])
+        b.latest = self.latest
+        return b
 
     def series_key(self) -> np.ndarray:
         return self.pk * _NS + self.scode
@@ -444,6 +447,7 @@ class Ingestor:
         """Remove rows already stored; return (new rows, [(row, conflict reason)])."""
         # readings newer than the latest stored one for their series are new for sure
         lk, lts = self._latest_ts(conn, np.unique(good.pk))
+        good.latest = (lk, lts)
         key = good.series_key()
         if len(lk):
             at = np.searchsorted(lk, key)
@@ -534,6 +538,49 @@ class Ingestor:
             f"ON CONFLICT (asset_pk, metric) DO UPDATE {set_}",
             list(zip(pk.tolist(), names[sc].tolist(), ts.tolist(), val.tolist())))
 
+    def _pg_rollup_asset(self, conn, good: _Batch, res, up_a, apk, asc, bucket, cnt, sm, mn, mx) -> None:
+        """Write per-asset rollups on PostgreSQL: COPY the buckets that cannot be stored yet, upsert the rest.
+
+        Rollups only hold buckets up to the one of their series' ``latest`` reading, so a bucket after
+        it is new. Should that not hold (rows edited by hand, a concurrent writer), the COPY fails on
+        the primary key, is rolled back to a savepoint, and every row is upserted instead.
+        """
+        cols = ["res", "asset_pk", "metric", "bucket", "n", "sum", "min", "max"]
+        types = ["int4", "int4", "text", "int8", "int4", "float8", "float8", "float8"]
+        lk, lts = good.latest if good.latest is not None else (np.array([], dtype=np.int64), np.array([]))
+        ser = apk * _NS + asc
+        if len(lk):
+            at = np.minimum(np.searchsorted(lk, ser), len(lk) - 1)
+            found = lk[at] == ser
+            last_bucket = np.where(found, np.floor(np.where(found, lts[at], 0) / res) * res, -np.inf)
+        else:
+            last_bucket = np.full(len(ser), -np.inf)
+        new = bucket > last_bucket
+        parts = [(new, True), (~new, False)]
+
+        def upsert(m):
+            _pg_stage(conn, "_ingest_rollup_asset", cols, types,
+                      [np.full(int(m.sum()), res), apk[m], (asc[m], _SERIES), bucket[m], cnt[m], sm[m], mn[m], mx[m]])
+            conn.exec_driver_sql(up_a.format(src="SELECT * FROM _ingest_rollup_asset"))
+
+        for m, fresh in parts:
+            if not m.any():
+                continue
+            if not fresh:
+                upsert(m)
+                continue
+            import psycopg
+
+            sp = conn.begin_nested()
+            try:
+                _pg_copy(conn, "rollup_asset", cols, types,
+                         [np.full(int(m.sum()), res), apk[m], (asc[m], _SERIES), bucket[m], cnt[m], sm[m], mn[m], mx[m]])
+            except psycopg.errors.UniqueViolation:
+                sp.rollback()
+                upsert(m)
+            else:
+                sp.commit()
+
     def _update_rollups(self, conn, good: _Batch) -> None:
         ac = self._asset_codes()
         where = ac._pk_pos.get_indexer(good.pk)
@@ -580,10 +627,7 @@ class Ingestor:
             apk, asc = np.divmod(ser, _NS)
             bucket = (bk + b0) * res
             if pg:
-                _pg_stage(conn, "_ingest_rollup_asset", ["res", "asset_pk", "metric", "bucket", "n", "sum", "min", "max"],
-                          ["int4", "int4", "text", "int8", "int4", "float8", "float8", "float8"],
-                          [np.full(len(k), res), apk, (asc, _SERIES), bucket, cnt, sm, mn, mx])
-                conn.exec_driver_sql(up_a.format(src="SELECT * FROM _ingest_rollup_asset"))
+                self._pg_rollup_asset(conn, good, res, up_a, apk, asc, bucket, cnt, sm, mn, mx)
             else:
                 raw.executemany(up_a.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
                                 list(zip([res] * len(k), apk.tolist(), names[asc].tolist(), bucket.tolist(),

@@ -1,0 +1,103 @@
+"""``panorama report`` and ``panorama export``: a period report, or one panel as a file."""
+from __future__ import annotations
+
+import time
+from datetime import date
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dashboard.settings import get_settings
+
+console = Console(stderr=True)
+REPORT_STEPS = 9  # progress steps reported by dashboard.report.build_report, + write (+ pdf)
+
+
+def _fail(msg: str, code: int = 1):
+    console.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(code)
+
+
+def _date(s: str, name: str) -> date:
+    try:
+        return date.fromisoformat(s)
+    except ValueError:
+        _fail(f"{name} must be a date YYYY-MM-DD, not {s[:30]!r}")
+
+
+def report(
+    date_from: str = typer.Option(..., "--from", help="First day of the period (YYYY-MM-DD, city time)."),
+    date_to: str = typer.Option(..., "--to", help="Last day of the period, inclusive."),
+    district: str = typer.Option(None, help="A district id (default: the whole city)."),
+    out: Path = typer.Option(..., help="Output file."),
+    fmt: str = typer.Option("html", "--format", help="html or pdf."),
+):
+    """Write a self-contained period report: every KPI vs the previous period, trends, map, sources."""
+    from dashboard.report import build_report, print_pdf
+    from dashboard.store import make_engine
+
+    if fmt not in ("html", "pdf"):
+        _fail("--format must be html or pdf")
+    start, end = _date(date_from, "--from"), _date(date_to, "--to")
+    if end < start:
+        _fail("--to is before --from")
+    s = get_settings()
+    engine = make_engine(s.resolved_database_url)
+    t0 = time.perf_counter()
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("starting", total=REPORT_STEPS + (1 if fmt == "pdf" else 0))
+
+        def step(label: str):
+            bar.update(task, description=label, advance=1)
+
+        try:
+            page = build_report(engine, start, end, district, s.aqi_standard, progress=step)
+        except ValueError as exc:
+            _fail(str(exc))
+        html_path = out if fmt == "html" else out.with_suffix(".html")
+        html_path.parent.mkdir(parents=True, exist_ok=True)
+        html_path.write_text(page, encoding="utf-8")
+        step("written")
+        if fmt == "pdf":
+            step("printing PDF")
+            try:
+                print_pdf(html_path, out)
+            except (RuntimeError, OSError) as exc:
+                _fail(str(exc))
+        bar.update(task, completed=bar.tasks[0].total, description="done")
+    console.print(f"{out}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+
+
+def export(
+    panel_id: str = typer.Argument(..., help="A panel id: a KPI id (traffic.tti), map-<layer> or map."),
+    fmt: str = typer.Option("png", "--format", help="png, svg, csv or json."),
+    out: Path = typer.Option(..., help="Output file."),
+    district: str = typer.Option(None, help="A district id."),
+    window: str = typer.Option(None, help="1h, 24h or 7d."),
+    theme: str = typer.Option(None, help="dark or light."),
+    layers: str = typer.Option(None, help="Layers of the whole map (panel 'map'), comma-separated."),
+    width: int = typer.Option(None, help="Image width in px (200–4000)."),
+    height: int = typer.Option(None, help="Image height in px (150–4000)."),
+    scale: float = typer.Option(None, help="Image scale (0.5–4)."),
+):
+    """Write one panel as an image (PNG/SVG) or its data (CSV/JSON)."""
+    from dashboard.export import FORMATS, Renderer, UnknownPanel, panel_bytes, parse_request, standalone_live
+    from dashboard.params import BadParameter
+
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}")
+    args = {k: None if v is None else str(v) for k, v in dict(
+        district=district, window=window, theme=theme, layers=layers, width=width, height=height, scale=scale).items()}
+    live = standalone_live(get_settings())
+    try:
+        req = parse_request(live, panel_id, args)
+        body, _ = panel_bytes(live, req, fmt)
+    except (UnknownPanel, BadParameter) as exc:
+        _fail(str(exc))
+    finally:
+        Renderer.stop()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(body)
+    console.print(f"{out}: {len(body):,} bytes")

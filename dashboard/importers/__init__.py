@@ -1,0 +1,200 @@
+"""Importers: bring a city's own files into the store, one transaction per file.
+
+Each importer reads a file into frames (pure, no store), checks it, and writes it inside the
+transaction :func:`run_import` opens. A file that cannot be imported raises :class:`ImportProblem`
+naming the file and the line or feature; the transaction is rolled back and the store is exactly as
+it was. Rows that are readable but invalid go to the ``rejected`` table with their line.
+``--dry-run`` runs the same code and rolls back at the end, so its counts are the real ones.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, func, select, text
+
+from dashboard.store.ingest import AssetIndex
+from dashboard.store import schema as _schema
+from dashboard.store.schema import rejected
+
+#: How many problems a report keeps to show.
+MAX_SHOWN = 20
+
+
+class ImportProblem(ValueError):
+    """The file cannot be imported as a whole; nothing was written."""
+
+
+@dataclass
+class ImportReport:
+    """What an import did (or, in a dry run, would do)."""
+
+    kind: str
+    file: str
+    dry_run: bool = False
+    counts: dict[str, int] = field(default_factory=dict)
+    crs: str | None = None
+    fields: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    problems: list[tuple[int | None, str]] = field(default_factory=list)  # (line/feature, reason)
+
+    def count(self, key: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``key``."""
+        self.counts[key] = self.counts.get(key, 0) + int(n)
+
+    def problem(self, line: int | None, reason: str) -> None:
+        """Keep one of the first problems to show."""
+        if len(self.problems) < MAX_SHOWN:
+            self.problems.append((line, reason))
+
+    def as_json(self) -> dict:
+        """Return the report as a JSON-able dict."""
+        return {"kind": self.kind, "file": self.file, "dry_run": self.dry_run, "counts": self.counts,
+                "crs": self.crs, "fields": self.fields, "warnings": self.warnings,
+                "problems": [{"line": ln, "reason": r} for ln, r in self.problems]}
+
+
+def run_import(engine: Engine, work: Callable[[Connection], ImportReport], dry_run: bool = False) -> ImportReport:
+    """Run ``work(conn)`` in one transaction: commit, or roll back on error or in a dry run."""
+    from dashboard.store.schema import create_schema
+
+    create_schema(engine)
+    with engine.connect() as conn:
+        trans = conn.begin()
+        try:
+            before = conn.execute(select(func.coalesce(func.max(rejected.c.id), 0))).scalar()
+            report = work(conn)
+            _forget_repeated_rejections(conn, before, report)
+        except BaseException:
+            trans.rollback()
+            raise
+        if dry_run:
+            trans.rollback()
+            report.dry_run = True
+        else:
+            trans.commit()
+    return report
+
+
+def _forget_repeated_rejections(conn: Connection, before: int, report: ImportReport) -> None:
+    """Drop rejections this import added that an earlier run already recorded (re-runs change nothing)."""
+    n = conn.execute(text(
+        "DELETE FROM rejected WHERE id > :m AND EXISTS (SELECT 1 FROM rejected r2 WHERE r2.id <= :m "
+        "AND r2.source = rejected.source AND coalesce(r2.line, -1) = coalesce(rejected.line, -1) "
+        "AND r2.reason = rejected.reason AND r2.raw = rejected.raw)"), {"m": before}).rowcount
+    if n:
+        report.count("rejections already recorded", n)
+
+
+class ConnAssetIndex(AssetIndex):
+    """An :class:`AssetIndex` read through an open transaction (sees assets added in it)."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.engine = None
+        self.reload()
+
+    def reload(self) -> None:
+        """Read every asset through the transaction."""
+        rows = self.conn.execute(
+            select(_schema.assets.c.pk, _schema.assets.c.id, _schema.assets.c.kind, _schema.assets.c.district_id,
+                   _schema.assets.c.attributes)).all()
+        from dashboard.metrics import DERIVED_ATTRS
+
+        self.frame = pd.DataFrame(
+            {"pk": np.array([r.pk for r in rows], dtype=np.int64), "kind": [r.kind for r in rows],
+             "district": [r.district_id or "" for r in rows],
+             **{a: np.array([float((r.attributes or {}).get(a, d)) for r in rows], dtype=float)
+                for a, d in DERIVED_ATTRS.items()}},
+            index=pd.Index([r.id for r in rows], name="id"))
+        self.by_pk = self.frame.reset_index().set_index("pk")
+        self.loaded_at = time.time()
+
+
+def store_rejections(conn: Connection, source: str, rows: list[tuple[int | None, object, str]],
+                     report: ImportReport) -> None:
+    """Keep rows rejected by an importer (line, raw input, reason) in the ``rejected`` table."""
+    if not rows:
+        return
+    now = int(time.time())
+    conn.execute(rejected.insert(), [
+        {"received_at": now, "source": source[:500], "line": line,
+         "raw": raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False),
+         "reason": reason} for line, raw, reason in rows])
+    report.count("rejected", len(rows))
+    for line, _raw, reason in rows:
+        report.problem(line, reason)
+
+
+def read_table(path, delimiter: str = ",", encoding: str = "utf-8") -> pd.DataFrame:
+    """Read a CSV as text (UTF-8 with or without BOM by default), with a ``line`` column.
+
+    A row with fewer fields than the header (a truncated file) or a file that is not in the
+    given encoding raises :class:`ImportProblem` naming the file and line.
+    """
+    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") else encoding
+    try:
+        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding=enc,
+                            skipinitialspace=True, skip_blank_lines=False)
+    except UnicodeDecodeError as exc:
+        raise ImportProblem(f"{path}: not valid {encoding} (byte {exc.start}: {exc.reason}); "
+                            "pass --encoding (e.g. latin-1)") from exc
+    except pd.errors.EmptyDataError as exc:
+        raise ImportProblem(f"{path}: empty file") from exc
+    except pd.errors.ParserError as exc:
+        raise ImportProblem(f"{path}: not a readable CSV: {exc}") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    _check_field_counts(path, delimiter, enc, len(frame.columns))
+    frame["line"] = np.arange(2, len(frame) + 2)
+    blank = frame.drop(columns="line").apply(lambda c: c.isna() | (c == "")).all(axis=1)
+    frame = frame[~blank.to_numpy()]
+    short = frame.drop(columns="line").isna().any(axis=1).to_numpy()
+    if short.any():
+        i = int(np.flatnonzero(short)[0])
+        row = frame.iloc[i]
+        have = int(row.drop("line").notna().sum())
+        raise ImportProblem(f"{path}: line {int(row['line'])}: {have} of {frame.shape[1] - 1} fields "
+                            "(a truncated file or a wrong delimiter?)")
+    if frame.shape[1] == 2 and delimiter not in (";", "\t") and frame.columns[0].count(";") >= 1:
+        raise ImportProblem(f"{path}: one column {frame.columns[0]!r}: the delimiter looks like ';' "
+                            "(pass --delimiter ';')")
+    return frame.reset_index(drop=True)
+
+
+def _check_field_counts(path, delimiter: str, encoding: str, width: int) -> None:
+    """Raise when a record has fewer fields than the header (a truncated file)."""
+    import csv
+    import gzip
+
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding=encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        next(reader, None)
+        for rec in reader:
+            if rec and len(rec) < width and any(x.strip() for x in rec):
+                raise ImportProblem(f"{path}: line {reader.line_num}: {len(rec)} of {width} fields "
+                                    "(a truncated file or a wrong delimiter?)")
+
+
+def pick_column(path, frame_columns, wanted: str | None, candidates: tuple[str, ...], what: str,
+                required: bool = True) -> str | None:
+    """Return the column named ``wanted`` or the first of ``candidates`` present (case-insensitive)."""
+    cols = [c for c in frame_columns if c not in ("line", "geometry")]
+    lower = {c.lower(): c for c in cols}
+    if wanted:
+        if wanted in cols:
+            return wanted
+        if wanted.lower() in lower:
+            return lower[wanted.lower()]
+        raise ImportProblem(f"{path}: no column {wanted!r} for the {what}; columns are {', '.join(cols)}")
+    for c in candidates:
+        if c.lower() in lower:
+            return lower[c.lower()]
+    if required:
+        raise ImportProblem(f"{path}: missing the {what} column (tried {', '.join(candidates)}; "
+                            f"columns are {', '.join(cols)}); name it with an option")
+    return None

@@ -1,0 +1,428 @@
+"""The wall at ``/wall``: a kiosk view for control-room displays that never goes blank.
+
+No controls. The map and the four domains' headline KPIs fill the viewport; a focused domain
+rotates like a playlist (``?rotate=30&focus=traffic,air_quality&district=<id>``); every KPI shows
+its age and greys out when stale; when the store (or the server) cannot be reached the last good
+picture stays with a "STALE since HH:MM" banner until the source returns.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from dash import ALL, Dash, Input, Output, Patch, State, dcc, html, no_update
+
+from dashboard import views
+from dashboard.kpis import KPI_BY_ID, KPIS, KpiValue
+from dashboard.live import LiveData, StoreUnavailable
+from dashboard.metrics import DOMAINS
+from dashboard.params import BadParameter, check_district, parse_query
+from dashboard.theme import STATUS, THEMES
+from layers import LAYERS
+
+log = logging.getLogger("panorama.wall")
+
+PATH = "/wall"
+WINDOW = "24h"  # the window of the KPIs' "change vs" and sparklines
+DEFAULT_ROTATE = 30
+ROTATE_RANGE = (2, 3600)  # seconds; 0 = no rotation
+DOMAIN_IDS = list(DOMAINS)
+#: The one or two KPIs per domain that are always on the wall.
+HEADLINE = {
+    "traffic": ["traffic.tti", "traffic.congested"],
+    "air_quality": ["air.aqi_worst", "air.over_limit"],
+    "energy": ["energy.capacity_share", "energy.load"],
+    "satisfaction": ["service.satisfaction", "service.overdue"],
+}
+UNIT_WORDS = {"/ 5": "1–5"}
+TILE_TITLE = {"traffic": "Traffic", "air_quality": "Air quality", "energy": "Energy", "satisfaction": "Service"}
+SHORT = {"traffic": "Traffic", "air_quality": "Air", "energy": "Energy", "satisfaction": "Service"}
+WHAT = {"traffic": "road congestion", "air_quality": "AQI by station", "energy": "load vs capacity by district",
+        "satisfaction": "satisfaction by district"}
+ATTENTION_ROWS = 9
+WORST_ROWS = 4
+PARAMS = ("rotate", "focus", "district")
+
+# component ids, in one place
+WALL, CITY, WHERE, FOCUS_NAME, CLOCK, UPDATED = "wall", "wall-city", "wall-where", "wall-focus-name", "wall-clock", "wall-updated"
+BANNER, OFFLINE, NOTICE, MAP, ATTENTION = "wall-banner", "wall-offline", "wall-notice", "wall-map", "wall-attention"
+TICK, ROTATE, CLOCK_TICK = "wall-tick", "wall-rotate", "wall-clock-tick"
+CONFIG, FOCUS, TRACES, LAST_OK = "wall-config", "wall-focus", "wall-traces", "wall-last-ok"
+
+
+def _kid(kind: str, kpi: str, slot: str) -> dict:
+    return {"type": kind, "kpi": kpi, "slot": slot}
+
+
+def _all(kind: str) -> dict:
+    return {"type": kind, "kpi": ALL, "slot": ALL}
+
+
+def domain_layer(domain: str) -> str | None:
+    """Return the id of the map layer of ``domain``."""
+    return next((layer.id for layer in LAYERS if layer.domain == domain), None)
+
+
+def layers_for(domain: str) -> list[str]:
+    """Return the layers shown on the map while ``domain`` is in focus."""
+    return [lid for lid in ("districts", domain_layer(domain)) if lid]
+
+
+# ------------------------------------------------------------------------------- parameters
+def parse_params(search: str, districts: set[str] | None) -> tuple[int, list[str], str | None, list[str]]:
+    """Return rotate seconds, focus playlist, district and notices for the query ``search``.
+
+    Invalid values fall back to the defaults; each fallback adds a one-line notice.
+    """
+    q = parse_query(search)
+    notices = []
+    rotate = DEFAULT_ROTATE
+    raw = q.get("rotate")
+    if raw not in (None, ""):
+        try:
+            rotate = int(raw)
+            if rotate != 0 and not ROTATE_RANGE[0] <= rotate <= ROTATE_RANGE[1]:
+                raise ValueError
+        except ValueError:
+            rotate = DEFAULT_ROTATE
+            notices.append(f"rotate={raw[:20]!r} ignored (use {ROTATE_RANGE[0]}–{ROTATE_RANGE[1]} seconds, "
+                           f"0 = off); rotating every {DEFAULT_ROTATE} s")
+    focus = list(DOMAIN_IDS)
+    raw = q.get("focus")
+    if raw not in (None, ""):
+        ids = [x.strip() for x in raw.split(",") if x.strip()]
+        bad = [x for x in ids if x not in DOMAINS]
+        good = list(dict.fromkeys(x for x in ids if x in DOMAINS))
+        if bad:
+            notices.append(f"focus {bad[0][:30]!r} unknown (choose from {', '.join(DOMAIN_IDS)})")
+        if good:
+            focus = good
+        elif bad:
+            notices[-1] += "; rotating all domains"
+    district = None
+    raw = q.get("district")
+    if districts is not None:
+        try:
+            district = check_district(raw, districts)
+        except BadParameter as exc:
+            notices.append(f"{exc}; showing the whole city")
+    extra = [k for k in q if k not in PARAMS]
+    if extra:
+        notices.append(f"unknown parameter {extra[0][:20]!r} ignored (use {', '.join(PARAMS)})")
+    return rotate, focus, district, notices
+
+
+# ------------------------------------------------------------------------------- pieces
+def _placeholder(kid: str) -> KpiValue:
+    k = KPI_BY_ID[kid]
+    return KpiValue(id=k.id, domain=k.domain, label=k.label, unit=k.unit, value=None, delta=None, delta_label="",
+                    status="unknown", as_of=None, age_s=None, stale=False)
+
+
+def kpi_view(k: KpiValue, now: float) -> dict:
+    """Return what a wall KPI shows: value, status word, age and its classes."""
+    s = views.kpi_state(k, now)
+    cls = "wall-kpi " + s["class"].removeprefix("kpi ").strip()
+    return {"value": s["value"], "status": s["status"], "age": s["age"], "class": cls}
+
+
+def label_with_unit(k: KpiValue) -> str:
+    """Return a KPI's label with its unit (the value alone fills the line, legible from afar)."""
+    unit = UNIT_WORDS.get(k.unit, k.unit)
+    return f"{k.label} ({unit})" if unit else k.label
+
+
+def kpi_block(k: KpiValue, slot: str, now: float) -> html.Div:
+    """Return one wall KPI: label, big value with unit, status word and age."""
+    s = kpi_view(k, now)
+    return html.Div(id=_kid("wall-kpi", k.id, slot), className=s["class"], children=[
+        html.Div(label_with_unit(k), className="wk-label"),
+        html.Div(html.Span(s["value"], id=_kid("wall-value", k.id, slot), className="wk-value"), className="wk-main"),
+        html.Div([html.Span(s["status"], id=_kid("wall-status", k.id, slot), className="wk-badge"),
+                  html.Span(s["age"], id=_kid("wall-age", k.id, slot), className="wk-age")], className="wk-foot"),
+    ])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 10 else f"{v:,.2f}"
+    return str(v)
+
+
+def worst_rows(live: LiveData, domain: str, frames: dict, params) -> list:
+    """Return the focused domain's worst places now as list items."""
+    df = views.worst_places(live, domain, frames, params, n=WORST_ROWS)
+    if df is None or df.empty:
+        return [html.Li("no data", className="worst-empty")]
+    out = []
+    for r in df.to_dict("records"):
+        extra = []
+        for c, v in r.items():
+            if c in ("place", "district", "value", "unit") or v in ("", None):
+                continue
+            extra.append((c if v == "yes" else str(v)) if isinstance(v, str) else f"{_fmt(v)} {c}")
+        out.append(html.Li([
+            html.Span(str(r["place"]), className="worst-place"),
+            html.Span(f"{_fmt(r['value'])} {r['unit']}", className="worst-value"),
+            html.Span(" · ".join([str(r["district"]), *extra]), className="worst-detail"),
+        ]))
+    return out
+
+
+def attention_rows(items: list[dict]) -> list:
+    """Return the "needs attention" list: the most severe rows, then a count of the rest."""
+    if not items:
+        return [html.Li([html.Span("OK", className="att-badge"),
+                         html.Span("All clear: nothing in a bad band right now", className="att-place")],
+                        className="att att-good")]
+    rows = [html.Li([
+        html.Span(STATUS[i["level"]][1], className="att-badge"),
+        html.Span(SHORT[i["domain"]], className="att-dom"),
+        html.Div([html.Span(i["place"], className="att-place"), html.Span(i["detail"], className="att-detail")],
+                 className="att-text"),
+    ], className=f"att att-{i['level']}") for i in items[:ATTENTION_ROWS]]
+    rest = items[ATTENTION_ROWS:]
+    if rest:
+        n_bad = sum(i["level"] == "bad" for i in rest)
+        rows.append(html.Li(f"+ {len(rest)} more ({n_bad} ALERT, {len(rest) - n_bad} WATCH)", className="att-more"))
+    return rows
+
+
+def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
+    """Return the map caption of a domain's layer (with its data age) and its class."""
+    s = views.kpi_state(k, now) if k is not None else {"age": "no data yet", "class": ""}
+    stale = " stale" if "stale" in s["class"] else ""
+    return f"{DOMAINS[domain]['label']} · {WHAT[domain]} · data {s['age']}", f"map-caption caption-{domain}{stale}"
+
+
+def _legend(live: LiveData, params) -> list:
+    out = []
+    for dom in DOMAIN_IDS:
+        lid = domain_layer(dom)
+        layer = next(layer for layer in LAYERS if layer.id == lid)
+        items = [html.Span([html.Span(className="swatch", style={"background": c}), html.Span(lbl)],
+                           className="wall-legend-item") for lbl, c in layer.legend(params)]
+        out.append(html.Div(items, className=f"wall-legend legend-{dom}"))
+    return out
+
+
+def _fmt_time(ts: float, tz, fmt="%H:%M:%S") -> str:
+    return datetime.fromtimestamp(ts, tz).strftime(fmt)
+
+
+# ------------------------------------------------------------------------------- layout
+def layout(live: LiveData, pathname: str = PATH, search: str = ""):
+    """Return the wall for the query string ``search`` (never an error page)."""
+    now = time.time()
+    try:
+        districts = live.district_ids()
+    except StoreUnavailable:
+        districts = None
+    rotate, focus, district, notices = parse_params(search, districts)
+    first = focus[0]
+    banner = ""
+    try:
+        kpis = {k.id: k for k in live.kpis(WINDOW, district)}
+        frames = live.layer_frames()
+        params = live.params(now, WINDOW, district)
+        fig = views.map_figure(live, frames, params, layers_for(first))
+        attention = live.attention(district)
+        city, tz = live.meta().get("city", "City"), live.tz()
+        live.stale_since = None
+    except StoreUnavailable as exc:  # draw the frame now; the refresh fills it in when the store returns
+        log.warning("wall: store unavailable at first draw: %s", exc)
+        kpis, frames, params, attention = {k.id: _placeholder(k.id) for k in KPIS}, None, None, []
+        fig = {"data": [], "layout": {"paper_bgcolor": THEMES["dark"]["bg"], "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
+                                      "xaxis": {"visible": False}, "yaxis": {"visible": False}}}
+        city, tz = "City Panorama", None
+        since = live.stale_since = live.stale_since or now
+        banner = f"STALE since {_fmt_time(since, tz, '%H:%M')}: the data store cannot be reached; retrying"
+    where = "Whole city"
+    if district and districts:
+        where = dict(zip(live.districts()["id"], live.districts()["name"])).get(district, district)
+    traces = [t["meta"]["layer"] for t in fig["data"]]
+    view = {}
+    if traces:
+        lons, lats = [], []
+        for lid in ("traffic", "air_quality"):
+            st = live.static(lid)
+            lons += [float(x) for x in st["lon"]]
+            lats += [float(x) for x in st["lat"]]
+        view = {"lon": [min(lons), max(lons)], "lat": [min(lats), max(lats)]}
+    refresh_ms = live.settings.refresh_seconds * 1000
+    config = {"tz": str(tz) if tz else "UTC", "focus": focus, "district": district, "refresh_ms": refresh_ms,
+              "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view}
+
+    tiles = [html.Section([
+        html.H2(TILE_TITLE[dom], className="tile-title"),
+        html.Div([kpi_block(kpis[kid], "tile", now) for kid in HEADLINE[dom]], className="tile-kpis"),
+    ], className=f"wall-tile tile-{dom}") for dom in DOMAIN_IDS]
+    panels = [html.Section([
+        html.H2(["FOCUS ", html.Span(DOMAINS[dom]["label"], className="focus-dom")], className="focus-title"),
+        html.Div([kpi_block(k, "focus", now) for k in kpis.values() if k.domain == dom], className="focus-kpis"),
+        html.H3("Worst now", className="worst-title"),
+        html.Ol(worst_rows(live, dom, frames, params) if frames is not None else [],
+                id={"type": "wall-worst", "domain": dom}, className="worst-list"),
+    ], className=f"focus-panel panel-{dom}") for dom in DOMAIN_IDS]
+    captions = []
+    for dom in DOMAIN_IDS:
+        text, cls = caption(kpis.get(HEADLINE[dom][0]), dom, now)
+        captions.append(html.Div(text, id={"type": "wall-caption", "domain": dom}, className=cls))
+    return html.Div(id=WALL, className=f"wall focus-{first}", children=[
+        html.Header([
+            html.Div([html.Div(city, id=CITY, className="wall-cityname"),
+                      html.Div(f"City Panorama · {where}", id=WHERE, className="wall-sub")], className="wall-brand"),
+            html.Div([html.Span("FOCUS", className="wall-focus-label"),
+                      html.Span(DOMAINS[first]["label"], id=FOCUS_NAME, className="wall-focus-name")],
+                     className="wall-focus-now"),
+            html.Div([html.Div(_fmt_time(now, tz) if tz else "", id=CLOCK, className="wall-clock"),
+                      html.Div("updated " + _fmt_time(now, tz) if tz else "waiting for data", id=UPDATED,
+                               className="wall-updated")], className="wall-time"),
+        ], className="wall-head"),
+        html.Div([
+            dcc.Graph(id=MAP, figure=fig, className="wall-mapgraph",
+                      config={"displayModeBar": False, "scrollZoom": False, "doubleClick": False,
+                              "responsive": True}),
+            *captions,
+            html.Div(_legend(live, params) if params is not None else [], className="wall-legends"),
+            html.Div(" · ".join(notices), id=NOTICE, className="wall-notice", hidden=not notices),
+        ], className="wall-map"),
+        html.Div(tiles, className="wall-tiles"),
+        html.Div(panels, className="wall-focus"),
+        html.Section([html.H2("Needs attention", className="att-title"),
+                      html.Ol(attention_rows(attention), id=ATTENTION, className="att-list")],
+                     className="wall-attention"),
+        html.Div(banner, id=BANNER, className="wall-banner", hidden=not banner, role="alert"),
+        html.Div("", id=OFFLINE, className="wall-banner wall-offline", hidden=True, role="alert"),
+        dcc.Interval(id=TICK, interval=refresh_ms, n_intervals=0),
+        dcc.Interval(id=ROTATE, interval=max(rotate, 1) * 1000, n_intervals=0, disabled=rotate == 0 or len(focus) < 2),
+        dcc.Interval(id=CLOCK_TICK, interval=1000, n_intervals=0),
+        dcc.Store(id=CONFIG, data=config),
+        dcc.Store(id=FOCUS, data=first),
+        dcc.Store(id=TRACES, data=traces),
+        dcc.Store(id=LAST_OK, data=now * 1000),
+    ])
+
+
+# ------------------------------------------------------------------------------- callbacks
+_ROTATE_JS = """
+function(n, cfg) {
+    const f = cfg.focus, d = f[n % f.length];
+    return [d, 'wall focus-' + d, cfg.labels[d]];
+}"""
+
+# Every second: the clock in the city's timezone; "server not responding" when the last good
+# refresh is older than two refresh intervals; the map view fitted to the map's size.
+_CLOCK_JS = """
+function(n, cfg, lastOk, bannerHidden) {
+    const nu = window.dash_clientside.no_update;
+    const tz = cfg.tz || 'UTC';
+    const fmt = (t, sec) => new Date(t).toLocaleTimeString('en-GB',
+        {timeZone: tz, hour12: false, hour: '2-digit', minute: '2-digit', second: sec ? '2-digit' : undefined});
+    const clock = fmt(Date.now(), true);
+    let offline = true, msg = '';
+    if (bannerHidden !== false && lastOk && Date.now() - lastOk > Math.max(3 * cfg.refresh_ms, cfg.refresh_ms + 10000)) {
+        offline = false;
+        msg = 'STALE since ' + fmt(lastOk, false) + ': the server is not responding; showing the last good picture';
+    }
+    const gd = document.querySelector('#wall-map .js-plotly-plot');
+    const v = cfg.view;
+    if (gd && gd._fullLayout && v && v.lon && window.Plotly) {
+        const w = gd.clientWidth, h = gd.clientHeight, key = w + 'x' + h;
+        if (w > 0 && h > 0 && gd.dataset.wallFit !== key) {
+            const merc = (lat) => Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360));
+            const pad = 1.08;
+            const dx = Math.max(v.lon[1] - v.lon[0], 1e-3) * pad / 360;
+            const dy = Math.max(merc(v.lat[1]) - merc(v.lat[0]), 1e-3) * pad / (2 * Math.PI);
+            const zoom = Math.min(Math.log2(w / 512 / dx), Math.log2(h / 512 / dy));
+            const cy = (2 * Math.atan(Math.exp((merc(v.lat[0]) + merc(v.lat[1])) / 2)) - Math.PI / 2) * 180 / Math.PI;
+            gd.dataset.wallFit = key;
+            window.Plotly.relayout(gd, {'map.center': {lon: (v.lon[0] + v.lon[1]) / 2, lat: cy}, 'map.zoom': zoom});
+        }
+    }
+    return [clock, offline, msg];
+}"""
+
+
+def register(app: Dash, live: LiveData) -> None:
+    """Attach the wall's callbacks to ``app``."""
+    app.clientside_callback(_ROTATE_JS, Output(FOCUS, "data"), Output(WALL, "className"),
+                            Output(FOCUS_NAME, "children"), Input(ROTATE, "n_intervals"), State(CONFIG, "data"),
+                            prevent_initial_call=True)
+    app.clientside_callback(_CLOCK_JS, Output(CLOCK, "children"), Output(OFFLINE, "hidden"),
+                            Output(OFFLINE, "children"), Input(CLOCK_TICK, "n_intervals"), State(CONFIG, "data"),
+                            State(LAST_OK, "data"), State(BANNER, "hidden"))
+
+    @app.callback(Output(MAP, "figure", allow_duplicate=True), Input(FOCUS, "data"), State(TRACES, "data"),
+                  prevent_initial_call=True)
+    def show_focus(domain, traces):
+        """Show the focused domain's layer (and the district outlines) on the map: visibility only."""
+        if domain not in DOMAINS or not traces:
+            return no_update
+        on = set(layers_for(domain))
+        p = Patch()
+        for i, lid in enumerate(traces):
+            p["data"][i]["visible"] = lid in on
+        return p
+
+    @app.callback(
+        Output(MAP, "figure", allow_duplicate=True),
+        Output(TRACES, "data"),
+        Output(_all("wall-value"), "children"),
+        Output(_all("wall-status"), "children"),
+        Output(_all("wall-age"), "children"),
+        Output(_all("wall-kpi"), "className"),
+        Output({"type": "wall-worst", "domain": ALL}, "children"),
+        Output({"type": "wall-caption", "domain": ALL}, "children"),
+        Output({"type": "wall-caption", "domain": ALL}, "className"),
+        Output(ATTENTION, "children"),
+        Output(CITY, "children"),
+        Output(UPDATED, "children"),
+        Output(BANNER, "children"),
+        Output(BANNER, "hidden"),
+        Output(LAST_OK, "data"),
+        Input(TICK, "n_intervals"),
+        State(FOCUS, "data"), State(TRACES, "data"), State(CONFIG, "data"),
+        State(_all("wall-kpi"), "id"), State({"type": "wall-worst", "domain": ALL}, "id"),
+        prevent_initial_call=True,
+    )
+    def refresh(_n, focus, traces, cfg, ids, worst_ids):
+        """Send only what changed: map colours, numbers, ages, lists. Keep the last picture on failure."""
+        now = time.time()
+        district = (cfg or {}).get("district")
+        try:
+            kpis = {k.id: k for k in live.kpis(WINDOW, district)}
+            frames = live.layer_frames()
+            attention = live.attention(district)
+            tz = live.tz()
+            city = live.meta().get("city", "City")
+            params = live.params(now, WINDOW, district)
+            on = layers_for(focus if focus in DOMAINS else DOMAIN_IDS[0])
+            if traces:
+                fig, traces_out = views.map_patch(live, frames, params, on), no_update
+            else:  # the first draw had no data: send the whole map once
+                fig = views.map_figure(live, frames, params, on)
+                traces_out = [t["meta"]["layer"] for t in fig["data"]]
+            worst = [worst_rows(live, w["domain"], frames, params) for w in worst_ids]
+        except Exception as exc:  # noqa: BLE001 - the wall never shows a stack trace: keep the last picture
+            if not isinstance(exc, StoreUnavailable):
+                log.exception("wall refresh failed")
+            since = live.stale_since = live.stale_since or now
+            try:
+                tz = live.tz()
+            except Exception:  # noqa: BLE001
+                tz = None
+            what = "the data store cannot be reached" if isinstance(exc, StoreUnavailable) else "the refresh failed"
+            msg = f"STALE since {_fmt_time(since, tz, '%H:%M')}: {what}; showing the last good picture, retrying"
+            n, nw = len(ids), len(worst_ids)
+            return (no_update, no_update, [no_update] * n, [no_update] * n, [no_update] * n, [no_update] * n,
+                    [no_update] * nw, [no_update] * nw, [no_update] * nw, no_update, no_update, no_update,
+                    msg, False, no_update)
+        live.stale_since = None
+        views_ = [kpi_view(kpis[i["kpi"]], now) for i in ids]
+        caps = [caption(kpis.get(HEADLINE[w["domain"]][0]), w["domain"], now) for w in worst_ids]
+        return (fig, traces_out, [v["value"] for v in views_], [v["status"] for v in views_],
+                [v["age"] for v in views_], [v["class"] for v in views_], worst,
+                [c[0] for c in caps], [c[1] for c in caps], attention_rows(attention), city,
+                "updated " + _fmt_time(now, tz), "", True, now * 1000)

@@ -1,0 +1,53 @@
+"""Framing policy: who may put a page in an iframe.
+
+``/embed/*`` may be framed by the origins of the ``frame_ancestors`` setting (CSP ``frame-ancestors``;
+default ``'self'``, the app's own origin); every other response denies framing
+(``X-Frame-Options: DENY`` and ``frame-ancestors 'none'``).
+"""
+from __future__ import annotations
+
+import re
+
+from flask import Flask, request
+
+EMBED_PREFIX = "/embed/"
+_KEYWORDS = {"'self'", "'none'", "*"}
+_ORIGIN = re.compile(r"^(https?://)?(\*\.)?[a-z0-9.\-]+(:(\d{1,5}|\*))?$|^(https?|wss?):$", re.IGNORECASE)
+
+
+def parse_origins(value: str) -> list[str]:
+    """Return the origins of a space- or comma-separated list; raise ValueError on anything else."""
+    out = []
+    for item in re.split(r"[\s,]+", value or ""):
+        if not item:
+            continue
+        if item.lower() in {"self", "none"}:
+            item = f"'{item.lower()}'"
+        if item not in _KEYWORDS and not _ORIGIN.match(item.rstrip("/")):
+            raise ValueError(f"not an origin for frame-ancestors: {item[:80]!r}")
+        out.append(item.rstrip("/"))
+    if "'none'" in out and len(out) > 1:
+        raise ValueError("'none' cannot be combined with other origins")
+    return out or ["'self'"]
+
+
+def embed_policy(frame_ancestors: str) -> str:
+    """Return the CSP header value for embeddable pages."""
+    return "frame-ancestors " + " ".join(parse_origins(frame_ancestors))
+
+
+def init_app(server: Flask, settings) -> None:
+    """Send the framing headers on every response."""
+    embed_csp = embed_policy(settings.frame_ancestors)
+
+    @server.after_request
+    def framing_headers(resp):
+        """Allow framing of /embed/* by the configured origins only; deny it elsewhere."""
+        if request.path.startswith(EMBED_PREFIX):
+            resp.headers["Content-Security-Policy"] = embed_csp
+            resp.headers.pop("X-Frame-Options", None)
+        else:
+            resp.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+            resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return resp
