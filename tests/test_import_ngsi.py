@@ -1,0 +1,129 @@
+"""FIWARE NGSI-LD / v2 entities from the AirQualityObserved examples, TrafficFlowObserved, and /ngsi-ld/notify."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+from _import_kit import FIWARE, beijing_store, imp, need, snapshot
+from sqlalchemy import text
+
+from dashboard.importers import ImportProblem
+from dashboard.importers.ngsi import import_ngsi, import_ngsi_file
+
+AQ = FIWARE / "dataModel.Environment" / "AirQualityObserved" / "examples"
+T = int(datetime(2016, 3, 15, 10, tzinfo=timezone.utc).timestamp())  # 11:00 in Madrid (UTC+1)
+
+
+def values(engine, asset):
+    with engine.connect() as conn:
+        return dict(conn.execute(text("SELECT r.metric, r.value FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+                                      "WHERE a.id = :a AND r.ts = :t"), {"a": asset, "t": T}).all())
+
+
+@pytest.mark.parametrize("name,co_stored", [("example.json", True), ("example.jsonld", True),
+                                            ("example-normalized.json", False), ("example-normalized.jsonld", False)])
+def test_import401_air_quality_examples_all_flavours(tmp_path, name, co_stored):
+    src = need(AQ / name)
+    raw = json.loads(src.read_text())
+    eng = beijing_store(tmp_path)
+    rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")
+    assert rep.counts["entities"] == 1 and rep.counts["assets added"] == 1
+    got = values(eng, "28079004-Pza.deEspanya")
+    plain = (lambda v: v["value"] if isinstance(v, dict) else v)
+    assert got["so2"] == plain(raw["so2"]) == 11
+    assert got.get("no2") == (69 if "no2" in raw else None)  # the v2 key-values example has no no2
+    assert got["temp_c"] == plain(raw["temperature"]) == 12.2
+    if co_stored:
+        assert got["co"] == 500  # no unitCode: µg/m³, the model's default
+    else:
+        # unitCode GP = mg/m³: 500 mg/m³ = 500,000 µg/m³, beyond the physical range -> rejected, with the entity
+        assert "co" not in got and rep.counts["rejected"] == 1
+        assert rep.problems[0][0] == 1 and "500000" in rep.problems[0][1]
+    once = snapshot(eng)
+    rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")
+    assert rep.counts["accepted"] == 0 and snapshot(eng) == once
+
+
+def test_import402_real_numbers_where_schema_says_integer(tmp_path):
+    src = need(AQ / "example-normalized.jsonld")
+    assert json.loads(src.read_text())["tsp"]["value"] == 73.3
+    eng = beijing_store(tmp_path)
+    imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")  # no schema type error
+
+
+def traffic_entity(normalized: bool) -> dict:
+    """A TrafficFlowObserved entity with the attributes of its FIWARE schema, on a Beijing street."""
+    kv = {"id": "urn:ngsi-ld:TrafficFlowObserved:chang-an-1", "type": "TrafficFlowObserved",
+          "dateObservedFrom": "2016-03-15T09:45:00Z", "dateObservedTo": "2016-03-15T10:00:00Z",
+          "averageVehicleSpeed": 42.5, "intensity": 300, "occupancy": 0.4, "laneId": 1,
+          "refRoadSegment": "urn:ngsi-ld:RoadSegment:chang-an-1",
+          "location": {"type": "LineString", "coordinates": [[116.39, 39.907], [116.41, 39.907]]}}
+    if not normalized:
+        return kv
+    out = {"id": kv["id"], "type": kv["type"]}
+    for k, v in kv.items():
+        if k in ("id", "type"):
+            continue
+        out[k] = ({"type": "Relationship", "object": v} if k.startswith("ref") else
+                  {"type": "GeoProperty", "value": v} if k == "location" else {"type": "Property", "value": v})
+    out["averageVehicleSpeed"]["unitCode"] = "KMH"
+    return out
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+def test_import403_traffic_flow(tmp_path, normalized):
+    eng = beijing_store(tmp_path)
+    rep = imp(eng, import_ngsi, {"subscriptionId": "s1", "data": [traffic_entity(normalized)]}, "notify")
+    assert rep.counts["accepted"] == 2
+    with eng.connect() as conn:
+        a = conn.execute(text("SELECT kind, district_id FROM assets WHERE id='chang-an-1'")).one()
+        got = dict(conn.execute(text("SELECT metric, value FROM readings r JOIN assets a ON a.pk=r.asset_pk "
+                                     "WHERE a.id='chang-an-1'")).all())
+    assert a.kind == "road_segment" and a.district_id is not None
+    assert got == {"speed_kmh": 42.5, "flow_vph": 1200.0}  # 300 vehicles in 15 min
+
+
+def test_import404_unknown_type_and_truncated_leave_store_unchanged(engine, tmp_path):
+    from _import_kit import REPO
+    from dashboard.city import install_city, load_city
+
+    install_city(engine, load_city(REPO / "data" / "beijing"))
+    imp(engine, import_ngsi, [traffic_entity(False)], "first")
+    before = snapshot(engine)
+    sr = need(FIWARE / "dataModel.IssueTracking" / "service_requests" / "examples" / "example.json")
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([json.loads((AQ / "example.json").read_text()), json.loads(sr.read_text())]))
+    with pytest.raises(ImportProblem, match=r"mixed\.json: entity 2 \('service-request:638344'\): "
+                                            r"unknown NGSI type 'service_requests'"):
+        imp(engine, import_ngsi_file, mixed)
+    trunc = tmp_path / "trunc.jsonld"
+    trunc.write_text((AQ / "example-normalized.jsonld").read_text()[:700])
+    with pytest.raises(ImportProblem, match=r"trunc\.jsonld: line \d+, column \d+: not valid JSON"):
+        imp(engine, import_ngsi_file, trunc)
+    assert snapshot(engine) == before
+
+
+def test_import405_notify_endpoint(tmp_path):
+    from dashboard.app import create_app
+    from dashboard.settings import Settings
+
+    eng = beijing_store(tmp_path)
+    url = str(eng.url)
+    body = {"subscriptionId": "urn:ngsi-ld:Subscription:1", "type": "Notification",
+            "data": [json.loads(need(AQ / "example.jsonld").read_text())]}
+    off = create_app(Settings(data_dir=tmp_path, database_url=url)).server.test_client()
+    r = off.post("/ngsi-ld/notify", json=body)
+    assert r.status_code == 503 and "disabled" in r.get_json()["error"]
+    on = create_app(Settings(data_dir=tmp_path, database_url=url, ngsi_token="s3cret")).server.test_client()
+    before = snapshot(eng)
+    assert on.post("/ngsi-ld/notify", json=body).status_code == 401
+    assert on.post("/ngsi-ld/notify", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert snapshot(eng) == before
+    bad = {"data": [{"id": "x", "type": "Parking"}]}
+    r = on.post("/ngsi-ld/notify", json=bad, headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 400 and "unknown NGSI type 'Parking'" in r.get_json()["error"]
+    r = on.post("/ngsi-ld/notify", data=json.dumps(body), content_type="application/ld+json",
+                headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["counts"]["accepted"] == 4  # co, no2, so2 and temperature of the example
