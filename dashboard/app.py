@@ -30,7 +30,10 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     server = app.server
     cache = Cache()
     cache.init_app(server, config=cache_config(settings.cache_url, default_timeout=settings.refresh_seconds * 6))
-    live = LiveData(settings, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6))
+    city = _city(settings)
+    if city is not None and "aqi_standard" not in settings.model_fields_set:
+        settings = settings.model_copy(update={"aqi_standard": city.aqi_standard})  # the city's, unless set
+    live = LiveData(settings, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6), city)
     server.extensions["panorama"] = live
 
     from dashboard import api, security
@@ -45,6 +48,17 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
         page.register(app, live)
     _register_router(app, live)
     return app
+
+
+def _city(settings: Settings):
+    """Return the configured city's declaration, or None when there is no city folder (a bare store)."""
+    from dashboard.city import load_city
+
+    try:
+        return load_city(settings.city_dir)
+    except FileNotFoundError:
+        log.warning("no city.toml in %s: using registry defaults for thresholds and KPIs", settings.city_dir)
+        return None
 
 
 def _pages() -> list:

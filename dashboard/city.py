@@ -25,6 +25,33 @@ class City:
     files: dict[str, str] = field(default_factory=dict)
     config: dict = field(default_factory=dict)
 
+    @property
+    def thresholds(self) -> dict[str, tuple[float, float]]:
+        """Return the city's KPI thresholds: ``[thresholds]`` "kpi.id" = { warn = …, bad = … }."""
+        from dashboard.kpis import KPI_BY_ID
+
+        out = {}
+        for kid, t in (self.config.get("thresholds") or {}).items():
+            if kid not in KPI_BY_ID:
+                raise ValueError(f"{self.folder / 'city.toml'}: [thresholds] names unknown KPI {kid!r}")
+            if not isinstance(t, dict) or not {"warn", "bad"} <= set(t):
+                raise ValueError(f"{self.folder / 'city.toml'}: [thresholds] {kid!r} needs {{ warn = …, bad = … }}")
+            out[kid] = (float(t["warn"]), float(t["bad"]))
+        return out
+
+    @property
+    def kpi_ids(self) -> list[str]:
+        """Return the KPIs the city shows (``[kpis] show = [...]``; default every KPI), in registry order."""
+        from dashboard.kpis import KPIS
+
+        show = (self.config.get("kpis") or {}).get("show")
+        if not show:
+            return [k.id for k in KPIS]
+        unknown = sorted(set(show) - {k.id for k in KPIS})
+        if unknown:
+            raise ValueError(f"{self.folder / 'city.toml'}: [kpis] show names unknown KPI(s) {', '.join(unknown)}")
+        return [k.id for k in KPIS if k.id in show]
+
     def path(self, key: str) -> Path:
         """Return the path of the file the city names under ``key``."""
         if key not in self.files:

@@ -74,7 +74,7 @@ class Ctx:
     """What a KPI computation needs: a connection, the time, the window and the district."""
 
     def __init__(self, conn: Connection, now: float, window: str = "24h", district: str | None = None,
-                 aqi_standard: str = "cn"):
+                 aqi_standard: str = "cn", thresholds: dict[str, tuple[float, float]] | None = None):
         if window not in rm.WINDOWS:
             raise ValueError(f"unknown window {window!r} (choose {', '.join(rm.WINDOWS)})")
         self.conn, self.now, self.window, self.district, self.std = conn, float(now), window, district, aqi_standard
@@ -82,6 +82,7 @@ class Ctx:
         self.res = rm.WINDOW_RES[window]
         self.start = int(now) - self.span
         self._memo: dict = {}
+        self.thresholds = thresholds or {}
 
     def memo(self, key, fn):
         """Compute ``fn()`` once per context."""
@@ -246,14 +247,15 @@ class Kpi:
     status_from: Callable[[Ctx, object], float | None] | None = None  # value used for status, if not the value
 
     def status(self, ctx: Ctx, value) -> str:
-        """Return good/warn/bad/unknown for ``value``."""
+        """Return good/warn/bad/unknown for ``value`` (the city's thresholds override the registry's)."""
         v = self.status_from(ctx, value) if self.status_from else value
-        if v is None or isinstance(v, str) or (isinstance(v, float) and math.isnan(v)) or self.warn is None:
+        warn, bad = ctx.thresholds.get(self.id, (self.warn, self.bad))
+        if v is None or isinstance(v, str) or (isinstance(v, float) and math.isnan(v)) or warn is None:
             return "unknown" if v is None or (isinstance(v, float) and math.isnan(v)) else "good"
         sign = 1 if self.higher_is_worse else -1
-        if sign * v >= sign * self.bad:
+        if sign * v >= sign * bad:
             return "bad"
-        if sign * v >= sign * self.warn:
+        if sign * v >= sign * warn:
             return "warn"
         return "good"
 
@@ -541,7 +543,8 @@ assert len(KPI_BY_ID) == len(KPIS), "KPI ids must be unique"
 
 
 def compute_all(conn: Connection, now: float, window: str = "24h", district: str | None = None,
-                aqi_standard: str = "cn", domain: str | None = None) -> list[KpiValue]:
-    """Compute every KPI (of ``domain``) for the window and district."""
-    ctx = Ctx(conn, now, window, district, aqi_standard)
+                aqi_standard: str = "cn", domain: str | None = None,
+                thresholds: dict[str, tuple[float, float]] | None = None) -> list[KpiValue]:
+    """Compute every KPI (of ``domain``) for the window and district (``thresholds``: per-KPI overrides)."""
+    ctx = Ctx(conn, now, window, district, aqi_standard, thresholds)
     return [k.evaluate(ctx) for k in KPIS if domain is None or k.domain == domain]

@@ -12,7 +12,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.cache import BucketCache
-from dashboard.kpis import compute_all
+from dashboard.city import City
+from dashboard.kpis import KPIS, compute_all
 from dashboard.settings import Settings
 from dashboard.store import readmodel as rm
 from layers import LAYER_BY_ID, LAYERS, LayerParams
@@ -27,10 +28,12 @@ class StoreUnavailable(RuntimeError):
 class LiveData:
     """Snapshots of KPIs and layer values, cached per refresh bucket."""
 
-    def __init__(self, settings: Settings, engine: Engine, cache: BucketCache):
+    def __init__(self, settings: Settings, engine: Engine, cache: BucketCache, city: City | None = None):
         self.settings = settings
         self.engine = engine
         self.cache = cache
+        self.thresholds = city.thresholds if city else {}
+        self.kpi_ids = city.kpi_ids if city else [k.id for k in KPIS]
         self._static: dict[str, object] = {}
         self._districts = None
         self._meta = None
@@ -92,7 +95,7 @@ class LiveData:
         t = time.time() if now is None else now
         key = f"kpis:{self.settings.aqi_standard}:{window}:{district or '*'}"
         return self.cache.compute_once(key, b, lambda: self._run(
-            lambda c: compute_all(c, t, window, district, self.settings.aqi_standard)))
+            lambda c: compute_all(c, t, window, district, self.settings.aqi_standard, thresholds=self.thresholds)))
 
     def layer_frames(self, now: float | None = None) -> dict:
         """Return each layer's live frame, computed once per bucket."""

@@ -40,12 +40,16 @@ service_categories = "service_categories.csv"
 readings = ["air_quality.csv", "traffic_speed_wide.csv", "energy.csv"]
 service_requests = "service_requests.csv"
 
-[thresholds]
-"air.aqi" = [50, 100, 150]
-"traffic.tti" = [1.3, 1.8]
+[thresholds]  # per KPI id: warn and bad levels (direction as in the KPI registry)
+"air.aqi_worst" = { warn = 51, bad = 101 }
+"traffic.tti" = { warn = 1.3, bad = 1.8 }
+"energy.renewable_share" = { warn = 30, bad = 15 }
 
-[kpis]
-show = ["traffic.tti", "air.aqi", "energy.load", "service.satisfaction"]
+[kpis]  # the KPIs this city's screens show (default: every KPI in the registry)
+show = ["traffic.tti", "traffic.mean_speed", "traffic.congested", "traffic.incidents",
+        "air.aqi_worst", "air.aqi_weighted", "air.dominant", "air.over_limit", "air.pm25_24h",
+        "energy.load", "energy.capacity_share", "energy.renewable_share",
+        "service.satisfaction", "service.pct_satisfied", "service.open", "service.overdue", "service.median_close"]
 """
 
 

@@ -50,7 +50,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         now = time.time()
         params = live.params(now, window, district, geojson_url=GEOJSON_URL)
         frames = live.layer_frames()
-        kpis = live.kpis(window, district)
+        kpis = [k for k in live.kpis(window, district) if k.id in live.kpi_ids]
         fig = views.map_figure(live, frames, params, layers_on)
     except StoreUnavailable as exc:
         return html.Div([html.H1("City Panorama"),
