@@ -79,8 +79,8 @@ def _assign(node, values: dict) -> None:
 
 
 def map_patch(live, frames: dict, params: LayerParams, layers_on: list[str],
-              layer_ids: list[str] | None = None) -> Patch:
-    """Return a Patch of only the values that change on a refresh (and layer visibility)."""
+              layer_ids: list[str] | None = None, set_visibility: bool = True) -> Patch:
+    """Return a Patch of only the values that change on a refresh (and, unless told not to, visibility)."""
     p = Patch()
     i = 0
     for layer in LAYERS:
@@ -88,7 +88,8 @@ def map_patch(live, frames: dict, params: LayerParams, layers_on: list[str],
             continue
         for vals in layer.values(live.static(layer.id), frames.get(layer.id), params):
             _assign(p["data"][i], vals)
-            p["data"][i]["visible"] = layer.id in layers_on
+            if set_visibility:
+                p["data"][i]["visible"] = layer.id in layers_on
             i += 1
     return p
 

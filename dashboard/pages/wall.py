@@ -313,7 +313,8 @@ function(n, cfg) {
 }"""
 
 # Every second: the clock in the city's timezone; "server not responding" when the last good
-# refresh is older than two refresh intervals; the map view fitted to the map's size.
+# refresh is older than four refresh intervals (at least 30 s: a slow answer is not a dead
+# server); the map view fitted to the map's size.
 _CLOCK_JS = """
 function(n, cfg, lastOk, bannerHidden) {
     const nu = window.dash_clientside.no_update;
@@ -322,7 +323,7 @@ function(n, cfg, lastOk, bannerHidden) {
         {timeZone: tz, hour12: false, hour: '2-digit', minute: '2-digit', second: sec ? '2-digit' : undefined});
     const clock = fmt(Date.now(), true);
     let offline = true, msg = '';
-    if (bannerHidden !== false && lastOk && Date.now() - lastOk > Math.max(3 * cfg.refresh_ms, cfg.refresh_ms + 10000)) {
+    if (bannerHidden !== false && lastOk && Date.now() - lastOk > Math.max(4 * cfg.refresh_ms, cfg.refresh_ms + 25000)) {
         offline = false;
         msg = 'STALE since ' + fmt(lastOk, false) + ': the server is not responding; showing the last good picture';
     }
@@ -400,7 +401,8 @@ def register(app: Dash, live: LiveData) -> None:
             params = live.params(now, WINDOW, district)
             on = layers_for(focus if focus in DOMAINS else DOMAIN_IDS[0])
             if traces:
-                fig, traces_out = views.map_patch(live, frames, params, on), no_update
+                # values only: visibility belongs to show_focus (a late refresh must not undo a rotation)
+                fig, traces_out = views.map_patch(live, frames, params, on, set_visibility=False), no_update
             else:  # the first draw had no data: send the whole map once
                 fig = views.map_figure(live, frames, params, on)
                 traces_out = [t["meta"]["layer"] for t in fig["data"]]

@@ -1,0 +1,230 @@
+"""Panel data and images: /api/panels/<id>.json|csv|png|svg, their bounds, the framing headers, the CLI."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import struct
+import time
+import zlib
+
+import pytest
+from _demo import build_demo_store
+from sqlalchemy import text
+
+from dashboard.app import create_app
+from dashboard.export import panel_ids
+from dashboard.kpis import KPIS, compute_all
+from dashboard.security import embed_policy, parse_origins
+from dashboard.settings import Settings
+from dashboard.store.schema import make_engine
+from layers import LAYER_BY_ID
+
+TIME_DEPENDENT = {"service.overdue", "service.open"}  # counts that can move as due times pass during a test
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    return build_demo_store(tmp_path_factory.mktemp("export"), hours=4)
+
+
+@pytest.fixture(scope="module")
+def client(store_url, tmp_path_factory):
+    app = create_app(Settings(data_dir=tmp_path_factory.mktemp("exp-data"), database_url=store_url,
+                              refresh_seconds=60))
+    return app.server.test_client()
+
+
+def png_pixels(data: bytes):
+    """Return (width, height, rows of RGBA/RGB bytes) of an 8-bit PNG, decoded with zlib only."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, ihdr = 8, b"", None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + n]
+        if kind == b"IHDR":
+            ihdr = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    w, h, depth, ctype = ihdr[:4]
+    assert depth == 8 and ctype in (2, 6)
+    bpp = 4 if ctype == 6 else 3
+    raw, stride, rows, prev = zlib.decompress(idat), w * bpp, [], bytearray(w * bpp)
+    for y in range(h):
+        f, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            a = line[i - bpp] if i >= bpp else 0
+            b, c = prev[i], prev[i - bpp] if i >= bpp else 0
+            if f == 1:
+                line[i] = (line[i] + a) & 255
+            elif f == 2:
+                line[i] = (line[i] + b) & 255
+            elif f == 3:
+                line[i] = (line[i] + (a + b) // 2) & 255
+            elif f == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[i] = (line[i] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        rows.append(bytes(line))
+        prev = line
+    return w, h, bpp, rows
+
+
+def colours(data: bytes) -> int:
+    """Return the number of distinct pixel colours of a PNG (sampled every 3rd row)."""
+    w, h, bpp, rows = png_pixels(data)
+    return len({r[i:i + bpp] for r in rows[::3] for i in range(0, len(r), bpp)})
+
+
+@pytest.mark.parametrize("pid,w,h", [("traffic.tti", 640, 320), ("map-traffic", 900, 600)])
+def test_export001_png_size_and_not_blank(client, pid, w, h):
+    r = client.get(f"/api/panels/{pid}.png?width={w}&height={h}&theme=dark")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    pw, ph, _, rows = png_pixels(r.data)
+    assert (pw, ph) == (w, h)
+    assert colours(r.data) > 20, "image is blank or nearly"
+    if pid.startswith("map"):  # the map traces drew (WebGL): bright congestion colours in the middle
+        mid = rows[h // 4:3 * h // 4]
+        assert any(px[2] > 200 for r_ in mid for px in [r_[i:i + 4] for i in range(0, len(r_), 4 * 7)]), "no map dots"
+
+
+def test_export002_png_scale_and_cache(client):
+    r = client.get("/api/panels/energy.load.png?width=300&height=200&scale=2&theme=light")
+    assert r.status_code == 200
+    assert png_pixels(r.data)[:2] == (600, 400)
+    t = time.perf_counter()
+    again = client.get("/api/panels/energy.load.png?width=300&height=200&scale=2&theme=light")
+    assert again.data == r.data and time.perf_counter() - t < 0.5, "second request should come from the cache"
+
+
+def test_export003_svg_size(client):
+    r = client.get("/api/panels/air.aqi_worst.svg?width=500&height=260&theme=light")
+    assert r.status_code == 200 and r.mimetype == "image/svg+xml"
+    head = r.data[:400].decode()
+    assert 'width="500"' in head and 'height="260"' in head and "<svg" in head
+    assert r.data.count(b"<text") >= 3 or r.data.count(b"text") >= 3
+
+
+def test_export004_kpi_json_csv_equal_read_model(client, store_url):
+    data = {}
+    for k in KPIS:
+        j = client.get(f"/api/panels/{k.id}.json?window=24h").get_json()
+        data[k.id] = j
+    with make_engine(store_url).connect() as conn:
+        truth = {k.id: k for k in compute_all(conn, time.time(), "24h", None)}
+    for kid, j in data.items():
+        k = truth[kid]
+        assert j["kpi"]["status"] == k.status or kid in TIME_DEPENDENT
+        if isinstance(k.value, float) and kid not in TIME_DEPENDENT:
+            assert j["kpi"]["value"] == pytest.approx(k.value, rel=1e-3, abs=10 ** -(k.decimals + 2)), kid
+        elif kid not in TIME_DEPENDENT:
+            assert j["kpi"]["value"] == k.value, kid
+        xs = [p["t"] for p in j["trend"]]  # some trends end at "now": compare points, allow the seconds between
+        assert len(xs) == len(k.spark_x) and all(abs(a - b) < 120 for a, b in zip(xs, k.spark_x)), kid
+        if kid not in TIME_DEPENDENT:
+            assert [p["value"] for p in j["trend"]] == pytest.approx(k.spark_y, nan_ok=True), kid
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/panels/traffic.tti.csv").data.decode())))
+    k = truth["traffic.tti"]
+    assert len(rows) == len(k.spark_x)
+    assert float(rows[0]["value"]) == pytest.approx(k.value, abs=1e-3)
+    assert [float(r["trend_value"]) for r in rows] == pytest.approx(k.spark_y)
+
+
+def test_export005_layer_json_csv_equal_read_model(client, store_url):
+    from dashboard.live import LiveData  # noqa: F401  (documentation: the API reads LiveData)
+    from layers import LayerParams
+
+    layer = LAYER_BY_ID["traffic"]
+    with make_engine(store_url).connect() as conn:
+        static = layer.static(conn)
+        frame = layer.query(conn, LayerParams(now=time.time()))
+    truth = layer.worst(static, frame, len(static))
+    j = client.get("/api/panels/map-traffic.json").get_json()
+    got = {(p["place"], p["value"]) for p in j["places"] if p["layer"] == "traffic"}
+    assert got == set(zip(truth["place"], truth["value"]))
+    rows = list(csv.DictReader(io.StringIO(client.get("/api/panels/map-traffic.csv").data.decode())))
+    assert {(r["place"], float(r["value"])) for r in rows} == got
+    sub = client.get("/api/panels/map.json?layers=air_quality&district=chaoyang").get_json()
+    assert sub["places"] and {p["district"] for p in sub["places"]} == {"chaoyang"}
+
+
+@pytest.mark.parametrize("url,status", [
+    ("/api/panels/traffic.tti.png?width=199", 400),
+    ("/api/panels/traffic.tti.png?width=4001", 400),
+    ("/api/panels/traffic.tti.png?height=99999", 400),
+    ("/api/panels/traffic.tti.png?scale=9", 400),
+    ("/api/panels/traffic.tti.png?scale=nan", 400),
+    ("/api/panels/traffic.tti.png?width=abc", 400),
+    ("/api/panels/traffic.tti.gif", 400),
+    ("/api/panels/traffic.tti", 404),
+    ("/api/panels/nope.json", 404),
+    ("/api/panels/traffic.tti.json?window=2y", 400),
+    ("/api/panels/traffic.tti.json?theme=pink", 400),
+    ("/api/panels/traffic.tti.json?refresh=0", 400),
+    ("/api/panels/map-traffic.json?layers=energy", 400),
+    ("/api/panels/..%2F..%2Fetc%2Fpasswd.json", 404),
+    ("/api/panels/..%2F..%2Fetc%2Fpasswd", 404),
+])
+def test_export006_bad_requests(client, url, status):
+    r = client.get(url)
+    assert r.status_code == status, (url, r.data[:200])
+    assert "error" in r.get_json() and b"Traceback" not in r.data and b"root:" not in r.data
+
+
+@pytest.mark.parametrize("value", ["' OR '1'='1", "x'); DROP TABLE readings; --", "<script>alert(1)</script>",
+                                   "\"><img src=x onerror=alert(1)>", "../../etc/passwd"])
+def test_export007_injection_never_reaches_sql_or_html(client, store_url, value):
+    from urllib.parse import quote
+
+    for url in (f"/api/panels/traffic.tti.json?district={quote(value)}",
+                f"/api/panels/map.csv?layers={quote(value)}",
+                f"/embed/traffic.tti?district={quote(value)}",
+                f"/embed/{quote(value, safe='')}",
+                f"/api/panels/{quote(value, safe='')}.json"):
+        r = client.get(url)
+        assert r.status_code in (400, 404), url
+        body = r.data.decode()
+        assert "<script>alert" not in body and "<img src=x" not in body and "Traceback" not in body
+        if url.startswith("/embed/"):
+            assert r.mimetype == "text/html" and "<h1" in body
+    with make_engine(store_url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM readings")).scalar() > 0
+
+
+def test_export008_framing_headers(client):
+    page = client.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    api = client.get("/api/panels/traffic.tti.json")
+    assert api.headers["X-Frame-Options"] == "DENY"
+    emb = client.get("/embed/traffic.tti")
+    assert emb.status_code == 200 and "X-Frame-Options" not in emb.headers
+    assert emb.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert parse_origins("'self', https://intranet.example:8443 http://127.0.0.1:9000") == [
+        "'self'", "https://intranet.example:8443", "http://127.0.0.1:9000"]
+    assert embed_policy("") == "frame-ancestors 'self'"
+    for bad in ("https://x.example; script-src *", "'none' https://a.example", "javascript:alert(1)"):
+        with pytest.raises(ValueError):
+            parse_origins(bad)
+
+
+def test_export009_panel_list_from_registries(client):
+    j = client.get("/api/panels").get_json()
+    ids = [p["id"] for p in j["panels"]]
+    assert ids == panel_ids()
+    assert set(k.id for k in KPIS) <= set(ids) and {f"map-{lid}" for lid in LAYER_BY_ID} <= set(ids) and "map" in ids
+
+
+def test_export010_cli_export(store_url, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dashboard.cli import app
+
+    monkeypatch.setenv("PANORAMA_DATABASE_URL", store_url)
+    out = tmp_path / "tti.json"
+    r = CliRunner().invoke(app, ["export", "traffic.tti", "--format", "json", "--out", str(out), "--window", "1h"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(out.read_text())["kpi"]["id"] == "traffic.tti"
+    r = CliRunner().invoke(app, ["export", "nope", "--format", "json", "--out", str(out)])
+    assert r.exit_code == 1 and "unknown panel" in r.output

@@ -1,0 +1,233 @@
+"""Browser tests of the wall ``/wall`` (dash_duo, headless Chromium)."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+from _demo import build_demo_store
+from test_manager_browser import console_errors, wait_for
+
+from dashboard.app import create_app
+from dashboard.pages import wall
+from dashboard.settings import Settings
+from dashboard.store.schema import make_engine
+
+pytestmark = pytest.mark.browser
+REFRESH = 2
+HEADLINES = [kid for ids in wall.HEADLINE.values() for kid in ids]
+CJK = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\uf900-\ufaff\uff00-\uffef]")
+NUMBER = re.compile(r"^-?[\d,]+(\.\d+)?$|^[A-Z][A-Za-z0-9.₂₃]+$")  # a number, or a word value (PM2.5)
+
+
+@pytest.fixture(scope="module")
+def store_url(tmp_path_factory):
+    return build_demo_store(tmp_path_factory.mktemp("wall"), hours=3)
+
+
+@pytest.fixture(scope="module")
+def old_store_url(tmp_path_factory):
+    """A store whose newest readings are an hour old (the feeds stopped)."""
+    return build_demo_store(tmp_path_factory.mktemp("wall-old"), hours=2, end=time.time() - 3600)
+
+
+def make_app(url, tmp_path):
+    return create_app(Settings(data_dir=tmp_path, database_url=url, refresh_seconds=REFRESH))
+
+
+def set_viewport(dash_duo, width: int, height: int) -> None:
+    """Make the browser's viewport exactly ``width`` × ``height`` (correcting for the window chrome)."""
+    d = dash_duo.driver
+    d.set_window_size(width, height)
+    inner = d.execute_script("return [window.innerWidth, window.innerHeight]")
+    d.set_window_size(width + (width - inner[0]), height + (height - inner[1]))
+    wait_for(lambda: d.execute_script("return [innerWidth, innerHeight]") == [width, height], timeout=5)
+
+
+def layout_facts(dash_duo) -> dict:
+    """Return the document and viewport sizes and each headline KPI's text, box and font size."""
+    return dash_duo.driver.execute_script("""
+        const out = {doc: [document.documentElement.scrollWidth, document.documentElement.scrollHeight,
+                           document.body.scrollWidth, document.body.scrollHeight],
+                     view: [innerWidth, innerHeight], kpis: {}};
+        for (const v of document.querySelectorAll('.wall-tile .wk-value')) {
+            const id = JSON.parse(v.id).kpi, r = v.getBoundingClientRect();
+            const box = v.closest('.wall-kpi').getBoundingClientRect();
+            out.kpis[id] = {text: v.textContent, font: parseFloat(getComputedStyle(v).fontSize),
+                            rect: [r.left, r.top, r.right, r.bottom], box: [box.left, box.top, box.right, box.bottom],
+                            scroll: [v.parentElement.scrollWidth, v.parentElement.clientWidth]};
+        }
+        return out;""")
+
+
+CONTRAST_JS = """
+function lum(c) { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); };
+                  return 0.2126 * f(c[0]) + 0.7152 * f(c[1]) + 0.0722 * f(c[2]); }
+function rgba(s) { const m = s.match(/[\\d.]+/g).map(Number); return [m[0], m[1], m[2], m.length > 3 ? m[3] : 1]; }
+function over(top, bottom) { const a = top[3]; return [0, 1, 2].map(i => top[i] * a + bottom[i] * (1 - a)).concat([1]); }
+function background(e) {
+    const layers = [];
+    for (let n = e; n; n = n.parentElement) {
+        const c = rgba(getComputedStyle(n).backgroundColor);
+        if (c[3] > 0) { layers.push(c); if (c[3] >= 1) break; }
+    }
+    let bg = [11, 16, 23, 1];
+    for (let i = layers.length - 1; i >= 0; i--) bg = over(layers[i], bg);
+    return bg;
+}
+const bad = [], checked = [];
+for (const e of document.querySelectorAll('.wall *')) {
+    const own = [...e.childNodes].filter(n => n.nodeType === 3 && n.textContent.trim()).map(n => n.textContent.trim()).join(' ');
+    if (!own) continue;
+    const cs = getComputedStyle(e), r = e.getBoundingClientRect();
+    if (cs.visibility === 'hidden' || r.width === 0 || r.height === 0 || e.closest('[hidden]')) continue;
+    if (e.closest('.js-plotly-plot')) continue;  // the map's own hover labels and attributions
+    const fg = over(rgba(cs.color), background(e)), bg = background(e);
+    const L1 = lum(fg), L2 = lum(bg), ratio = (Math.max(L1, L2) + 0.05) / (Math.min(L1, L2) + 0.05);
+    const size = parseFloat(cs.fontSize), large = size >= 24 || (size >= 18.66 && Number(cs.fontWeight) >= 700);
+    checked.push(own);
+    if (ratio < (large ? 3 : 4.5)) bad.push([own.slice(0, 40), ratio.toFixed(2), size, cs.color, String(bg)]);
+}
+return {bad: bad, n: checked.length, text: document.body.innerText};
+"""
+
+
+def check_fills_viewport(dash_duo, width, height, min_font):
+    set_viewport(dash_duo, width, height)
+    time.sleep(0.3)  # let the grid reflow
+
+    def settled():
+        f = layout_facts(dash_duo)
+        return f if f["view"] == [width, height] and len(f["kpis"]) == len(HEADLINES) else None
+
+    f = wait_for(settled)
+    assert f["doc"] == [width, height, width, height], f"document {f['doc']} vs viewport {f['view']}"
+    for kid in HEADLINES:
+        k = f["kpis"][kid]
+        assert NUMBER.match(k["text"].strip()), f"{kid} shows {k['text']!r} at {width}x{height}"
+        left, top, right, bottom = k["box"]
+        assert 0 <= left and 0 <= top and right <= width and bottom <= height, (kid, k["box"], width, height)
+        assert k["rect"][2] <= k["box"][2] + 1, f"{kid}'s value is cut off at {width}x{height}: {k}"
+        assert k["font"] >= min_font, f"{kid}: font {k['font']} px < {min_font} px at {width}x{height}"
+    return f
+
+
+def test_wall001_fills_1080p_and_4k_with_big_readable_numbers(dash_duo, store_url, tmp_path):
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall")
+    dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
+    f1080 = check_fills_viewport(dash_duo, 1920, 1080, 48)
+    # contrast of every visible text at 1080p (WCAG AA: 4.5, or 3 for large text), no CJK glyphs
+    c = dash_duo.driver.execute_script(CONTRAST_JS)
+    assert c["n"] > 40 and c["bad"] == [], c["bad"]
+    assert not CJK.search(c["text"]), CJK.findall(c["text"])
+    for word in ("updated", "Needs attention".upper(), "FOCUS"):
+        assert word.lower() in c["text"].lower()
+    assert re.search(r"\b\d\d:\d\d:\d\d\b", dash_duo.find_element("#wall-clock").text)
+    # 4K: the same picture, type twice as large
+    f4k = check_fills_viewport(dash_duo, 3840, 2160, 96)
+    for kid in HEADLINES:
+        assert f4k["kpis"][kid]["font"] >= 1.9 * f1080["kpis"][kid]["font"]
+    # reflows for a portrait screen and a 32:9 screen
+    check_fills_viewport(dash_duo, 1080, 1920, 48)
+    check_fills_viewport(dash_duo, 3840, 1080, 48)
+    assert console_errors(dash_duo) == []
+
+
+def test_wall002_rotation_moves_the_focus(dash_duo, store_url, tmp_path):
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall?rotate=2&focus=traffic,air_quality")
+    dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
+    set_viewport(dash_duo, 1920, 1080)
+
+    def state():
+        return dash_duo.driver.execute_script(
+            "const gd = document.querySelector('#wall-map .js-plotly-plot'); const vis = {};"
+            "for (const t of (gd && gd.data) || []) vis[t.meta.layer] = t.visible !== false;"
+            "const p = [...document.querySelectorAll('.focus-panel')].find(e => getComputedStyle(e).display !== 'none');"
+            "return {cls: document.getElementById('wall').className, vis: vis,"
+            " name: document.getElementById('wall-focus-name').textContent, panel: p && p.className,"
+            " worst: p ? p.querySelectorAll('.worst-list li').length : 0};")
+
+    s = state()
+    assert "focus-traffic" in s["cls"] and s["name"] == "Traffic" and "panel-traffic" in s["panel"]
+    assert s["vis"]["traffic"] and not s["vis"]["air_quality"] and s["worst"] >= 1
+    s = wait_for(lambda: (x := state()) and "focus-air_quality" in x["cls"] and x["vis"].get("air_quality")
+                 and not x["vis"].get("traffic") and x, timeout=8)
+    assert s["name"] == "Air quality" and "panel-air_quality" in s["panel"] and s["worst"] >= 1
+    wait_for(lambda: "focus-traffic" in state()["cls"], timeout=8)  # and back: a playlist
+    assert console_errors(dash_duo) == []
+
+
+def test_wall003_outage_keeps_last_picture_with_banner_then_recovers(dash_duo, store_url, tmp_path):
+    app = make_app(store_url, tmp_path)
+    live = app.server.extensions["panorama"]
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall")
+    dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
+    wait_for(lambda: dash_duo.find_element("#wall-updated").text.startswith("updated"))
+    before = layout_facts(dash_duo)["kpis"]
+    good, dead = live.engine, make_engine(f"sqlite:///{tmp_path / 'no-such-dir' / 'gone.sqlite'}")
+    banner = "#wall-banner"
+    try:
+        live.engine = dead
+        t0 = time.time()
+        wait_for(lambda: dash_duo.driver.execute_script(
+            "const b = document.getElementById('wall-banner'); return b && !b.hidden"), timeout=2 * REFRESH + 2)
+        assert time.time() - t0 <= 2 * REFRESH + 2
+        assert re.match(r"STALE since \d\d:\d\d", dash_duo.find_element(banner).text)
+        time.sleep(REFRESH + 0.5)
+        during = layout_facts(dash_duo)["kpis"]
+        for kid in HEADLINES:  # the last good picture stays: numbers, not blanks
+            assert during[kid]["text"] == before[kid]["text"] or NUMBER.match(during[kid]["text"]), kid
+            assert during[kid]["text"] not in ("", "—"), kid
+        assert dash_duo.driver.find_elements("css selector", ".wall .maplibregl-canvas")
+    finally:
+        live.engine = good
+    wait_for(lambda: dash_duo.driver.execute_script(
+        "return document.getElementById('wall-banner').hidden"), timeout=2 * REFRESH + 4)
+    after = layout_facts(dash_duo)["kpis"]
+    assert all(NUMBER.match(after[k]["text"]) for k in HEADLINES)
+    assert console_errors(dash_duo) == []
+
+
+def test_wall004_old_data_is_marked_stale(dash_duo, old_store_url, tmp_path):
+    dash_duo.start_server(make_app(old_store_url, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall")
+    dash_duo.wait_for_element(".wall-tile", timeout=20)
+    kpi = dash_duo.driver.execute_script(
+        "const v = [...document.querySelectorAll('.wall-tile .wk-value')].find(e => JSON.parse(e.id).kpi === 'traffic.tti');"
+        "const k = v.closest('.wall-kpi'); return {cls: k.className, age: k.querySelector('.wk-age').textContent,"
+        " colour: getComputedStyle(v).color, text: v.textContent};")
+    assert "stale" in kpi["cls"].split() and kpi["age"].startswith("STALE"), kpi
+    assert "h old" in kpi["age"] or "min old" in kpi["age"], kpi
+    assert kpi["colour"] == "rgb(163, 173, 185)", kpi  # greyed
+    assert NUMBER.match(kpi["text"])  # still shows the last value
+    caption = dash_duo.find_element(".caption-traffic")
+    assert "stale" in caption.get_attribute("class") and "STALE" in caption.text
+    assert console_errors(dash_duo) == []
+
+
+def test_wall005_invalid_parameters_fall_back_with_a_notice(dash_duo, store_url, tmp_path):
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall?rotate=soon&focus=weather&district=atlantis&zoom=3")
+    notice = dash_duo.wait_for_element("#wall-notice", timeout=20)
+    text = notice.text
+    for part in ("rotate", "weather", "atlantis", "zoom"):
+        assert part in text, text
+    assert notice.is_displayed()
+    # the default playlist (all four domains, rotating every 30 s) and the whole city
+    assert re.search(r"focus-(traffic|air_quality|energy|satisfaction)", dash_duo.find_element("#wall").get_attribute("class"))
+    assert dash_duo.find_element("#wall-where").text.lower().endswith("whole city")
+    wait_for(lambda: all(NUMBER.match(k["text"]) for k in layout_facts(dash_duo)["kpis"].values()))
+    assert console_errors(dash_duo) == []
+
+
+def test_wall006_district_parameter_filters_the_wall(dash_duo, store_url, tmp_path):
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall?district=haidian&focus=energy&rotate=0")
+    dash_duo.wait_for_element(".wall-tile", timeout=20)
+    assert "haidian" in dash_duo.find_element("#wall-where").text.lower()
+    assert dash_duo.driver.execute_script("return document.getElementById('wall-notice').hidden")
+    assert "focus-energy" in dash_duo.find_element("#wall").get_attribute("class")
+    assert console_errors(dash_duo) == []
