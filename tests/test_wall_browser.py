@@ -149,9 +149,10 @@ def test_wall002_rotation_moves_the_focus(dash_duo, store_url, tmp_path):
             " name: document.getElementById('wall-focus-name').textContent, panel: p && p.className,"
             " worst: p ? p.querySelectorAll('.worst-list li').length : 0};")
 
-    s = state()
-    assert "focus-traffic" in s["cls"] and s["name"] == "Traffic" and "panel-traffic" in s["panel"]
-    assert s["vis"]["traffic"] and not s["vis"]["air_quality"] and s["worst"] >= 1
+    # the playlist may have moved on while the page loaded: wait for traffic's turn, then the next
+    s = wait_for(lambda: (x := state()) and "focus-traffic" in x["cls"] and x["vis"].get("traffic")
+                 and not x["vis"].get("air_quality") and x, timeout=8)
+    assert s["name"] == "Traffic" and "panel-traffic" in s["panel"] and s["worst"] >= 1
     s = wait_for(lambda: (x := state()) and "focus-air_quality" in x["cls"] and x["vis"].get("air_quality")
                  and not x["vis"].get("traffic") and x, timeout=8)
     assert s["name"] == "Air quality" and "panel-air_quality" in s["panel"] and s["worst"] >= 1
