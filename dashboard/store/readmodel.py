@@ -63,13 +63,18 @@ def latest_values(conn: Connection, kind: str, metrics: list[str] | None = None,
 
     Columns: asset_id, name, district_id, metric, ts, value.
     """
+    return _frame(conn.execute(_latest_query(kind, metrics, district)).all(),
+                  ["asset_id", "name", "district_id", "metric", "ts", "value"])
+
+
+def _latest_query(kind: str, metrics: list[str] | None, district: str | None):
     q = (select(assets.c.id, assets.c.name, assets.c.district_id, latest.c.metric, latest.c.ts, latest.c.value)
          .join(assets, assets.c.pk == latest.c.asset_pk).where(assets.c.kind == kind))
     if metrics:
         q = q.where(latest.c.metric.in_(metrics))
     if district:
         q = q.where(assets.c.district_id == district)
-    return _frame(conn.execute(q).all(), ["asset_id", "name", "district_id", "metric", "ts", "value"])
+    return q
 
 
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None) -> pd.DataFrame:
@@ -78,13 +83,7 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
     Rows are sorted by asset id; metric columns that have values come first (sorted), then ``ts``,
     then requested metrics without any value (all NaN).
     """
-    q = (select(assets.c.id, assets.c.name, assets.c.district_id, latest.c.metric, latest.c.ts, latest.c.value)
-         .join(assets, assets.c.pk == latest.c.asset_pk).where(assets.c.kind == kind))
-    if metrics:
-        q = q.where(latest.c.metric.in_(metrics))
-    if district:
-        q = q.where(assets.c.district_id == district)
-    rows = conn.execute(q).all()
+    rows = conn.execute(_latest_query(kind, metrics, district)).all()
     if not rows:
         return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics])
     # a numpy pivot: the same frame as set_index/unstack/groupby over latest_values, at a fraction of the cost
