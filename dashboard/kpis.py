@@ -506,9 +506,9 @@ def _overdue_share(ctx: Ctx, value):
 def _median_close(ctx: Ctx):
     cur, prev = _svc_periods(ctx)
     v, p = cur["median_hours"], prev["median_hours"]
-    x, y = _svc_spark(ctx, "closed")
+    x, y = _svc_spark(ctx, "hours")
     return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, \
-        f"{cur['n']:,} closed in 30 d (trend: closed per day)"
+        f"{cur['n']:,} closed in 30 d (trend: daily mean)"
 
 
 KPIS: list[Kpi] = [

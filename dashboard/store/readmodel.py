@@ -255,16 +255,18 @@ def service_closed_stats(conn: Connection, start: int, end: int, district: str |
 
 def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
                   res: int = 86_400) -> pd.DataFrame:
-    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count."""
+    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
+    rated count and mean hours to close."""
     sr = service_requests
     bucket = (sr.c.closed_at // res) * res
     q = _sr_district(select(bucket, func.avg(sr.c.satisfaction), func.count(),
                             func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
-                            func.count(sr.c.satisfaction))
+                            func.count(sr.c.satisfaction), func.avg(sr.c.closed_at - sr.c.opened_at))
                      .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(bucket).order_by(bucket),
                      district)
-    df = _frame(conn.execute(q).all(), ["bucket", "satisfaction", "closed", "satisfied", "rated"])
+    df = _frame(conn.execute(q).all(), ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
     df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
+    df["hours"] = df["hours"].astype(float) / 3600.0
     return df.astype({"satisfaction": float})
 
 
