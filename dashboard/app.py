@@ -40,14 +40,45 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
 
     api.init_app(server, live)
     security.init_app(server, settings)
-    app.layout = html.Div([
-        dcc.Location(id="url", refresh=False),
-        html.Div(id="page", className="page"),
-    ], className="app")
+    app.layout = lambda: _shell(live)
     for page in _pages():
         page.register(app, live)
     _register_router(app, live)
     return app
+
+
+def _page_url() -> tuple[str, str] | None:
+    """Return (path, query) of the page whose layout the browser asks for, from the Referer header
+    of its ``/_dash-layout`` request, or None when that is unknown."""
+    from urllib.parse import urlsplit
+
+    from flask import has_request_context, request
+
+    if not has_request_context() or not request.referrer:
+        return None
+    u = urlsplit(request.referrer)
+    if u.netloc and u.netloc != request.host:
+        return None
+    return u.path or "/", ("?" + u.query) if u.query else ""
+
+
+def _shell(live: LiveData):
+    """Return the app's layout with the requested page already in it (one round trip fewer to a
+    drawn map); the router callback renders it instead when the page URL is not known."""
+    url = _page_url()
+    return html.Div([
+        dcc.Location(id="url", refresh=False),
+        dcc.Store(id="rendered", data="".join(url) if url else None),
+        html.Div(_render_page(live, *url) if url else None, id="page", className="page"),
+    ], className="app")
+
+
+def _render_page(live: LiveData, pathname: str, search: str):
+    """Return the layout of the page for a URL path and query."""
+    for page in sorted(_pages(), key=lambda p: -len(p.PATH)):
+        if pathname == page.PATH or pathname.startswith(page.PATH.rstrip("/") + "/") or page.PATH == "/":
+            return page.layout(live, pathname, search)
+    return html.Div("Not found", className="error-page")
 
 
 def _city(settings: Settings):
@@ -70,18 +101,16 @@ def _pages() -> list:
 
 
 def _register_router(app: Dash, live: LiveData) -> None:
-    from dash import Input, Output, State
+    from dash import Input, Output, State, no_update
 
-    pages = sorted(_pages(), key=lambda p: -len(p.PATH))
-
-    @app.callback(Output("page", "children"), Input("url", "pathname"), State("url", "search"))
-    def route(pathname, search):
-        """Render the page for the URL."""
+    @app.callback(Output("page", "children"), Output("rendered", "data"),
+                  Input("url", "pathname"), State("url", "search"), State("rendered", "data"))
+    def route(pathname, search, rendered):
+        """Render the page for the URL, unless the layout already holds it."""
         path = pathname or "/"
-        for page in pages:
-            if path == page.PATH or path.startswith(page.PATH.rstrip("/") + "/") or page.PATH == "/":
-                return page.layout(live, path, search or "")
-        return html.Div("Not found", className="error-page")
+        if rendered is not None and rendered == path + (search or ""):
+            return no_update, None
+        return _render_page(live, path, search or ""), None
 
 
 def asset_path(name: str) -> Path:

@@ -5,6 +5,7 @@ A screen's request costs a cache read; one computation per refresh interval serv
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from zoneinfo import ZoneInfo
 
@@ -38,6 +39,10 @@ class LiveData:
         self._districts = None
         self._meta = None
         self.stale_since: float | None = None  # first failed refresh of the current outage
+        self._recent: dict[str, tuple] = {}  # key -> (compute function, last asked for)
+        self._recent_lock = threading.Lock()
+        self._refresher: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # --------------------------------------------------------------- time
     def bucket(self, now: float | None = None) -> int:
@@ -89,24 +94,63 @@ class LiveData:
                            theme=theme, extra=extra)
 
     # --------------------------------------------------------------- snapshots
+    def cached(self, key: str, fn, now: float | None = None):
+        """Return ``fn()`` for the current bucket, computed once; keep it warm while screens ask for it.
+
+        ``fn`` reads the clock itself. Keys asked for in the last minute are recomputed by a
+        background refresher as each bucket starts, so screens find them ready (a cache hit).
+        """
+        if now is None and self.settings.background_refresh:
+            with self._recent_lock:
+                self._recent[key] = (fn, time.time())
+            self._ensure_refresher()
+        return self.cache.compute_once(key, self.bucket(now), fn)
+
+    def stop(self) -> None:
+        """Stop the background refresher (it also stops by itself a minute after the last request)."""
+        self._stop.set()
+
+    def _ensure_refresher(self) -> None:
+        if self._stop.is_set():
+            return
+        if self._refresher is None or not self._refresher.is_alive():
+            self._refresher = threading.Thread(target=self._refresh_loop, name="panorama-refresher", daemon=True)
+            self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        """Recompute the recently asked-for keys at the start of every bucket; stop when nobody asks."""
+        step = self.settings.refresh_seconds
+        idle = max(60.0, 3 * step)
+        while not self._stop.wait(step - time.time() % step + 0.01):  # just after the bucket turns over
+            now = time.time()
+            with self._recent_lock:
+                for key in [k for k, (_, seen) in self._recent.items() if now - seen > idle]:
+                    del self._recent[key]
+                todo = list(self._recent.items())
+            if not todo:
+                self._refresher = None
+                return
+            for key, (fn, _) in todo:
+                try:
+                    self.cache.compute_once(key, self.bucket(), fn)
+                except Exception as exc:  # noqa: BLE001 - screens get the error themselves; keep refreshing
+                    log.debug("background refresh of %s failed: %s", key, exc)
+
     def kpis(self, window: str, district: str | None, now: float | None = None):
         """Return every KPI for the window and district, computed once per bucket."""
-        b = self.bucket(now)
-        t = time.time() if now is None else now
         key = f"kpis:{self.settings.aqi_standard}:{window}:{district or '*'}"
-        return self.cache.compute_once(key, b, lambda: self._run(
-            lambda c: compute_all(c, t, window, district, self.settings.aqi_standard, thresholds=self.thresholds)))
+        return self.cached(key, lambda: self._run(lambda c: compute_all(
+            c, time.time() if now is None else now, window, district, self.settings.aqi_standard,
+            thresholds=self.thresholds)), now)
 
     def layer_frames(self, now: float | None = None) -> dict:
         """Return each layer's live frame, computed once per bucket."""
-        b = self.bucket(now)
-        t = time.time() if now is None else now
-        p = self.params(t)
-
         def compute(conn):
+            t = time.time() if now is None else now
+            p = self.params(t)
             return {"now": t, **{layer.id: layer.query(conn, p) for layer in LAYERS}}
 
-        return self.cache.compute_once("layers", b, lambda: self._run(compute))
+        return self.cached("layers", lambda: self._run(compute), now)
 
     def health(self) -> dict:
         """Return the store's reachability and the newest data age per domain."""
@@ -129,16 +173,14 @@ class LiveData:
 
     def attention(self, district: str | None = None, now: float | None = None) -> list[dict]:
         """Return the wall's "needs attention" list for ``district``, computed once per bucket."""
-        b = self.bucket(now)
-        t = time.time() if now is None else now
-        frames = self.layer_frames(now)
-
         def compute():
+            t = time.time() if now is None else now
+            frames = self.layer_frames(now)
             overdue = self._run(lambda c: rm.service_open_list(c, int(t), district, limit=2000))
             statics = {lid: self.static(lid) for lid in ("traffic", "air_quality", "energy")}
             return attention_items(statics, frames, overdue, t, district, self.settings.aqi_standard)
 
-        return self.cache.compute_once(f"attention:{self.settings.aqi_standard}:{district or '*'}", b, compute)
+        return self.cached(f"attention:{self.settings.aqi_standard}:{district or '*'}", compute, now)
 
 
 # --------------------------------------------------------------- the wall's "needs attention" list

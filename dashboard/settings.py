@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     city: str = Field(default="beijing", description="A city folder under data/, or a path to one.")
     aqi_standard: Literal["cn", "us"] = "cn"
     seed: int = 42
+    background_refresh: bool = Field(default=True, description="Recompute what screens ask for as each "
+                                     "refresh bucket starts, so their requests are cache hits.")
     ngsi_token: str = Field(default="", description="Bearer token of POST /ngsi-ld/notify; empty = disabled.")
     frame_ancestors: str = Field(default="'self'", description="Origins allowed to frame /embed/* panels "
                                  "(CSP frame-ancestors), space- or comma-separated; default: this app only.")

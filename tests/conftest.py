@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# Many apps live in one test process: no background refreshers unless a test asks for one.
+os.environ.setdefault("PANORAMA_BACKGROUND_REFRESH", "0")
+
 CHROMIUM_BINARY = Path("/usr/bin/chromium")
 
 CHROME_ARGUMENTS = (

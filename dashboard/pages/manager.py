@@ -157,7 +157,7 @@ def register(app: Dash, live: LiveData) -> None:
             window = check_window(window)
             district = check_district(district, live.district_ids())
             key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}:{'|'.join(order)}"
-            out = live.cache.compute_once(key, live.bucket(now), lambda: _render(live, window, district, layers_on, order))
+            out = live.cached(key, lambda: _render(live, window, district, layers_on, order))
         except (StoreUnavailable, BadParameter) as exc:
             since = live.stale_since = live.stale_since or now
             msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
