@@ -63,8 +63,8 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
             "map": {"style": map_style(params.theme), **view, "fitbounds": False, "uirevision": "keep"},
             "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
             "paper_bgcolor": t["bg"], "showlegend": False, "uirevision": "keep", "clickmode": "event",
-            "hoverlabel": {"font": {"size": 15, "family": "Inter, 'DejaVu Sans', sans-serif"},
-                           "bgcolor": t["panel_2"], "bordercolor": t["accent"]},
+            # hover cards take their point's colour (band, AQI class, fill), as in the legend
+            "hoverlabel": {"font": {"size": 15, "family": "Inter, 'DejaVu Sans', sans-serif"}},
             "font": {"color": t["text"]},
         },
     }

@@ -105,10 +105,11 @@ class TrafficLayer:
         dot_colour = band[seg] if len(seg) else np.array([], dtype=np.int8)
         return [
             {"marker": {"color": typed(dot_colour, "i1")}},
-            {"customdata": typed(custom, "u1"),
-             "hovertext": [CONGESTION_BANDS[b][1] if b >= 0 else "no data" for b in band],
+            # the hover card takes the band's colour (as in the legend): a label per segment would
+            # cost more bytes per refresh than every other value of the map together
+            {"customdata": typed(custom, "u1"), "marker": {"color": typed(band, "i1")},
               "hovertemplate": "<b>%{text}</b><br>%{customdata[0]} km/h · %{customdata[1]}% of free flow"
-                              " · %{hovertext}<br>reading " + hhmm(newest, tz) + "<extra>Traffic</extra>"},
+                              "<br>reading " + hhmm(newest, tz) + "<extra>Traffic</extra>"},
         ]
 
     def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
@@ -131,7 +132,8 @@ class TrafficLayer:
             "type": "scattermap", "mode": "markers", "name": "Traffic", "uid": "traffic-hover",
             "meta": {"layer": self.id}, "lon": static["lon"].round(5).tolist(), "lat": static["lat"].round(5).tolist(),
             "text": (static["name"] + " · " + static["direction"]).tolist(),
-            "marker": {"size": 12, "opacity": 0}, "showlegend": False, **v[1],
+            "showlegend": False, **v[1],
+            "marker": {**v[1]["marker"], "size": 12, "opacity": 0, "colorscale": scale, "cmin": -1, "cmax": n - 1},
         }
         return [dots, hover]
 

@@ -22,6 +22,15 @@ PATH = "/"
 #: The clock shows the city's time, whatever the browser's timezone.
 CLOCK_JS = """function(n, tz){ try { return new Date().toLocaleTimeString('en-GB', {hour12: false, timeZone: tz}); }
 catch (e) { return new Date().toLocaleTimeString('en-GB', {hour12: false}); } }"""
+#: Spread the compact KPI states over the cards; a sparkline gets a Patch of its points only.
+KPI_JS = """function(data, ids) {
+    const nu = window.dash_clientside.no_update;
+    if (!data) { return Array(7).fill(ids.map(() => nu)); }
+    const col = (k) => ids.map(i => (data[i.id] ? data[i.id][k] : nu));
+    const sparks = ids.map(i => data[i.id] ? {__dash_patch_update: '__dash_patch_update', operations: [
+        {operation: 'Assign', location: ['data', 0, 'y'], params: {value: data[i.id][6]}}]} : nu);
+    return [col(0), col(1), col(2), col(3), col(4), col(5), sparks];
+}"""
 WINDOW_LABELS = {"1h": "Last hour", "24h": "24 hours", "7d": "7 days"}
 
 
@@ -96,6 +105,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
             ], className="drill-body"),
         ]),
         dcc.Store(id="drill-kpi"),
+        dcc.Store(id="kpi-live"),
         dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
     ], className="manager")
@@ -134,13 +144,7 @@ def register(app: Dash, live: LiveData) -> None:
 
     @app.callback(
         Output("map", "figure"),
-        Output({"type": "kpi-value", "id": ALL}, "children"),
-        Output({"type": "kpi-delta", "id": ALL}, "children"),
-        Output({"type": "kpi-age", "id": ALL}, "children"),
-        Output({"type": "kpi-note", "id": ALL}, "children"),
-        Output({"type": "kpi-status", "id": ALL}, "children"),
-        Output(kpi_all, "className"),
-        Output({"type": "kpi-spark", "id": ALL}, "figure"),
+        Output("kpi-live", "data"),
         Output("updated", "children"),
         Output("banner", "children"),
         Output("banner", "hidden"),
@@ -149,7 +153,11 @@ def register(app: Dash, live: LiveData) -> None:
         prevent_initial_call=True,
     )
     def refresh(_n, window, district, layers_on, ids):
-        """Send only the values that changed: colours, numbers, sparklines (computed once per bucket)."""
+        """Send only the values that changed: map colours, KPI texts, sparklines (computed once per bucket).
+
+        The KPI values travel as one compact object that a clientside callback spreads over the
+        cards: per-component outputs would repeat every component id in every response.
+        """
         now = time.time()
         layers_on = [x for x in (layers_on or []) if x in LAYER_IDS]
         order = [i["id"] for i in ids]
@@ -161,9 +169,22 @@ def register(app: Dash, live: LiveData) -> None:
         except (StoreUnavailable, BadParameter) as exc:
             since = live.stale_since = live.stale_since or now
             msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
-            return (no_update, *([[no_update] * len(ids)] * 7), no_update, msg, False)
+            return no_update, no_update, no_update, msg, False
         live.stale_since = None
         return (*out, "", True)
+
+    app.clientside_callback(
+        KPI_JS,
+        Output({"type": "kpi-value", "id": ALL}, "children"),
+        Output({"type": "kpi-delta", "id": ALL}, "children"),
+        Output({"type": "kpi-age", "id": ALL}, "children"),
+        Output({"type": "kpi-note", "id": ALL}, "children"),
+        Output({"type": "kpi-status", "id": ALL}, "children"),
+        Output(kpi_all, "className"),
+        Output({"type": "kpi-spark", "id": ALL}, "figure"),
+        Input("kpi-live", "data"), State(kpi_all, "id"),
+        prevent_initial_call=True,
+    )
 
     app.clientside_callback(CLOCK_JS, Output("clock", "children"), Input("tick", "n_intervals"), State("city-tz", "data"))
 
@@ -198,15 +219,16 @@ def register(app: Dash, live: LiveData) -> None:
 
 
 def _render(live: LiveData, window: str, district: str | None, layers_on: list[str], order: list[str]) -> tuple:
-    """Return the refresh outputs: map Patch, KPI texts/classes, sparkline Patches, 'updated' text."""
+    """Return the refresh outputs: map Patch, KPI states {id: [value, delta, age, note, status, class,
+    sparkline]}, 'updated' text."""
     now = time.time()
     frames = live.layer_frames()
     kpis = {k.id: k for k in live.kpis(window, district)}
     params = live.params(now, window, district)
     patch = views.map_patch(live, frames, params, layers_on)
-    states = [views.kpi_state(kpis[i], now) for i in order]
-    sparks = [views.spark_patch(kpis[i]) for i in order]
+    states = {}
+    for i in order:
+        s = views.kpi_state(kpis[i], now)
+        states[i] = [s["value"], s["delta"], s["age"], s["note"], s["status"], s["class"], views.spark_points(kpis[i])]
     updated = "updated " + datetime.fromtimestamp(now, live.tz()).strftime("%H:%M:%S")
-    return (patch, [s["value"] for s in states], [s["delta"] for s in states], [s["age"] for s in states],
-            [s["note"] for s in states], [s["status"] for s in states], [s["class"] for s in states], sparks,
-            updated)
+    return patch, states, updated
