@@ -47,8 +47,12 @@ def rss_mb(pid: int) -> float | None:
 
 
 def start_server(port: int, data_dir: str) -> subprocess.Popen:
+    """Build a store with 2 days of history first, so the soak measures a steady server (not the
+    first run's background history fill), then start `panorama run` with its live simulator."""
     env = {**os.environ, "PANORAMA_DATA_DIR": data_dir}
     log = open(Path(data_dir) / "server.log", "w")
+    subprocess.run([str(ROOT / ".venv" / "bin" / "panorama"), "init", "--days", "2"], env=env, stdout=log,
+                   stderr=subprocess.STDOUT, cwd=ROOT, check=True)
     return subprocess.Popen([str(ROOT / ".venv" / "bin" / "panorama"), "run", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
