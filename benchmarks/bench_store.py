@@ -500,7 +500,7 @@ def table(res: dict) -> list[tuple]:
         ("ratio ingest median / raw", f"{ir['median_batch_rate'] / raw['rate']:.2f}", "", ""),
         (f"ingest, first {ir['first_rows']:,} rows, median batch (readings/s)",
          f"{ir['first_rows_median_batch_rate']:,.0f}", "", ""),
-        (f"raw insert interleaved, same rows, batch per txn (rows/s)", f"{res['raw_interleaved']['rate']:,.0f}",
+        ("raw insert interleaved, same rows, batch per txn (rows/s)", f"{res['raw_interleaved']['rate']:,.0f}",
          "(reference)", ""),
         ("ratio ingest / raw, interleaved, median of batch pairs",
          f"{res['raw_interleaved']['median_batch_ratio']:.2f}", "", ""),

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from dash import Dash, dcc, html
 from flask_caching import Cache
@@ -111,8 +110,3 @@ def _register_router(app: Dash, live: LiveData) -> None:
         if rendered is not None and rendered == path + (search or ""):
             return no_update, None
         return _render_page(live, path, search or ""), None
-
-
-def asset_path(name: str) -> Path:
-    """Return the path of a file in ``assets/``."""
-    return PROJECT_ROOT / "assets" / name

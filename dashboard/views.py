@@ -8,10 +8,10 @@ from datetime import datetime, timezone
 import numpy as np
 from dash import Patch, dcc, html
 
-from dashboard.kpis import FEED_PERIOD, KPIS, STALE_PERIODS, KpiValue
+from dashboard.kpis import FEED_PERIOD, STALE_PERIODS, KpiValue
 from dashboard.metrics import DOMAINS
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
-from layers import LAYER_BY_ID, LAYERS, LayerParams
+from layers import LAYERS, LayerParams
 
 SPARK_POINTS = 16
 MAP_PX = (1100, 760)  # the map's typical size on the manager page, for the initial zoom
@@ -239,6 +239,3 @@ def worst_places(live, domain: str, frames: dict, params: LayerParams, n: int = 
     df = df.assign(district=df["district"].map(names).fillna(df["district"]))
     return df
 
-
-DEFAULT_KPI_ORDER = [k.id for k in KPIS]
-LAYER_NAMES = {lid: layer.name for lid, layer in LAYER_BY_ID.items()}

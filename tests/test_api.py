@@ -1,7 +1,6 @@
 """The JSON API: /api/kpis against numbers computed independently from raw readings; /health."""
 from __future__ import annotations
 
-import time
 
 import pytest
 from _demo import build_demo_store

@@ -132,7 +132,6 @@ def test_export004_kpi_json_csv_equal_read_model(client, store_url):
 
 
 def test_export005_layer_json_csv_equal_read_model(client, store_url):
-    from dashboard.live import LiveData  # noqa: F401  (documentation: the API reads LiveData)
     from layers import LayerParams
 
     layer = LAYER_BY_ID["traffic"]

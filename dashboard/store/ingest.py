@@ -6,7 +6,6 @@ the ``rejected`` table with the reason and the raw input. Nothing is dropped sil
 """
 from __future__ import annotations
 
-import io
 import json
 import time
 from dataclasses import dataclass, field
