@@ -22,7 +22,8 @@ def cache_config(url: str, default_timeout: int = 300) -> dict:
     """Return a flask-caching config for ``simple://``, ``filesystem:///path`` or ``redis://…``."""
     u = urlparse(url or "simple://")
     if u.scheme in ("", "simple", "memory"):
-        return {"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": default_timeout, "CACHE_THRESHOLD": 2000}
+        return {"CACHE_TYPE": "SimpleCache", "CACHE_DEFAULT_TIMEOUT": default_timeout,
+                "CACHE_THRESHOLD": 300}  # expired buckets are pruned only past the threshold: keep it small
     if u.scheme == "filesystem":
         return {"CACHE_TYPE": "FileSystemCache", "CACHE_DIR": u.path or "/tmp/panorama-cache",
                 "CACHE_DEFAULT_TIMEOUT": default_timeout, "CACHE_THRESHOLD": 5000}
