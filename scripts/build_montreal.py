@@ -53,6 +53,16 @@ show = ["traffic.tti", "traffic.mean_speed", "traffic.congested", "traffic.incid
 """
 
 
+def _unambiguous(t: datetime) -> datetime:
+    """Return ``t``, moved out of the hour that repeats when daylight saving ends: written as local
+    time without an offset it could be either, and the importer rightly rejects such a row."""
+    local = t.astimezone(TZ).replace(tzinfo=None)
+    while TZ.utcoffset(local.replace(fold=0)) != TZ.utcoffset(local.replace(fold=1)):
+        t += timedelta(hours=1)
+        local = t.astimezone(TZ).replace(tzinfo=None)
+    return t
+
+
 def build(out: Path, hours: int = 24, seed: int = 7, now: datetime | None = None) -> dict[str, int]:
     """Write the Montreal city folder to ``out``; return file -> row count."""
     out.mkdir(parents=True, exist_ok=True)
@@ -158,9 +168,9 @@ def build(out: Path, hours: int = 24, seed: int = 7, now: datetime | None = None
         for i in range(400):
             d = ids[int(rng.integers(len(ids)))]
             p = reps[d]
-            opened = start + timedelta(minutes=int(rng.integers(0, 30 * 24 * 60 - 60)))
+            opened = _unambiguous(start + timedelta(minutes=int(rng.integers(0, 30 * 24 * 60 - 60))))
             cat = cats[int(rng.integers(len(cats)))]
-            close = opened + timedelta(hours=float(rng.exponential(cat[2] * 0.7)))
+            close = _unambiguous(opened + timedelta(hours=float(rng.exponential(cat[2] * 0.7))))
             done = close < now
             w.writerow([f"MTL-{100000 + i}", cat[0], opened.astimezone(TZ).strftime("%Y-%m-%d %H:%M"),
                         close.astimezone(TZ).strftime("%Y-%m-%d %H:%M") if done else "",
