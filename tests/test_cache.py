@@ -94,3 +94,37 @@ def test_cache004_background_refresher_keeps_asked_keys_warm(beijing_engine, tmp
         assert live.cache.computations == before, "a screen's request finds the bucket ready"
     finally:
         live.stop()
+
+
+def redis_cache(url: str) -> BucketCache:
+    app = Flask("w")
+    cache = Cache()
+    cache.init_app(app, config=cache_config(url))
+    return BucketCache(cache, ttl=60)
+
+
+def test_cache005_workers_sharing_redis_compute_a_bucket_once(redis_url):
+    workers = [redis_cache(redis_url) for _ in range(2)]  # two processes' worth of caches
+    calls = []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.2)
+        return {"v": len(calls)}
+
+    key = f"test:{time.time()}"
+    results = []
+    threads = [threading.Thread(target=lambda w=w: results.append(w.compute_once(key, 1, compute)))
+               for w in workers for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1 and results == [{"v": 1}] * 6
+    assert all(w.healthy for w in workers)
+
+
+def test_cache006_unreachable_redis_degrades_not_fails():
+    bc = redis_cache("redis://127.0.0.1:1/0")  # nothing listens there
+    assert bc.compute_once("k", 1, lambda: {"x": 1}) == {"x": 1}
+    assert not bc.healthy
