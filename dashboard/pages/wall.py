@@ -329,7 +329,9 @@ function(n, cfg, lastOk, bannerHidden) {
     }
     const gd = document.querySelector('#wall-map .js-plotly-plot');
     const v = cfg.view;
-    if (gd && gd._fullLayout && v && v.lon && window.Plotly) {
+    const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+    // fit only a map whose style has loaded: a relayout racing the first draw breaks plotly
+    if (sp && sp.map && sp.map.isStyleLoaded() && v && v.lon && window.Plotly) {
         const w = gd.clientWidth, h = gd.clientHeight, key = w + 'x' + h;
         if (w > 0 && h > 0 && gd.dataset.wallFit !== key) {
             const merc = (lat) => Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360));
