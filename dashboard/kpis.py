@@ -281,6 +281,11 @@ def _nan_none(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
 
+def _change(now_value, previous):
+    """Return the change from ``previous`` to ``now_value``, or None when either is unknown."""
+    return None if now_value is None or previous is None else now_value - previous
+
+
 def _delta_vs_start(now_value, xs, ys):
     """Return now_value minus the first point of the window's trend (≈ one window ago)."""
     if now_value is None or len(ys) == 0 or isinstance(now_value, str):
@@ -391,7 +396,7 @@ def _pm25_24h(ctx: Ctx):
     p = float(prev["sum"].sum() / prev["n"].sum()) if prev["n"].sum() else None
     s = ctx.series("pm25", res=3600)
     as_of = ctx.stations["ts"].max() if len(ctx.stations) else None
-    return v, (v - p) if v is not None and p is not None else None, s.bucket, s["mean"], \
+    return v, _change(v, p), s.bucket, s["mean"], \
         None if as_of is None or pd.isna(as_of) else int(as_of), "mean of hourly station values"
 
 
@@ -462,7 +467,7 @@ def _satisfaction(ctx: Ctx):
     cur, prev = _svc_periods(ctx)
     v, p = cur["satisfaction"], prev["satisfaction"]
     x, y = _svc_spark(ctx, "satisfaction")
-    return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, \
+    return v, _change(v, p), x, y, ctx.service_as_of, \
         f"{cur['rated']:,} rated closures"
 
 
@@ -471,7 +476,7 @@ def _pct_satisfied(ctx: Ctx):
     v = 100 * cur["satisfied"] / cur["rated"] if cur["rated"] else None
     p = 100 * prev["satisfied"] / prev["rated"] if prev["rated"] else None
     x, y = _svc_spark(ctx, "pct")
-    return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, "rated 4 or 5"
+    return v, _change(v, p), x, y, ctx.service_as_of, "rated 4 or 5"
 
 
 def _svc_points(ctx: Ctx, n: int = 7):
@@ -507,7 +512,7 @@ def _median_close(ctx: Ctx):
     cur, prev = _svc_periods(ctx)
     v, p = cur["median_hours"], prev["median_hours"]
     x, y = _svc_spark(ctx, "hours")
-    return v, (v - p) if v is not None and p is not None else None, x, y, ctx.service_as_of, \
+    return v, _change(v, p), x, y, ctx.service_as_of, \
         f"{cur['n']:,} closed in 30 d (trend: daily mean)"
 
 
