@@ -9,6 +9,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.settings import get_settings
 
@@ -163,6 +164,8 @@ def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, me
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         msg = str(exc) if str(exc).startswith(str(file)) else f"{file}: {exc}"
         _fail(f"{msg}; nothing was stored")
+    except SQLAlchemyError as exc:
+        _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]}); nothing was stored")
     except Exception as exc:  # pandas parser errors and the like
         _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
     dt = time.perf_counter() - t0
