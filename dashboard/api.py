@@ -125,7 +125,7 @@ def init_app(server: Flask, live: LiveData) -> None:
             return _error(400, "body is not JSON")
         tz = live.meta().get("timezone")
         try:
-            report = run_import(live.engine, lambda conn: import_ngsi(conn, body, "ngsi-ld/notify", tz))
+            report = run_import(live.writer(), lambda conn: import_ngsi(conn, body, "ngsi-ld/notify", tz))
         except ImportProblem as exc:
             return _error(400, str(exc))
         return jsonify(report.as_json())

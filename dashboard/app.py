@@ -9,15 +9,19 @@ from flask_caching import Cache
 from dashboard.cache import BucketCache, cache_config
 from dashboard.live import LiveData
 from dashboard.settings import PROJECT_ROOT, Settings, get_settings
-from dashboard.store import make_engine
+from dashboard.store.migrate import readonly_engine
 
 log = logging.getLogger("panorama")
 
 
 def create_app(settings: Settings | None = None, engine=None) -> Dash:
-    """Create the Dash app for ``settings`` (default: from the environment)."""
+    """Create the Dash app for ``settings`` (default: from the environment).
+
+    The screens read through ``engine`` (default: a read-only engine on the read URL); only the
+    NGSI-LD notification endpoint writes, through an engine of its own made when first used.
+    """
     settings = settings or get_settings()
-    engine = engine or make_engine(settings.resolved_database_url)
+    engine = engine or readonly_engine(settings.resolved_read_database_url)
     app = Dash(
         __name__,
         assets_folder=str(PROJECT_ROOT / "assets"),

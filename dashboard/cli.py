@@ -1,4 +1,4 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, export, report."""
 from __future__ import annotations
 
 import logging
@@ -181,6 +181,8 @@ from dashboard.cli_export import export, report  # noqa: E402
 app.command()(report); app.command()(export)  # noqa: E702
 from dashboard.cli_city import city_app  # noqa: E402
 app.add_typer(city_app, name="city")
+from dashboard.cli_db import db_app  # noqa: E402
+app.add_typer(db_app, name="db")
 
 
 def main() -> None:

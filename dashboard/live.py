@@ -43,6 +43,15 @@ class LiveData:
         self._recent_lock = threading.Lock()
         self._refresher: threading.Thread | None = None
         self._stop = threading.Event()
+        self._writer: Engine | None = None
+
+    def writer(self) -> Engine:
+        """Return an engine that may write (the store's URL), made on first use."""
+        if self._writer is None:
+            from dashboard.store import make_engine
+
+            self._writer = make_engine(self.settings.resolved_database_url)
+        return self._writer
 
     # --------------------------------------------------------------- time
     def bucket(self, now: float | None = None) -> int:

@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default=PROJECT_ROOT / "var", description="Where the embedded store lives.")
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir.")
+    read_database_url: str = Field(default="", description="URL the screens read from (a read-only role, "
+                                   "a read replica); empty = database_url. Always opened read-only.")
     cache_url: str = Field(default="simple://", description="simple://, filesystem:///path or redis://host:port/db")
     refresh_seconds: int = Field(default=5, ge=1, le=3600)
     city: str = Field(default="beijing", description="A city folder under data/, or a path to one.")
@@ -40,6 +42,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'panorama.sqlite').resolve()}"
+
+    @property
+    def resolved_read_database_url(self) -> str:
+        """Return the URL the dashboard reads from: the read URL, else the store's."""
+        return self.read_database_url or self.resolved_database_url
 
     @property
     def city_dir(self) -> Path:

@@ -179,10 +179,16 @@ def make_engine(url: str, **kw) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
-    metadata.create_all(engine)
+    """Bring the store to this release's schema: the Alembic migrations, up to head."""
+    from dashboard.store.migrate import upgrade
+
+    upgrade(engine)
 
 
 def drop_schema(engine: Engine) -> None:
-    """Drop every table of the store."""
+    """Drop every table of the store, and its migration record."""
+    from sqlalchemy import text
+
     metadata.drop_all(engine)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
