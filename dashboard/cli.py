@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 from rich.console import Console
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -149,10 +150,27 @@ def run(host: str = "127.0.0.1", port: int = 8050,
         stop.set()
 
 
-@app.command()
-def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, metric, ts (ISO 8601 with offset), value."),
+class _IngestGroup(TyperGroup):
+    """``panorama ingest FILE`` means ``panorama ingest csv FILE``; ``ingest mqtt`` subscribes."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["csv", *args]
+        return super().parse_args(ctx, args)
+
+
+ingest_app = typer.Typer(cls=_IngestGroup, add_completion=False, no_args_is_help=True,
+                         help="Store readings: from a CSV file, or live from an MQTT broker.")
+app.add_typer(ingest_app, name="ingest")
+
+
+@ingest_app.command("csv")
+def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asset_id, metric, ts (ISO 8601 with offset), value."),
            source: str = typer.Option(None, help="Source name kept with rejections (default: the file path).")):
-    """Validate and store readings from a CSV file: all of it, or nothing if the file can't be read."""
+    """Validate and store readings from a CSV file: all of it, or nothing if the file can't be read.
+
+    ``panorama ingest FILE`` is short for ``panorama ingest csv FILE``.
+    """
     from dashboard.store.ingest import ingest_csv
 
     s = get_settings()
@@ -174,6 +192,41 @@ def ingest(file: Path = typer.Argument(..., help="CSV in long form: asset_id, me
         console.print(f"  line {line}: {reason}" if line else f"  {reason}")
     if result.rejected > len(result.reasons[:10]):
         console.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
+
+
+@ingest_app.command("mqtt")
+def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: mqtt://[user[:password]@]host[:port] "
+                                        "or mqtts://… (TLS)."),
+                topic: list[str] = typer.Option(["city/#"], help="Topic filter (repeat for several)."),
+                client_id: str = typer.Option("panorama-ingest", help="Client id: the broker keeps this "
+                                              "subscriber's session (and its unacknowledged messages) under it."),
+                batch: int = typer.Option(500, min=1, max=100_000, help="Most messages stored per transaction.")):
+    """Subscribe to live sensor readings (our JSON or NGSI-LD) and store them until interrupted.
+
+    QoS 1, persistent session, each message acknowledged only after it is stored; reconnects by
+    itself after a broker restart and retries the store after a database outage.
+    """
+    from dashboard.mqtt import MqttIngest
+
+    s = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    engine = _engine(s)
+    try:
+        from dashboard.store.migrate import upgrade
+
+        upgrade(engine)
+        sub = MqttIngest(engine, url, topic, client_id=client_id, batch_messages=batch)
+    except ValueError as exc:
+        _fail(str(exc))
+    except SQLAlchemyError as exc:
+        _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]})")
+    console.print(f"[bold]ingesting[/] {', '.join(topic)} from {url} into {engine.url.render_as_string()}")
+    stop = threading.Event()
+    try:
+        sub.run(stop)
+    except KeyboardInterrupt:
+        stop.set()
+    console.print(sub.stats.summary())
 
 
 # --- sub-commands: one line each -------------------------------------------------------
