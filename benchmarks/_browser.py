@@ -65,14 +65,17 @@ def dash_requests(driver) -> list[dict]:
     return out
 
 
-def capture_refresh(driver, url: str, timeout: float = 30) -> dict:
-    """Open ``url`` and return the body of the first live-refresh request (triggered by the tick)."""
+def capture_refresh(driver, url: str, timeout: float = 30, tick: str = "tick") -> dict:
+    """Open ``url`` and return the body of the first live-refresh request (triggered by ``tick``).
+
+    ``tick``: the id of the page's refresh interval ("tick" on the manager view, "wall-tick" on the wall).
+    """
     driver.get(url)
     deadline = time.time() + timeout
     while time.time() < deadline:
         for r in dash_requests(driver):
             body = json.loads(r["body"])
-            if any(i.get("id") == "tick" for i in body.get("inputs", [])) and "map.figure" in body.get("output", ""):
+            if any(i.get("id") == tick for i in body.get("inputs", [])) and "map.figure" in body.get("output", ""):
                 return body
         time.sleep(0.3)
     raise RuntimeError("no refresh request seen")

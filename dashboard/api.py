@@ -1,10 +1,11 @@
 """JSON API over the same numbers as the screens: ``/api/kpis`` and ``/health``."""
 from __future__ import annotations
 
-import time
-
 import hashlib
 import json
+import os
+import socket
+import time
 
 from flask import Flask, Response, jsonify, request
 
@@ -28,6 +29,14 @@ def _error(status: int, message: str):
 
 def init_app(server: Flask, live: LiveData) -> None:
     """Register the API routes on ``server``."""
+
+    host = socket.gethostname()
+
+    @server.after_request
+    def which_worker(resp):
+        """Say which host and process answered (behind a load balancer, with several workers)."""
+        resp.headers["X-Panorama-Worker"] = f"{host}:{os.getpid()}"  # the pid after gunicorn's fork
+        return resp
 
     @server.get("/api/kpis")
     def api_kpis():

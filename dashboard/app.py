@@ -50,6 +50,19 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     return app
 
 
+def warm(app: Dash) -> None:
+    """Do Dash's once-per-process setup now, not at the first request a process gets.
+
+    Dash registers its script bundles and merges callbacks on the first request each process
+    serves; a gunicorn worker forked from a master that never served one would answer its first
+    script or callback requests wrongly ("not a registered library"). ``app.py`` calls this at
+    import, so with ``--preload`` every worker is forked ready. Touches no database.
+    """
+    resp = app.server.test_client().get("/")
+    if resp.status_code != 200:
+        raise RuntimeError(f"warming the app up failed: GET / answered {resp.status_code}")
+
+
 def _page_url() -> tuple[str, str] | None:
     """Return (path, query) of the page whose layout the browser asks for, from the Referer header
     of its ``/_dash-layout`` request, or None when that is unknown."""
@@ -57,8 +70,8 @@ def _page_url() -> tuple[str, str] | None:
 
     from flask import has_request_context, request
 
-    if not has_request_context() or not request.referrer:
-        return None
+    if not has_request_context() or not request.referrer or not request.path.endswith("/_dash-layout"):
+        return None  # Dash also builds the layout to validate it, at a process's first request
     u = urlsplit(request.referrer)
     if u.netloc and u.netloc != request.host:
         return None

@@ -82,11 +82,12 @@ def simulate(seed: int = typer.Option(None, help="Seed (default PANORAMA_SEED)."
         stop.set()
 
 
-def _serve(host: str, port: int, workers: int) -> None:
+def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
     if workers > 1:
         from gunicorn.app.wsgiapp import run as gunicorn_run
 
-        sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--preload",
+        sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
+                    "--preload", "--config", "python:dashboard.gunicorn_conf",
                     "--chdir", str(Path(__file__).resolve().parent.parent), "app:server"]
         gunicorn_run()
         return
@@ -99,9 +100,10 @@ def _serve(host: str, port: int, workers: int) -> None:
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8050,
-          workers: int = typer.Option(1, min=1, max=64, help="gunicorn workers (1 = built-in server).")):
-    """Serve the dashboard."""
-    _serve(host, port, workers)
+          workers: int = typer.Option(1, min=1, max=64, help="gunicorn worker processes (1 = built-in server)."),
+          threads: int = typer.Option(4, min=1, max=64, help="Threads per gunicorn worker (gthread).")):
+    """Serve the dashboard: with --workers N ≥ 2, gunicorn on app:server (share the cache through Redis)."""
+    _serve(host, port, workers, threads)
 
 
 def _fill_history(settings, days: float, before: float) -> None:

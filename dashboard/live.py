@@ -5,6 +5,7 @@ A screen's request costs a cache read; one computation per refresh interval serv
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from zoneinfo import ZoneInfo
@@ -164,7 +165,8 @@ class LiveData:
     def health(self) -> dict:
         """Return the store's reachability and the newest data age per domain."""
         now = time.time()
-        out = {"store": "ok", "cache": "ok" if self.cache.healthy else "degraded", "domains": {}}
+        out = {"store": "ok", "cache": "ok" if self.cache.healthy else "degraded", "domains": {},
+               "worker": {"pid": os.getpid(), "computations": self.cache.computations}}
         try:
             def q(conn):
                 conn.execute(text("SELECT 1"))

@@ -11,11 +11,12 @@ from dashboard.store.schema import create_schema, make_engine
 BEIJING = PROJECT_ROOT / "data" / "beijing"
 
 
-def build_demo_store(folder: Path, hours: float = 6, end: float | None = None, seed: int = 7) -> str:
-    """Create a SQLite store in ``folder`` with Beijing and ``hours`` of history; return its URL."""
+def build_demo_store(folder: Path, hours: float = 6, end: float | None = None, seed: int = 7,
+                     url: str | None = None) -> str:
+    """Create a store (SQLite in ``folder``, or at ``url``) with Beijing and ``hours`` of history; return its URL."""
     from dashboard.feeds.simulator import backfill
 
-    url = f"sqlite:///{folder / 'demo.sqlite'}"
+    url = url or f"sqlite:///{folder / 'demo.sqlite'}"
     engine = make_engine(url)
     create_schema(engine)
     city = load_city(BEIJING)

@@ -1,0 +1,30 @@
+"""gunicorn settings of ``panorama serve --workers N`` (``--config python:dashboard.gunicorn_conf``).
+
+The app is loaded once in the master (``--preload``) and forked: every worker has every callback
+registered before it accepts its first request. Database connections are never shared across
+the fork.
+"""
+from __future__ import annotations
+
+import os
+
+worker_class = "gthread"
+keepalive = 30           # screens poll every few seconds: keep their connections open
+timeout = 60
+graceful_timeout = 20
+max_requests = 0         # workers live as long as the master (no leak to hide)
+accesslog = os.environ.get("PANORAMA_ACCESS_LOG") or None  # "-" for stdout
+errorlog = "-"
+control_socket_disable = True  # one fixed socket path per user would clash between instances
+
+
+def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
+    """Drop pooled connections inherited from the master (each worker opens its own)."""
+    import sys
+
+    module = sys.modules.get("app")
+    live = getattr(getattr(module, "server", None), "extensions", {}).get("panorama") if module else None
+    if live is not None:
+        live.engine.dispose(close=False)
+        if live._writer is not None:
+            live._writer.dispose(close=False)
