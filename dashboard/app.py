@@ -47,7 +47,20 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     for page in _pages():
         page.register(app, live)
     _register_router(app, live)
+    _share_refresh_answers(app, live)
     return app
+
+
+def _share_refresh_answers(app: Dash, live: LiveData) -> None:
+    """Keep each live refresh's answer per bucket, for every screen sending the same request."""
+    from dashboard.refresh_cache import RefreshCache
+
+    ticks = {t for page in _pages() for t in getattr(page, "LIVE_TICKS", ())}
+    outputs = {out: i["id"] for out, cb in app.callback_map.items() for i in cb.get("inputs", [])
+               if i.get("id") in ticks}
+    cache = RefreshCache(live.bucket, outputs)
+    cache.init_app(app.server)
+    app.server.extensions["panorama_refresh"] = cache
 
 
 def warm(app: Dash) -> None:

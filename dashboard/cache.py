@@ -17,6 +17,9 @@ from flask_caching import Cache
 
 log = logging.getLogger("panorama.cache")
 
+#: How many keys a process keeps in memory before dropping those of older buckets.
+MAX_LOCAL_KEYS = 256
+
 
 def cache_config(url: str, default_timeout: int = 300) -> dict:
     """Return a flask-caching config for ``simple://``, ``filesystem:///path`` or ``redis://…``."""
@@ -44,6 +47,7 @@ class BucketCache:
         self._locks: dict[str, threading.Lock] = {}
         self._down_since: float | None = None
         self.computations = 0
+        self._mem: dict[str, tuple[int, object]] = {}  # key -> (bucket, value): this process's copy
 
     # ------------------------------------------------------------- safe backend ops
     def _safe(self, op, *args, default=None):
@@ -71,30 +75,41 @@ class BucketCache:
             return self._locks.setdefault(key, threading.Lock())
 
     def compute_once(self, key: str, bucket: int, fn, wait_s: float = 10.0):
-        """Return ``fn()`` for ``key`` in ``bucket``, computed once across workers."""
+        """Return ``fn()`` for ``key`` in ``bucket``, computed once across workers.
+
+        A bucket's value never changes once computed, so each process also keeps the current one
+        in memory: a screen's request then costs neither a backend round trip nor an unpickling.
+        While another caller computes a new bucket, the previous bucket's value is served.
+        """
+        mine = self._mem.get(key)
+        if mine is not None and mine[0] == bucket:
+            return mine[1]
         full = f"{key}:{bucket}"
         v = self._safe("get", full)
         if v is not None:
-            return v
+            return self._keep(key, bucket, v)
         lock = self._lock_for(key)
         if not lock.acquire(blocking=False):
-            prev = self._safe("get", f"{key}:{bucket - 1}")
+            prev = mine[1] if mine is not None and mine[0] == bucket - 1 else self._safe("get", f"{key}:{bucket - 1}")
             if prev is not None:
                 return prev
             lock.acquire()
         try:
+            mine = self._mem.get(key)
+            if mine is not None and mine[0] == bucket:  # computed by another thread meanwhile
+                return mine[1]
             v = self._safe("get", full)
             if v is not None:
-                return v
+                return self._keep(key, bucket, v)
             if self._down_since is not None:
-                return self._compute(fn)
+                return self._keep(key, bucket, self._compute(fn))
             if self._safe("add", f"lock:{full}", 1, 30, default=True):
                 try:
                     v = self._compute(fn)
                     self._safe("set", full, v, self.ttl)
                 finally:
                     self._safe("delete", f"lock:{full}")
-                return v
+                return self._keep(key, bucket, v)
             # another process computes this bucket: serve its previous one, or wait for it
             prev = self._safe("get", f"{key}:{bucket - 1}")
             if prev is not None:
@@ -104,10 +119,19 @@ class BucketCache:
                 time.sleep(0.02)
                 v = self._safe("get", full)
                 if v is not None:
-                    return v
-            return self._compute(fn)
+                    return self._keep(key, bucket, v)
+            return self._keep(key, bucket, self._compute(fn))
         finally:
             lock.release()
+
+    def _keep(self, key: str, bucket: int, value):
+        """Remember ``value`` as this process's copy of ``key`` for ``bucket``; return it."""
+        self._mem[key] = (bucket, value)
+        if len(self._mem) > MAX_LOCAL_KEYS:  # keys nobody asked for in the last two buckets go
+            for k, (b, _v) in list(self._mem.items()):
+                if b < bucket - 1:
+                    self._mem.pop(k, None)
+        return value
 
     def _compute(self, fn):
         self.computations += 1

@@ -10,6 +10,7 @@ import os
 
 worker_class = "gthread"
 keepalive = 30           # screens poll every few seconds: keep their connections open
+worker_connections = 4000  # open keep-alive connections per worker (one per screen or browser tab)
 timeout = 60
 graceful_timeout = 20
 max_requests = 0         # workers live as long as the master (no leak to hide)

@@ -15,6 +15,7 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from flask import Response, request
 
 from dashboard import views
+from dashboard.refresh_cache import mark_shareable
 from dashboard.export import UnknownPanel, kpi_value, local_time, parse_request
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, parse_query
@@ -100,6 +101,9 @@ def layout(live: LiveData, pathname: str = PREFIX, search: str = ""):
                         className="embed error-page")
 
 
+LIVE_TICKS = ("embed-kpi-tick", "embed-map-tick")  # live refreshes whose answers viewers share
+
+
 def register(app: Dash, live: LiveData) -> None:
     """Attach the embed page's HTTP checks and live callbacks to ``app``."""
 
@@ -134,6 +138,7 @@ def register(app: Dash, live: LiveData) -> None:
         except (UnknownPanel, BadParameter, StoreUnavailable, KeyError, TypeError):
             return (no_update,) * 7
         s = views.kpi_state(k)
+        mark_shareable()
         return (s["value"], s["delta"], s["age"], s["note"], s["status"],
                 f"embed embed-kpi theme-{req.theme} {s['class']}", views.spark_patch(k))
 
@@ -149,5 +154,6 @@ def register(app: Dash, live: LiveData) -> None:
         now = time.time()
         params = live.params(now, req.window, req.district, req.theme)
         patch = views.map_patch(live, frames, params, list(req.layers), layer_ids=list(req.layers))
+        mark_shareable()
         return patch, "as of " + local_time(live, frames.get("now"))
 

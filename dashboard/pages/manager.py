@@ -9,6 +9,7 @@ import dash_ag_grid as dag
 from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, no_update
 
 from dashboard import views
+from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
@@ -111,6 +112,9 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
     ], className="manager")
 
 
+LIVE_TICKS = ("tick",)  # intervals of the live refresh, whose answers screens share (refresh_cache)
+
+
 def register(app: Dash, live: LiveData) -> None:
     """Attach the manager page's callbacks to ``app``."""
 
@@ -171,6 +175,7 @@ def register(app: Dash, live: LiveData) -> None:
             msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
             return no_update, no_update, no_update, msg, False
         live.stale_since = None
+        mark_shareable()
         return (*out, "", True)
 
     app.clientside_callback(

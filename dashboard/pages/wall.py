@@ -14,6 +14,7 @@ from datetime import datetime
 from dash import ALL, Dash, Input, Output, Patch, State, dcc, html, no_update
 
 from dashboard import views
+from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID, KPIS, KpiValue
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.metrics import DOMAINS
@@ -48,6 +49,7 @@ PARAMS = ("rotate", "focus", "district")
 WALL, CITY, WHERE, FOCUS_NAME, CLOCK, UPDATED = "wall", "wall-city", "wall-where", "wall-focus-name", "wall-clock", "wall-updated"
 BANNER, OFFLINE, NOTICE, MAP, ATTENTION = "wall-banner", "wall-offline", "wall-notice", "wall-map", "wall-attention"
 TICK, ROTATE, CLOCK_TICK = "wall-tick", "wall-rotate", "wall-clock-tick"
+LIVE_TICKS = (TICK,)  # intervals of the live refresh, whose answers screens share (refresh_cache)
 CONFIG, FOCUS, TRACES, LAST_OK = "wall-config", "wall-focus", "wall-traces", "wall-last-ok"
 
 
@@ -396,19 +398,27 @@ def register(app: Dash, live: LiveData) -> None:
         district = (cfg or {}).get("district")
         try:
             kpis = {k.id: k for k in live.kpis(WINDOW, district)}
-            frames = live.layer_frames()
-            attention = live.attention(district)
             tz = live.tz()
             city = live.meta().get("city", "City")
-            params = live.params(now, WINDOW, district)
             on = layers_for(focus if focus in DOMAINS else DOMAIN_IDS[0])
-            if traces:
-                # values only: visibility belongs to show_focus (a late refresh must not undo a rotation)
-                fig, traces_out = views.map_patch(live, frames, params, on, set_visibility=False), no_update
-            else:  # the first draw had no data: send the whole map once
-                fig = views.map_figure(live, frames, params, on)
-                traces_out = [t["meta"]["layer"] for t in fig["data"]]
-            worst = [worst_rows(live, w["domain"], frames, params) for w in worst_ids]
+            domains = [w["domain"] for w in worst_ids]
+
+            def render():
+                """The map values and the worst-places lists: the same for every screen showing this."""
+                frames = live.layer_frames()
+                params = live.params(time.time(), WINDOW, district)
+                if traces:
+                    # values only: visibility belongs to show_focus (a late refresh must not undo a rotation)
+                    fig, traces_out = views.map_patch(live, frames, params, on, set_visibility=False), None
+                else:  # the first draw had no data: send the whole map once
+                    fig = views.map_figure(live, frames, params, on)
+                    traces_out = [t["meta"]["layer"] for t in fig["data"]]
+                worst = [worst_rows(live, d, frames, params) for d in domains]
+                return fig, traces_out, worst, attention_rows(live.attention(district))
+
+            key = f"wall:{district or '*'}:{','.join(on)}:{'|'.join(traces or ['-'])}:{'|'.join(domains)}"
+            fig, traces_out, worst, attention = live.cached(key, render)
+            traces_out = no_update if traces_out is None else traces_out
         except Exception as exc:  # noqa: BLE001 - the wall never shows a stack trace: keep the last picture
             if not isinstance(exc, StoreUnavailable):
                 log.exception("wall refresh failed")
@@ -424,9 +434,10 @@ def register(app: Dash, live: LiveData) -> None:
                     [no_update] * nw, [no_update] * nw, [no_update] * nw, no_update, no_update, no_update,
                     msg, False, no_update)
         live.stale_since = None
+        mark_shareable()  # every screen asking this in this bucket may get this very answer
         views_ = [kpi_view(kpis[i["kpi"]], now) for i in ids]
         caps = [caption(kpis.get(HEADLINE[w["domain"]][0]), w["domain"], now) for w in worst_ids]
         return (fig, traces_out, [v["value"] for v in views_], [v["status"] for v in views_],
                 [v["age"] for v in views_], [v["class"] for v in views_], worst,
-                [c[0] for c in caps], [c[1] for c in caps], attention_rows(attention), city,
+                [c[0] for c in caps], [c[1] for c in caps], attention, city,
                 "updated " + _fmt_time(now, tz), "", True, now * 1000)

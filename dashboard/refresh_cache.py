@@ -1,0 +1,84 @@
+"""The answers of the live-refresh callbacks, kept per refresh bucket and per process.
+
+A thousand wall screens showing the same view send the same refresh request every interval,
+differing only in their tick count. The values behind it are computed once per bucket anyway
+(:mod:`dashboard.cache`); this keeps the *answer* too, as bytes, so a screen's request costs a
+dictionary lookup instead of rebuilding and serialising the same Dash output. The first request
+of each bucket runs the callback as usual; the callback says its answer may be shared by setting
+``flask.g.panorama_refresh_ok`` (a failed refresh, with its STALE banner, is never kept).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+
+import orjson
+from flask import Flask, Response, g, request
+
+UPDATE_PATH = "/_dash-update-component"
+MAX_KEYS = 512
+
+
+def mark_shareable() -> None:
+    """Say, from inside a refresh callback, that its answer is the same for every screen asking it."""
+    g.panorama_refresh_ok = True
+
+
+class RefreshCache:
+    """Per-process store of refresh answers: request (without its tick count) + bucket -> bytes."""
+
+    def __init__(self, bucket_fn, ticks: dict[str, str]):
+        """``ticks``: callback output spec -> id of the interval whose count is ignored in the key."""
+        self.bucket_fn = bucket_fn
+        self.ticks = dict(ticks)
+        self._mem: dict[bytes, tuple[int, bytes, str]] = {}
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, body: dict) -> bytes | None:
+        """Return the cache key of a callback request, or None when it is not a live refresh."""
+        tick = self.ticks.get(body.get("output"))
+        if tick is None:
+            return None
+        inputs = [i if not (isinstance(i, dict) and i.get("id") == tick) else {"id": tick}
+                  for i in body.get("inputs", [])]
+        canon = orjson.dumps([body.get("output"), inputs, body.get("state", [])], option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(canon, digest_size=16).digest()
+
+    def init_app(self, server: Flask) -> None:
+        """Answer repeated refreshes from memory; keep the answers of successful ones."""
+
+        @server.before_request
+        def answer_from_memory():
+            if request.method != "POST" or not request.path.endswith(UPDATE_PATH):
+                return None
+            try:
+                body = orjson.loads(request.get_data(cache=True))
+            except orjson.JSONDecodeError:
+                return None  # Dash answers it (with its own error)
+            key = self.key(body) if isinstance(body, dict) else None
+            if key is None:
+                return None
+            bucket = self.bucket_fn()
+            hit = self._mem.get(key)
+            if hit is not None and hit[0] == bucket:
+                self.hits += 1
+                return Response(hit[1], content_type=hit[2])
+            self.misses += 1
+            g.panorama_refresh_key = (key, bucket)
+            return None
+
+        @server.after_request
+        def keep_answer(resp):
+            kb = g.pop("panorama_refresh_key", None)
+            if kb is not None and resp.status_code == 200 and g.pop("panorama_refresh_ok", False) \
+                    and not resp.direct_passthrough and "Content-Encoding" not in resp.headers:
+                key, bucket = kb
+                with self._lock:
+                    self._mem[key] = (bucket, resp.get_data(), resp.content_type)
+                    if len(self._mem) > MAX_KEYS:
+                        for k, (b, _d, _t) in list(self._mem.items()):
+                            if b < bucket:
+                                self._mem.pop(k, None)
+            return resp
