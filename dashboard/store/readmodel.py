@@ -77,28 +77,105 @@ def _latest_query(kind: str, metrics: list[str] | None, district: str | None):
     return q
 
 
+def _fetch(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
+    """Run driver-level SQL (``?`` placeholders) and return the driver's plain tuples.
+
+    Skips SQLAlchemy's per-row result processing, and on PostgreSQL asks for binary results
+    (half the client time of text): for the hot screen reads of thousands of rows. The statement
+    still goes through the connection (its transaction and its events).
+    """
+    if conn.dialect.name == "sqlite":
+        res = conn.exec_driver_sql(sql, params)
+    else:
+        sql = sql.replace("?", "%s")
+        dc = conn.connection.driver_connection
+        factory = getattr(dc, "cursor_factory", None)
+        binary = _binary_cursor(factory)
+        if binary is not None:
+            dc.cursor_factory = binary
+        try:
+            res = conn.exec_driver_sql(sql, params)
+        finally:
+            if binary is not None:
+                dc.cursor_factory = factory
+    try:
+        return res.cursor.fetchall()
+    finally:
+        res.close()
+
+
+_BINARY: dict = {}
+
+
+def _binary_cursor(factory):
+    """Return a subclass of the psycopg cursor class ``factory`` that fetches binary results."""
+    if factory is None:
+        return None
+    if factory not in _BINARY:
+        try:
+            from psycopg import Cursor
+            from psycopg.pq import Format
+        except ImportError:  # another PostgreSQL driver: its own cursor
+            _BINARY[factory] = None
+        else:
+            if not (isinstance(factory, type) and issubclass(factory, Cursor)):
+                _BINARY[factory] = None
+            else:
+                class _Binary(factory):
+                    def __init__(self, *a, **kw):
+                        super().__init__(*a, **kw)
+                        self.format = Format.BINARY
+
+                _BINARY[factory] = _Binary
+    return _BINARY[factory]
+
+
+def _kind_filter(kind: str, district: str | None) -> tuple[str, tuple]:
+    return ("a.kind = ?" + (" AND a.district_id = ?" if district else ""),
+            (kind, district) if district else (kind,))
+
+
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
 
     Rows are sorted by asset id; metric columns that have values come first (sorted), then ``ts``,
     then requested metrics without any value (all NaN).
     """
-    rows = conn.execute(_latest_query(kind, metrics, district)).all()
+    where, params = _kind_filter(kind, district)
+    if metrics:
+        where += f" AND l.metric IN ({', '.join('?' * len(metrics))})"
+    # two narrow queries (the assets once, then their latest values) on the driver's tuples:
+    # the same frame as set_index/unstack/groupby over latest_values, at a fraction of the cost
+    rows = _fetch(conn, f"SELECT l.asset_pk, l.metric, l.ts, l.value FROM latest l JOIN assets a "
+                        f"ON a.pk = l.asset_pk WHERE {where}", (*params, *metrics))
     if not rows:
         return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics])
-    # a numpy pivot: the same frame as set_index/unstack/groupby over latest_values, at a fraction of the cost
-    aid, name, dist, met, ts, val = (np.array(c, dtype=object) for c in zip(*rows))
-    codes, ids = pd.factorize(aid, sort=True)
-    mcodes, mets = pd.factorize(met, sort=True)
-    n = len(ids)
+    where, params = _kind_filter(kind, district)
+    arows = _fetch(conn, f"SELECT a.pk, a.id, a.name, a.district_id FROM assets a WHERE {where}", params)
+    return _pivot_latest(rows, arows, metrics)
+
+
+def _pivot_latest(rows: list[tuple], arows: list[tuple], metrics: list[str]) -> pd.DataFrame:
+    pk, met, ts, val = zip(*rows)
+    apk, aid, aname, adist = zip(*arows)
+    aid = np.array(aid, dtype=object)
+    # each asset's rank in id order, then the assets that have a value, in that order
+    rank = np.empty(len(aid), dtype=np.int64)
+    rank[np.argsort(aid, kind="stable")] = np.arange(len(aid))
+    pos = pd.Index(np.array(apk, dtype=np.int64)).get_indexer(np.array(pk, dtype=np.int64))
+    present, codes = np.unique(rank[pos], return_inverse=True)
+    by_rank = np.empty(len(aid), dtype=np.int64)
+    by_rank[rank] = np.arange(len(aid))
+    first = by_rank[present]  # asset row (in arows) of each output row
+    mcodes, mets = pd.factorize(np.array(met, dtype=object), sort=True)
+    n = len(present)
     vals = np.full((n, len(mets)), np.nan)
-    vals[codes, mcodes] = val.astype(float)
-    first = np.full(n, -1, dtype=np.int64)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each asset
+    vals[codes, mcodes] = np.array(val, dtype=float)
     newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(newest, codes, ts.astype(np.int64))
-    out = {"asset_id": pd.array(aid[first], dtype="str"), "name": pd.Series(name[first]),
-           "district_id": pd.Series(dist[first])}
+    np.maximum.at(newest, codes, np.array(ts, dtype=np.int64))
+    out = {"asset_id": pd.array(aid[first], dtype="str"),
+           "name": pd.Series(np.array(aname, dtype=object)[first]),
+           "district_id": pd.Series(np.array(adist, dtype=object)[first])}
     for j, m in enumerate(mets):
         out[m] = vals[:, j]
     out["ts"] = newest
