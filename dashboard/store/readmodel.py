@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, and_, case, func, select, union_all
 
 from dashboard.metrics import CITY
 from dashboard.store.schema import (
@@ -22,6 +22,8 @@ from dashboard.store.schema import (
     service_categories,
     service_requests,
 )
+from dashboard.store.service_rollup import DAY as SVC_DAY
+from dashboard.store.service_rollup import NO_DISTRICT
 
 #: The time windows a screen may ask for, in seconds, and the rollup used to draw them.
 WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
@@ -295,33 +297,74 @@ def _sr_district(q, district):
     return q.where(service_requests.c.district_id == district) if district else q
 
 
-def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
-    """Return aggregates of the requests closed in [start, end).
+def _svc_split(start: int, end: int) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """Split [start, end) into whole UTC days (read from the rollups) and the edges (read raw).
 
-    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
-    median_hours (time to close; from a 15-minute histogram computed in SQL).
+    Returns ((first day, end of last day) or None, [raw ranges]). The edges are under a day each,
+    so they cost a short range of the closed_at index.
     """
+    a = -(-start // SVC_DAY) * SVC_DAY
+    b = end // SVC_DAY * SVC_DAY
+    if a >= b:
+        return None, [(start, end)] if start < end else []
+    return (a, b), [(s, e) for s, e in ((start, a), (b, end)) if s < e]
+
+
+def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | None = None) -> list[tuple]:
+    """Return the time-to-close histogram of requests closed in [start, end), from the table itself:
+    rows (bin, count, sum of scores, rated, satisfied, late) by bin."""
     sr = service_requests
-    binw = 900
-    b = (sr.c.closed_at - sr.c.opened_at) // binw
-    # one pass: the time-to-close histogram, each bin carrying the sums the totals are made of
+    b = (sr.c.closed_at - sr.c.opened_at) // 900
     hq = _sr_district(select(b, func.count(), func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction),
                              func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
                              func.sum((sr.c.closed_at > sr.c.due_at).cast(sr.c.satisfaction.type)))
                       .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(b).order_by(b), district)
-    rows = conn.execute(hq).all()
-    n = sum(r[1] for r in rows)
-    sat_sum = sum(int(r[2]) for r in rows if r[2] is not None)
-    rated = sum(r[3] for r in rows)
-    satisfied = sum(int(r[4]) for r in rows if r[4] is not None) if any(r[4] is not None for r in rows) else None
-    late = sum(int(r[5]) for r in rows if r[5] is not None) if any(r[5] is not None for r in rows) else None
+    return conn.execute(hq).all()
+
+
+def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
+    """Return aggregates of the requests closed in [start, end).
+
+    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
+    median_hours (time to close; from a 15-minute histogram).
+
+    Whole days come from ``service_rollup``/``service_close_hist``, the edges of the window
+    from the requests themselves (same sums as one pass over the table).
+    """
+    binw = 900
+    days, edges = _svc_split(int(start), int(end))
+    hist: dict[int, int] = {}
+    n = sat_sum = rated = satisfied = late = 0
+    for s, e in edges:
+        for r in _closed_hist_raw(conn, s, e, district):
+            hist[int(r[0])] = hist.get(int(r[0]), 0) + int(r[1])
+            n += int(r[1])
+            sat_sum += int(r[2] or 0)
+            rated += int(r[3] or 0)
+            satisfied += int(r[4] or 0)
+            late += int(r[5] or 0)
+    if days:
+        key = district or CITY
+        row = _fetch(conn, "SELECT sum(closed), sum(sat_sum), sum(rated), sum(satisfied), sum(late) "
+                           "FROM service_rollup WHERE district_id = ? AND bucket >= ? AND bucket < ?",
+                     (key, *days))[0]
+        n += int(row[0] or 0)
+        sat_sum += int(row[1] or 0)
+        rated += int(row[2] or 0)
+        satisfied += int(row[3] or 0)
+        late += int(row[4] or 0)
+        for k, c in _fetch(conn, "SELECT bin, sum(n) FROM service_close_hist "
+                                 "WHERE district_id = ? AND bucket >= ? AND bucket < ? GROUP BY bin",
+                           (key, *days)):
+            if c:
+                hist[int(k)] = hist.get(int(k), 0) + int(c)
     sat = sat_sum / rated if rated else None
-    hist = [(r[0], r[1]) for r in rows]
     median = None
-    if hist:
-        total = sum(c for _, c in hist)
+    hist_rows = sorted((k, c) for k, c in hist.items() if c > 0)
+    if hist_rows:
+        total = sum(c for _, c in hist_rows)
         acc = 0
-        for k, c in hist:
+        for k, c in hist_rows:
             if acc + c >= total / 2:
                 median = (k + (total / 2 - acc) / c) * binw / 3600.0
                 break
@@ -330,10 +373,7 @@ def service_closed_stats(conn: Connection, start: int, end: int, district: str |
             "satisfied": int(satisfied or 0), "late": int(late or 0), "median_hours": median}
 
 
-def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
-                  res: int = 86_400) -> pd.DataFrame:
-    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
-    rated count and mean hours to close."""
+def _service_daily_raw(conn: Connection, start: int, end: int, district: str | None, res: int) -> list[tuple]:
     sr = service_requests
     bucket = (sr.c.closed_at // res) * res
     q = _sr_district(select(bucket, func.avg(sr.c.satisfaction), func.count(),
@@ -341,10 +381,46 @@ def service_daily(conn: Connection, start: int, end: int, district: str | None =
                             func.count(sr.c.satisfaction), func.avg(sr.c.closed_at - sr.c.opened_at))
                      .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(bucket).order_by(bucket),
                      district)
-    df = _frame(conn.execute(q).all(), ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
+    return [tuple(r) for r in conn.execute(q).all()]
+
+
+def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
+                  res: int = 86_400) -> pd.DataFrame:
+    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
+    rated count and mean hours to close."""
+    if res != SVC_DAY:
+        rows = _service_daily_raw(conn, start, end, district, res)
+    else:
+        days, edges = _svc_split(int(start), int(end))
+        rows = []
+        for s, e in edges:
+            rows += _service_daily_raw(conn, s, e, district, res)
+        if days:
+            for b, closed, rated, sat_sum, satisfied, close_s in _fetch(
+                    conn, "SELECT bucket, closed, rated, sat_sum, satisfied, close_s FROM service_rollup "
+                          "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
+                    (district or CITY, *days)):
+                rows.append((int(b), sat_sum / rated if rated else None, int(closed), int(satisfied), int(rated),
+                             close_s / closed))
+        rows.sort(key=lambda r: r[0])
+    df = _frame(rows, ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
     df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
     df["hours"] = df["hours"].astype(float) / 3600.0
     return df.astype({"satisfaction": float})
+
+
+def _open_candidates(t_first: int, t_last: int, lookback: int, district: str | None):
+    """Return a subquery of the requests that may be open at some time in [t_first, t_last]:
+    opened in (t_first - lookback, t_last] and not closed by t_first.
+
+    Written as two index ranges, never closed (closed_at IS NULL) and closed after t_first, so it
+    reads the few open or recently closed requests instead of every request of the lookback.
+    """
+    sr = service_requests
+    cols = (sr.c.opened_at, sr.c.closed_at, sr.c.due_at)
+    opened = and_(sr.c.opened_at <= t_last, sr.c.opened_at > t_first - lookback)
+    return union_all(_sr_district(select(*cols).where(sr.c.closed_at.is_(None), opened), district),
+                     _sr_district(select(*cols).where(sr.c.closed_at > t_first, opened), district)).subquery()
 
 
 def service_open_at(conn: Connection, t: int, district: str | None = None, lookback_days: int = 90) -> dict:
@@ -353,32 +429,26 @@ def service_open_at(conn: Connection, t: int, district: str | None = None, lookb
     A request is open at ``t`` if opened at or before ``t`` and not closed by then; overdue if
     also past its due time. Only requests opened within ``lookback_days`` are considered.
     """
-    sr = service_requests
-    is_open = and_(sr.c.opened_at <= t, sr.c.opened_at > t - lookback_days * 86_400,
-                   (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
-    q = _sr_district(select(func.count(), func.sum((sr.c.due_at < t).cast(sr.c.satisfaction.type)))
-                     .where(is_open), district)
+    c = _open_candidates(t, t, lookback_days * 86_400, district).c
+    q = select(func.count(), func.sum(case((c.due_at < t, 1), else_=0)))
     n, m = conn.execute(q).one()
     return {"open": int(n or 0), "overdue": int(m or 0)}
 
 
 def service_open_at_many(conn: Connection, times: list[int], district: str | None = None,
                          lookback_days: int = 90) -> dict[int, dict]:
-    """Return :func:`service_open_at` for each time in ``times``, in one pass over the table."""
+    """Return :func:`service_open_at` for each time in ``times``, in one pass over the candidates."""
     times = sorted({int(t) for t in times})
     if not times:
         return {}
-    sr = service_requests
     lb = lookback_days * 86_400
+    c = _open_candidates(times[0], times[-1], lb, district).c
     cols = []
     for t in times:
-        is_open = and_(sr.c.opened_at <= t, sr.c.opened_at > t - lb,
-                       (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
+        is_open = and_(c.opened_at <= t, c.opened_at > t - lb, (c.closed_at.is_(None)) | (c.closed_at > t))
         cols.append(func.sum(case((is_open, 1), else_=0)))
-        cols.append(func.sum(case((and_(is_open, sr.c.due_at < t), 1), else_=0)))
-    q = _sr_district(select(*cols).where(sr.c.opened_at <= times[-1], sr.c.opened_at > times[0] - lb,
-                                         (sr.c.closed_at.is_(None)) | (sr.c.closed_at > times[0])), district)
-    row = conn.execute(q).one()
+        cols.append(func.sum(case((and_(is_open, c.due_at < t), 1), else_=0)))
+    row = conn.execute(select(*cols)).one()
     return {t: {"open": int(row[2 * i] or 0), "overdue": int(row[2 * i + 1] or 0)} for i, t in enumerate(times)}
 
 
@@ -401,9 +471,27 @@ def service_newest_ts(conn: Connection, district: str | None = None) -> int | No
 def service_by_district(conn: Connection, start: int, end: int) -> pd.DataFrame:
     """Return per district: mean satisfaction and count of requests closed in [start, end)."""
     sr = service_requests
-    q = (select(sr.c.district_id, func.avg(sr.c.satisfaction), func.count(sr.c.satisfaction))
-         .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(sr.c.district_id))
-    return _frame(conn.execute(q).all(), ["district_id", "satisfaction", "n"]).astype({"satisfaction": float})
+    days, edges = _svc_split(int(start), int(end))
+    acc: dict = {}  # district -> [sum of scores, rated, closed]
+    for s, e in edges:
+        q = (select(sr.c.district_id, func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction), func.count())
+             .where(sr.c.closed_at >= s, sr.c.closed_at < e).group_by(sr.c.district_id))
+        for d, ssum, rated, closed in conn.execute(q).all():
+            a = acc.setdefault(d, [0, 0, 0])
+            a[0] += int(ssum or 0)
+            a[1] += int(rated or 0)
+            a[2] += int(closed or 0)
+    if days:
+        for d, ssum, rated, closed in _fetch(
+                conn, "SELECT district_id, sum(sat_sum), sum(rated), sum(closed) FROM service_rollup "
+                      "WHERE district_id <> ? AND bucket >= ? AND bucket < ? GROUP BY district_id",
+                (CITY, *days)):
+            a = acc.setdefault(None if d == NO_DISTRICT else d, [0, 0, 0])
+            a[0] += int(ssum or 0)
+            a[1] += int(rated or 0)
+            a[2] += int(closed or 0)
+    rows = [(d, a[0] / a[1] if a[1] else None, a[1]) for d, a in acc.items() if a[2] > 0]
+    return _frame(rows, ["district_id", "satisfaction", "n"]).astype({"satisfaction": float})
 
 
 def service_open_list(conn: Connection, t: int, district: str | None = None, limit: int = 50) -> pd.DataFrame:

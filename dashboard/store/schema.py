@@ -120,6 +120,34 @@ service_requests = Table(
     Index("ix_sr_status", "status", "district_id"),
 )
 
+#: Closed service requests per district and UTC day of closure, kept current by the request
+#: ingest (dashboard.store.services): the satisfaction KPIs read these instead of scanning requests.
+#: ``district_id`` "*" = the whole city, "" = requests without a district; ``bucket`` =
+#: closed_at // 86400 * 86400.
+service_rollup = Table(
+    "service_rollup", metadata,
+    Column("district_id", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("closed", Integer, nullable=False),  # requests closed
+    Column("rated", Integer, nullable=False),  # ... with a satisfaction score
+    Column("sat_sum", Integer, nullable=False),  # sum of the scores
+    Column("satisfied", Integer, nullable=False),  # ... scored 4 or 5
+    Column("late", Integer, nullable=False),  # ... closed after due_at
+    Column("close_s", BigInteger, nullable=False),  # sum of closed_at - opened_at (seconds)
+    sqlite_with_rowid=False,
+)
+
+#: Time-to-close histogram of the same closures: count per 15-minute bin of closed_at - opened_at
+#: (``bin`` = (closed_at - opened_at) // 900), per district and UTC day of closure.
+service_close_hist = Table(
+    "service_close_hist", metadata,
+    Column("district_id", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("bin", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+
 alerts = Table(
     "alerts", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
