@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, case, func, select, union_all
+from sqlalchemy import Connection, func, select
 
 from dashboard.metrics import CITY
 from dashboard.store.schema import (
@@ -409,18 +409,28 @@ def service_daily(conn: Connection, start: int, end: int, district: str | None =
     return df.astype({"satisfaction": float})
 
 
-def _open_candidates(t_first: int, t_last: int, lookback: int, district: str | None):
-    """Return a subquery of the requests that may be open at some time in [t_first, t_last]:
-    opened in (t_first - lookback, t_last] and not closed by t_first.
+def _open_counts(conn: Connection, times: list[int], district: str | None, lookback: int) -> dict[int, dict]:
+    """Count the requests open (and overdue) at each of ``times`` (sorted).
 
-    Written as two index ranges, never closed (closed_at IS NULL) and closed after t_first, so it
-    reads the few open or recently closed requests instead of every request of the lookback.
+    The candidates, requests opened in (times[0] - lookback, times[-1]] and not closed by
+    times[0], are read as two index ranges (never closed: closed_at IS NULL; closed after
+    times[0]), a few thousand rows instead of every request of the lookback, and counted in numpy.
     """
-    sr = service_requests
-    cols = (sr.c.opened_at, sr.c.closed_at, sr.c.due_at)
-    opened = and_(sr.c.opened_at <= t_last, sr.c.opened_at > t_first - lookback)
-    return union_all(_sr_district(select(*cols).where(sr.c.closed_at.is_(None), opened), district),
-                     _sr_district(select(*cols).where(sr.c.closed_at > t_first, opened), district)).subquery()
+    dist = " AND district_id = ?" if district else ""
+    # "+ 0": the opened_at bounds are a filter, not an index range (SQLite, without statistics,
+    # would otherwise pick the opened_at index and read every request of the lookback)
+    part = ("SELECT opened_at, closed_at, due_at FROM service_requests WHERE {cond} "
+            f"AND opened_at + 0 <= ? AND opened_at + 0 > ?{dist}")
+    bounds = (times[-1], times[0] - lookback, *((district,) if district else ()))
+    rows = _fetch(conn, part.format(cond="closed_at IS NULL") + " UNION ALL " + part.format(cond="closed_at > ?"),
+                  (*bounds, times[0], *bounds))
+    arr = np.array(rows, dtype=float).reshape(-1, 3)  # a never-closed request: closed_at NaN
+    opened, closed, due = arr[:, 0], arr[:, 1], arr[:, 2]
+    out = {}
+    for t in times:
+        is_open = (opened <= t) & (opened > t - lookback) & ~(closed <= t)
+        out[t] = {"open": int(is_open.sum()), "overdue": int((is_open & (due < t)).sum())}
+    return out
 
 
 def service_open_at(conn: Connection, t: int, district: str | None = None, lookback_days: int = 90) -> dict:
@@ -429,27 +439,16 @@ def service_open_at(conn: Connection, t: int, district: str | None = None, lookb
     A request is open at ``t`` if opened at or before ``t`` and not closed by then; overdue if
     also past its due time. Only requests opened within ``lookback_days`` are considered.
     """
-    c = _open_candidates(t, t, lookback_days * 86_400, district).c
-    q = select(func.count(), func.sum(case((c.due_at < t, 1), else_=0)))
-    n, m = conn.execute(q).one()
-    return {"open": int(n or 0), "overdue": int(m or 0)}
+    return _open_counts(conn, [int(t)], district, lookback_days * 86_400)[int(t)]
 
 
 def service_open_at_many(conn: Connection, times: list[int], district: str | None = None,
                          lookback_days: int = 90) -> dict[int, dict]:
-    """Return :func:`service_open_at` for each time in ``times``, in one pass over the candidates."""
+    """Return :func:`service_open_at` for each time in ``times``, in one read of the candidates."""
     times = sorted({int(t) for t in times})
     if not times:
         return {}
-    lb = lookback_days * 86_400
-    c = _open_candidates(times[0], times[-1], lb, district).c
-    cols = []
-    for t in times:
-        is_open = and_(c.opened_at <= t, c.opened_at > t - lb, (c.closed_at.is_(None)) | (c.closed_at > t))
-        cols.append(func.sum(case((is_open, 1), else_=0)))
-        cols.append(func.sum(case((and_(is_open, c.due_at < t), 1), else_=0)))
-    row = conn.execute(select(*cols)).one()
-    return {t: {"open": int(row[2 * i] or 0), "overdue": int(row[2 * i + 1] or 0)} for i, t in enumerate(times)}
+    return _open_counts(conn, times, district, lookback_days * 86_400)
 
 
 def service_opened_count(conn: Connection, start: int, end: int, district: str | None = None) -> int:
