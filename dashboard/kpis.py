@@ -202,7 +202,11 @@ class Ctx:
     # --------------------------------------------------------------- services
     def service_stats(self, start: int, end: int) -> dict:
         """Return closed-request statistics for [start, end)."""
-        return self.memo(("svc", start, end), lambda: rm.service_closed_stats(self.conn, start, end, self.district))
+        return self.service_window(start, end)[0]
+
+    def service_window(self, start: int, end: int) -> tuple[dict, pd.DataFrame]:
+        """Return closed-request statistics and their daily series for [start, end)."""
+        return self.memo(("svc", start, end), lambda: rm.service_window(self.conn, start, end, self.district))
 
     def open_at(self, t: int) -> dict:
         """Return open and overdue counts at ``t`` (the sparkline's times are counted in one query)."""
@@ -457,7 +461,7 @@ def _svc_periods(ctx: Ctx):
 
 def _svc_spark(ctx: Ctx, col: str):
     end = int(ctx.now) + 1
-    d = ctx.memo("svc_daily", lambda: rm.service_daily(ctx.conn, end - SERVICE_WINDOW, end, ctx.district))
+    d = ctx.service_window(end - SERVICE_WINDOW, end)[1]
     if col == "pct":
         return d["bucket"], (100 * d["satisfied"] / d["rated"].replace(0, np.nan)).to_numpy()
     return d["bucket"], d[col].to_numpy()

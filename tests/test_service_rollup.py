@@ -15,7 +15,8 @@ from sqlalchemy import select
 from dashboard import kpis
 from dashboard.store import readmodel as rm
 from dashboard.store import service_rollup
-from dashboard.store.schema import service_close_hist, service_requests, service_rollup as rollup_table
+from dashboard.store.schema import service_close_hist, service_close_spans, service_requests
+from dashboard.store.schema import service_rollup as rollup_table
 from dashboard.store.services import ingest_service_requests
 
 T0 = 1_736_899_200  # 2025-01-15T00:00:00Z
@@ -79,13 +80,14 @@ def _snapshot(conn) -> tuple[list, list]:
     tot = [tuple(r.values()) for r in conn.execute(select(rollup_table)).mappings().all()
            if any(r[k] for k in ("closed", "rated", "sat_sum", "satisfied", "late", "close_s"))]
     hist = [tuple(r) for r in conn.execute(select(service_close_hist)).all() if r.n]
-    return sorted(tot), sorted(hist)
+    spans = [tuple(r) for r in conn.execute(select(service_close_spans)).all() if r.n]
+    return sorted(tot), sorted(hist), sorted(spans)
 
 
 def test_rollups_equal_a_rebuild(requests_store):
     with requests_store.begin() as conn:
         kept = _snapshot(conn)
-        assert kept[0] and kept[1]
+        assert kept[0] and kept[1] and kept[2]
         assert any(r[0] == "" for r in kept[0]), "some requests have no district"
         service_rollup.rebuild(conn)
         assert _snapshot(conn) == kept
@@ -103,7 +105,17 @@ def _windows(rnd: random.Random) -> list[tuple[int, int]]:
 @pytest.fixture
 def raw_only(monkeypatch):
     """Make the service reads use the requests table only (no rollup), as before the rollups."""
+    def table_stats(conn, start, end, district=None):
+        return rm.service_window_table(conn, start, end, district)[0]
+
+    def table_daily(conn, start, end, district=None, res=86_400):
+        assert res == 86_400
+        return rm.service_window_table(conn, start, end, district)[1]
+
     def use():
+        monkeypatch.setattr(rm, "service_window", rm.service_window_table)
+        monkeypatch.setattr(rm, "service_closed_stats", table_stats)
+        monkeypatch.setattr(rm, "service_daily", table_daily)
         monkeypatch.setattr(rm, "_svc_split", lambda start, end: (None, [(start, end)] if start < end else []))
     return use
 

@@ -24,6 +24,7 @@ from dashboard.store.schema import (
 )
 from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store.service_rollup import NO_DISTRICT
+from dashboard.store.service_rollup import SPAN as SVC_SPAN
 
 #: The time windows a screen may ask for, in seconds, and the rollup used to draw them.
 WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
@@ -322,49 +323,21 @@ def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | Non
     return conn.execute(hq).all()
 
 
-def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
-    """Return aggregates of the requests closed in [start, end).
-
-    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
-    median_hours (time to close; from a 15-minute histogram).
-
-    Whole days come from ``service_rollup``/``service_close_hist``, the edges of the window
-    from the requests themselves (same sums as one pass over the table).
-    """
+def _stats_from_hist(rows: list[tuple]) -> dict:
+    """Return :func:`service_closed_stats` from histogram rows (bin, count, score sum, rated, satisfied, late)."""
     binw = 900
-    days, edges = _svc_split(int(start), int(end))
-    hist: dict[int, int] = {}
-    n = sat_sum = rated = satisfied = late = 0
-    for s, e in edges:
-        for r in _closed_hist_raw(conn, s, e, district):
-            hist[int(r[0])] = hist.get(int(r[0]), 0) + int(r[1])
-            n += int(r[1])
-            sat_sum += int(r[2] or 0)
-            rated += int(r[3] or 0)
-            satisfied += int(r[4] or 0)
-            late += int(r[5] or 0)
-    if days:
-        key = district or CITY
-        row = _fetch(conn, "SELECT sum(closed), sum(sat_sum), sum(rated), sum(satisfied), sum(late) "
-                           "FROM service_rollup WHERE district_id = ? AND bucket >= ? AND bucket < ?",
-                     (key, *days))[0]
-        n += int(row[0] or 0)
-        sat_sum += int(row[1] or 0)
-        rated += int(row[2] or 0)
-        satisfied += int(row[3] or 0)
-        late += int(row[4] or 0)
-        for k, c in _fetch(conn, "SELECT bin, sum(n) FROM service_close_hist "
-                                 "WHERE district_id = ? AND bucket >= ? AND bucket < ? GROUP BY bin",
-                           (key, *days)):
-            if c:
-                hist[int(k)] = hist.get(int(k), 0) + int(c)
+    n = sum(r[1] for r in rows)
+    sat_sum = sum(int(r[2]) for r in rows if r[2] is not None)
+    rated = sum(r[3] for r in rows)
+    satisfied = sum(int(r[4]) for r in rows if r[4] is not None) if any(r[4] is not None for r in rows) else None
+    late = sum(int(r[5]) for r in rows if r[5] is not None) if any(r[5] is not None for r in rows) else None
     sat = sat_sum / rated if rated else None
+    hist = [(r[0], r[1]) for r in rows]
     median = None
-    hist_rows = sorted((k, c) for k, c in hist.items() if c > 0)
-    if hist_rows:
-        total = sum(c for _, c in hist_rows)
+    if hist:
+        total = sum(c for _, c in hist)
         acc = 0
-        for k, c in hist_rows:
+        for k, c in hist:
             if acc + c >= total / 2:
                 median = (k + (total / 2 - acc) / c) * binw / 3600.0
                 break
@@ -384,29 +357,150 @@ def _service_daily_raw(conn: Connection, start: int, end: int, district: str | N
     return [tuple(r) for r in conn.execute(q).all()]
 
 
+def _daily_frame(rows: list[tuple]) -> pd.DataFrame:
+    df = _frame(rows, ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
+    df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
+    df["hours"] = df["hours"].astype(float) / 3600.0
+    return df.astype({"satisfaction": float})
+
+
+def service_window_table(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """Return :func:`service_window` computed from ``service_requests`` alone (no rollup): the
+    reference the rollups are checked against."""
+    return (_stats_from_hist(_closed_hist_raw(conn, start, end, district)),
+            _daily_frame(_service_daily_raw(conn, start, end, district, SVC_DAY)))
+
+
+def _edge_requests(conn: Connection, edges: list[tuple[int, int]], district: str | None) -> np.ndarray:
+    """Return closed_at, opened_at, due_at, satisfaction (NaN if none) of the requests closed in the
+    ``edges`` ranges, as an (n, 4) float array (times are exact integers in a float64)."""
+    if not edges:
+        return np.empty((0, 4))
+    dist = " AND district_id = ?" if district else ""
+    part = f"SELECT closed_at, opened_at, due_at, satisfaction FROM service_requests " \
+           f"WHERE closed_at >= ? AND closed_at < ?{dist}"
+    params: tuple = ()
+    for s, e in edges:
+        params += (s, e, *((district,) if district else ()))
+    rows = _fetch(conn, " UNION ALL ".join([part] * len(edges)), params)
+    return np.array(rows, dtype=float).reshape(-1, 4)
+
+
+def service_window(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """Return (:func:`service_closed_stats`, :func:`service_daily`) of [start, end), reading the
+    requests at the window's edges once for both."""
+    days, edges = _svc_split(int(start), int(end))
+    e = _edge_requests(conn, edges, district)
+    return _closed_stats(conn, days, e, district), _daily(conn, days, e, district)
+
+
+def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
+    """Return aggregates of the requests closed in [start, end).
+
+    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
+    median_hours (time to close; from a 15-minute histogram).
+
+    Whole days come from ``service_rollup`` and the time-to-close histogram tables, the edges of
+    the window from the requests themselves (same sums as one pass over the table).
+    """
+    days, edges = _svc_split(int(start), int(end))
+    return _closed_stats(conn, days, _edge_requests(conn, edges, district), district)
+
+
+def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None) -> dict:
+    binw = 900
+    per = SVC_SPAN // binw
+    closed, opened, due, score = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64), e[:, 2].astype(np.int64), e[:, 3]
+    rated_m = np.isfinite(score)
+    n, rated = len(e), int(rated_m.sum())
+    sat_sum = int(score[rated_m].astype(np.int64).sum())
+    satisfied = int((score[rated_m] >= 4).sum())
+    late = int((closed > due).sum())
+    k, c = np.unique((closed - opened) // binw, return_counts=True)
+    hist: dict[int, int] = dict(zip(k.tolist(), c.tolist()))  # the edges' 15-minute bins
+    spans: dict[int, int] = {}  # 8-hour spans of bins: the whole days' (from the rollup) and the edges'
+    for k, c in hist.items():
+        spans[k // per] = spans.get(k // per, 0) + c
+    key = district or CITY
+    if days:
+        row = _fetch(conn, "SELECT sum(closed), sum(sat_sum), sum(rated), sum(satisfied), sum(late) "
+                           "FROM service_rollup WHERE district_id = ? AND bucket >= ? AND bucket < ?",
+                     (key, *days))[0]
+        n += int(row[0] or 0)
+        sat_sum += int(row[1] or 0)
+        rated += int(row[2] or 0)
+        satisfied += int(row[3] or 0)
+        late += int(row[4] or 0)
+        for k, c in _fetch(conn, "SELECT span, sum(n) FROM service_close_spans "
+                                 "WHERE district_id = ? AND bucket >= ? AND bucket < ? GROUP BY span",
+                           (key, *days)):
+            spans[int(k)] = spans.get(int(k), 0) + int(c or 0)
+    sat = sat_sum / rated if rated else None
+    median = None
+    span_rows = sorted((k, c) for k, c in spans.items() if c > 0)
+    total = sum(c for _, c in span_rows)
+    # the median's span, then its 15-minute bins: the same walk as over every bin, since no bin
+    # before that span reaches half the total
+    acc = 0
+    for sk, sc in span_rows:
+        if acc + sc >= total / 2:
+            bins = {k: c for k, c in hist.items() if k // per == sk}
+            if days:
+                for k, c in _fetch(conn, "SELECT bin, sum(n) FROM service_close_hist WHERE district_id = ? "
+                                         "AND span = ? AND bucket >= ? AND bucket < ? GROUP BY bin",
+                                   (key, sk, *days)):
+                    bins[int(k)] = bins.get(int(k), 0) + int(c or 0)
+            for k, c in sorted((k, c) for k, c in bins.items() if c > 0):
+                if acc + c >= total / 2:
+                    median = (k + (total / 2 - acc) / c) * binw / 3600.0
+                    break
+                acc += c
+            break
+        acc += sc
+    return {"n": int(n), "satisfaction": float(sat) if sat is not None else None, "rated": int(rated),
+            "satisfied": int(satisfied), "late": int(late), "median_hours": median}
+
+
 def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
                   res: int = 86_400) -> pd.DataFrame:
     """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
     rated count and mean hours to close."""
     if res != SVC_DAY:
-        rows = _service_daily_raw(conn, start, end, district, res)
-    else:
-        days, edges = _svc_split(int(start), int(end))
-        rows = []
-        for s, e in edges:
-            rows += _service_daily_raw(conn, s, e, district, res)
-        if days:
-            for b, closed, rated, sat_sum, satisfied, close_s in _fetch(
-                    conn, "SELECT bucket, closed, rated, sat_sum, satisfied, close_s FROM service_rollup "
-                          "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
-                    (district or CITY, *days)):
-                rows.append((int(b), sat_sum / rated if rated else None, int(closed), int(satisfied), int(rated),
-                             close_s / closed))
-        rows.sort(key=lambda r: r[0])
-    df = _frame(rows, ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
-    df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
-    df["hours"] = df["hours"].astype(float) / 3600.0
-    return df.astype({"satisfaction": float})
+        return _daily_frame(_service_daily_raw(conn, start, end, district, res))
+    days, edges = _svc_split(int(start), int(end))
+    return _daily(conn, days, _edge_requests(conn, edges, district), district)
+
+
+def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None) -> pd.DataFrame:
+    rows = []
+    if len(e):
+        closed, opened, score = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64), e[:, 3]
+        bucket = closed // SVC_DAY * SVC_DAY
+        for b in np.unique(bucket).tolist():
+            m = bucket == b
+            sc = score[m]
+            r = np.isfinite(sc)
+            rated, cnt = int(r.sum()), int(m.sum())
+            rows.append((b, int(sc[r].astype(np.int64).sum()) / rated if rated else None, cnt,
+                         int((sc[r] >= 4).sum()), rated, int((closed[m] - opened[m]).sum()) / cnt))
+    if days:
+        for b, closed, rated, sat_sum, satisfied, close_s in _fetch(
+                conn, "SELECT bucket, closed, rated, sat_sum, satisfied, close_s FROM service_rollup "
+                      "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
+                (district or CITY, *days)):
+            rows.append((int(b), sat_sum / rated if rated else None, int(closed), int(satisfied), int(rated),
+                         close_s / closed))
+    if not rows:  # what _daily_frame([]) returns, without its pandas calls
+        return pd.DataFrame({"bucket": np.array([], dtype=object), "satisfaction": np.array([], dtype=float),
+                             "closed": np.array([], dtype=object), "satisfied": np.array([], dtype=np.int64),
+                             "rated": np.array([], dtype=object), "hours": np.array([], dtype=float)})
+    rows.sort(key=lambda r: r[0])
+    b, sat, closed, satisfied, rated, secs = zip(*rows)
+    # the frame _daily_frame builds, with its dtypes, built directly (pandas calls cost here)
+    return pd.DataFrame({"bucket": np.array(b, dtype=np.int64),
+                         "satisfaction": np.array([np.nan if v is None else v for v in sat], dtype=float),
+                         "closed": np.array(closed, dtype=np.int64), "satisfied": np.array(satisfied, dtype=np.int64),
+                         "rated": np.array(rated, dtype=np.int64), "hours": np.array(secs, dtype=float) / 3600.0})
 
 
 def _open_counts(conn: Connection, times: list[int], district: str | None, lookback: int) -> dict[int, dict]:

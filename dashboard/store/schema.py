@@ -118,6 +118,8 @@ service_requests = Table(
     Index("ix_sr_opened", "opened_at"),
     Index("ix_sr_closed", "closed_at"),
     Index("ix_sr_status", "status", "district_id"),
+    # covers the closure reads (edges of the service rollups' days, open-at counts): index-only
+    Index("ix_sr_closure", "closed_at", "district_id", "opened_at", "due_at", "satisfaction"),
 )
 
 #: Closed service requests per district and UTC day of closure, kept current by the request
@@ -137,11 +139,22 @@ service_rollup = Table(
     sqlite_with_rowid=False,
 )
 
-#: Time-to-close histogram of the same closures: count per 15-minute bin of closed_at - opened_at
-#: (``bin`` = (closed_at - opened_at) // 900), per district and UTC day of closure.
+#: Time-to-close histogram of the same closures, in two levels: the count per 8-hour span of
+#: closed_at - opened_at (``span`` = (closed_at - opened_at) // 28800) per district and UTC day of
+#: closure, and within each span the count per 15-minute bin (``bin`` = (closed_at - opened_at)
+#: // 900, so ``span`` = ``bin`` // 32). A median reads the spans, then the bins of one span.
+service_close_spans = Table(
+    "service_close_spans", metadata,
+    Column("district_id", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("span", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
 service_close_hist = Table(
     "service_close_hist", metadata,
     Column("district_id", String(64), primary_key=True),
+    Column("span", Integer, primary_key=True),
     Column("bucket", BigInteger, primary_key=True),
     Column("bin", Integer, primary_key=True),
     Column("n", Integer, nullable=False),

@@ -1,9 +1,9 @@
 """The service-request rollups: closures per district and day, and their time-to-close histogram.
 
-``service_rollup`` and ``service_close_hist`` (see schema.py) hold, per district (``"*"`` = the
+``service_rollup``, ``service_close_spans`` and ``service_close_hist`` (see schema.py) hold, per district (``"*"`` = the
 whole city, ``""`` = no district) and UTC day of closure, what the satisfaction KPIs aggregate:
 closed, rated, the sum of scores, satisfied (4 or 5), late (closed after due), the sum of times to
-close, and the count per 15-minute bin of time to close. The request ingest
+close, and the count per 8-hour span and per 15-minute bin of time to close. The request ingest
 (:func:`dashboard.store.services.ingest_service_requests`) keeps them current in the same
 transaction: every stored request that is closed counts +1, the stored version an update replaces
 counts -1. Anything that writes ``service_requests`` another way must call :func:`rebuild`.
@@ -17,11 +17,12 @@ import pandas as pd
 from sqlalchemy import Connection, select
 
 from dashboard.metrics import CITY
-from dashboard.store.schema import service_close_hist, service_requests, service_rollup
+from dashboard.store.schema import service_close_hist, service_close_spans, service_requests, service_rollup
 
-#: Bucket width (a UTC day) and time-to-close bin width, in seconds.
+#: Bucket width (a UTC day), time-to-close bin and span widths, in seconds.
 DAY = 86_400
 BIN = 900
+SPAN = 32 * BIN  # 8 hours
 #: the district key of requests without a district
 NO_DISTRICT = ""
 
@@ -79,6 +80,9 @@ def apply_frame(conn: Connection, f: pd.DataFrame) -> None:
     tot = tot[(tot[list(_TOTALS)] != 0).any(axis=1)]
     hist = d.groupby(["district_id", "bucket", "bin"], sort=True)["closed"].sum().reset_index()
     hist = hist[hist["closed"] != 0]
+    hist["span"] = hist["bin"] // (SPAN // BIN)
+    spans = hist.groupby(["district_id", "bucket", "span"], sort=True)["closed"].sum().reset_index()
+    spans = spans[spans["closed"] != 0]
     p = _param(conn)
     if len(tot):
         cols = ("district_id", "bucket", *_TOTALS)
@@ -89,10 +93,17 @@ def apply_frame(conn: Connection, f: pd.DataFrame) -> None:
             list(zip(tot["district_id"].tolist(), *(tot[c].astype(np.int64).tolist() for c in cols[1:]))))
     if len(hist):
         conn.exec_driver_sql(
-            f"INSERT INTO service_close_hist (district_id, bucket, bin, n) VALUES ({p}, {p}, {p}, {p}) "
-            "ON CONFLICT (district_id, bucket, bin) DO UPDATE SET n = service_close_hist.n + excluded.n",
-            list(zip(hist["district_id"].tolist(), hist["bucket"].astype(np.int64).tolist(),
-                     hist["bin"].astype(np.int64).tolist(), hist["closed"].astype(np.int64).tolist())))
+            f"INSERT INTO service_close_hist (district_id, span, bucket, bin, n) VALUES ({p}, {p}, {p}, {p}, {p}) "
+            "ON CONFLICT (district_id, span, bucket, bin) DO UPDATE SET n = service_close_hist.n + excluded.n",
+            list(zip(hist["district_id"].tolist(), hist["span"].astype(np.int64).tolist(),
+                     hist["bucket"].astype(np.int64).tolist(), hist["bin"].astype(np.int64).tolist(),
+                     hist["closed"].astype(np.int64).tolist())))
+    if len(spans):
+        conn.exec_driver_sql(
+            f"INSERT INTO service_close_spans (district_id, bucket, span, n) VALUES ({p}, {p}, {p}, {p}) "
+            "ON CONFLICT (district_id, bucket, span) DO UPDATE SET n = service_close_spans.n + excluded.n",
+            list(zip(spans["district_id"].tolist(), spans["bucket"].astype(np.int64).tolist(),
+                     spans["span"].astype(np.int64).tolist(), spans["closed"].astype(np.int64).tolist())))
 
 
 def rebuild(conn: Connection, chunk: int = 200_000) -> int:
@@ -100,6 +111,7 @@ def rebuild(conn: Connection, chunk: int = 200_000) -> int:
     fill them in an existing store); return the number of closed requests counted."""
     conn.execute(service_rollup.delete())
     conn.execute(service_close_hist.delete())
+    conn.execute(service_close_spans.delete())
     sr = service_requests
     q = (select(sr.c.district_id, sr.c.opened_at, sr.c.due_at, sr.c.closed_at, sr.c.satisfaction)
          .where(sr.c.closed_at.is_not(None)).order_by(sr.c.id))
