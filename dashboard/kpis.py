@@ -156,16 +156,11 @@ class Ctx:
     def aqi_trend(self) -> pd.DataFrame:
         """Return hourly worst and population-weighted AQI, and stations over limit, over the window."""
         start = max(self.start, int(self.now) - self.span) // 3600 * 3600
-        s = rm.asset_series(self.conn, "aq_station", POLLUTANTS, start, int(self.now) + 1, 3600, self.district)
-        if s.empty:
+        # the AQI of each station-hour, derived at ingest from the hourly pollutant rollups;
+        # rows in (asset, bucket) order, as a pivot of those rollups gave them
+        w = rm.station_aqi_series(self.conn, start, int(self.now) + 1, self.std, self.district)
+        if w.empty:
             return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
-        w = s.set_index(["asset_id", "district_id", "bucket", "metric"])["mean"].unstack("metric").reset_index()
-        w.columns.name = None
-        for p in POLLUTANTS:
-            if p not in w.columns:
-                w[p] = np.nan
-        a, _ = aqimod.aqi_frame(w[POLLUTANTS], self.std)
-        w["aqi"] = np.asarray(a, dtype=float)
         w["weight"] = w["district_id"].map(self.station_weights).fillna(1.0)
         w = w[np.isfinite(w["aqi"])]
         lim = aqimod.limit(self.std)

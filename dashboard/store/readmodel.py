@@ -285,6 +285,38 @@ def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, en
     return df
 
 
+def station_aqi_series(conn: Connection, start: int, end: int, standard: str = "cn",
+                       district: str | None = None) -> pd.DataFrame:
+    """Return the hourly AQI (table ``aqi_hourly``) of every air-quality station for buckets in [start, end).
+
+    Columns: asset_id, district_id, bucket, aqi (NaN where no pollutant could be indexed); sorted
+    by asset id, then bucket.
+    """
+    where, params = _kind_filter("aq_station", district)
+    arows = _fetch(conn, f"SELECT a.pk, a.id, a.district_id FROM assets a WHERE {where}", params)
+    cols = ["asset_id", "district_id", "bucket", "aqi"]
+    if not arows:
+        return pd.DataFrame(columns=cols)
+    rows = _fetch(conn, "SELECT h.asset_pk, h.bucket, h.aqi FROM aqi_hourly h WHERE h.standard = ? "
+                        "AND h.bucket >= ? AND h.bucket < ? "
+                        f"AND h.asset_pk IN (SELECT a.pk FROM assets a WHERE {where})",
+                  (standard, int(start), int(end), *params))
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    apk, aid, adist = zip(*arows)
+    aid = np.array(aid, dtype=object)
+    rank = np.empty(len(aid), dtype=np.int64)
+    rank[np.argsort(aid, kind="stable")] = np.arange(len(aid))
+    pk, bucket, val = zip(*rows)
+    pos = pd.Index(np.array(apk, dtype=np.int64)).get_indexer(np.array(pk, dtype=np.int64))
+    bucket = np.array(bucket, dtype=np.int64)
+    order = np.lexsort((bucket, rank[pos]))
+    pos = pos[order]
+    return pd.DataFrame({"asset_id": aid[pos], "district_id": np.array(adist, dtype=object)[pos],
+                         "bucket": bucket[order],
+                         "aqi": np.array([np.nan if v is None else v for v in val], dtype=float)[order]})
+
+
 def asset_count(conn: Connection, kind: str, district: str | None = None) -> int:
     """Return how many assets of ``kind`` there are (in ``district``)."""
     q = select(func.count()).select_from(assets).where(assets.c.kind == kind)

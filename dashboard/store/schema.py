@@ -95,6 +95,18 @@ rollup_district = Table(
     sqlite_with_rowid=False,
 )
 
+#: The AQI of each air-quality station and hour, per AQI standard, derived at ingest from the
+#: hourly per-asset rollups of the six pollutants (the AQI of the hour's mean concentrations;
+#: NULL when none can be indexed). Kept current by the reading ingest (dashboard.store.aqi_rollup).
+aqi_hourly = Table(
+    "aqi_hourly", metadata,
+    Column("standard", String(8), primary_key=True),  # cn | us
+    Column("bucket", BigInteger, primary_key=True),  # start of the hour
+    Column("asset_pk", Integer, primary_key=True),
+    Column("aqi", Float),
+    sqlite_with_rowid=False,
+)
+
 service_categories = Table(
     "service_categories", metadata,
     Column("id", String(64), primary_key=True),
