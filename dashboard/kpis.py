@@ -125,20 +125,10 @@ class Ctx:
     @cached_property
     def stations(self) -> pd.DataFrame:
         """Return latest pollutant values per station (values older than 3 h dropped) with AQI."""
-        long = rm.latest_values(self.conn, "aq_station", POLLUTANTS, self.district)
-        if long.empty:
+        # values older than 3 h before the newest are dropped
+        w = rm.latest_wide(self.conn, "aq_station", POLLUTANTS, self.district, max_age=3 * 3600)
+        if w.empty:
             return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", "aqi", "dominant", *POLLUTANTS])
-        long = long[long["ts"] >= long["ts"].max() - 3 * 3600]
-        w = long.set_index(["asset_id", "metric"])["value"].unstack("metric")
-        first = long.drop_duplicates("asset_id").set_index("asset_id")
-        w["name"] = first["name"].reindex(w.index)
-        w["district_id"] = first["district_id"].reindex(w.index)
-        w = w.reset_index()
-        w.columns.name = None
-        for p in POLLUTANTS:
-            if p not in w.columns:
-                w[p] = np.nan
-        w["ts"] = w["asset_id"].map(long.groupby("asset_id")["ts"].max())
         a, dom = aqimod.aqi_frame(w[POLLUTANTS], self.std)
         w["aqi"] = np.asarray(a, dtype=float)
         w["dominant"] = list(dom)

@@ -18,7 +18,6 @@ from dashboard.store.schema import (
     latest,
     meta,
     rollup_asset,
-    rollup_district,
     service_categories,
     service_requests,
 )
@@ -138,11 +137,13 @@ def _kind_filter(kind: str, district: str | None) -> tuple[str, tuple]:
             (kind, district) if district else (kind,))
 
 
-def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None) -> pd.DataFrame:
+def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
+                max_age: int | None = None) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
 
     Rows are sorted by asset id; metric columns that have values come first (sorted), then ``ts``,
-    then requested metrics without any value (all NaN).
+    then requested metrics without any value (all NaN). With ``max_age``, values older than
+    ``max_age`` seconds before the newest value read are left out (as if never reported).
     """
     where, params = _kind_filter(kind, district)
     if metrics:
@@ -153,6 +154,9 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
                         f"ON a.pk = l.asset_pk WHERE {where}", (*params, *metrics))
     if not rows:
         return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics])
+    if max_age is not None:
+        newest = max(r[2] for r in rows)
+        rows = [r for r in rows if r[2] >= newest - max_age]
     where, params = _kind_filter(kind, district)
     arows = _fetch(conn, f"SELECT a.pk, a.id, a.name, a.district_id FROM assets a WHERE {where}", params)
     return _pivot_latest(rows, arows, metrics)
@@ -238,14 +242,19 @@ def district_series(conn: Connection, metric: str, start: int, end: int, res: in
 
     Columns: bucket, n, sum, min, max, mean.
     """
-    t = rollup_district
-    q = (select(t.c.bucket, t.c.n, t.c.sum, t.c.min, t.c.max)
-         .where(t.c.res == res, t.c.district_id == (district or CITY), t.c.metric == metric,
-                t.c.bucket >= start, t.c.bucket < end)
-         .order_by(t.c.bucket))
-    df = _frame(conn.execute(q).all(), ["bucket", "n", "sum", "min", "max"])
-    df["mean"] = df["sum"] / df["n"]
-    return df
+    rows = _fetch(conn, "SELECT bucket, n, sum, min, max FROM rollup_district WHERE res = ? AND district_id = ? "
+                        "AND metric = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+                  (int(res), district or CITY, metric, int(start), int(end)))
+    if not rows:
+        df = _frame(rows, ["bucket", "n", "sum", "min", "max"])
+        df["mean"] = df["sum"] / df["n"]
+        return df
+    b, n, sm, mn, mx = zip(*rows)
+    # the frame _frame would build (int64 bucket and n, float64 aggregates), without its per-row work
+    sm = np.array(sm, dtype=float)
+    n = np.array(n, dtype=np.int64)
+    return pd.DataFrame({"bucket": np.array(b, dtype=np.int64), "n": n, "sum": sm, "min": np.array(mn, dtype=float),
+                         "max": np.array(mx, dtype=float), "mean": sm / n})
 
 
 def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, end: int, res: int,
