@@ -180,9 +180,11 @@ class Ctx:
 
     def load_series(self, metric: str = "load_mw", start: int | None = None, res: int | None = None) -> pd.DataFrame:
         """Return a district/city total of a summed substation metric per bucket (mean × assets)."""
-        s = self.series(metric, start, res).copy()
-        s["total"] = s["mean"] * self.asset_count("substation")
-        return s
+        def total():
+            s = self.series(metric, start, res).copy()
+            s["total"] = s["mean"] * self.asset_count("substation")
+            return s
+        return self.memo(("load", metric, start, res), total)
 
     # --------------------------------------------------------------- services
     def service_stats(self, start: int, end: int) -> dict:
@@ -399,6 +401,11 @@ def _load_now(ctx: Ctx):
 
 
 def _capacity_share(ctx: Ctx):
+    # also the load KPI's status: computed once per context
+    return ctx.memo("capacity_share", lambda: _capacity_share_of(ctx))
+
+
+def _capacity_share_of(ctx: Ctx):
     ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
     cap = ss["capacity_mw"].sum() if len(ss) else 0
     v = float(100 * ss["load_mw"].sum() / cap) if cap else None

@@ -79,24 +79,27 @@ def _latest_query(kind: str, metrics: list[str] | None, district: str | None):
     return q
 
 
-def _fetch(conn: Connection, sql: str, params: tuple = ()) -> list[tuple]:
-    """Run driver-level SQL (``?`` placeholders) and return the driver's plain tuples.
+def _fetch(conn: Connection, sql, params: tuple = ()) -> list[tuple]:
+    """Run driver-level SQL (``?`` placeholders) or a Core statement and return the driver's plain tuples.
 
-    Skips SQLAlchemy's per-row result processing, and on PostgreSQL asks for binary results
-    (half the client time of text): for the hot screen reads of thousands of rows. The statement
-    still goes through the connection (its transaction and its events).
+    Skips SQLAlchemy's per-row result processing (only for columns the driver returns as the
+    wanted Python type: numbers and text), and on PostgreSQL asks for binary results (half the
+    client time of text): for the hot screen reads of thousands of rows. The statement still goes
+    through the connection (its transaction and its events).
     """
+    run = conn.exec_driver_sql if isinstance(sql, str) else (lambda q, _p: conn.execute(q))
     if conn.dialect.name == "sqlite":
-        res = conn.exec_driver_sql(sql, params)
+        res = run(sql, params)
     else:
-        sql = sql.replace("?", "%s")
+        if isinstance(sql, str):
+            sql = sql.replace("?", "%s")
         dc = conn.connection.driver_connection
         factory = getattr(dc, "cursor_factory", None)
         binary = _binary_cursor(factory)
         if binary is not None:
             dc.cursor_factory = binary
         try:
-            res = conn.exec_driver_sql(sql, params)
+            res = run(sql, params)
         finally:
             if binary is not None:
                 dc.cursor_factory = factory
@@ -163,24 +166,29 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
 
 
 def _pivot_latest(rows: list[tuple], arows: list[tuple], metrics: list[str]) -> pd.DataFrame:
+    """Pivot latest rows (asset_pk, metric, ts, value) of the assets ``arows`` (pk, id, name,
+    district_id): one row per asset with a value, in id order (numpy; no pandas grouping)."""
     pk, met, ts, val = zip(*rows)
     apk, aid, aname, adist = zip(*arows)
-    aid = np.array(aid, dtype=object)
-    # each asset's rank in id order, then the assets that have a value, in that order
+    order = np.array(sorted(range(len(aid)), key=aid.__getitem__), dtype=np.int64)  # asset rows by id
     rank = np.empty(len(aid), dtype=np.int64)
-    rank[np.argsort(aid, kind="stable")] = np.arange(len(aid))
+    rank[order] = np.arange(len(aid))
     pos = pd.Index(np.array(apk, dtype=np.int64)).get_indexer(np.array(pk, dtype=np.int64))
-    present, codes = np.unique(rank[pos], return_inverse=True)
-    by_rank = np.empty(len(aid), dtype=np.int64)
-    by_rank[rank] = np.arange(len(aid))
-    first = by_rank[present]  # asset row (in arows) of each output row
-    mcodes, mets = pd.factorize(np.array(met, dtype=object), sort=True)
-    n = len(present)
+    keep = pos >= 0  # (an asset changed between the two queries: left out)
+    r = rank[pos[keep]]
+    has = np.zeros(len(aid), dtype=bool)
+    has[r] = True
+    codes = (np.cumsum(has) - 1)[r]  # output row of each value
+    first = order[has]  # asset row (in arows) of each output row
+    mets = sorted(set(met))
+    mi = {m: i for i, m in enumerate(mets)}
+    mcodes = np.fromiter((mi[m] for m in met), dtype=np.int64, count=len(met))[keep]
+    n = len(first)
     vals = np.full((n, len(mets)), np.nan)
-    vals[codes, mcodes] = np.array(val, dtype=float)
+    vals[codes, mcodes] = np.array(val, dtype=float)[keep]
     newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(newest, codes, np.array(ts, dtype=np.int64))
-    out = {"asset_id": pd.array(aid[first], dtype="str"),
+    np.maximum.at(newest, codes, np.array(ts, dtype=np.int64)[keep])
+    out = {"asset_id": pd.array(np.array(aid, dtype=object)[first], dtype="str"),
            "name": pd.Series(np.array(aname, dtype=object)[first]),
            "district_id": pd.Series(np.array(adist, dtype=object)[first])}
     for j, m in enumerate(mets):
@@ -201,9 +209,12 @@ def asset_attribute(conn: Connection, kind: str, key: str, district: str | None 
     q = select(assets.c.id, assets.c.attributes[key].as_float()).where(assets.c.kind == kind)
     if district:
         q = q.where(assets.c.district_id == district)
-    rows = conn.execute(q.order_by(assets.c.pk)).all()
-    return pd.Series([np.nan if r[1] is None else float(r[1]) for r in rows], index=[r[0] for r in rows],
-                     dtype=float)
+    rows = _fetch(conn, q.order_by(assets.c.pk))
+    if not rows:
+        return pd.Series([], index=[], dtype=float)
+    ids, vals = zip(*rows)
+    return pd.Series(np.array([np.nan if v is None else float(v) for v in vals], dtype=float),
+                     index=list(ids), dtype=float)
 
 
 def asset_count_by_district(conn: Connection, kind: str) -> dict[str, int]:
