@@ -110,9 +110,9 @@ class Ctx:
     @cached_property
     def roads(self) -> pd.DataFrame:
         """Return latest speed and incident state per segment with its free-flow speed."""
-        w = rm.latest_wide(self.conn, "road_segment", ["speed_kmh", "incident"], self.district)
-        ff = rm.asset_attribute(self.conn, "road_segment", "free_flow_kmh", self.district).fillna(60.0)
-        w["free_flow_kmh"] = w["asset_id"].map(ff)
+        w = rm.latest_wide(self.conn, "road_segment", ["speed_kmh", "incident"], self.district,
+                           attrs=("free_flow_kmh",))
+        w["free_flow_kmh"] = w["free_flow_kmh"].fillna(60.0)
         return w
 
     @cached_property
@@ -173,10 +173,8 @@ class Ctx:
     @cached_property
     def substations(self) -> pd.DataFrame:
         """Return latest load and renewable supply per substation with its capacity."""
-        w = rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district)
-        cap = rm.asset_attribute(self.conn, "substation", "capacity_mw", self.district)
-        w["capacity_mw"] = w["asset_id"].map(cap)
-        return w
+        return rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district,
+                              attrs=("capacity_mw",))
 
     def load_series(self, metric: str = "load_mw", start: int | None = None, res: int | None = None) -> pd.DataFrame:
         """Return a district/city total of a summed substation metric per bucket (mean × assets)."""

@@ -141,11 +141,12 @@ def _kind_filter(kind: str, district: str | None) -> tuple[str, tuple]:
 
 
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
-                max_age: int | None = None) -> pd.DataFrame:
+                max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
 
     Rows are sorted by asset id; metric columns that have values come first (sorted), then ``ts``,
-    then requested metrics without any value (all NaN). With ``max_age``, values older than
+    then requested metrics without any value (all NaN), then the numeric asset attributes
+    ``attrs`` (NaN where absent; as :func:`asset_attribute`). With ``max_age``, values older than
     ``max_age`` seconds before the newest value read are left out (as if never reported).
     """
     where, params = _kind_filter(kind, district)
@@ -156,20 +157,25 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
     rows = _fetch(conn, f"SELECT l.asset_pk, l.metric, l.ts, l.value FROM latest l JOIN assets a "
                         f"ON a.pk = l.asset_pk WHERE {where}", (*params, *metrics))
     if not rows:
-        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics])
+        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
     if max_age is not None:
         newest = max(r[2] for r in rows)
         rows = [r for r in rows if r[2] >= newest - max_age]
-    where, params = _kind_filter(kind, district)
-    arows = _fetch(conn, f"SELECT a.pk, a.id, a.name, a.district_id FROM assets a WHERE {where}", params)
-    return _pivot_latest(rows, arows, metrics)
+    if attrs:
+        q = select(assets.c.pk, assets.c.id, assets.c.name, assets.c.district_id,
+                   *[assets.c.attributes[k].as_float() for k in attrs]).where(assets.c.kind == kind)
+        arows = _fetch(conn, q.where(assets.c.district_id == district) if district else q)
+    else:
+        where, params = _kind_filter(kind, district)
+        arows = _fetch(conn, f"SELECT a.pk, a.id, a.name, a.district_id FROM assets a WHERE {where}", params)
+    return _pivot_latest(rows, arows, metrics, attrs)
 
 
-def _pivot_latest(rows: list[tuple], arows: list[tuple], metrics: list[str]) -> pd.DataFrame:
+def _pivot_latest(rows: list[tuple], arows: list[tuple], metrics: list[str], attrs: tuple[str, ...] = ()) -> pd.DataFrame:
     """Pivot latest rows (asset_pk, metric, ts, value) of the assets ``arows`` (pk, id, name,
-    district_id): one row per asset with a value, in id order (numpy; no pandas grouping)."""
+    district_id, *attrs): one row per asset with a value, in id order (numpy; no pandas grouping)."""
     pk, met, ts, val = zip(*rows)
-    apk, aid, aname, adist = zip(*arows)
+    apk, aid, aname, adist, *avals = zip(*arows)
     order = np.array(sorted(range(len(aid)), key=aid.__getitem__), dtype=np.int64)  # asset rows by id
     rank = np.empty(len(aid), dtype=np.int64)
     rank[order] = np.arange(len(aid))
@@ -198,6 +204,8 @@ def _pivot_latest(rows: list[tuple], arows: list[tuple], metrics: list[str]) -> 
     for m in metrics:
         if m not in wide.columns:
             wide[m] = float("nan")
+    for k, v in zip(attrs, avals):
+        wide[k] = np.array([np.nan if x is None else float(x) for x in v], dtype=float)[first]
     return wide
 
 
