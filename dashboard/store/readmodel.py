@@ -140,6 +140,15 @@ def _kind_filter(kind: str, district: str | None) -> tuple[str, tuple]:
             (kind, district) if district else (kind,))
 
 
+def _attr_sql(conn: Connection, key: str) -> str:
+    """Return SQL for a numeric attribute of asset ``a`` (as ``assets.c.attributes[key].as_float()``)."""
+    if not key.replace("_", "").isalnum():
+        raise ValueError(f"bad attribute name {key!r}")
+    if conn.dialect.name == "sqlite":
+        return f"CAST(JSON_EXTRACT(a.attributes, '$.\"{key}\"') AS FLOAT)"
+    return f"CAST(a.attributes ->> '{key}' AS FLOAT)"
+
+
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
                 max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
@@ -149,64 +158,54 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
     ``attrs`` (NaN where absent; as :func:`asset_attribute`). With ``max_age``, values older than
     ``max_age`` seconds before the newest value read are left out (as if never reported).
     """
+    if not metrics:  # every metric of these assets
+        where, params = _kind_filter(kind, district)
+        metrics = [r[0] for r in _fetch(conn, "SELECT DISTINCT l.metric FROM latest l JOIN assets a "
+                                              f"ON a.pk = l.asset_pk WHERE {where}", params)]
+        if not metrics:
+            return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *attrs])
+    ms = sorted(set(metrics))
     where, params = _kind_filter(kind, district)
-    if metrics:
-        where += f" AND l.metric IN ({', '.join('?' * len(metrics))})"
-    # two narrow queries (the assets once, then their latest values) on the driver's tuples:
-    # the same frame as set_index/unstack/groupby over latest_values, at a fraction of the cost
-    rows = _fetch(conn, f"SELECT l.asset_pk, l.metric, l.ts, l.value FROM latest l JOIN assets a "
-                        f"ON a.pk = l.asset_pk WHERE {where}", (*params, *metrics))
+    where += f" AND l.metric IN ({', '.join('?' * len(ms))})"
+    # one join read as the driver's tuples, the metric as its index in ``ms`` (no string per row)
+    code = "CASE l.metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
+    extra = "".join(f", {_attr_sql(conn, k)}" for k in attrs)
+    rows = _fetch(conn, f"SELECT a.id, a.name, a.district_id, {code}, l.ts, l.value{extra} FROM latest l "
+                        f"JOIN assets a ON a.pk = l.asset_pk WHERE {where}", (*ms, *params, *ms))
     if not rows:
         return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
     if max_age is not None:
-        newest = max(r[2] for r in rows)
-        rows = [r for r in rows if r[2] >= newest - max_age]
-    if attrs:
-        q = select(assets.c.pk, assets.c.id, assets.c.name, assets.c.district_id,
-                   *[assets.c.attributes[k].as_float() for k in attrs]).where(assets.c.kind == kind)
-        arows = _fetch(conn, q.where(assets.c.district_id == district) if district else q)
+        newest = max(r[4] for r in rows)
+        rows = [r for r in rows if r[4] >= newest - max_age]
+    aid, name, dist, mc, ts, val, *avals = zip(*rows)
+    ids = np.array(aid, dtype=object)
+    if len(ms) == 1:  # one row per asset: just the order by id
+        first = np.array(sorted(range(len(aid)), key=aid.__getitem__), dtype=np.int64)
+        n = len(first)
+        vals = np.array(val, dtype=float)[first].reshape(n, 1)
+        newest_ts = np.array(ts, dtype=np.int64)[first]
+        present = [0]
     else:
-        where, params = _kind_filter(kind, district)
-        arows = _fetch(conn, f"SELECT a.pk, a.id, a.name, a.district_id FROM assets a WHERE {where}", params)
-    return _pivot_latest(rows, arows, metrics, attrs)
-
-
-def _pivot_latest(rows: list[tuple], arows: list[tuple], metrics: list[str], attrs: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Pivot latest rows (asset_pk, metric, ts, value) of the assets ``arows`` (pk, id, name,
-    district_id, *attrs): one row per asset with a value, in id order (numpy; no pandas grouping)."""
-    pk, met, ts, val = zip(*rows)
-    apk, aid, aname, adist, *avals = zip(*arows)
-    order = np.array(sorted(range(len(aid)), key=aid.__getitem__), dtype=np.int64)  # asset rows by id
-    rank = np.empty(len(aid), dtype=np.int64)
-    rank[order] = np.arange(len(aid))
-    pos = pd.Index(np.array(apk, dtype=np.int64)).get_indexer(np.array(pk, dtype=np.int64))
-    keep = pos >= 0  # (an asset changed between the two queries: left out)
-    r = rank[pos[keep]]
-    has = np.zeros(len(aid), dtype=bool)
-    has[r] = True
-    codes = (np.cumsum(has) - 1)[r]  # output row of each value
-    first = order[has]  # asset row (in arows) of each output row
-    mets = sorted(set(met))
-    mi = {m: i for i, m in enumerate(mets)}
-    mcodes = np.fromiter((mi[m] for m in met), dtype=np.int64, count=len(met))[keep]
-    n = len(first)
-    vals = np.full((n, len(mets)), np.nan)
-    vals[codes, mcodes] = np.array(val, dtype=float)[keep]
-    newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(newest, codes, np.array(ts, dtype=np.int64)[keep])
-    out = {"asset_id": pd.array(np.array(aid, dtype=object)[first], dtype="str"),
-           "name": pd.Series(np.array(aname, dtype=object)[first]),
-           "district_id": pd.Series(np.array(adist, dtype=object)[first])}
-    for j, m in enumerate(mets):
-        out[m] = vals[:, j]
-    out["ts"] = newest
-    wide = pd.DataFrame(out)
+        codes, uniq = pd.factorize(ids, sort=True)
+        n = len(uniq)
+        vals = np.full((n, len(ms)), np.nan)
+        vals[codes, np.array(mc, dtype=np.int64)] = np.array(val, dtype=float)
+        first = np.full(n, -1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each asset
+        newest_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(newest_ts, codes, np.array(ts, dtype=np.int64))
+        present = sorted(set(mc))
+    out = {"asset_id": pd.array(ids[first], dtype="str"), "name": pd.Series(np.array(name, dtype=object)[first]),
+           "district_id": pd.Series(np.array(dist, dtype=object)[first])}
+    for j in present:
+        out[ms[j]] = vals[:, j]
+    out["ts"] = newest_ts
     for m in metrics:
-        if m not in wide.columns:
-            wide[m] = float("nan")
+        if m not in out:
+            out[m] = np.full(n, np.nan)
     for k, v in zip(attrs, avals):
-        wide[k] = np.array([np.nan if x is None else float(x) for x in v], dtype=float)[first]
-    return wide
+        out[k] = np.array([np.nan if x is None else float(x) for x in v], dtype=float)[first]
+    return pd.DataFrame(out)
 
 
 def asset_attribute(conn: Connection, kind: str, key: str, district: str | None = None) -> pd.Series:
