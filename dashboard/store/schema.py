@@ -48,6 +48,8 @@ assets = Table(
     Column("geometry", Text),  # GeoJSON geometry
     Column("attributes", JSON, nullable=False, default=dict),
     Index("ix_assets_kind", "kind", "district_id"),
+    # covers the assets part of the latest-values join (map layers, KPIs): no read of the wide rows
+    Index("ix_assets_kind_cover", "kind", "pk", "id", "name", "district_id"),
 )
 
 readings = Table(
