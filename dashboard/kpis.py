@@ -261,11 +261,20 @@ class Kpi:
             id=self.id, domain=self.domain, label=self.label, unit=self.unit, value=value, delta=delta,
             delta_label=self.delta_label.format(window=ctx.window), status=self.status(ctx, value),
             as_of=None if as_of is None else int(as_of), age_s=age, stale=bool(stale and value is not None),
-            spark_x=[int(x) for x in sx], spark_y=[None if not np.isfinite(y) else float(y) for y in sy],
+            spark_x=np.asarray(sx).astype(np.int64).tolist(), spark_y=_finite_or_none(sy),
             note=note, decimals=self.decimals)
 
 
 # ---------------------------------------------------------------------------- helpers
+def _finite_or_none(ys) -> list:
+    """Return ``ys`` as a list of floats, None where not finite."""
+    arr = np.asarray(ys, dtype=float)
+    out = arr.tolist()
+    for i in np.flatnonzero(~np.isfinite(arr)).tolist():
+        out[i] = None
+    return out
+
+
 def _nan_none(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
