@@ -94,8 +94,18 @@ class Ctx:
         """Return the district (or city) rollup of ``metric`` from ``start`` (default window start) to now."""
         start = self.start if start is None else start
         res = res or self.res
-        return self.memo(("series", metric, start, res), lambda: rm.district_series(
-            self.conn, metric, start // res * res, int(self.now) + 1, res, self.district))
+        return self.memo(("series", metric, start, res), lambda: self._series(metric, start // res * res, res))
+
+    def _series(self, metric: str, lo: int, res: int) -> pd.DataFrame:
+        # a range inside one already read (to the same end) is a slice of it: one query per
+        # metric and resolution when the widest range is asked for first
+        have = self._memo.get(("read", metric, res))
+        if have is not None and have[0] <= lo:
+            df = have[1]
+            return df[df["bucket"] >= lo].reset_index(drop=True) if have[0] < lo else df
+        df = rm.district_series(self.conn, metric, lo, int(self.now) + 1, res, self.district)
+        self._memo[("read", metric, res)] = (lo, df)
+        return df
 
     def asset_count(self, kind: str) -> int:
         """Return the number of assets of ``kind`` in the selection."""
@@ -387,8 +397,8 @@ def _over_limit(ctx: Ctx):
 
 def _pm25_24h(ctx: Ctx):
     split = (int(ctx.now) - 86_400) // 3600 * 3600
+    prev = ctx.series("pm25", start=split - 86_400, res=3600)  # the wider range first: one read
     cur = ctx.series("pm25", start=split, res=3600)
-    prev = ctx.series("pm25", start=split - 86_400, res=3600)
     prev = prev[prev["bucket"] < split]
     v = float(cur["sum"].sum() / cur["n"].sum()) if cur["n"].sum() else None
     p = float(prev["sum"].sum() / prev["n"].sum()) if prev["n"].sum() else None
@@ -428,8 +438,8 @@ def _consumption_today(ctx: Ctx):
     midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
     y_midnight = int((now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp())
     elapsed = int(ctx.now) - midnight
+    yday = ctx.load_series(start=y_midnight, res=300)  # the wider range first: one read
     today = ctx.load_series(start=midnight, res=300)
-    yday = ctx.load_series(start=y_midnight, res=300)
     yday = yday[yday["bucket"] < y_midnight + elapsed]
     if today.empty:
         return None, None, [], [], None, ""

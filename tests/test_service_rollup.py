@@ -147,11 +147,10 @@ def test_reads_equal_the_table(requests_store, raw_only):
         else:
             assert list(g.columns) == list(w.columns), k
             assert len(g) == len(w), k
-            for c in g.columns:
+            for c in g.columns:  # the very same floats (PostgreSQL: numeric means, as its avg())
                 gv, wv = g[c].tolist(), w[c].tolist()
-                # PostgreSQL's avg() is a numeric: the same mean, maybe one ulp away once a float
-                assert gv == pytest.approx(wv, rel=1e-12, nan_ok=True) if c in ("satisfaction", "hours") \
-                    else gv == wv, (k, c)
+                assert [None if v != v else v for v in gv] == [None if v != v else v for v in wv], (k, c)
+                assert g[c].dtype == w[c].dtype, (k, c)
 
 
 def test_open_counts_equal_a_scan(requests_store):
@@ -184,6 +183,4 @@ def test_kpis_from_rollups_equal_kpis_from_the_table(requests_store, raw_only, w
     for key, (j, sx, sy) in want.items():
         assert got[key][0] == j, key
         assert got[key][1] == sx, key
-        nan = float("nan")
-        assert [nan if y is None else y for y in got[key][2]] == \
-            pytest.approx([nan if y is None else y for y in sy], rel=1e-12, nan_ok=True), key
+        assert got[key][2] == sy, key

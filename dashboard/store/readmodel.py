@@ -450,7 +450,7 @@ def service_window(conn: Connection, start: int, end: int, district: str | None 
     requests at the window's edges once for both."""
     days, edges = _svc_split(int(start), int(end))
     e = _edge_requests(conn, edges, district)
-    return _closed_stats(conn, days, e, district), _daily(conn, days, e, district)
+    return _closed_stats(conn, days, e, district), _daily(conn, days, e, district, edges)
 
 
 def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
@@ -527,12 +527,20 @@ def service_daily(conn: Connection, start: int, end: int, district: str | None =
     if res != SVC_DAY:
         return _daily_frame(_service_daily_raw(conn, start, end, district, res))
     days, edges = _svc_split(int(start), int(end))
-    return _daily(conn, days, _edge_requests(conn, edges, district), district)
+    return _daily(conn, days, _edge_requests(conn, edges, district) if conn.dialect.name != "postgresql"
+                  else np.empty((0, 4)), district, edges)
 
 
-def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None) -> pd.DataFrame:
+def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None,
+           edges: list[tuple[int, int]]) -> pd.DataFrame:
     rows = []
-    if len(e):
+    pg = conn.dialect.name == "postgresql"
+    if pg:
+        # PostgreSQL's avg() is a numeric rounded to its own scale: the edges with the same SQL,
+        # the whole days divided as numerics, so the means are the very floats of one avg()
+        for s_, e_ in edges:
+            rows += _service_daily_raw(conn, s_, e_, district, SVC_DAY)
+    elif len(e):
         closed, opened, score = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64), e[:, 3]
         bucket = closed // SVC_DAY * SVC_DAY
         for b in np.unique(bucket).tolist():
@@ -542,7 +550,14 @@ def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, distri
             rated, cnt = int(r.sum()), int(m.sum())
             rows.append((b, int(sc[r].astype(np.int64).sum()) / rated if rated else None, cnt,
                          int((sc[r] >= 4).sum()), rated, int((closed[m] - opened[m]).sum()) / cnt))
-    if days:
+    if days and pg:
+        for b, mean, closed, satisfied, rated, secs in _fetch(
+                conn, "SELECT bucket, CASE WHEN rated > 0 THEN CAST(sat_sum AS NUMERIC) / rated END, closed, "
+                      "satisfied, rated, CAST(close_s AS NUMERIC) / closed FROM service_rollup "
+                      "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
+                (district or CITY, *days)):
+            rows.append((int(b), mean, int(closed), int(satisfied), int(rated), secs))
+    elif days:
         for b, closed, rated, sat_sum, satisfied, close_s in _fetch(
                 conn, "SELECT bucket, closed, rated, sat_sum, satisfied, close_s FROM service_rollup "
                       "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
@@ -557,9 +572,11 @@ def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, distri
     b, sat, closed, satisfied, rated, secs = zip(*rows)
     # the frame _daily_frame builds, with its dtypes, built directly (pandas calls cost here)
     return pd.DataFrame({"bucket": np.array(b, dtype=np.int64),
-                         "satisfaction": np.array([np.nan if v is None else v for v in sat], dtype=float),
-                         "closed": np.array(closed, dtype=np.int64), "satisfied": np.array(satisfied, dtype=np.int64),
-                         "rated": np.array(rated, dtype=np.int64), "hours": np.array(secs, dtype=float) / 3600.0})
+                         "satisfaction": np.array([np.nan if v is None else float(v) for v in sat], dtype=float),
+                         "closed": np.array(closed, dtype=np.int64),
+                         "satisfied": np.array([0 if v is None else int(v) for v in satisfied], dtype=np.int64),
+                         "rated": np.array(rated, dtype=np.int64),
+                         "hours": np.array([float(v) for v in secs], dtype=float) / 3600.0})
 
 
 def _open_counts(conn: Connection, times: list[int], district: str | None, lookback: int) -> dict[int, dict]:
