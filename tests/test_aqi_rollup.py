@@ -124,3 +124,18 @@ def test_kpi_trend_equals_the_read_time_aqi(air_store, std, window, district):
         pd.testing.assert_frame_equal(got, want, check_exact=True)
         values = {k.id: k.as_json() for k in kpis.compute_all(conn, NOW, window, district, std, domain="air_quality")}
     assert values["air.aqi_worst"]["value"] is not None
+
+
+def test_an_older_store_gets_its_hourly_aqi_filled(air_store):
+    """create_schema on a store made before aqi_hourly existed fills it from the rollups."""
+    from sqlalchemy import text
+
+    from dashboard.store.schema import create_schema
+
+    eng = air_store["engine"]
+    with eng.begin() as conn:
+        kept = _table(conn)
+        conn.execute(text("DROP TABLE aqi_hourly"))
+    create_schema(eng)
+    with eng.connect() as conn:
+        assert _table(conn) == kept

@@ -184,3 +184,18 @@ def test_kpis_from_rollups_equal_kpis_from_the_table(requests_store, raw_only, w
         assert got[key][0] == j, key
         assert got[key][1] == sx, key
         assert got[key][2] == sy, key
+
+
+def test_an_older_store_gets_its_rollups_filled(requests_store):
+    """create_schema on a store made before the rollups existed fills them from the requests."""
+    from sqlalchemy import text
+
+    from dashboard.store.schema import create_schema
+
+    with requests_store.begin() as conn:
+        kept = _snapshot(conn)
+        for t in ("service_rollup", "service_close_spans", "service_close_hist"):
+            conn.execute(text(f"DROP TABLE {t}"))
+    create_schema(requests_store)
+    with requests_store.connect() as conn:
+        assert _snapshot(conn) == kept

@@ -233,9 +233,31 @@ def make_engine(url: str, **kw) -> Engine:
     return create_engine(url, **kw)
 
 
+#: Tables derived from others at write time, filled from them when an existing store gains them.
+DERIVED_TABLES = {"service_rollup": "service", "service_close_spans": "service", "service_close_hist": "service",
+                  "aqi_hourly": "aqi"}
+
+
 def create_schema(engine: Engine) -> None:
-    """Create every table that does not exist yet."""
+    """Create every table that does not exist yet.
+
+    A store created before a derived table existed (service rollups, hourly AQI) gets it filled
+    from the tables it derives from, so its screens show the same numbers as before.
+    """
+    from sqlalchemy import inspect
+
+    had = set(inspect(engine).get_table_names())
     metadata.create_all(engine)
+    new = {DERIVED_TABLES[t] for t in DERIVED_TABLES if t not in had}
+    if not new or not {"service_requests", "rollup_asset"} & had:
+        return
+    from dashboard.store import aqi_rollup, service_rollup
+
+    with engine.begin() as conn:
+        if "service" in new and "service_requests" in had:
+            service_rollup.rebuild(conn)
+        if "aqi" in new and "rollup_asset" in had:
+            aqi_rollup.rebuild(conn)
 
 
 def drop_schema(engine: Engine) -> None:
