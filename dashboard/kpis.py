@@ -94,8 +94,18 @@ class Ctx:
         """Return the district (or city) rollup of ``metric`` from ``start`` (default window start) to now."""
         start = self.start if start is None else start
         res = res or self.res
-        return self.memo(("series", metric, start, res), lambda: rm.district_series(
-            self.conn, metric, start // res * res, int(self.now) + 1, res, self.district))
+        return self.memo(("series", metric, start, res), lambda: self._series(metric, start // res * res, res))
+
+    def _series(self, metric: str, lo: int, res: int) -> pd.DataFrame:
+        # a range inside one already read (to the same end) is a slice of it: one query per
+        # metric and resolution when the widest range is asked for first
+        have = self._memo.get(("read", metric, res))
+        if have is not None and have[0] <= lo:
+            df = have[1]
+            return df[df["bucket"] >= lo].reset_index(drop=True) if have[0] < lo else df
+        df = rm.district_series(self.conn, metric, lo, int(self.now) + 1, res, self.district)
+        self._memo[("read", metric, res)] = (lo, df)
+        return df
 
     def asset_count(self, kind: str) -> int:
         """Return the number of assets of ``kind`` in the selection."""
@@ -110,9 +120,9 @@ class Ctx:
     @cached_property
     def roads(self) -> pd.DataFrame:
         """Return latest speed and incident state per segment with its free-flow speed."""
-        w = rm.latest_wide(self.conn, "road_segment", ["speed_kmh", "incident"], self.district)
-        ff = rm.asset_attribute(self.conn, "road_segment", "free_flow_kmh", self.district).fillna(60.0)
-        w["free_flow_kmh"] = w["asset_id"].map(ff)
+        w = rm.latest_wide(self.conn, "road_segment", ["speed_kmh", "incident"], self.district,
+                           attrs=("free_flow_kmh",))
+        w["free_flow_kmh"] = w["free_flow_kmh"].fillna(60.0)
         return w
 
     @cached_property
@@ -125,20 +135,10 @@ class Ctx:
     @cached_property
     def stations(self) -> pd.DataFrame:
         """Return latest pollutant values per station (values older than 3 h dropped) with AQI."""
-        long = rm.latest_values(self.conn, "aq_station", POLLUTANTS, self.district)
-        if long.empty:
+        # values older than 3 h before the newest are dropped
+        w = rm.latest_wide(self.conn, "aq_station", POLLUTANTS, self.district, max_age=3 * 3600)
+        if w.empty:
             return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", "aqi", "dominant", *POLLUTANTS])
-        long = long[long["ts"] >= long["ts"].max() - 3 * 3600]
-        w = long.set_index(["asset_id", "metric"])["value"].unstack("metric")
-        first = long.drop_duplicates("asset_id").set_index("asset_id")
-        w["name"] = first["name"].reindex(w.index)
-        w["district_id"] = first["district_id"].reindex(w.index)
-        w = w.reset_index()
-        w.columns.name = None
-        for p in POLLUTANTS:
-            if p not in w.columns:
-                w[p] = np.nan
-        w["ts"] = w["asset_id"].map(long.groupby("asset_id")["ts"].max())
         a, dom = aqimod.aqi_frame(w[POLLUTANTS], self.std)
         w["aqi"] = np.asarray(a, dtype=float)
         w["dominant"] = list(dom)
@@ -156,16 +156,11 @@ class Ctx:
     def aqi_trend(self) -> pd.DataFrame:
         """Return hourly worst and population-weighted AQI, and stations over limit, over the window."""
         start = max(self.start, int(self.now) - self.span) // 3600 * 3600
-        s = rm.asset_series(self.conn, "aq_station", POLLUTANTS, start, int(self.now) + 1, 3600, self.district)
-        if s.empty:
+        # the AQI of each station-hour, derived at ingest from the hourly pollutant rollups;
+        # rows in (asset, bucket) order, as a pivot of those rollups gave them
+        w = rm.station_aqi_series(self.conn, start, int(self.now) + 1, self.std, self.district)
+        if w.empty:
             return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
-        w = s.set_index(["asset_id", "district_id", "bucket", "metric"])["mean"].unstack("metric").reset_index()
-        w.columns.name = None
-        for p in POLLUTANTS:
-            if p not in w.columns:
-                w[p] = np.nan
-        a, _ = aqimod.aqi_frame(w[POLLUTANTS], self.std)
-        w["aqi"] = np.asarray(a, dtype=float)
         w["weight"] = w["district_id"].map(self.station_weights).fillna(1.0)
         w = w[np.isfinite(w["aqi"])]
         lim = aqimod.limit(self.std)
@@ -188,21 +183,25 @@ class Ctx:
     @cached_property
     def substations(self) -> pd.DataFrame:
         """Return latest load and renewable supply per substation with its capacity."""
-        w = rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district)
-        cap = rm.asset_attribute(self.conn, "substation", "capacity_mw", self.district)
-        w["capacity_mw"] = w["asset_id"].map(cap)
-        return w
+        return rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district,
+                              attrs=("capacity_mw",))
 
     def load_series(self, metric: str = "load_mw", start: int | None = None, res: int | None = None) -> pd.DataFrame:
         """Return a district/city total of a summed substation metric per bucket (mean × assets)."""
-        s = self.series(metric, start, res).copy()
-        s["total"] = s["mean"] * self.asset_count("substation")
-        return s
+        def total():
+            s = self.series(metric, start, res).copy()
+            s["total"] = s["mean"] * self.asset_count("substation")
+            return s
+        return self.memo(("load", metric, start, res), total)
 
     # --------------------------------------------------------------- services
     def service_stats(self, start: int, end: int) -> dict:
         """Return closed-request statistics for [start, end)."""
-        return self.memo(("svc", start, end), lambda: rm.service_closed_stats(self.conn, start, end, self.district))
+        return self.service_window(start, end)[0]
+
+    def service_window(self, start: int, end: int) -> tuple[dict, pd.DataFrame]:
+        """Return closed-request statistics and their daily series for [start, end)."""
+        return self.memo(("svc", start, end), lambda: rm.service_window(self.conn, start, end, self.district))
 
     def open_at(self, t: int) -> dict:
         """Return open and overdue counts at ``t`` (the sparkline's times are counted in one query)."""
@@ -272,11 +271,20 @@ class Kpi:
             id=self.id, domain=self.domain, label=self.label, unit=self.unit, value=value, delta=delta,
             delta_label=self.delta_label.format(window=ctx.window), status=self.status(ctx, value),
             as_of=None if as_of is None else int(as_of), age_s=age, stale=bool(stale and value is not None),
-            spark_x=[int(x) for x in sx], spark_y=[None if not np.isfinite(y) else float(y) for y in sy],
+            spark_x=np.asarray(sx).astype(np.int64).tolist(), spark_y=_finite_or_none(sy),
             note=note, decimals=self.decimals)
 
 
 # ---------------------------------------------------------------------------- helpers
+def _finite_or_none(ys) -> list:
+    """Return ``ys`` as a list of floats, None where not finite."""
+    arr = np.asarray(ys, dtype=float)
+    out = arr.tolist()
+    for i in np.flatnonzero(~np.isfinite(arr)).tolist():
+        out[i] = None
+    return out
+
+
 def _nan_none(v):
     return None if v is None or (isinstance(v, float) and not math.isfinite(v)) else float(v)
 
@@ -389,8 +397,8 @@ def _over_limit(ctx: Ctx):
 
 def _pm25_24h(ctx: Ctx):
     split = (int(ctx.now) - 86_400) // 3600 * 3600
+    prev = ctx.series("pm25", start=split - 86_400, res=3600)  # the wider range first: one read
     cur = ctx.series("pm25", start=split, res=3600)
-    prev = ctx.series("pm25", start=split - 86_400, res=3600)
     prev = prev[prev["bucket"] < split]
     v = float(cur["sum"].sum() / cur["n"].sum()) if cur["n"].sum() else None
     p = float(prev["sum"].sum() / prev["n"].sum()) if prev["n"].sum() else None
@@ -410,6 +418,11 @@ def _load_now(ctx: Ctx):
 
 
 def _capacity_share(ctx: Ctx):
+    # also the load KPI's status: computed once per context
+    return ctx.memo("capacity_share", lambda: _capacity_share_of(ctx))
+
+
+def _capacity_share_of(ctx: Ctx):
     ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
     cap = ss["capacity_mw"].sum() if len(ss) else 0
     v = float(100 * ss["load_mw"].sum() / cap) if cap else None
@@ -425,8 +438,8 @@ def _consumption_today(ctx: Ctx):
     midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
     y_midnight = int((now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp())
     elapsed = int(ctx.now) - midnight
+    yday = ctx.load_series(start=y_midnight, res=300)  # the wider range first: one read
     today = ctx.load_series(start=midnight, res=300)
-    yday = ctx.load_series(start=y_midnight, res=300)
     yday = yday[yday["bucket"] < y_midnight + elapsed]
     if today.empty:
         return None, None, [], [], None, ""
@@ -457,7 +470,7 @@ def _svc_periods(ctx: Ctx):
 
 def _svc_spark(ctx: Ctx, col: str):
     end = int(ctx.now) + 1
-    d = ctx.memo("svc_daily", lambda: rm.service_daily(ctx.conn, end - SERVICE_WINDOW, end, ctx.district))
+    d = ctx.service_window(end - SERVICE_WINDOW, end)[1]
     if col == "pct":
         return d["bucket"], (100 * d["satisfied"] / d["rated"].replace(0, np.nan)).to_numpy()
     return d["bucket"], d[col].to_numpy()

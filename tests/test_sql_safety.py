@@ -30,6 +30,11 @@ ALLOWED = {
     ("dashboard/store/ingest.py", "upsert"),             # idem (inner function of _pg_rollup_asset)
     ("dashboard/store/ingest.py", "_latest_ts"),         # a run of bind placeholders (?, ?, …): values are bound
     ("dashboard/store/ingest.py", "_update_latest"),     # a constant SET clause shared by both engines
+    # runs of the driver's bind placeholder (? or %s) and the modules' own column-name constants:
+    ("dashboard/store/aqi_rollup.py", "update"),
+    ("dashboard/store/aqi_rollup.py", "_write"),
+    ("dashboard/store/aqi_rollup.py", "rebuild"),
+    ("dashboard/store/service_rollup.py", "apply_frame"),
 }
 
 EVIL = "o'hare\"; DROP TABLE readings; --"

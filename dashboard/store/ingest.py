@@ -133,6 +133,7 @@ def _parse_ts(ts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 _SERIES = list(METRICS) + [d for d in DERIVED if d not in METRICS]
 _SCODE = {m: i for i, m in enumerate(_SERIES)}
 _NS = len(_SERIES)
+_POLLUTANT_CODES = np.array([_SCODE[p] for p in ("pm25", "pm10", "so2", "no2", "co", "o3")], dtype=np.int64)
 _KIND_OF = np.array([METRICS[m].kind for m in METRICS], dtype=object)
 _LO = np.array([METRICS[m].lo for m in METRICS], dtype=float)
 _HI = np.array([METRICS[m].hi for m in METRICS], dtype=float)
@@ -421,6 +422,7 @@ class Ingestor:
                 self._insert_readings(conn, good)
                 self._update_latest(conn, good)
                 self._update_rollups(conn, good)
+                self._update_aqi(conn, good)
             result.accepted = len(good)
         is_dup = reason == ""
         result.duplicates = int(is_dup.sum())
@@ -441,6 +443,14 @@ class Ingestor:
                     result.reasons.append((line, reason[i]))
             conn.execute(rejected.insert(), recs)
         return result
+
+    def _update_aqi(self, conn, good: _Batch) -> None:
+        """Recompute the hourly AQI of the station-hours whose pollutant rollups this batch changed."""
+        from dashboard.store import aqi_rollup
+
+        sel = np.isin(good.scode, _POLLUTANT_CODES)
+        if sel.any():
+            aqi_rollup.update(conn, good.pk[sel], good.ts[sel])
 
     def _drop_stored(self, conn, good: _Batch):
         """Remove rows already stored; return (new rows, [(row, conflict reason)])."""

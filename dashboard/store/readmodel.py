@@ -9,7 +9,7 @@ import json
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, func, select
 
 from dashboard.metrics import CITY
 from dashboard.store.schema import (
@@ -18,10 +18,12 @@ from dashboard.store.schema import (
     latest,
     meta,
     rollup_asset,
-    rollup_district,
     service_categories,
     service_requests,
 )
+from dashboard.store.service_rollup import DAY as SVC_DAY
+from dashboard.store.service_rollup import NO_DISTRICT
+from dashboard.store.service_rollup import SPAN as SVC_SPAN
 
 #: The time windows a screen may ask for, in seconds, and the rollup used to draw them.
 WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
@@ -77,36 +79,133 @@ def _latest_query(kind: str, metrics: list[str] | None, district: str | None):
     return q
 
 
-def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None) -> pd.DataFrame:
+def _fetch(conn: Connection, sql, params: tuple = ()) -> list[tuple]:
+    """Run driver-level SQL (``?`` placeholders) or a Core statement and return the driver's plain tuples.
+
+    Skips SQLAlchemy's per-row result processing (only for columns the driver returns as the
+    wanted Python type: numbers and text), and on PostgreSQL asks for binary results (half the
+    client time of text): for the hot screen reads of thousands of rows. The statement still goes
+    through the connection (its transaction and its events).
+    """
+    run = conn.exec_driver_sql if isinstance(sql, str) else (lambda q, _p: conn.execute(q))
+    if conn.dialect.name == "sqlite":
+        res = run(sql, params)
+    else:
+        if isinstance(sql, str):
+            sql = sql.replace("?", "%s")
+        dc = conn.connection.driver_connection
+        factory = getattr(dc, "cursor_factory", None)
+        binary = _binary_cursor(factory)
+        if binary is not None:
+            dc.cursor_factory = binary
+        try:
+            res = run(sql, params)
+        finally:
+            if binary is not None:
+                dc.cursor_factory = factory
+    try:
+        return res.cursor.fetchall()
+    finally:
+        res.close()
+
+
+_BINARY: dict = {}
+
+
+def _binary_cursor(factory):
+    """Return a subclass of the psycopg cursor class ``factory`` that fetches binary results."""
+    if factory is None:
+        return None
+    if factory not in _BINARY:
+        try:
+            from psycopg import Cursor
+            from psycopg.pq import Format
+        except ImportError:  # another PostgreSQL driver: its own cursor
+            _BINARY[factory] = None
+        else:
+            if not (isinstance(factory, type) and issubclass(factory, Cursor)):
+                _BINARY[factory] = None
+            else:
+                class _Binary(factory):
+                    def __init__(self, *a, **kw):
+                        super().__init__(*a, **kw)
+                        self.format = Format.BINARY
+
+                _BINARY[factory] = _Binary
+    return _BINARY[factory]
+
+
+def _kind_filter(kind: str, district: str | None) -> tuple[str, tuple]:
+    return ("a.kind = ?" + (" AND a.district_id = ?" if district else ""),
+            (kind, district) if district else (kind,))
+
+
+def _attr_sql(conn: Connection, key: str) -> str:
+    """Return SQL for a numeric attribute of asset ``a`` (as ``assets.c.attributes[key].as_float()``)."""
+    if not key.replace("_", "").isalnum():
+        raise ValueError(f"bad attribute name {key!r}")
+    if conn.dialect.name == "sqlite":
+        return f"CAST(JSON_EXTRACT(a.attributes, '$.\"{key}\"') AS FLOAT)"
+    return f"CAST(a.attributes ->> '{key}' AS FLOAT)"
+
+
+def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
+                max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
 
     Rows are sorted by asset id; metric columns that have values come first (sorted), then ``ts``,
-    then requested metrics without any value (all NaN).
+    then requested metrics without any value (all NaN), then the numeric asset attributes
+    ``attrs`` (NaN where absent; as :func:`asset_attribute`). With ``max_age``, values older than
+    ``max_age`` seconds before the newest value read are left out (as if never reported).
     """
-    rows = conn.execute(_latest_query(kind, metrics, district)).all()
+    if not metrics:  # every metric of these assets
+        where, params = _kind_filter(kind, district)
+        metrics = [r[0] for r in _fetch(conn, "SELECT DISTINCT l.metric FROM latest l JOIN assets a "
+                                              f"ON a.pk = l.asset_pk WHERE {where}", params)]
+        if not metrics:
+            return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *attrs])
+    ms = sorted(set(metrics))
+    where, params = _kind_filter(kind, district)
+    where += f" AND l.metric IN ({', '.join('?' * len(ms))})"
+    # one join read as the driver's tuples, the metric as its index in ``ms`` (no string per row)
+    code = "CASE l.metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
+    extra = "".join(f", {_attr_sql(conn, k)}" for k in attrs)
+    rows = _fetch(conn, f"SELECT a.id, a.name, a.district_id, {code}, l.ts, l.value{extra} FROM latest l "
+                        f"JOIN assets a ON a.pk = l.asset_pk WHERE {where}", (*ms, *params, *ms))
     if not rows:
-        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics])
-    # a numpy pivot: the same frame as set_index/unstack/groupby over latest_values, at a fraction of the cost
-    aid, name, dist, met, ts, val = (np.array(c, dtype=object) for c in zip(*rows))
-    codes, ids = pd.factorize(aid, sort=True)
-    mcodes, mets = pd.factorize(met, sort=True)
-    n = len(ids)
-    vals = np.full((n, len(mets)), np.nan)
-    vals[codes, mcodes] = val.astype(float)
-    first = np.full(n, -1, dtype=np.int64)
-    first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each asset
-    newest = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
-    np.maximum.at(newest, codes, ts.astype(np.int64))
-    out = {"asset_id": pd.array(aid[first], dtype="str"), "name": pd.Series(name[first]),
-           "district_id": pd.Series(dist[first])}
-    for j, m in enumerate(mets):
-        out[m] = vals[:, j]
-    out["ts"] = newest
-    wide = pd.DataFrame(out)
+        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
+    if max_age is not None:
+        newest = max(r[4] for r in rows)
+        rows = [r for r in rows if r[4] >= newest - max_age]
+    aid, name, dist, mc, ts, val, *avals = zip(*rows)
+    ids = np.array(aid, dtype=object)
+    if len(ms) == 1:  # one row per asset: just the order by id
+        first = np.array(sorted(range(len(aid)), key=aid.__getitem__), dtype=np.int64)
+        n = len(first)
+        vals = np.array(val, dtype=float)[first].reshape(n, 1)
+        newest_ts = np.array(ts, dtype=np.int64)[first]
+        present = [0]
+    else:
+        codes, uniq = pd.factorize(ids, sort=True)
+        n = len(uniq)
+        vals = np.full((n, len(ms)), np.nan)
+        vals[codes, np.array(mc, dtype=np.int64)] = np.array(val, dtype=float)
+        first = np.full(n, -1, dtype=np.int64)
+        first[codes[::-1]] = np.arange(len(codes))[::-1]  # first row of each asset
+        newest_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(newest_ts, codes, np.array(ts, dtype=np.int64))
+        present = sorted(set(mc))
+    out = {"asset_id": pd.array(ids[first], dtype="str"), "name": pd.Series(np.array(name, dtype=object)[first]),
+           "district_id": pd.Series(np.array(dist, dtype=object)[first])}
+    for j in present:
+        out[ms[j]] = vals[:, j]
+    out["ts"] = newest_ts
     for m in metrics:
-        if m not in wide.columns:
-            wide[m] = float("nan")
-    return wide
+        if m not in out:
+            out[m] = np.full(n, np.nan)
+    for k, v in zip(attrs, avals):
+        out[k] = np.array([np.nan if x is None else float(x) for x in v], dtype=float)[first]
+    return pd.DataFrame(out)
 
 
 def asset_attribute(conn: Connection, kind: str, key: str, district: str | None = None) -> pd.Series:
@@ -117,9 +216,12 @@ def asset_attribute(conn: Connection, kind: str, key: str, district: str | None 
     q = select(assets.c.id, assets.c.attributes[key].as_float()).where(assets.c.kind == kind)
     if district:
         q = q.where(assets.c.district_id == district)
-    rows = conn.execute(q.order_by(assets.c.pk)).all()
-    return pd.Series([np.nan if r[1] is None else float(r[1]) for r in rows], index=[r[0] for r in rows],
-                     dtype=float)
+    rows = _fetch(conn, q.order_by(assets.c.pk))
+    if not rows:
+        return pd.Series([], index=[], dtype=float)
+    ids, vals = zip(*rows)
+    return pd.Series(np.array([np.nan if v is None else float(v) for v in vals], dtype=float),
+                     index=list(ids), dtype=float)
 
 
 def asset_count_by_district(conn: Connection, kind: str) -> dict[str, int]:
@@ -158,14 +260,19 @@ def district_series(conn: Connection, metric: str, start: int, end: int, res: in
 
     Columns: bucket, n, sum, min, max, mean.
     """
-    t = rollup_district
-    q = (select(t.c.bucket, t.c.n, t.c.sum, t.c.min, t.c.max)
-         .where(t.c.res == res, t.c.district_id == (district or CITY), t.c.metric == metric,
-                t.c.bucket >= start, t.c.bucket < end)
-         .order_by(t.c.bucket))
-    df = _frame(conn.execute(q).all(), ["bucket", "n", "sum", "min", "max"])
-    df["mean"] = df["sum"] / df["n"]
-    return df
+    rows = _fetch(conn, "SELECT bucket, n, sum, min, max FROM rollup_district WHERE res = ? AND district_id = ? "
+                        "AND metric = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+                  (int(res), district or CITY, metric, int(start), int(end)))
+    if not rows:
+        df = _frame(rows, ["bucket", "n", "sum", "min", "max"])
+        df["mean"] = df["sum"] / df["n"]
+        return df
+    b, n, sm, mn, mx = zip(*rows)
+    # the frame _frame would build (int64 bucket and n, float64 aggregates), without its per-row work
+    sm = np.array(sm, dtype=float)
+    n = np.array(n, dtype=np.int64)
+    return pd.DataFrame({"bucket": np.array(b, dtype=np.int64), "n": n, "sum": sm, "min": np.array(mn, dtype=float),
+                         "max": np.array(mx, dtype=float), "mean": sm / n})
 
 
 def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, end: int, res: int,
@@ -205,6 +312,38 @@ def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, en
     return df
 
 
+def station_aqi_series(conn: Connection, start: int, end: int, standard: str = "cn",
+                       district: str | None = None) -> pd.DataFrame:
+    """Return the hourly AQI (table ``aqi_hourly``) of every air-quality station for buckets in [start, end).
+
+    Columns: asset_id, district_id, bucket, aqi (NaN where no pollutant could be indexed); sorted
+    by asset id, then bucket.
+    """
+    where, params = _kind_filter("aq_station", district)
+    arows = _fetch(conn, f"SELECT a.pk, a.id, a.district_id FROM assets a WHERE {where}", params)
+    cols = ["asset_id", "district_id", "bucket", "aqi"]
+    if not arows:
+        return pd.DataFrame(columns=cols)
+    rows = _fetch(conn, "SELECT h.asset_pk, h.bucket, h.aqi FROM aqi_hourly h WHERE h.standard = ? "
+                        "AND h.bucket >= ? AND h.bucket < ? "
+                        f"AND h.asset_pk IN (SELECT a.pk FROM assets a WHERE {where})",
+                  (standard, int(start), int(end), *params))
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    apk, aid, adist = zip(*arows)
+    aid = np.array(aid, dtype=object)
+    rank = np.empty(len(aid), dtype=np.int64)
+    rank[np.argsort(aid, kind="stable")] = np.arange(len(aid))
+    pk, bucket, val = zip(*rows)
+    pos = pd.Index(np.array(apk, dtype=np.int64)).get_indexer(np.array(pk, dtype=np.int64))
+    bucket = np.array(bucket, dtype=np.int64)
+    order = np.lexsort((bucket, rank[pos]))
+    pos = pos[order]
+    return pd.DataFrame({"asset_id": aid[pos], "district_id": np.array(adist, dtype=object)[pos],
+                         "bucket": bucket[order],
+                         "aqi": np.array([np.nan if v is None else v for v in val], dtype=float)[order]})
+
+
 def asset_count(conn: Connection, kind: str, district: str | None = None) -> int:
     """Return how many assets of ``kind`` there are (in ``district``)."""
     q = select(func.count()).select_from(assets).where(assets.c.kind == kind)
@@ -218,21 +357,34 @@ def _sr_district(q, district):
     return q.where(service_requests.c.district_id == district) if district else q
 
 
-def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
-    """Return aggregates of the requests closed in [start, end).
+def _svc_split(start: int, end: int) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """Split [start, end) into whole UTC days (read from the rollups) and the edges (read raw).
 
-    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
-    median_hours (time to close; from a 15-minute histogram computed in SQL).
+    Returns ((first day, end of last day) or None, [raw ranges]). The edges are under a day each,
+    so they cost a short range of the closed_at index.
     """
+    a = -(-start // SVC_DAY) * SVC_DAY
+    b = end // SVC_DAY * SVC_DAY
+    if a >= b:
+        return None, [(start, end)] if start < end else []
+    return (a, b), [(s, e) for s, e in ((start, a), (b, end)) if s < e]
+
+
+def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | None = None) -> list[tuple]:
+    """Return the time-to-close histogram of requests closed in [start, end), from the table itself:
+    rows (bin, count, sum of scores, rated, satisfied, late) by bin."""
     sr = service_requests
-    binw = 900
-    b = (sr.c.closed_at - sr.c.opened_at) // binw
-    # one pass: the time-to-close histogram, each bin carrying the sums the totals are made of
+    b = (sr.c.closed_at - sr.c.opened_at) // 900
     hq = _sr_district(select(b, func.count(), func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction),
                              func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
                              func.sum((sr.c.closed_at > sr.c.due_at).cast(sr.c.satisfaction.type)))
                       .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(b).order_by(b), district)
-    rows = conn.execute(hq).all()
+    return conn.execute(hq).all()
+
+
+def _stats_from_hist(rows: list[tuple]) -> dict:
+    """Return :func:`service_closed_stats` from histogram rows (bin, count, score sum, rated, satisfied, late)."""
+    binw = 900
     n = sum(r[1] for r in rows)
     sat_sum = sum(int(r[2]) for r in rows if r[2] is not None)
     rated = sum(r[3] for r in rows)
@@ -253,10 +405,7 @@ def service_closed_stats(conn: Connection, start: int, end: int, district: str |
             "satisfied": int(satisfied or 0), "late": int(late or 0), "median_hours": median}
 
 
-def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
-                  res: int = 86_400) -> pd.DataFrame:
-    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
-    rated count and mean hours to close."""
+def _service_daily_raw(conn: Connection, start: int, end: int, district: str | None, res: int) -> list[tuple]:
     sr = service_requests
     bucket = (sr.c.closed_at // res) * res
     q = _sr_district(select(bucket, func.avg(sr.c.satisfaction), func.count(),
@@ -264,10 +413,194 @@ def service_daily(conn: Connection, start: int, end: int, district: str | None =
                             func.count(sr.c.satisfaction), func.avg(sr.c.closed_at - sr.c.opened_at))
                      .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(bucket).order_by(bucket),
                      district)
-    df = _frame(conn.execute(q).all(), ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
+    return [tuple(r) for r in conn.execute(q).all()]
+
+
+def _daily_frame(rows: list[tuple]) -> pd.DataFrame:
+    df = _frame(rows, ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
     df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
     df["hours"] = df["hours"].astype(float) / 3600.0
     return df.astype({"satisfaction": float})
+
+
+def service_window_table(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """Return :func:`service_window` computed from ``service_requests`` alone (no rollup): the
+    reference the rollups are checked against."""
+    return (_stats_from_hist(_closed_hist_raw(conn, start, end, district)),
+            _daily_frame(_service_daily_raw(conn, start, end, district, SVC_DAY)))
+
+
+def _edge_requests(conn: Connection, edges: list[tuple[int, int]], district: str | None) -> np.ndarray:
+    """Return closed_at, opened_at, due_at, satisfaction (NaN if none) of the requests closed in the
+    ``edges`` ranges, as an (n, 4) float array (times are exact integers in a float64)."""
+    if not edges:
+        return np.empty((0, 4))
+    dist = " AND district_id = ?" if district else ""
+    part = f"SELECT closed_at, opened_at, due_at, satisfaction FROM service_requests " \
+           f"WHERE closed_at >= ? AND closed_at < ?{dist}"
+    params: tuple = ()
+    for s, e in edges:
+        params += (s, e, *((district,) if district else ()))
+    rows = _fetch(conn, " UNION ALL ".join([part] * len(edges)), params)
+    return np.array(rows, dtype=float).reshape(-1, 4)
+
+
+def service_window(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
+    """Return (:func:`service_closed_stats`, :func:`service_daily`) of [start, end), reading the
+    requests at the window's edges once for both."""
+    days, edges = _svc_split(int(start), int(end))
+    e = _edge_requests(conn, edges, district)
+    return _closed_stats(conn, days, e, district), _daily(conn, days, e, district, edges)
+
+
+def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
+    """Return aggregates of the requests closed in [start, end).
+
+    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
+    median_hours (time to close; from a 15-minute histogram).
+
+    Whole days come from ``service_rollup`` and the time-to-close histogram tables, the edges of
+    the window from the requests themselves (same sums as one pass over the table).
+    """
+    days, edges = _svc_split(int(start), int(end))
+    return _closed_stats(conn, days, _edge_requests(conn, edges, district), district)
+
+
+def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None) -> dict:
+    binw = 900
+    per = SVC_SPAN // binw
+    closed, opened, due, score = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64), e[:, 2].astype(np.int64), e[:, 3]
+    rated_m = np.isfinite(score)
+    n, rated = len(e), int(rated_m.sum())
+    sat_sum = int(score[rated_m].astype(np.int64).sum())
+    satisfied = int((score[rated_m] >= 4).sum())
+    late = int((closed > due).sum())
+    k, c = np.unique((closed - opened) // binw, return_counts=True)
+    hist: dict[int, int] = dict(zip(k.tolist(), c.tolist()))  # the edges' 15-minute bins
+    spans: dict[int, int] = {}  # 8-hour spans of bins: the whole days' (from the rollup) and the edges'
+    for k, c in hist.items():
+        spans[k // per] = spans.get(k // per, 0) + c
+    key = district or CITY
+    if days:
+        row = _fetch(conn, "SELECT sum(closed), sum(sat_sum), sum(rated), sum(satisfied), sum(late) "
+                           "FROM service_rollup WHERE district_id = ? AND bucket >= ? AND bucket < ?",
+                     (key, *days))[0]
+        n += int(row[0] or 0)
+        sat_sum += int(row[1] or 0)
+        rated += int(row[2] or 0)
+        satisfied += int(row[3] or 0)
+        late += int(row[4] or 0)
+        for k, c in _fetch(conn, "SELECT span, sum(n) FROM service_close_spans "
+                                 "WHERE district_id = ? AND bucket >= ? AND bucket < ? GROUP BY span",
+                           (key, *days)):
+            spans[int(k)] = spans.get(int(k), 0) + int(c or 0)
+    sat = sat_sum / rated if rated else None
+    median = None
+    span_rows = sorted((k, c) for k, c in spans.items() if c > 0)
+    total = sum(c for _, c in span_rows)
+    # the median's span, then its 15-minute bins: the same walk as over every bin, since no bin
+    # before that span reaches half the total
+    acc = 0
+    for sk, sc in span_rows:
+        if acc + sc >= total / 2:
+            bins = {k: c for k, c in hist.items() if k // per == sk}
+            if days:
+                for k, c in _fetch(conn, "SELECT bin, sum(n) FROM service_close_hist WHERE district_id = ? "
+                                         "AND span = ? AND bucket >= ? AND bucket < ? GROUP BY bin",
+                                   (key, sk, *days)):
+                    bins[int(k)] = bins.get(int(k), 0) + int(c or 0)
+            for k, c in sorted((k, c) for k, c in bins.items() if c > 0):
+                if acc + c >= total / 2:
+                    median = (k + (total / 2 - acc) / c) * binw / 3600.0
+                    break
+                acc += c
+            break
+        acc += sc
+    return {"n": int(n), "satisfaction": float(sat) if sat is not None else None, "rated": int(rated),
+            "satisfied": int(satisfied), "late": int(late), "median_hours": median}
+
+
+def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
+                  res: int = 86_400) -> pd.DataFrame:
+    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
+    rated count and mean hours to close."""
+    if res != SVC_DAY:
+        return _daily_frame(_service_daily_raw(conn, start, end, district, res))
+    days, edges = _svc_split(int(start), int(end))
+    return _daily(conn, days, _edge_requests(conn, edges, district) if conn.dialect.name != "postgresql"
+                  else np.empty((0, 4)), district, edges)
+
+
+def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None,
+           edges: list[tuple[int, int]]) -> pd.DataFrame:
+    rows = []
+    pg = conn.dialect.name == "postgresql"
+    if pg:
+        # PostgreSQL's avg() is a numeric rounded to its own scale: the edges with the same SQL,
+        # the whole days divided as numerics, so the means are the very floats of one avg()
+        for s_, e_ in edges:
+            rows += _service_daily_raw(conn, s_, e_, district, SVC_DAY)
+    elif len(e):
+        closed, opened, score = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64), e[:, 3]
+        bucket = closed // SVC_DAY * SVC_DAY
+        for b in np.unique(bucket).tolist():
+            m = bucket == b
+            sc = score[m]
+            r = np.isfinite(sc)
+            rated, cnt = int(r.sum()), int(m.sum())
+            rows.append((b, int(sc[r].astype(np.int64).sum()) / rated if rated else None, cnt,
+                         int((sc[r] >= 4).sum()), rated, int((closed[m] - opened[m]).sum()) / cnt))
+    if days and pg:
+        for b, mean, closed, satisfied, rated, secs in _fetch(
+                conn, "SELECT bucket, CASE WHEN rated > 0 THEN CAST(sat_sum AS NUMERIC) / rated END, closed, "
+                      "satisfied, rated, CAST(close_s AS NUMERIC) / closed FROM service_rollup "
+                      "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
+                (district or CITY, *days)):
+            rows.append((int(b), mean, int(closed), int(satisfied), int(rated), secs))
+    elif days:
+        for b, closed, rated, sat_sum, satisfied, close_s in _fetch(
+                conn, "SELECT bucket, closed, rated, sat_sum, satisfied, close_s FROM service_rollup "
+                      "WHERE district_id = ? AND bucket >= ? AND bucket < ? AND closed > 0",
+                (district or CITY, *days)):
+            rows.append((int(b), sat_sum / rated if rated else None, int(closed), int(satisfied), int(rated),
+                         close_s / closed))
+    if not rows:  # what _daily_frame([]) returns, without its pandas calls
+        return pd.DataFrame({"bucket": np.array([], dtype=object), "satisfaction": np.array([], dtype=float),
+                             "closed": np.array([], dtype=object), "satisfied": np.array([], dtype=np.int64),
+                             "rated": np.array([], dtype=object), "hours": np.array([], dtype=float)})
+    rows.sort(key=lambda r: r[0])
+    b, sat, closed, satisfied, rated, secs = zip(*rows)
+    # the frame _daily_frame builds, with its dtypes, built directly (pandas calls cost here)
+    return pd.DataFrame({"bucket": np.array(b, dtype=np.int64),
+                         "satisfaction": np.array([np.nan if v is None else float(v) for v in sat], dtype=float),
+                         "closed": np.array(closed, dtype=np.int64),
+                         "satisfied": np.array([0 if v is None else int(v) for v in satisfied], dtype=np.int64),
+                         "rated": np.array(rated, dtype=np.int64),
+                         "hours": np.array([float(v) for v in secs], dtype=float) / 3600.0})
+
+
+def _open_counts(conn: Connection, times: list[int], district: str | None, lookback: int) -> dict[int, dict]:
+    """Count the requests open (and overdue) at each of ``times`` (sorted).
+
+    The candidates, requests opened in (times[0] - lookback, times[-1]] and not closed by
+    times[0], are read as two index ranges (never closed: closed_at IS NULL; closed after
+    times[0]), a few thousand rows instead of every request of the lookback, and counted in numpy.
+    """
+    dist = " AND district_id = ?" if district else ""
+    # "+ 0": the opened_at bounds are a filter, not an index range (SQLite, without statistics,
+    # would otherwise pick the opened_at index and read every request of the lookback)
+    part = ("SELECT opened_at, closed_at, due_at FROM service_requests WHERE {cond} "
+            f"AND opened_at + 0 <= ? AND opened_at + 0 > ?{dist}")
+    bounds = (times[-1], times[0] - lookback, *((district,) if district else ()))
+    rows = _fetch(conn, part.format(cond="closed_at IS NULL") + " UNION ALL " + part.format(cond="closed_at > ?"),
+                  (*bounds, times[0], *bounds))
+    arr = np.array(rows, dtype=float).reshape(-1, 3)  # a never-closed request: closed_at NaN
+    opened, closed, due = arr[:, 0], arr[:, 1], arr[:, 2]
+    out = {}
+    for t in times:
+        is_open = (opened <= t) & (opened > t - lookback) & ~(closed <= t)
+        out[t] = {"open": int(is_open.sum()), "overdue": int((is_open & (due < t)).sum())}
+    return out
 
 
 def service_open_at(conn: Connection, t: int, district: str | None = None, lookback_days: int = 90) -> dict:
@@ -276,33 +609,16 @@ def service_open_at(conn: Connection, t: int, district: str | None = None, lookb
     A request is open at ``t`` if opened at or before ``t`` and not closed by then; overdue if
     also past its due time. Only requests opened within ``lookback_days`` are considered.
     """
-    sr = service_requests
-    is_open = and_(sr.c.opened_at <= t, sr.c.opened_at > t - lookback_days * 86_400,
-                   (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
-    q = _sr_district(select(func.count(), func.sum((sr.c.due_at < t).cast(sr.c.satisfaction.type)))
-                     .where(is_open), district)
-    n, m = conn.execute(q).one()
-    return {"open": int(n or 0), "overdue": int(m or 0)}
+    return _open_counts(conn, [int(t)], district, lookback_days * 86_400)[int(t)]
 
 
 def service_open_at_many(conn: Connection, times: list[int], district: str | None = None,
                          lookback_days: int = 90) -> dict[int, dict]:
-    """Return :func:`service_open_at` for each time in ``times``, in one pass over the table."""
+    """Return :func:`service_open_at` for each time in ``times``, in one read of the candidates."""
     times = sorted({int(t) for t in times})
     if not times:
         return {}
-    sr = service_requests
-    lb = lookback_days * 86_400
-    cols = []
-    for t in times:
-        is_open = and_(sr.c.opened_at <= t, sr.c.opened_at > t - lb,
-                       (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
-        cols.append(func.sum(case((is_open, 1), else_=0)))
-        cols.append(func.sum(case((and_(is_open, sr.c.due_at < t), 1), else_=0)))
-    q = _sr_district(select(*cols).where(sr.c.opened_at <= times[-1], sr.c.opened_at > times[0] - lb,
-                                         (sr.c.closed_at.is_(None)) | (sr.c.closed_at > times[0])), district)
-    row = conn.execute(q).one()
-    return {t: {"open": int(row[2 * i] or 0), "overdue": int(row[2 * i + 1] or 0)} for i, t in enumerate(times)}
+    return _open_counts(conn, times, district, lookback_days * 86_400)
 
 
 def service_opened_count(conn: Connection, start: int, end: int, district: str | None = None) -> int:
@@ -324,9 +640,27 @@ def service_newest_ts(conn: Connection, district: str | None = None) -> int | No
 def service_by_district(conn: Connection, start: int, end: int) -> pd.DataFrame:
     """Return per district: mean satisfaction and count of requests closed in [start, end)."""
     sr = service_requests
-    q = (select(sr.c.district_id, func.avg(sr.c.satisfaction), func.count(sr.c.satisfaction))
-         .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(sr.c.district_id))
-    return _frame(conn.execute(q).all(), ["district_id", "satisfaction", "n"]).astype({"satisfaction": float})
+    days, edges = _svc_split(int(start), int(end))
+    acc: dict = {}  # district -> [sum of scores, rated, closed]
+    for s, e in edges:
+        q = (select(sr.c.district_id, func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction), func.count())
+             .where(sr.c.closed_at >= s, sr.c.closed_at < e).group_by(sr.c.district_id))
+        for d, ssum, rated, closed in conn.execute(q).all():
+            a = acc.setdefault(d, [0, 0, 0])
+            a[0] += int(ssum or 0)
+            a[1] += int(rated or 0)
+            a[2] += int(closed or 0)
+    if days:
+        for d, ssum, rated, closed in _fetch(
+                conn, "SELECT district_id, sum(sat_sum), sum(rated), sum(closed) FROM service_rollup "
+                      "WHERE district_id <> ? AND bucket >= ? AND bucket < ? GROUP BY district_id",
+                (CITY, *days)):
+            a = acc.setdefault(None if d == NO_DISTRICT else d, [0, 0, 0])
+            a[0] += int(ssum or 0)
+            a[1] += int(rated or 0)
+            a[2] += int(closed or 0)
+    rows = [(d, a[0] / a[1] if a[1] else None, a[1]) for d, a in acc.items() if a[2] > 0]
+    return _frame(rows, ["district_id", "satisfaction", "n"]).astype({"satisfaction": float})
 
 
 def service_open_list(conn: Connection, t: int, district: str | None = None, limit: int = 50) -> pd.DataFrame:

@@ -48,6 +48,8 @@ assets = Table(
     Column("geometry", Text),  # GeoJSON geometry
     Column("attributes", JSON, nullable=False, default=dict),
     Index("ix_assets_kind", "kind", "district_id"),
+    # covers the assets part of the latest-values join (map layers, KPIs): no read of the wide rows
+    Index("ix_assets_kind_cover", "kind", "pk", "id", "name", "district_id"),
 )
 
 readings = Table(
@@ -95,6 +97,18 @@ rollup_district = Table(
     sqlite_with_rowid=False,
 )
 
+#: The AQI of each air-quality station and hour, per AQI standard, derived at ingest from the
+#: hourly per-asset rollups of the six pollutants (the AQI of the hour's mean concentrations;
+#: NULL when none can be indexed). Kept current by the reading ingest (dashboard.store.aqi_rollup).
+aqi_hourly = Table(
+    "aqi_hourly", metadata,
+    Column("standard", String(8), primary_key=True),  # cn | us
+    Column("bucket", BigInteger, primary_key=True),  # start of the hour
+    Column("asset_pk", Integer, primary_key=True),
+    Column("aqi", Float),
+    sqlite_with_rowid=False,
+)
+
 service_categories = Table(
     "service_categories", metadata,
     Column("id", String(64), primary_key=True),
@@ -118,6 +132,47 @@ service_requests = Table(
     Index("ix_sr_opened", "opened_at"),
     Index("ix_sr_closed", "closed_at"),
     Index("ix_sr_status", "status", "district_id"),
+    # covers the closure reads (edges of the service rollups' days, open-at counts): index-only
+    Index("ix_sr_closure", "closed_at", "district_id", "opened_at", "due_at", "satisfaction"),
+)
+
+#: Closed service requests per district and UTC day of closure, kept current by the request
+#: ingest (dashboard.store.services): the satisfaction KPIs read these instead of scanning requests.
+#: ``district_id`` "*" = the whole city, "" = requests without a district; ``bucket`` =
+#: closed_at // 86400 * 86400.
+service_rollup = Table(
+    "service_rollup", metadata,
+    Column("district_id", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("closed", Integer, nullable=False),  # requests closed
+    Column("rated", Integer, nullable=False),  # ... with a satisfaction score
+    Column("sat_sum", Integer, nullable=False),  # sum of the scores
+    Column("satisfied", Integer, nullable=False),  # ... scored 4 or 5
+    Column("late", Integer, nullable=False),  # ... closed after due_at
+    Column("close_s", BigInteger, nullable=False),  # sum of closed_at - opened_at (seconds)
+    sqlite_with_rowid=False,
+)
+
+#: Time-to-close histogram of the same closures, in two levels: the count per 8-hour span of
+#: closed_at - opened_at (``span`` = (closed_at - opened_at) // 28800) per district and UTC day of
+#: closure, and within each span the count per 15-minute bin (``bin`` = (closed_at - opened_at)
+#: // 900, so ``span`` = ``bin`` // 32). A median reads the spans, then the bins of one span.
+service_close_spans = Table(
+    "service_close_spans", metadata,
+    Column("district_id", String(64), primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("span", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
+)
+service_close_hist = Table(
+    "service_close_hist", metadata,
+    Column("district_id", String(64), primary_key=True),
+    Column("span", Integer, primary_key=True),
+    Column("bucket", BigInteger, primary_key=True),
+    Column("bin", Integer, primary_key=True),
+    Column("n", Integer, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 alerts = Table(

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, select
 
+from dashboard.store import service_rollup
 from dashboard.store.ingest import MAX_FUTURE_S, IngestResult, _parse_ts
 from dashboard.store.schema import districts, rejected, service_categories, service_requests
 
@@ -202,6 +203,9 @@ def _ingest(conn: Connection, frame: pd.DataFrame, source: str, now: float | Non
         stmt = service_requests.update().where(service_requests.c.id == bindparam("b_id")).values(
             {f: bindparam(f"b_{f}") for f in FIELDS})
         conn.execute(stmt, [{"b_id": r["id"], **{f"b_{f}": r[f] for f in FIELDS}} for r in updates])
+    # the closure rollups, in the same transaction: the stored version of an update leaves them
+    service_rollup.apply(conn, [stored[r["id"]] for r in updates], sign=-1)
+    service_rollup.apply(conn, inserts + updates, sign=1)
     result.accepted += len(inserts) + len(updates)
 
     bad = np.flatnonzero(~ok)
