@@ -158,8 +158,9 @@ def ensure_store(pg_url: str, db: str, hours: float, rebuild: bool) -> str:
             exists = None
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(db)))
-    from dashboard.store import is_initialised, make_engine
+    from dashboard.store import create_schema, is_initialised, make_engine
 
+    create_schema(make_engine(url))  # a store built by an older release is migrated first
     if not is_initialised(make_engine(url)):
         from _demo import build_demo_store
 
