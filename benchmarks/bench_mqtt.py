@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing as mp
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -184,7 +185,7 @@ def main() -> None:
                     time.sleep(0.02)
                 to_store.append(stored_at if stored_at is not None else float("nan"))
                 to_screen.append(shown_at if shown_at is not None else float("nan"))
-                time.sleep(1.1)  # next probe in a later second: a new as_of
+                time.sleep(1.1 + random.random() * 5)  # a later second (new as_of), anywhere in the refresh cycle
         c.loop_stop()
         q = lambda xs, p: sorted(xs)[min(len(xs) - 1, int(p * len(xs)))]  # noqa: E731
         result.update({"latency_store_p50": q(to_store, 0.5), "latency_store_p95": q(to_store, 0.95),
