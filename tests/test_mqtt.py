@@ -275,3 +275,50 @@ def test_a_message_the_store_refuses_is_rejected_alone_not_retried_forever(small
         rej = conn.execute(select(rejected.c.source, rejected.c.raw, rejected.c.reason)).one()
     assert rej.source == "mqtt:city/bad" and rej.raw == '"poison"'
     assert rej.reason == "the store refused this message: value refused by the server"
+
+
+def test_panorama_ingest_mqtt_command(small_city, mqtt_host_port, tmp_path):
+    """The command itself: subscribes, stores, and on interrupt prints what it did."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    host, port = mqtt_host_port
+    eng = small_city["engine"]
+    prefix, client_id = f"cli/{secrets.token_hex(4)}", f"panorama-cli-{secrets.token_hex(4)}"
+    env = {**os.environ, "PANORAMA_DATABASE_URL": eng.url.render_as_string(hide_password=False),
+           "PANORAMA_DATA_DIR": str(tmp_path)}
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "panorama"), "ingest", "mqtt", "--url",
+                             f"mqtt://{host}:{port}", "--topic", f"{prefix}/#", "--client-id", client_id],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(3)  # connected and subscribed
+        pub = Publisher(host, port)
+        t0 = int(time.time()) - 600
+        pub.send(f"{prefix}/r1", [{"asset": "r1", "metric": "speed_kmh", "ts": t0 + i, "value": 40 + i} for i in range(5)])
+        pub.send(f"{prefix}/r1", {"asset": "r1", "metric": "speed_kmh", "ts": t0, "value": -1})
+        pub.wait_all()
+        pub.close()
+
+        def count() -> int:
+            with eng.connect() as conn:
+                return conn.execute(select(func.count()).select_from(readings)).scalar()
+
+        wait_for(lambda: count() == 5, 20, "the command to store the readings")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=20)
+        forget_session(host, port, client_id)
+    assert "2 messages: 5 readings stored, 0 already stored, 1 rejected" in " ".join(out.split()), out
+
+
+def test_panorama_ingest_mqtt_refuses_a_bad_url(tmp_path):
+    from typer.testing import CliRunner
+
+    from dashboard.cli import app
+
+    r = CliRunner().invoke(app, ["ingest", "mqtt", "--url", "http://broker"],
+                           env={"PANORAMA_DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite'}"})
+    assert r.exit_code == 1 and "use mqtt://host[:port]" in r.output
