@@ -70,6 +70,11 @@ class BucketCache:
         """Return False while the backend is known to be down."""
         return self._down_since is None
 
+    def clear(self) -> None:
+        """Forget every value: the shared backend's and this process's copies."""
+        self._mem.clear()
+        self._safe("clear")
+
     def _lock_for(self, key: str) -> threading.Lock:
         with self._local:
             return self._locks.setdefault(key, threading.Lock())
