@@ -151,12 +151,12 @@ def test_wall002_rotation_moves_the_focus(dash_duo, store_url, tmp_path):
 
     # the playlist may have moved on while the page loaded: wait for traffic's turn, then the next
     s = wait_for(lambda: (x := state()) and "focus-traffic" in x["cls"] and x["vis"].get("traffic")
-                 and not x["vis"].get("air_quality") and x, timeout=8)
+                 and not x["vis"].get("air_quality") and x, timeout=16)
     assert s["name"] == "Traffic" and "panel-traffic" in s["panel"] and s["worst"] >= 1
     s = wait_for(lambda: (x := state()) and "focus-air_quality" in x["cls"] and x["vis"].get("air_quality")
-                 and not x["vis"].get("traffic") and x, timeout=8)
+                 and not x["vis"].get("traffic") and x, timeout=16)
     assert s["name"] == "Air quality" and "panel-air_quality" in s["panel"] and s["worst"] >= 1
-    wait_for(lambda: "focus-traffic" in state()["cls"], timeout=8)  # and back: a playlist
+    wait_for(lambda: "focus-traffic" in state()["cls"], timeout=16)  # and back: a playlist
     assert console_errors(dash_duo) == []
 
 
