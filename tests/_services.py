@@ -41,7 +41,26 @@ def _as(user: str | None, argv: list[str]) -> list[str]:
     return ["runuser", "-u", user, "--", *argv] if user else argv
 
 
-class Mosquitto:
+class _Server:
+    """A server process of the test's own on ``self.port``."""
+
+    port: int
+    proc: subprocess.Popen | None = None
+
+    def _spawn(self, argv: list[str]):
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM: a broker saves its persistence file) and wait for the port to close."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        wait_port(self.port, up=False)
+
+
+class Mosquitto(_Server):
     """A Mosquitto broker with persistence: stop() keeps sessions and queued QoS 1 messages.
 
     Its folder is a fresh one under /tmp (as root, owned by ``mosquitto``, the user the broker
@@ -60,20 +79,9 @@ class Mosquitto:
             "autosave_interval 1\nlog_dest none\n")
         if os.geteuid() == 0:
             shutil.chown(self.folder, "mosquitto") if _has_user("mosquitto") else None
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Mosquitto":
-        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        """Stop gracefully (SIGTERM: the broker saves its persistence file)."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        wait_port(self.port, up=False)
+        return self._spawn(["mosquitto", "-c", str(self.conf)])
 
     def cleanup(self) -> None:
         """Stop the broker if it runs, and remove its files."""
@@ -81,30 +89,20 @@ class Mosquitto:
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
-class Redis:
+class Redis(_Server):
     """A Redis server that keeps nothing on disk."""
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)
         self.port = free_port()
-        self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> "Redis":
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                                      "--save", "", "--appendonly", "no", "--dir", str(self.folder)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        wait_port(self.port, up=False)
+        return self._spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+                            "--save", "", "--appendonly", "no", "--dir", str(self.folder)])
 
 
 def _has_user(name: str) -> bool:
