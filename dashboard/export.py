@@ -7,8 +7,8 @@ Panel ids come from the registries, so a new KPI or layer is exportable and embe
 - ``map``: the whole map, its layers chosen with ``?layers=traffic,air_quality``.
 
 Images are drawn by one long-lived headless Chromium (kaleido's sync server), started on first use
-with the closed-network flags. Map panels are drawn as SVG traces on lon/lat axes
-(:mod:`dashboard.map_image`), not WebGL map traces: the offline basemap is only a background
+with the closed-network flags. Map panels are drawn as SVG shapes on plain x/y axes in the map's
+projection (:mod:`dashboard.map_image`), not WebGL map traces: the offline basemap is only a background
 colour, and software WebGL took seconds per image. Software WebGL (SwiftShader) stays enabled
 for any figure that still carries map traces.
 """
@@ -290,7 +290,7 @@ def kpi_figure(live, req: PanelRequest, k: KpiValue | None = None) -> dict:
 def map_panel_figure(live, req: PanelRequest, webgl: bool = False) -> dict:
     """Return a map panel as one plotly figure: the map, a title, the legend and the as-of time.
 
-    The map is drawn as SVG traces on hidden lon/lat axes (:mod:`dashboard.map_image`), from the
+    The map is drawn as SVG shapes on hidden x/y axes (:mod:`dashboard.map_image`), from the
     same layer traces as the live map: no WebGL, so it renders fast. ``webgl=True`` returns the
     live map's own figure (``scattermap``/``choroplethmap`` on MapLibre) instead.
     """

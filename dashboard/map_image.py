@@ -1,4 +1,4 @@
-"""The map as a static image with no WebGL: map traces redrawn as SVG on plain lon/lat axes.
+"""The map as a static image with no WebGL: map traces redrawn as SVG shapes on plain x/y axes.
 
 The offline basemap is only a background colour (``theme.map_style``), so an image of the map needs
 no MapLibre. :func:`static_map_figure` takes the live map figure (``views.map_figure``: the layers'
@@ -7,13 +7,16 @@ own ``traces()`` output, so the same values, colour scales, sizes and view) and 
 - ``choroplethmap`` → one filled path shape per district, its fill the trace's colour scale at its
   ``z`` (linear in RGBA, as plotly.js maps it) times the marker opacity, with the trace's outline;
 - ``scattermap`` markers → for a dense layer of one marker size (the traffic dots) one path of
-  round dots per colour (thousands of SVG point elements are what cost plotly.js the time);
-  otherwise a ``scatter`` trace with the same marker (colours, sizes, opacity); hover-only traces
-  (marker opacity 0) are left out;
+  round dots per run of consecutive dots of one colour, painted in the data's order as MapLibre
+  does (thousands of SVG point elements are what cost plotly.js the time);
+  otherwise one circle shape per marker, sized in pixels; the same colours (or colour-scale
+  values), sizes (as MapLibre paints them, :data:`RIM_PX`) and opacity; hover-only traces (marker
+  opacity 0) are left out;
 
-on hidden axes x = longitude, y = latitude, with ``scaleanchor`` and ``scaleratio = 1 / cos(latitude)``
-(the local aspect of the Web Mercator map), over the same centre and zoom, on the map's background
-colour. Headless Chromium draws this in a fraction of the time software WebGL takes.
+on hidden axes x = longitude, y = the Web Mercator ordinate of the latitude in degrees (so
+``scaleanchor`` with ``scaleratio = 1`` gives the map's projection exactly: every point lands on the
+pixel it has on the map), over the same centre and zoom, on the map's background colour. Headless
+Chromium draws this in a fraction of the time software WebGL takes.
 """
 from __future__ import annotations
 
@@ -27,7 +30,9 @@ from shapely.geometry.polygon import orient
 from layers._common import untyped
 
 TILE_PX = 512  # plotly's map: world width in px at zoom 0
-_MAP_TRACES = ("choroplethmap", "scattermap")
+#: MapLibre fades a circle's edge over the last pixel inside its radius: a marker of diameter d
+#: looks d/2 - 0.5 px in radius (SVG antialiases across the edge instead).
+RIM_PX = 0.5
 _RGBA = re.compile(r"rgba?\(\s*([\d.]+)\s*,\s*([\d.]+)\s*,\s*([\d.]+)\s*(?:,\s*([\d.]+)\s*)?\)")
 
 
@@ -111,27 +116,35 @@ def choropleth_fills(trace: dict) -> list[dict]:
     return out
 
 
+def mercator_y(lat):
+    """Return the Web Mercator ordinate of latitudes, in degrees (equal to the latitude at the equator;
+    one unit of it spans as many pixels as one degree of longitude, as on the map)."""
+    return np.degrees(np.log(np.tan(np.pi / 4 + np.radians(np.asarray(lat, float)) / 2)))
+
+
 class _Canvas:
-    """The image's lon/lat axes: ranges, pixels per degree, and SVG path text in data units."""
+    """The image's axes (x = longitude, y = :func:`mercator_y` of latitude, both in degrees, one scale),
+    and SVG path text in those units."""
 
     def __init__(self, center: dict, zoom: float, px: tuple[int, int]):
         self.xrange, self.yrange = view_ranges(center, zoom, px)
-        self.ratio = 1 / math.cos(math.radians(center["lat"]))  # y px per degree ÷ x px per degree
-        self.ppd = px[0] / (self.xrange[1] - self.xrange[0])  # x px per degree
+        self.ppd = px[0] / (self.xrange[1] - self.xrange[0])  # px per degree, both axes
         # enough decimals that rounding moves nothing by more than 1/50 px (also at scale 4)
-        self.nd = max(3, math.ceil(math.log10(self.ppd * self.ratio * 50)))
+        self.nd = max(3, math.ceil(math.log10(self.ppd * 50)))
 
     def path(self, rings) -> str:
         """Return an SVG path of closed rings [(lon, lat), …] (absolute M/L/Z: what plotly shapes take)."""
         f = f"{{:.{self.nd}f}},{{:.{self.nd}f}}".format
-        return "".join(["M" + "L".join(map(f, r[:, 0].tolist(), r[:, 1].tolist())) + "Z" for r in rings])
+        return "".join(["M" + "L".join(map(f, r[:, 0].tolist(), mercator_y(r[:, 1]).tolist())) + "Z" for r in rings])
 
     def dots(self, lon, lat, diameter_px: float) -> str:
-        """Return an SVG path of round dots (polygons of 8 to 16 sides) of ``diameter_px`` at the points."""
-        a = np.linspace(0, 2 * np.pi, int(min(16, max(8, diameter_px))), endpoint=False)
-        r = diameter_px / 2 / self.ppd
+        """Return an SVG path of round dots at the points, as MapLibre draws markers of ``diameter_px``:
+        polygons of 8 to 16 sides with the area of a circle of radius ``diameter_px / 2 - RIM_PX``."""
+        n = int(min(16, max(8, diameter_px)))
+        a = np.linspace(0, 2 * np.pi, n, endpoint=False)
+        r = max(RIM_PX, diameter_px / 2 - RIM_PX) * math.sqrt(2 * math.pi / (n * math.sin(2 * math.pi / n))) / self.ppd
         xs = (np.asarray(lon, float)[:, None] + r * np.cos(a)).tolist()
-        ys = (np.asarray(lat, float)[:, None] + r * np.sin(a) / self.ratio).tolist()
+        ys = (mercator_y(lat)[:, None] + r * np.sin(a)).tolist()
         f = f"{{:.{self.nd}f}},{{:.{self.nd}f}}".format
         return "".join(["M" + "L".join(map(f, x, y)) + "Z" for x, y in zip(xs, ys)])
 
@@ -145,7 +158,7 @@ def _choropleth_shapes(trace: dict, canvas: _Canvas) -> list[dict]:
             for d in choropleth_fills(trace)]
 
 
-#: A marker trace with more points than this, all of one size, is drawn as one path per colour
+#: A marker trace with more points than this, all of one size, is drawn as paths of many dots
 #: (thousands of SVG point elements cost plotly.js far more than a few long paths).
 MANY_MARKERS = 200
 
@@ -164,41 +177,42 @@ def marker_colours(trace: dict) -> list[str]:
     return [str(x) for x in c]
 
 
-def _scatter(trace: dict, canvas: _Canvas) -> tuple[list[dict], list[dict]]:
-    """Return (traces, shapes) drawing a ``scattermap`` markers trace."""
-    marker = dict(trace.get("marker") or {})
+def _marker_shapes(trace: dict, canvas: _Canvas) -> list[dict]:
+    """Return the shapes drawing a ``scattermap`` markers trace, in its colours, sizes and opacity."""
+    marker = trace.get("marker") or {}
     opacity = float(marker.get("opacity", 1))
     if opacity == 0 or trace.get("mode", "markers") != "markers":
-        return [], []  # hover-only trace: draws nothing
+        return []  # hover-only trace: draws nothing
+    layer = (trace.get("meta") or {}).get("layer", trace.get("name", ""))
+    cols = marker_colours(trace)
     size = marker.get("size", 6)
-    if len(trace["lon"]) > MANY_MARKERS and isinstance(size, (int, float)):
-        layer = (trace.get("meta") or {}).get("layer", trace.get("name", ""))
-        cols = np.asarray(marker_colours(trace))
+    if len(cols) > MANY_MARKERS and isinstance(size, (int, float)):
+        # dense dots: one path per run of consecutive dots of one colour, so that where dots overlap
+        # the one drawn last is on top, as on the map (MapLibre paints them in data order)
         lon, lat = np.asarray(trace["lon"], float), np.asarray(trace["lat"], float)
-        shapes = []
-        for c in dict.fromkeys(cols.tolist()):
-            m = cols == c
-            shapes.append({"type": "path", "xref": "x", "yref": "y", "layer": "below", "fillrule": "nonzero",
-                           "name": f"{layer}:{c}", "path": canvas.dots(lon[m], lat[m], float(size)),
-                           "fillcolor": rgba(parse_colour(c), opacity), "line": {"width": 0}})
-        return [], shapes
-    marker["line"] = {"width": 0}  # a scatter with per-point sizes would get plotly's bubble outline
-    return [{"type": "scatter", "mode": "markers", "x": trace["lon"], "y": trace["lat"], "marker": marker,
-             "hoverinfo": "skip", "showlegend": False, "cliponaxis": True,
-             **{k: trace[k] for k in ("name", "uid", "meta", "text") if k in trace}}], []
+        arr = np.asarray(cols)
+        cuts = [0, *(np.flatnonzero(arr[1:] != arr[:-1]) + 1).tolist(), len(arr)]
+        return [{"type": "path", "xref": "x", "yref": "y", "layer": "below", "fillrule": "nonzero",
+                 "name": f"{layer}:{cols[a]}:{a}", "path": canvas.dots(lon[a:b], lat[a:b], float(size)),
+                 "fillcolor": rgba(parse_colour(cols[a]), opacity), "line": {"width": 0}}
+                for a, b in zip(cuts[:-1], cuts[1:])]
+    sizes = _per_location(size, len(cols))  # a few markers: one circle each, sized in pixels
+    return [{"type": "circle", "xref": "x", "yref": "y", "layer": "below", "xsizemode": "pixel",
+             "ysizemode": "pixel", "xanchor": x, "yanchor": round(float(mercator_y(y)), 6), "x0": -r, "x1": r,
+             "y0": -r, "y1": r, "name": f"{layer}:{i}", "fillcolor": rgba(parse_colour(c), opacity),
+             "line": {"width": 0}}
+            for i, (x, y, c, d) in enumerate(zip(trace["lon"], trace["lat"], cols, sizes))
+            if x is not None and y is not None and d
+            for r in [max(RIM_PX, float(d) / 2 - RIM_PX)]]
 
 
 def view_ranges(center: dict, zoom: float, px: tuple[int, int]) -> tuple[list, list]:
-    """Return the lon and lat ranges a ``px`` (width, height) Web Mercator map shows at ``center``/``zoom``."""
-    world = TILE_PX * 2 ** zoom
-    half_lon = px[0] / 2 / world * 360
-    ym = math.log(math.tan(math.pi / 4 + math.radians(center["lat"]) / 2))
-    half_y = px[1] / 2 / world * 2 * math.pi
-
-    def lat(y):
-        return math.degrees(2 * math.atan(math.exp(y)) - math.pi / 2)
-
-    return [center["lon"] - half_lon, center["lon"] + half_lon], [lat(ym - half_y), lat(ym + half_y)]
+    """Return the x (longitude) and y (:func:`mercator_y`) ranges a ``px`` (width, height) map shows
+    at ``center`` and ``zoom`` (plotly's map: 512 px for 360° at zoom 0)."""
+    deg_per_px = 360 / (TILE_PX * 2 ** zoom)
+    cy = float(mercator_y(center["lat"]))
+    hx, hy = px[0] / 2 * deg_per_px, px[1] / 2 * deg_per_px
+    return [center["lon"] - hx, center["lon"] + hx], [cy - hy, cy + hy]
 
 
 def background(style: dict, default: str) -> str:
@@ -211,10 +225,9 @@ def background(style: dict, default: str) -> str:
 
 def static_map_figure(fig: dict) -> dict:
     """Return the map figure ``fig`` (map traces, ``layout.map`` with centre and zoom, ``width``,
-    ``height``, ``margin``) redrawn with no WebGL on hidden lon/lat axes: same view, colours and texts.
+    ``height``, ``margin``) redrawn with no WebGL on hidden x/y axes: same view, colours and texts.
 
-    Areas and dense dot layers become path shapes under the traces, in the layers' order; sparse
-    marker layers (stations) stay ``scatter`` traces, so they are drawn above them.
+    Every layer becomes layout shapes, in the layers' drawing order; other traces pass unchanged.
     """
     lay = {k: v for k, v in fig["layout"].items() if k != "map"}
     m = fig["layout"]["map"]
@@ -228,15 +241,13 @@ def static_map_figure(fig: dict) -> dict:
         if t["type"] == "choroplethmap":
             shapes += _choropleth_shapes(t, canvas)
         elif t["type"] == "scattermap":
-            tr, sh = _scatter(t, canvas)
-            data += tr
-            shapes += sh
+            shapes += _marker_shapes(t, canvas)
         else:
             data.append(t)
     axis = {"visible": False, "fixedrange": True, "showgrid": False, "zeroline": False}
     lay.update(
         xaxis={**axis, "range": canvas.xrange, "domain": [0, 1], "constrain": "range"},
-        yaxis={**axis, "range": canvas.yrange, "domain": [0, 1], "scaleanchor": "x", "scaleratio": canvas.ratio,
+        yaxis={**axis, "range": canvas.yrange, "domain": [0, 1], "scaleanchor": "x", "scaleratio": 1,
                "constrain": "range"},
         plot_bgcolor=background(m.get("style"), lay.get("paper_bgcolor", "#000")),
         shapes=shapes, hovermode=False, dragmode=False,

@@ -254,7 +254,7 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
 
     from dashboard import views
     from dashboard.export import map_panel_figure, parse_request, standalone_live
-    from dashboard.map_image import static_map_figure
+    from dashboard.map_image import RIM_PX, mercator_y, static_map_figure
     from dashboard.theme import CONGESTION_BANDS, LOAD_SCALE
     from layers._common import untyped
 
@@ -262,8 +262,7 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     req = parse_request(live, "map", {"layers": "districts,energy,traffic,air_quality", "width": "900",
                                       "height": "600", "district": "chaoyang"})
     fig = map_panel_figure(live, req)
-    kinds = {t["type"] for t in fig["data"]}
-    assert kinds <= {"scatter"}, kinds  # no scattermap/choroplethmap/…gl: nothing needs WebGL
+    assert fig["data"] == [], [t["type"] for t in fig["data"]]  # no scattermap/choroplethmap: no WebGL
     assert not {"map", "mapbox", "geo"} & set(fig["layout"]), "no map subplot"
     assert fig["layout"]["yaxis"]["scaleanchor"] == "x" and fig["layout"]["shapes"]
     live_fig = map_panel_figure(live, req, webgl=True)  # same view as the live map figure
@@ -302,26 +301,31 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
         assert got.endswith(",0.55)")  # the choropleth's marker opacity
     assert sum(n.startswith("energy:") for n in shapes) == sum(z is not None for z in energy["z"]) == len(en_static) - 1
 
-    # traffic: every dot drawn once, in its segment's congestion band colour
-    dots_lon, dots_lat, seg = tr_static.attrs["dots"]
+    # traffic: every dot drawn once, in its segment's congestion band colour, in the data's order
+    # (where dots overlap, the later one is on top, as MapLibre paints them)
+    dots_lon, dots_lat, _ = tr_static.attrs["dots"]
     band = untyped(LAYER_BY_ID["traffic"].values(tr_static, frames["traffic"], params)[0]["marker"]["color"])
     colours = ["#5c6775"] + [b[3] for b in CONGESTION_BANDS]
-    want = {}
-    for x, y, b in zip(dots_lon, dots_lat, band):
-        want.setdefault(_rgb(colours[b + 1]), []).append((float(x), float(y)))
-    got = {}
-    for name, s in shapes.items():
-        if name.startswith("traffic:"):
-            got.setdefault(_rgb(s["fillcolor"]), []).extend(_subpath_centres(s["path"]))
-    assert len(want) >= 4 and sorted(got) == sorted(want)
-    for k in want:  # the same dots (to 1e-4°, the path's rounding) in each colour
-        w, g = np.array(want[k]), np.array(got[k])
-        assert len(w) == len(g), k
-        assert np.abs(w[:, None, :] - g[None, :, :]).max(axis=2).min(axis=1).max() < 1e-4, k
+    drawn, drawn_colour = [], []
+    for sh in img["layout"]["shapes"]:
+        if sh["name"].startswith("traffic:"):
+            centres = _subpath_centres(sh["path"])
+            drawn += centres
+            drawn_colour += [_rgb(sh["fillcolor"])] * len(centres)
+    assert len(drawn) == len(dots_lon)
+    assert np.abs(np.array(drawn) - np.c_[dots_lon, mercator_y(dots_lat)]).max() < 1e-4
+    assert drawn_colour == [_rgb(colours[b + 1]) for b in band]
+    assert len(set(drawn_colour)) >= 4
 
-    # stations: the layer's own marker colours and sizes at the stations
+    # stations: a circle each, in the layer's own marker colour, size (px) and opacity
     aq = next(t for t in live_map["data"] if t.get("uid") == "air-quality")
-    st = next(t for t in img["data"] if t.get("uid") == "air-quality")
-    assert st["type"] == "scatter" and st["x"] == aq["lon"] and st["y"] == aq["lat"]
-    assert st["marker"]["color"] == aq["marker"]["color"] and st["marker"]["size"] == aq["marker"]["size"]
-    assert not any(t.get("uid") == "traffic-hover" for t in img["data"])  # hover-only: draws nothing
+    circles = [s for s in img["layout"]["shapes"] if s["name"].startswith("air_quality:")]
+    assert [s["xanchor"] for s in circles] == aq["lon"]
+    assert [s["yanchor"] for s in circles] == pytest.approx(mercator_y(aq["lat"]).tolist(), abs=1e-6)
+    assert [s["x1"] - s["x0"] + 2 * RIM_PX for s in circles] == pytest.approx(aq["marker"]["size"])
+    assert [_rgb(s["fillcolor"]) for s in circles] == [_rgb(c) for c in aq["marker"]["color"]]
+    assert all(s["fillcolor"].endswith(",0.95)") and s["xsizemode"] == "pixel" for s in circles)
+    # every layer drawn, in the live map's order; the hover-only traffic trace draws nothing
+    order = [s["name"].split(":")[0] for s in img["layout"]["shapes"]]
+    assert list(dict.fromkeys(order)) == ["energy", "districts", "traffic", "air_quality"]
+    assert img["data"] == []
