@@ -7,7 +7,10 @@ Panel ids come from the registries, so a new KPI or layer is exportable and embe
 - ``map``: the whole map, its layers chosen with ``?layers=traffic,air_quality``.
 
 Images are drawn by one long-lived headless Chromium (kaleido's sync server), started on first use
-with the closed-network flags and software WebGL (SwiftShader) so map traces render.
+with the closed-network flags. Map panels are drawn as SVG shapes on plain x/y axes in the map's
+projection (:mod:`dashboard.map_image`), not WebGL map traces: the offline basemap is only a background
+colour, and software WebGL took seconds per image. Software WebGL (SwiftShader) stays enabled
+for any figure that still carries map traces.
 """
 from __future__ import annotations
 
@@ -284,9 +287,15 @@ def kpi_figure(live, req: PanelRequest, k: KpiValue | None = None) -> dict:
     return {"data": [trace], "layout": layout}
 
 
-def map_panel_figure(live, req: PanelRequest) -> dict:
-    """Return a map panel as one plotly figure: the map, a title, the legend and the as-of time."""
+def map_panel_figure(live, req: PanelRequest, webgl: bool = False) -> dict:
+    """Return a map panel as one plotly figure: the map, a title, the legend and the as-of time.
+
+    The map is drawn as SVG shapes on hidden x/y axes (:mod:`dashboard.map_image`), from the
+    same layer traces as the live map: no WebGL, so it renders fast. ``webgl=True`` returns the
+    live map's own figure (``scattermap``/``choroplethmap`` on MapLibre) instead.
+    """
     from dashboard import views
+    from dashboard.map_image import static_map_figure
 
     t = THEMES[req.theme]
     now = time.time()
@@ -316,7 +325,7 @@ def map_panel_figure(live, req: PanelRequest) -> dict:
                     "bgcolor": t["panel_2"], "bordercolor": t["grid"], "borderpad": 6, "opacity": 0.92,
                     "font": {"size": 11, "color": t["text"]}})
     lay["annotations"] = ann
-    return fig
+    return fig if webgl else static_map_figure(fig)
 
 
 def _view(live, req: PanelRequest, px) -> dict:

@@ -22,17 +22,37 @@ def hhmm(ts, tz=None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M")
 
 
+class Shared:
+    """Read-only data cached in ``DataFrame.attrs`` that every copy of the frame shares.
+
+    pandas deep-copies ``attrs`` into each frame or column derived from a frame (``static["id"]``,
+    a merge, …): for the districts' GeoJSON that copying cost more than building the rest of the map.
+    A (deep) copy of a ``Shared`` is the same object.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value):
+        self.value = value
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def districts_geojson(static: pd.DataFrame) -> dict:
     """Return the districts as a FeatureCollection keyed by ``id``, simplified for the screen (cached)."""
     if "geojson" in static.attrs:
-        return static.attrs["geojson"]
+        return static.attrs["geojson"].value
     feats = []
     for r in static.itertuples():
         g = shape(r.geometry).simplify(SIMPLIFY_DEG, preserve_topology=True)
         feats.append({"type": "Feature", "id": r.id, "properties": {"name": r.name},
                       "geometry": _round(mapping(g), 4)})
-    static.attrs["geojson"] = {"type": "FeatureCollection", "features": feats}
-    return static.attrs["geojson"]
+    static.attrs["geojson"] = Shared({"type": "FeatureCollection", "features": feats})
+    return static.attrs["geojson"].value
 
 
 def district_geometry(static: pd.DataFrame, params) -> dict | str:

@@ -84,7 +84,7 @@ def test_export001_png_size_and_not_blank(client, pid, w, h):
     pw, ph, _, rows = png_pixels(r.data)
     assert (pw, ph) == (w, h)
     assert colours(r.data) > 20, "image is blank or nearly"
-    if pid.startswith("map"):  # the map traces drew (WebGL): bright congestion colours in the middle
+    if pid.startswith("map"):  # the map drew: bright congestion colours in the middle
         mid = rows[h // 4:3 * h // 4]
         assert any(px[2] > 200 for r_ in mid for px in [r_[i:i + 4] for i in range(0, len(r_), 4 * 7)]), "no map dots"
 
@@ -227,3 +227,105 @@ def test_export010_cli_export(store_url, tmp_path, monkeypatch):
     assert json.loads(out.read_text())["kpi"]["id"] == "traffic.tti"
     r = CliRunner().invoke(app, ["export", "nope", "--format", "json", "--out", str(out)])
     assert r.exit_code == 1 and "unknown panel" in r.output
+
+
+def _subpath_centres(path: str) -> list[tuple[float, float]]:
+    """Return the mean vertex of each closed subpath ``M…Z`` of an SVG path (a dot's centre)."""
+    out = []
+    for sub in path.split("M")[1:]:
+        pts = [tuple(map(float, p.split(","))) for p in sub.rstrip("Z").split("L")]
+        out.append((sum(p[0] for p in pts) / len(pts), sum(p[1] for p in pts) / len(pts)))
+    return out
+
+
+def _rgb(c: str) -> tuple:
+    from dashboard.map_image import parse_colour
+
+    return tuple(round(v) for v in parse_colour(c)[:3])
+
+
+def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_path):
+    """The map image draws no WebGL/map traces, and shows the live layers' values in their colours:
+    districts filled by the choropleth's colour scale at their value, traffic dots in their segment's
+    band colour, stations with the layer's colours and sizes, over the same view."""
+    import numpy as np
+    import pandas as pd
+    from plotly.colors import sample_colorscale
+
+    from dashboard import views
+    from dashboard.export import map_panel_figure, parse_request, standalone_live
+    from dashboard.map_image import RIM_PX, mercator_y, static_map_figure
+    from dashboard.theme import CONGESTION_BANDS, LOAD_SCALE
+    from layers._common import untyped
+
+    live = standalone_live(Settings(data_dir=tmp_path, database_url=store_url))
+    req = parse_request(live, "map", {"layers": "districts,energy,traffic,air_quality", "width": "900",
+                                      "height": "600", "district": "chaoyang"})
+    fig = map_panel_figure(live, req)
+    assert fig["data"] == [], [t["type"] for t in fig["data"]]  # no scattermap/choroplethmap: no WebGL
+    assert not {"map", "mapbox", "geo"} & set(fig["layout"]), "no map subplot"
+    assert fig["layout"]["yaxis"]["scaleanchor"] == "x" and fig["layout"]["shapes"]
+    live_fig = map_panel_figure(live, req, webgl=True)  # same view as the live map figure
+    c = live_fig["layout"]["map"]["center"]
+    assert sum(fig["layout"]["xaxis"]["range"]) / 2 == pytest.approx(c["lon"], abs=1e-6)
+    assert [a["text"] for a in fig["layout"]["annotations"]] == [a["text"] for a in live_fig["layout"]["annotations"]]
+
+    # varied values, so that several bands and colours show: every speed ratio, loads 0–110 %
+    frames = dict(live.layer_frames())
+    tr_static = live.static("traffic")
+    ratios = np.linspace(0.05, 1.0, len(tr_static))
+    frames["traffic"] = pd.DataFrame({"asset_id": tr_static["id"], "speed_kmh": ratios * tr_static["free_flow_kmh"],
+                                      "incident": 0.0, "ts": frames["now"]})
+    en_static = live.static("energy")
+    share = np.linspace(0, 110, len(en_static))
+    share[3] = np.nan  # a district with no reading is not filled
+    frames["energy"] = pd.DataFrame({"district_id": en_static["id"], "load_mw": share / 100 * en_static["capacity_mw"],
+                                     "renewable_mw": 0.0, "ts": frames["now"]})
+    params = live.params(frames["now"], "24h", None, "dark")
+    on = ["districts", "energy", "traffic", "air_quality"]
+    live_map = views.map_figure(live, frames, params, on, layer_ids=on, view=views.asset_extent(live))
+    live_map["layout"].update(width=900, height=600)
+    img = static_map_figure(live_map)
+    shapes = {s["name"]: s for s in img["layout"]["shapes"]}
+
+    # energy: each district's fill = the live choropleth's z on its colour scale (plotly's own sampler)
+    energy = next(t for t in live_map["data"] if t.get("uid") == "energy")
+    for loc, z in zip(energy["locations"], energy["z"]):
+        if z is None:
+            assert f"energy:{loc}" not in shapes
+            continue
+        want = sample_colorscale(LOAD_SCALE, [min(1, max(0, z / 100))])[0]
+        want = tuple(round(float(v)) for v in want[4:-1].split(","))
+        got = shapes[f"energy:{loc}"]["fillcolor"]
+        assert all(abs(a - b) <= 1 for a, b in zip(_rgb(got), want)), (loc, z, got, want)
+        assert got.endswith(",0.55)")  # the choropleth's marker opacity
+    assert sum(n.startswith("energy:") for n in shapes) == sum(z is not None for z in energy["z"]) == len(en_static) - 1
+
+    # traffic: every dot drawn once, in its segment's congestion band colour, in the data's order
+    # (where dots overlap, the later one is on top, as MapLibre paints them)
+    dots_lon, dots_lat, _ = tr_static.attrs["dots"]
+    band = untyped(LAYER_BY_ID["traffic"].values(tr_static, frames["traffic"], params)[0]["marker"]["color"])
+    colours = ["#5c6775"] + [b[3] for b in CONGESTION_BANDS]
+    drawn, drawn_colour = [], []
+    for sh in img["layout"]["shapes"]:
+        if sh["name"].startswith("traffic:"):
+            centres = _subpath_centres(sh["path"])
+            drawn += centres
+            drawn_colour += [_rgb(sh["fillcolor"])] * len(centres)
+    assert len(drawn) == len(dots_lon)
+    assert np.abs(np.array(drawn) - np.c_[dots_lon, mercator_y(dots_lat)]).max() < 1e-4
+    assert drawn_colour == [_rgb(colours[b + 1]) for b in band]
+    assert len(set(drawn_colour)) >= 4
+
+    # stations: a circle each, in the layer's own marker colour, size (px) and opacity
+    aq = next(t for t in live_map["data"] if t.get("uid") == "air-quality")
+    circles = [s for s in img["layout"]["shapes"] if s["name"].startswith("air_quality:")]
+    assert [s["xanchor"] for s in circles] == aq["lon"]
+    assert [s["yanchor"] for s in circles] == pytest.approx(mercator_y(aq["lat"]).tolist(), abs=1e-6)
+    assert [s["x1"] - s["x0"] + 2 * RIM_PX for s in circles] == pytest.approx(aq["marker"]["size"])
+    assert [_rgb(s["fillcolor"]) for s in circles] == [_rgb(c) for c in aq["marker"]["color"]]
+    assert all(s["fillcolor"].endswith(",0.95)") and s["xsizemode"] == "pixel" for s in circles)
+    # every layer drawn, in the live map's order; the hover-only traffic trace draws nothing
+    order = [s["name"].split(":")[0] for s in img["layout"]["shapes"]]
+    assert list(dict.fromkeys(order)) == ["energy", "districts", "traffic", "air_quality"]
+    assert img["data"] == []
