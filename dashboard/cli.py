@@ -82,8 +82,22 @@ def simulate(seed: int = typer.Option(None, help="Seed (default PANORAMA_SEED)."
         stop.set()
 
 
+def _check_schema() -> None:
+    """Say so when the store's schema is older than this release (the screens cannot migrate it)."""
+    from dashboard.store.migrate import current, head
+
+    try:
+        have = current(_engine(get_settings()))
+    except SQLAlchemyError:
+        return  # unreachable now: the screens say so and recover when it is back
+    if have != head():
+        console.print(f"[bold yellow]warning:[/] the store's schema is {have or 'not migrated'}, this release needs "
+                      f"{head()}: run `panorama db upgrade`")
+
+
 def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
     if workers > 1:
+        _check_schema()
         from gunicorn.app.wsgiapp import run as gunicorn_run
 
         sys.argv = ["gunicorn", "--bind", f"{host}:{port}", "--workers", str(workers), "--threads", str(threads),
@@ -93,6 +107,7 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
         return
     from dashboard.app import create_app
 
+    _check_schema()
     dash_app = create_app()
     console.print(f"[bold]City Panorama[/] on http://{host}:{port}/")
     dash_app.run(host=host, port=port, debug=False, threaded=True)
@@ -133,6 +148,9 @@ def run(host: str = "127.0.0.1", port: int = 8050,
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     engine = _engine(s)
     threads = []
+    from dashboard.store.schema import create_schema
+
+    create_schema(engine)  # migrate a store made by an earlier release (nothing to do when current)
     if not is_initialised(engine):
         console.print(f"first run: building the {s.city} demo store (last 24 h now, {days - 1} more days "
                       "in the background)…")
