@@ -26,6 +26,4 @@ def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
     module = sys.modules.get("app")
     live = getattr(getattr(module, "server", None), "extensions", {}).get("panorama") if module else None
     if live is not None:
-        live.engine.dispose(close=False)
-        if live._writer is not None:
-            live._writer.dispose(close=False)
+        live.forget_connections()

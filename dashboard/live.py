@@ -54,6 +54,12 @@ class LiveData:
             self._writer = make_engine(self.settings.resolved_database_url)
         return self._writer
 
+    def forget_connections(self) -> None:
+        """Drop pooled connections without closing them (after a fork: the parent still owns them)."""
+        self.engine.dispose(close=False)
+        if self._writer is not None:
+            self._writer.dispose(close=False)
+
     # --------------------------------------------------------------- time
     def bucket(self, now: float | None = None) -> int:
         """Return the current refresh bucket number."""

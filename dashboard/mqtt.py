@@ -25,7 +25,7 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
 import pandas as pd
@@ -65,17 +65,12 @@ class Stats:
     acked: int = 0
     connects: int = 0
     store_failures: int = 0
-    last_batch_s: float = 0.0
-    reasons: list = field(default_factory=list)
 
     def add(self, r: IngestResult) -> None:
         """Count an ingest result."""
         self.accepted += r.accepted
         self.duplicates += r.duplicates
         self.rejected += r.rejected
-        for x in r.reasons:
-            if len(self.reasons) < 20:
-                self.reasons.append(x)
 
     def summary(self) -> str:
         """Return one line for a person."""
@@ -145,14 +140,13 @@ class BatchWriter:
         for m in batch:
             kind, out = classify(m)
             if kind == "bad":
-                bad.append(_reject(m.topic, None, _payload_text(m.payload), out))
+                bad.append((m.topic, None, _payload_text(m.payload), out))
             elif kind == "ngsi":
                 ngsi.append((m, out))
             else:
                 for r in out:
                     if isinstance(r, tuple):
-                        line, raw, reason = r
-                        bad.append(_reject(m.topic, line, raw, reason))
+                        bad.append((m.topic, *r))
                     else:
                         rows.append(r)
         result = IngestResult()
@@ -163,7 +157,7 @@ class BatchWriter:
                 try:
                     rep = import_ngsi(conn, body, f"{SOURCE}:{m.topic}", self.timezone(conn))
                 except ImportProblem as exc:
-                    bad.append(_reject(m.topic, None, _payload_text(m.payload), str(exc)))
+                    bad.append((m.topic, None, _payload_text(m.payload), str(exc)))
                     continue
                 result.accepted += rep.counts.get("accepted", 0)
                 result.duplicates += rep.counts.get("duplicates", 0)
@@ -174,24 +168,28 @@ class BatchWriter:
             if rows:
                 result += self.ingestor.ingest(pd.DataFrame(rows), source=SOURCE, conn=conn)
             if bad:
-                conn.execute(rejected.insert(), bad)
+                reject(conn, bad)
                 result.rejected += len(bad)
-                result.reasons += [(b["line"], b["reason"]) for b in bad[:5]]
+                result.reasons += [(line, reason) for _t, line, _r, reason in bad[:5]]
             if redelivered:  # a message stored before its ack was lost: its rejections are already kept
                 _forget_repeated_rejections(conn, before, ImportReport("mqtt", SOURCE))
         return result
 
 
 def _payload_text(payload: bytes) -> str:
-    """Return a payload as text to keep with a rejection: undecodable bytes and NULs escaped."""
-    return payload[:4000].decode("utf-8", "backslashreplace").replace("\x00", "\\x00")
+    """Return a payload as text to keep with a rejection (undecodable bytes escaped)."""
+    return payload[:4000].decode("utf-8", "backslashreplace")
 
 
-def _reject(topic: str, line, raw, reason: str) -> dict:
-    text = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
-    text = text.replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
-    return {"received_at": int(time.time()), "source": f"{SOURCE}:{topic}"[:500], "line": line,
-            "raw": text, "reason": reason}
+def reject(conn, rows: list[tuple]) -> None:
+    """Keep rejected (topic, line, raw, reason) rows, each with its topic as the source."""
+    from dashboard.importers import ImportReport, store_rejections
+
+    by_topic: dict[str, list] = {}
+    for topic, line, raw, reason in rows:
+        by_topic.setdefault(topic, []).append((line, raw, reason))
+    for topic, items in by_topic.items():
+        store_rejections(conn, f"{SOURCE}:{topic}", items, ImportReport("mqtt", SOURCE))
 
 
 def parse_url(url: str) -> dict:
@@ -235,6 +233,7 @@ class MqttIngest:
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
         self.resumed = False  # the broker kept our session (subscriptions, queued messages)
+        self._unreachable = False
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
                         protocol=mqtt.MQTTv311, manual_ack=True)
         if self.where["username"]:
@@ -244,6 +243,7 @@ class MqttIngest:
         c.reconnect_delay_set(1, 10)
         c.on_connect = self._on_connect
         c.on_disconnect = self._on_disconnect
+        c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
         self.client = c
 
@@ -253,6 +253,7 @@ class MqttIngest:
             log.warning("MQTT broker %s refused the connection: %s", self.url, reason_code)
             return
         self._gen += 1
+        self._unreachable = False
         self.stats.connects += 1
         self.resumed = bool(flags.session_present)
         if self.stats.connects > 1 and not self.resumed:
@@ -263,6 +264,11 @@ class MqttIngest:
         for t in self.topics:
             client.subscribe(t, qos=1)
         self.connected.set()
+
+    def _on_connect_fail(self, _client, _userdata) -> None:
+        if not self._unreachable:  # once per outage: paho keeps retrying
+            log.warning("cannot reach the MQTT broker %s; retrying", self.url)
+        self._unreachable = True
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
         self.connected.clear()
@@ -329,8 +335,7 @@ class MqttIngest:
             why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             log.warning("the store refuses a message on %s (%s): rejected", m.topic, why)
             with self.writer.engine.begin() as conn:
-                conn.execute(rejected.insert(), [_reject(m.topic, None, _payload_text(m.payload),
-                                                         f"the store refused this message: {why}")])
+                reject(conn, [(m.topic, None, _payload_text(m.payload), f"the store refused this message: {why}")])
             return IngestResult(rejected=1, reasons=[(None, why)])
 
     def _write_loop(self) -> None:
@@ -341,7 +346,6 @@ class MqttIngest:
                 continue
             retry = False
             while True:
-                t0 = time.perf_counter()
                 try:
                     result = self._store(batch, retry)
                 except SQLAlchemyError as exc:
@@ -363,7 +367,6 @@ class MqttIngest:
                     log.warning("the store takes readings again")
                 backoff = 0.5
                 break
-            self.stats.last_batch_s = time.perf_counter() - t0
             self.stats.batches += 1
             self.stats.messages += len(batch)
             self.stats.add(result)

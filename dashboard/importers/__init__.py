@@ -123,11 +123,16 @@ def store_rejections(conn: Connection, source: str, rows: list[tuple[int | None,
     now = int(time.time())
     conn.execute(rejected.insert(), [
         {"received_at": now, "source": source[:500], "line": line,
-         "raw": raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False),
-         "reason": reason} for line, raw, reason in rows])
+         "raw": _raw_text(raw), "reason": reason} for line, raw, reason in rows])
     report.count("rejected", len(rows))
     for line, _raw, reason in rows:
         report.problem(line, reason)
+
+
+def _raw_text(raw) -> str:
+    """Return the raw input of a rejection as text (PostgreSQL text cannot hold NUL: it is escaped)."""
+    text = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
+    return text.replace("\x00", "\\x00")
 
 
 def read_table(path, delimiter: str = ",", encoding: str = "utf-8") -> pd.DataFrame:

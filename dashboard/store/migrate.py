@@ -10,6 +10,7 @@ can only ``SELECT``, for a URL of its own or a read replica); on SQLite every co
 """
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 
@@ -19,7 +20,9 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, event, inspect
 
-from dashboard.store.schema import make_engine, metadata
+from dashboard.store.schema import make_engine
+
+logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-step INFO lines are noise to operators
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 FIRST = "0001"  # the schema of release 0.1, which had no migrations
@@ -115,8 +118,3 @@ def readonly_engine(url: str, **kw) -> Engine:
         opts = kw["connect_args"].get("options", "")
         kw["connect_args"]["options"] = (opts + " -c default_transaction_read_only=on").strip()
     return make_engine(url, **kw)
-
-
-def schema_tables() -> list[str]:
-    """Return the names of the tables this release's schema has."""
-    return sorted(metadata.tables)
