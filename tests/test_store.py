@@ -8,6 +8,7 @@ from sqlalchemy import func, insert, inspect, select
 
 from dashboard.city import install_city, load_city
 from dashboard.store import is_initialised
+from dashboard.store import readmodel as rm
 from dashboard.store.schema import (
     assets,
     create_schema,
@@ -33,7 +34,7 @@ def snapshot(engine) -> dict:
             "assets": sorted((r.pk, r.id, r.kind, r.district_id, r.name, r.lon, r.lat, r.geometry,
                               sorted(r.attributes.items())) for r in conn.execute(select(assets)).all()),
             "categories": sorted(tuple(r) for r in conn.execute(select(service_categories)).all()),
-            "meta": sorted(tuple(r) for r in conn.execute(select(meta)).all()),
+            "meta": sorted(rm.city_meta(conn).items()),  # not the assets revision: any write renews it
         }
 
 
@@ -62,7 +63,7 @@ def test_install_beijing(engine):
         dist = conn.execute(select(districts)).all()
         rows = conn.execute(select(assets)).all()
         cats = conn.execute(select(service_categories)).all()
-        m = {r.key: r.value for r in conn.execute(select(meta))}
+        m = rm.city_meta(conn)
     assert counts["assets"] == len(rows)
     assert len(dist) == 16
     assert sum(d.population for d in dist) == BEIJING_POPULATION

@@ -215,10 +215,10 @@ def _pg_copy(conn: Connection, table: str, columns: list[str], types: list[str],
 
 
 _PG_TEMP = {
-    "_ingest_latest": "asset_pk integer, metric varchar(32), ts bigint, value double precision",
-    "_ingest_rollup_asset": "res integer, asset_pk integer, metric varchar(32), bucket bigint, n integer, "
+    "_ingest_latest": "asset_pk integer, metric varchar(32) COLLATE \"C\", ts bigint, value double precision",
+    "_ingest_rollup_asset": "res integer, asset_pk integer, metric varchar(32) COLLATE \"C\", bucket bigint, n integer, "
                             "sum double precision, min double precision, max double precision",
-    "_ingest_rollup_district": "res integer, district_id varchar(64), metric varchar(32), bucket bigint, "
+    "_ingest_rollup_district": "res integer, district_id varchar(64) COLLATE \"C\", metric varchar(32) COLLATE \"C\", bucket bigint, "
                                "n integer, sum double precision, min double precision, max double precision",
 }
 

@@ -24,6 +24,15 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+#: Text key columns of the write-heavy tables. On PostgreSQL they use the "C" collation: plain
+#: byte comparisons in their B-trees (ids and metric names are ASCII; a database's default
+#: locale such as C.UTF-8 compares through the C library, a fifth of ingest time). Migration 0004.
+KEY32 = String(32).with_variant(String(32, collation="C"), "postgresql")
+KEY64 = String(64).with_variant(String(64, collation="C"), "postgresql")
+#: Tables whose rows are updated in place on every write (latest values, open rollup buckets):
+#: room in each page keeps those updates on the page (HOT) without new index entries.
+UPDATED_IN_PLACE = {"postgresql_with": {"fillfactor": 80}}
+
 districts = Table(
     "districts", metadata,
     Column("id", String(64), primary_key=True),
@@ -55,7 +64,7 @@ assets = Table(
 readings = Table(
     "readings", metadata,
     Column("asset_pk", Integer, primary_key=True),
-    Column("metric", String(32), primary_key=True),
+    Column("metric", KEY32, primary_key=True),
     Column("ts", BigInteger, primary_key=True),
     Column("value", Float, nullable=False),
     sqlite_with_rowid=False,
@@ -64,17 +73,18 @@ readings = Table(
 latest = Table(
     "latest", metadata,
     Column("asset_pk", Integer, primary_key=True),
-    Column("metric", String(32), primary_key=True),
+    Column("metric", KEY32, primary_key=True),
     Column("ts", BigInteger, nullable=False),
     Column("value", Float, nullable=False),
     sqlite_with_rowid=False,
+    **UPDATED_IN_PLACE,
 )
 
 rollup_asset = Table(
     "rollup_asset", metadata,
     Column("res", Integer, primary_key=True),
     Column("asset_pk", Integer, primary_key=True),
-    Column("metric", String(32), primary_key=True),
+    Column("metric", KEY32, primary_key=True),
     Column("bucket", BigInteger, primary_key=True),
     Column("n", Integer, nullable=False),
     Column("sum", Float, nullable=False),
@@ -82,19 +92,21 @@ rollup_asset = Table(
     Column("max", Float, nullable=False),
     Index("ix_rollup_asset_bucket", "res", "metric", "bucket"),
     sqlite_with_rowid=False,
+    **UPDATED_IN_PLACE,
 )
 
 rollup_district = Table(
     "rollup_district", metadata,
     Column("res", Integer, primary_key=True),
-    Column("district_id", String(64), primary_key=True),  # "*" = the whole city
-    Column("metric", String(32), primary_key=True),
+    Column("district_id", KEY64, primary_key=True),  # "*" = the whole city
+    Column("metric", KEY32, primary_key=True),
     Column("bucket", BigInteger, primary_key=True),
     Column("n", Integer, nullable=False),
     Column("sum", Float, nullable=False),
     Column("min", Float, nullable=False),
     Column("max", Float, nullable=False),
     sqlite_with_rowid=False,
+    **UPDATED_IN_PLACE,
 )
 
 #: The AQI of each air-quality station and hour, per AQI standard, derived at ingest from the
@@ -206,6 +218,9 @@ meta = Table(
     Column("value", Text),
 )
 
+#: The ``meta`` row that triggers renew (a random token) on every change to ``assets`` (migration 0003).
+ASSETS_REV_KEY = "assets_rev"
+
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
@@ -247,3 +262,5 @@ def drop_schema(engine: Engine) -> None:
     metadata.drop_all(engine)
     with engine.begin() as conn:
         conn.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        if conn.dialect.name == "postgresql":  # the assets table's triggers went with it; their function stays
+            conn.execute(text("DROP FUNCTION IF EXISTS panorama_assets_rev()"))
