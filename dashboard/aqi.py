@@ -398,7 +398,8 @@ def aqi_frame(df, standard: str = "cn"):
         names = np.full(n, None, dtype=object)
     else:
         sub = np.column_stack([
-            iaqi_array(p, pd.to_numeric(df[p], errors="coerce").to_numpy(dtype=float), standard)
+            iaqi_array(p, df[p].to_numpy(dtype=float) if df[p].dtype.kind == "f"
+                       else pd.to_numeric(df[p], errors="coerce").to_numpy(dtype=float), standard)
             for p in cols
         ])
         known = ~np.isnan(sub).all(axis=1)

@@ -8,6 +8,7 @@ never 0. No Dash or Flask here: tests call :func:`compute_all` with a connection
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -90,22 +91,21 @@ class Ctx:
             self._memo[key] = fn()
         return self._memo[key]
 
-    def series(self, metric: str, start: int | None = None, res: int | None = None) -> pd.DataFrame:
+    def series(self, metric: str, start: int | None = None, res: int | None = None) -> rm.Rollup:
         """Return the district (or city) rollup of ``metric`` from ``start`` (default window start) to now."""
         start = self.start if start is None else start
         res = res or self.res
         return self.memo(("series", metric, start, res), lambda: self._series(metric, start // res * res, res))
 
-    def _series(self, metric: str, lo: int, res: int) -> pd.DataFrame:
+    def _series(self, metric: str, lo: int, res: int) -> rm.Rollup:
         # a range inside one already read (to the same end) is a slice of it: one query per
         # metric and resolution when the widest range is asked for first
         have = self._memo.get(("read", metric, res))
         if have is not None and have[0] <= lo:
-            df = have[1]
-            return df[df["bucket"] >= lo].reset_index(drop=True) if have[0] < lo else df
-        df = rm.district_series(self.conn, metric, lo, int(self.now) + 1, res, self.district)
-        self._memo[("read", metric, res)] = (lo, df)
-        return df
+            return have[1].since(lo) if have[0] < lo else have[1]
+        r = rm.district_rollup(self.conn, metric, lo, int(self.now) + 1, res, self.district)
+        self._memo[("read", metric, res)] = (lo, r)
+        return r
 
     def asset_count(self, kind: str) -> int:
         """Return the number of assets of ``kind`` in the selection."""
@@ -142,14 +142,31 @@ class Ctx:
         a, dom = aqimod.aqi_frame(w[POLLUTANTS], self.std)
         w["aqi"] = np.asarray(a, dtype=float)
         w["dominant"] = list(dom)
-        w["weight"] = w["district_id"].map(self.station_weights)
+        w["weight"] = self._weights_of(w["district_id"], np.nan)
         return w
+
+    def _weights_of(self, district_ids: pd.Series, missing: float) -> np.ndarray:
+        """Return the station weight of each district id (``missing`` where a district has none)."""
+        codes, uniq = pd.factorize(district_ids)  # a few distinct districts: map those, not every row
+        sw = self.station_weights
+        per = np.array([sw.get(u, missing) for u in uniq] + [missing], dtype=float)
+        return per[codes]  # code -1 (no district) takes the last entry
+
+    @cached_property
+    def stations_known(self) -> pd.DataFrame:
+        """Return the stations whose AQI is known."""
+        st = self.stations
+        return st[np.isfinite(st["aqi"].to_numpy(dtype=float))] if len(st) else st
 
     @cached_property
     def station_weights(self) -> dict:
         """Return population weight per district of a station: district population / stations in it."""
         d = rm.district_populations(self.conn)
-        per = rm.asset_count_by_district(self.conn, "aq_station")
+        directory = rm.asset_directory(self.conn, "aq_station")
+        if directory is None:
+            per = rm.asset_count_by_district(self.conn, "aq_station")
+        else:
+            per = {k: n for k, n in Counter(directory.district.tolist()).items() if k is not None}
         return {k: float(d.get(k, 0) or 0) / n for k, n in per.items()}
 
     @cached_property
@@ -161,23 +178,24 @@ class Ctx:
         w = rm.station_aqi_series(self.conn, start, int(self.now) + 1, self.std, self.district)
         if w.empty:
             return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
-        w["weight"] = w["district_id"].map(self.station_weights).fillna(1.0)
-        w = w[np.isfinite(w["aqi"])]
-        lim = aqimod.limit(self.std)
-        g = w.groupby("bucket")
-        # the population-weighted mean per bucket, in plain numpy (groupby.apply is slow)
-        w = w.sort_values("bucket", kind="stable")
-        b, a, wt = w["bucket"].to_numpy(), w["aqi"].to_numpy(dtype=float), w["weight"].to_numpy(dtype=float)
-        starts = np.flatnonzero(np.r_[True, b[1:] != b[:-1]]) if len(b) else np.array([], dtype=int)
-        ends = np.r_[starts[1:], len(b)]
-        weighted = [np.average(a[i:j], weights=wt[i:j]) if wt[i:j].sum() > 0 else a[i:j].mean()
-                    for i, j in zip(starts, ends)]
-        worst = g["aqi"].max()
-        return pd.DataFrame({
-            "worst": worst,
-            "weighted": pd.Series(weighted, index=pd.Index(b[starts], name="bucket"), dtype=float),
-            "over": (w["aqi"] > lim).groupby(w["bucket"]).sum().astype(float),
-        }).reset_index()
+        a = w["aqi"].to_numpy(dtype=float)
+        wt = self._weights_of(w["district_id"], 1.0)
+        b = w["bucket"].to_numpy(dtype=np.int64)
+        ok = np.isfinite(a)
+        a, wt, b = a[ok], wt[ok], b[ok]
+        if not len(a):
+            return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
+        # per hour, in numpy: the worst station, the population-weighted mean (the plain mean
+        # where no station has a weight) and the stations over the limit
+        buckets, code = np.unique(b, return_inverse=True)
+        worst = np.full(len(buckets), -np.inf)
+        np.maximum.at(worst, code, a)
+        wsum = np.bincount(code, weights=wt, minlength=len(buckets))
+        mean = np.bincount(code, weights=a, minlength=len(buckets)) / np.bincount(code, minlength=len(buckets))
+        weighted = np.where(wsum > 0, np.bincount(code, weights=wt * a, minlength=len(buckets))
+                            / np.where(wsum > 0, wsum, 1.0), mean)
+        over = np.bincount(code, weights=(a > aqimod.limit(self.std)).astype(float), minlength=len(buckets))
+        return pd.DataFrame({"bucket": buckets, "worst": worst, "weighted": weighted, "over": over})
 
     # --------------------------------------------------------------- energy
     @cached_property
@@ -186,12 +204,12 @@ class Ctx:
         return rm.latest_wide(self.conn, "substation", ["load_mw", "renewable_mw"], self.district,
                               attrs=("capacity_mw",))
 
-    def load_series(self, metric: str = "load_mw", start: int | None = None, res: int | None = None) -> pd.DataFrame:
-        """Return a district/city total of a summed substation metric per bucket (mean × assets)."""
+    def load_series(self, metric: str = "load_mw", start: int | None = None,
+                    res: int | None = None) -> tuple[rm.Rollup, np.ndarray]:
+        """Return a summed substation metric's rollup and its district/city total per bucket (mean × assets)."""
         def total():
-            s = self.series(metric, start, res).copy()
-            s["total"] = s["mean"] * self.asset_count("substation")
-            return s
+            s = self.series(metric, start, res)
+            return s, s.mean * self.asset_count("substation")
         return self.memo(("load", metric, start, res), total)
 
     # --------------------------------------------------------------- services
@@ -311,21 +329,21 @@ def _tti(ctx: Ctx):
     r = ctx.roads_speed
     v = _nan_none((r["free_flow_kmh"] / np.maximum(r["speed_kmh"], 1.0)).mean()) if len(r) else None
     s = ctx.series("tti")
-    return v, _delta_vs_start(v, s.bucket, s["mean"].to_numpy()), s.bucket, s["mean"], _ts(r), ""
+    return v, _delta_vs_start(v, s.bucket, s.mean), s.bucket, s.mean, _ts(r), ""
 
 
 def _mean_speed(ctx: Ctx):
     r = ctx.roads_speed
     v = _nan_none(r["speed_kmh"].mean()) if len(r) else None
     s = ctx.series("speed_kmh")
-    return v, _delta_vs_start(v, s.bucket, s["mean"].to_numpy()), s.bucket, s["mean"], _ts(r), ""
+    return v, _delta_vs_start(v, s.bucket, s.mean), s.bucket, s.mean, _ts(r), ""
 
 
 def _congested(ctx: Ctx):
     r = ctx.roads_speed
     v = _nan_none(100.0 * (r["speed_kmh"] < 0.5 * r["free_flow_kmh"]).mean()) if len(r) else None
     s = ctx.series("congested")
-    y = s["mean"].to_numpy() * 100
+    y = s.mean * 100
     return v, _delta_vs_start(v, s.bucket, y), s.bucket, y, _ts(r), ""
 
 
@@ -338,32 +356,32 @@ def _incidents(ctx: Ctx):
     # a 1 reading starts an incident, a 0 ends one; a 0 with none active (a feed restating
     # its state after a restart) is ignored by the clip at zero
     s = ctx.series("incident", start=ctx.start - 3600)
-    starts = s["sum"].to_numpy()
-    ends = (s["n"] - s["sum"]).to_numpy()
+    starts = s.sum
+    ends = s.n - s.sum
     walk, level = [], 0.0
     for a, b in zip(starts, ends):
         level = max(0.0, level + a - b)
         walk.append(level)
-    keep = (s["bucket"] >= ctx.start // ctx.res * ctx.res).to_numpy()
-    xs, ys = s["bucket"][keep], np.asarray(walk)[keep]
+    keep = s.bucket >= ctx.start // ctx.res * ctx.res
+    xs, ys = s.bucket[keep], np.asarray(walk)[keep]
     return active, _delta_vs_start(active, xs, ys), xs, ys, _ts(ctx.roads_speed), \
         f"{int(starts[keep].sum())} started in {ctx.window}"
 
 
 # ---------------------------------------------------------------------------- air quality
 def _aqi_worst(ctx: Ctx):
-    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    st = ctx.stations_known
     v = _nan_none(st["aqi"].max()) if len(st) else None
     t = ctx.aqi_trend
     note = ""
     if v is not None:
         row = st.loc[st["aqi"].idxmax()]
         note = f"{row['name']} · {POLLUTANT_LABEL.get(row['dominant'], row['dominant'])}"
-    return v, _delta_vs_start(v, t.bucket, t["worst"].to_numpy()), t.bucket, t["worst"], _ts(st), note
+    return v, _delta_vs_start(v, t["bucket"], t["worst"].to_numpy()), t["bucket"], t["worst"], _ts(st), note
 
 
 def _aqi_weighted(ctx: Ctx):
-    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    st = ctx.stations_known
     v = None
     if len(st):
         w = st["weight"].fillna(0).to_numpy()
@@ -374,12 +392,14 @@ def _aqi_weighted(ctx: Ctx):
 
 
 def _dominant(ctx: Ctx):
-    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    st = ctx.stations_known
     if not len(st):
         return None, None, [], [], None, ""
     # the pollutant that is dominant at the most stations, weighted by population
-    w = st.groupby("dominant")["weight"].sum().sort_values(ascending=False)
-    dom = w.index[0]
+    totals: dict = {}
+    for p, wt in zip(st["dominant"].tolist(), st["weight"].tolist()):  # a hundred stations: plain Python
+        totals[p] = totals.get(p, 0.0) + (0.0 if wt != wt else wt)  # NaN weight counts 0, as sum() does
+    dom = max(totals, key=lambda p: totals[p])  # the first of the heaviest, as a stable descending sort
     t = ctx.aqi_trend
     s = ctx.series(dom, res=3600, start=ctx.start)
     share = int(round(100 * (st["dominant"] == dom).mean()))
@@ -388,7 +408,7 @@ def _dominant(ctx: Ctx):
 
 
 def _over_limit(ctx: Ctx):
-    st = ctx.stations[np.isfinite(ctx.stations["aqi"])] if len(ctx.stations) else ctx.stations
+    st = ctx.stations_known
     v = float((st["aqi"] > aqimod.limit(ctx.std)).sum()) if len(st) else None
     t = ctx.aqi_trend
     return v, _delta_vs_start(v, t.bucket, t["over"].to_numpy()), t.bucket, t["over"], _ts(st), \
@@ -399,12 +419,12 @@ def _pm25_24h(ctx: Ctx):
     split = (int(ctx.now) - 86_400) // 3600 * 3600
     prev = ctx.series("pm25", start=split - 86_400, res=3600)  # the wider range first: one read
     cur = ctx.series("pm25", start=split, res=3600)
-    prev = prev[prev["bucket"] < split]
-    v = float(cur["sum"].sum() / cur["n"].sum()) if cur["n"].sum() else None
-    p = float(prev["sum"].sum() / prev["n"].sum()) if prev["n"].sum() else None
+    prev = prev.before(split)
+    v = float(cur.sum.sum() / cur.n.sum()) if cur.n.sum() else None
+    p = float(prev.sum.sum() / prev.n.sum()) if prev.n.sum() else None
     s = ctx.series("pm25", res=3600)
     as_of = ctx.stations["ts"].max() if len(ctx.stations) else None
-    return v, _change(v, p), s.bucket, s["mean"], \
+    return v, _change(v, p), s.bucket, s.mean, \
         None if as_of is None or pd.isna(as_of) else int(as_of), "mean of hourly station values"
 
 
@@ -412,8 +432,8 @@ def _pm25_24h(ctx: Ctx):
 def _load_now(ctx: Ctx):
     ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
     v = float(ss["load_mw"].sum()) if len(ss) else None
-    s = ctx.load_series()
-    return v, _delta_vs_start(v, s.bucket, s["total"].to_numpy()), s.bucket, s["total"], _ts(ss), \
+    s, total = ctx.load_series()
+    return v, _delta_vs_start(v, s.bucket, total), s.bucket, total, _ts(ss), \
         f"{len(ss)} substations"
 
 
@@ -426,9 +446,9 @@ def _capacity_share_of(ctx: Ctx):
     ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
     cap = ss["capacity_mw"].sum() if len(ss) else 0
     v = float(100 * ss["load_mw"].sum() / cap) if cap else None
-    s = ctx.load_series()
+    s, _ = ctx.load_series()
     c = ctx.series("capacity_mw")
-    y = 100 * s["sum"].to_numpy() / c.set_index("bucket")["sum"].reindex(s["bucket"]).to_numpy() if len(s) else []
+    y = 100 * s.sum / c.at("sum", s.bucket) if len(s) else []
     return v, _delta_vs_start(v, s.bucket, np.asarray(y)), s.bucket, y, _ts(ss), \
         f"of {cap:,.0f} MW rated" if cap else ""
 
@@ -438,14 +458,14 @@ def _consumption_today(ctx: Ctx):
     midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
     y_midnight = int((now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp())
     elapsed = int(ctx.now) - midnight
-    yday = ctx.load_series(start=y_midnight, res=300)  # the wider range first: one read
-    today = ctx.load_series(start=midnight, res=300)
-    yday = yday[yday["bucket"] < y_midnight + elapsed]
+    yday, ytotal = ctx.load_series(start=y_midnight, res=300)  # the wider range first: one read
+    today, total = ctx.load_series(start=midnight, res=300)
+    ytotal = ytotal[yday.bucket < y_midnight + elapsed]
     if today.empty:
         return None, None, [], [], None, ""
-    cum = np.cumsum(today["total"].to_numpy() * 300 / 3600)
+    cum = np.cumsum(total * 300 / 3600)
     v = float(cum[-1])
-    p = float((yday["total"] * 300 / 3600).sum()) if len(yday) else None
+    p = float((ytotal * 300 / 3600).sum()) if len(ytotal) else None
     ss = ctx.substations
     note = "" if not p else f"{100 * (v - p) / p:+.1f}% vs yesterday by this hour"
     return v, (v - p) if p else None, today.bucket, cum, _ts(ss), note
@@ -457,9 +477,8 @@ def _renewable_share(ctx: Ctx):
     v = float(100 * ss["renewable_mw"].fillna(0).sum() / load) if load else None
     r = ctx.series("renewable_mw")
     lo = ctx.series("load_mw")
-    y = 100 * r.set_index("bucket")["sum"] / lo.set_index("bucket")["sum"].reindex(r["bucket"]).to_numpy() \
-        if len(r) else pd.Series(dtype=float)
-    return v, _delta_vs_start(v, r.bucket, np.asarray(y)), r.bucket, np.asarray(y), _ts(ss), ""
+    y = 100 * r.sum / lo.at("sum", r.bucket) if len(r) else np.array([], dtype=float)
+    return v, _delta_vs_start(v, r.bucket, y), r.bucket, y, _ts(ss), ""
 
 
 # ---------------------------------------------------------------------------- satisfaction

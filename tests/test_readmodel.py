@@ -13,7 +13,7 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import event, insert, select
 
 from dashboard.store import readmodel as rm
 from dashboard.store import service_rollup
@@ -154,6 +154,67 @@ def test_latest_wide(city_data):
     # s2 went silent three hours before the end
     assert w.set_index("asset_id").loc["s2", "ts"] == END - 4 * 3600
     assert empty.empty and {"asset_id", "name", "district_id", "ts", *POLLUTANTS} <= set(empty.columns)
+
+
+@pytest.mark.parametrize("kind,metrics,district,max_age,attrs", [
+    ("road_segment", ["speed_kmh"], None, None, ()),
+    ("road_segment", ["speed_kmh", "incident"], None, None, ("free_flow_kmh",)),
+    ("road_segment", None, "north", None, ("free_flow_kmh", "lanes", "not_there")),
+    ("aq_station", [*POLLUTANTS, "temp_c"], None, 3 * 3600, ()),
+    ("aq_station", POLLUTANTS, "east", None, ()),
+    ("substation", ["load_mw", "renewable_mw"], "south", None, ("capacity_mw",)),
+    ("substation", None, None, 600, ()),
+    ("no_such_kind", ["speed_kmh"], None, None, ()),
+])
+def test_latest_wide_from_the_directory_equals_the_join(city_data, kind, metrics, district, max_age, attrs):
+    """The in-memory asset directory path gives exactly the frame of the plain join."""
+    with city_data["engine"].connect() as conn:
+        assert rm.asset_directory(conn, kind) is not None  # the store has the assets revision
+        got = rm.latest_wide(conn, kind, metrics, district, max_age, attrs)
+        exp = rm._latest_wide_join(conn, kind, metrics, district, max_age, attrs)
+    assert list(got.columns) == list(exp.columns)
+    if exp.empty:
+        assert got.empty
+    else:
+        pd.testing.assert_frame_equal(got.reset_index(drop=True), exp.reset_index(drop=True), check_dtype=False)
+
+
+def test_asset_directory_follows_changes_to_assets(city_data):
+    """A rename, a new asset, a changed attribute and a deletion are seen by the next read."""
+    from sqlalchemy import delete, update
+
+    from dashboard.store.schema import assets, latest
+
+    eng = city_data["engine"]
+    with eng.connect() as conn:
+        before = rm.latest_wide(conn, "road_segment", ["speed_kmh"], attrs=("free_flow_kmh",))
+        assert rm.asset_directory(conn, "road_segment") is rm.asset_directory(conn, "road_segment")  # kept
+    first = before["asset_id"].iloc[0]
+    try:
+        with eng.begin() as conn:
+            pk, orig_name, orig_attrs = conn.execute(
+                select(assets.c.pk, assets.c.name, assets.c.attributes).where(assets.c.id == first)).one()
+            conn.execute(update(assets).where(assets.c.pk == pk).values(name="Renamed road", attributes={"free_flow_kmh": 33}))
+            conn.execute(insert(assets).values(id="zz-new", kind="road_segment", district_id="north", name="New road",
+                                               attributes={"free_flow_kmh": 44}))
+            new_pk = conn.execute(select(assets.c.pk).where(assets.c.id == "zz-new")).scalar()
+            conn.execute(insert(latest).values(asset_pk=new_pk, metric="speed_kmh", ts=NOW - 60, value=12.5))
+        with eng.connect() as conn:
+            w = rm.latest_wide(conn, "road_segment", ["speed_kmh"], attrs=("free_flow_kmh",)).set_index("asset_id")
+        assert w.loc[first, "name"] == "Renamed road" and w.loc[first, "free_flow_kmh"] == 33
+        assert w.loc["zz-new", "speed_kmh"] == 12.5 and w.loc["zz-new", "free_flow_kmh"] == 44
+        with eng.begin() as conn:
+            conn.execute(delete(latest).where(latest.c.asset_pk == new_pk))
+            conn.execute(delete(assets).where(assets.c.pk == new_pk))
+        with eng.connect() as conn:
+            w = rm.latest_wide(conn, "road_segment", ["speed_kmh"], attrs=("free_flow_kmh",))
+        assert "zz-new" not in set(w["asset_id"]) and len(w) == len(before)
+    finally:
+        with eng.begin() as conn:
+            conn.execute(delete(latest).where(latest.c.asset_pk.in_(
+                select(assets.c.pk).where(assets.c.id == "zz-new"))))
+            conn.execute(delete(assets).where(assets.c.id == "zz-new"))
+            conn.execute(update(assets).where(assets.c.id == first).values(name=orig_name, attributes=orig_attrs))
 
 
 def test_newest_ts_and_asset_count(city_data):

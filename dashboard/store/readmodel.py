@@ -6,6 +6,7 @@ number). None of them reads the raw ``readings`` table: screens never scan histo
 from __future__ import annotations
 
 import json
+from itertools import chain
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from sqlalchemy import Connection, func, select
 
 from dashboard.metrics import CITY
 from dashboard.store.schema import (
+    ASSETS_REV_KEY,
     assets,
     districts,
     latest,
@@ -55,8 +57,8 @@ def assets_frame(conn: Connection, kind: str, district: str | None = None) -> pd
 
 
 def city_meta(conn: Connection) -> dict[str, str]:
-    """Return the key/value facts stored about the city (name, timezone)."""
-    return {r.key: r.value for r in conn.execute(select(meta)).all()}
+    """Return the key/value facts stored about the city (name, timezone); not the store's own bookkeeping."""
+    return {r.key: r.value for r in conn.execute(select(meta).where(meta.c.key != ASSETS_REV_KEY)).all()}
 
 
 def latest_values(conn: Connection, kind: str, metrics: list[str] | None = None,
@@ -149,6 +151,79 @@ def _attr_sql(conn: Connection, key: str) -> str:
     return f"CAST(a.attributes ->> '{key}' AS FLOAT)"
 
 
+class AssetDirectory:
+    """The assets of one kind, sorted by id: pk, id, name, district and numeric attributes as arrays.
+
+    Kept per process and store while the store's ``assets_rev`` token (renewed by triggers on any
+    change to ``assets``) stays the same; see :func:`asset_directory`.
+    """
+
+    def __init__(self, rows: list[tuple]):
+        self.n = len(rows)
+        pk, ids, names, dist, attrs = zip(*rows) if rows else ((), (), (), (), ())
+        self.pk = np.array(pk, dtype=np.int64)
+        self.ids = np.array(ids, dtype=object)
+        self.names = np.array(names, dtype=object)
+        self.district = np.array(dist, dtype=object)
+        # the frames' text columns, converted once (as pandas would convert them on every frame)
+        self.ids_str = pd.array(self.ids, dtype="str")
+        self.names_col = pd.Series(self.names).array
+        self.district_col = pd.Series(self.district).array
+        self._attrs = [a if isinstance(a, dict) else (json.loads(a) if a else {}) for a in attrs]
+        self._attr_cache: dict[str, np.ndarray] = {}
+        order = np.argsort(self.pk, kind="stable")
+        self._pk_sorted, self._pk_order = self.pk[order], order
+
+    def positions(self, pks: np.ndarray) -> np.ndarray:
+        """Return each pk's row in the directory, -1 for a pk not in it."""
+        if not self.n:
+            return np.full(len(pks), -1, dtype=np.int64)
+        i = np.minimum(np.searchsorted(self._pk_sorted, pks), self.n - 1)
+        return np.where(self._pk_sorted[i] == pks, self._pk_order[i], -1)
+
+    def attribute(self, key: str) -> np.ndarray:
+        """Return a numeric attribute per asset (NaN where absent or not a number)."""
+        if key not in self._attr_cache:
+            out = np.full(self.n, np.nan)
+            for i, a in enumerate(self._attrs):
+                v = a.get(key)
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    out[i] = float(v)
+                elif isinstance(v, str):
+                    try:
+                        out[i] = float(v)
+                    except ValueError:
+                        pass
+            self._attr_cache[key] = out
+        return self._attr_cache[key]
+
+
+_DIRECTORIES: dict[tuple[str, str], tuple[str, AssetDirectory]] = {}
+_MAX_DIRECTORIES = 64
+
+
+def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
+    """Return the :class:`AssetDirectory` of ``kind``, re-read only when ``assets`` changed.
+
+    None for a store without the ``assets_rev`` row (made before migration 0003): callers join.
+    """
+    rows = _fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
+    if not rows or not rows[0][0]:
+        return None
+    rev = rows[0][0]
+    key = (conn.engine.url.render_as_string(hide_password=False), kind)
+    have = _DIRECTORIES.get(key)
+    if have is not None and have[0] == rev:
+        return have[1]
+    q = (select(assets.c.pk, assets.c.id, assets.c.name, assets.c.district_id, assets.c.attributes)
+         .where(assets.c.kind == kind).order_by(assets.c.id))
+    d = AssetDirectory([tuple(r) for r in conn.execute(q).all()])
+    if len(_DIRECTORIES) >= _MAX_DIRECTORIES and key not in _DIRECTORIES:
+        _DIRECTORIES.pop(next(iter(_DIRECTORIES)))
+    _DIRECTORIES[key] = (rev, d)
+    return d
+
+
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
                 max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
@@ -157,7 +232,72 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
     then requested metrics without any value (all NaN), then the numeric asset attributes
     ``attrs`` (NaN where absent; as :func:`asset_attribute`). With ``max_age``, values older than
     ``max_age`` seconds before the newest value read are left out (as if never reported).
+
+    Reads only ``latest`` (the asset directory is kept in memory, see :func:`asset_directory`);
+    on a store without the assets revision it joins ``assets``.
     """
+    d = asset_directory(conn, kind)
+    if d is None:
+        return _latest_wide_join(conn, kind, metrics, district, max_age, attrs)
+    if not d.n:
+        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *(metrics or ()), *attrs])
+
+    def mine(pks) -> tuple[np.ndarray, np.ndarray]:  # directory rows of pks, and which are of this selection
+        pos = d.positions(np.asarray(pks, dtype=np.int64))
+        ok = pos >= 0
+        if district:
+            ok &= d.district[np.where(ok, pos, 0)] == district
+        return pos, ok
+
+    if not metrics:  # every metric of these assets
+        rows = _fetch(conn, "SELECT DISTINCT asset_pk, metric FROM latest")
+        _, ok = mine([r[0] for r in rows])
+        metrics = sorted({rows[i][1] for i in np.flatnonzero(ok)})
+        if not metrics:
+            return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *attrs])
+    empty = pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
+    ms = sorted(set(metrics))
+    if len(ms) == 1:  # the metric's index is 0: three columns (the fetch is most of the time)
+        rows = _fetch(conn, "SELECT asset_pk, ts, value FROM latest WHERE metric = ?", (ms[0],))
+    else:
+        code = "CASE metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
+        rows = _fetch(conn, f"SELECT asset_pk, ts, value, {code} FROM latest "
+                            f"WHERE metric IN ({', '.join('?' * len(ms))})", (*ms, *ms))
+    if not rows:
+        return empty
+    # pks, codes and epoch seconds are exact in a double; fromiter skips np.array's shape discovery
+    width = len(rows[0])
+    arr = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=width * len(rows)).reshape(-1, width)
+    pos, keep = mine(arr[:, 0].astype(np.int64))
+    pos, ts, val = pos[keep], arr[keep, 1].astype(np.int64), arr[keep, 2]
+    mc = arr[keep, 3].astype(np.int64) if width == 4 else np.zeros(len(pos), dtype=np.int64)
+    if max_age is not None and len(ts):
+        fresh = ts >= ts.max() - max_age
+        pos, mc, ts, val = pos[fresh], mc[fresh], ts[fresh], val[fresh]
+    if not len(pos):
+        return empty
+    uniq, codes = np.unique(pos, return_inverse=True)  # directory rows are in id order
+    n = len(uniq)
+    vals = np.full((n, len(ms)), np.nan)
+    vals[codes, mc] = val
+    newest_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    np.maximum.at(newest_ts, codes, ts)
+    present = np.unique(mc).tolist()
+    out = {"asset_id": d.ids_str[uniq], "name": d.names_col[uniq], "district_id": d.district_col[uniq]}
+    for j in present:
+        out[ms[j]] = vals[:, j]
+    out["ts"] = newest_ts
+    for m in metrics:
+        if m not in out:
+            out[m] = np.full(n, np.nan)
+    for k in attrs:
+        out[k] = d.attribute(k)[uniq]
+    return pd.DataFrame(out)
+
+
+def _latest_wide_join(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
+                      max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
+    """:func:`latest_wide` on a store without the assets revision: one join of ``latest`` and ``assets``."""
     if not metrics:  # every metric of these assets
         where, params = _kind_filter(kind, district)
         metrics = [r[0] for r in _fetch(conn, "SELECT DISTINCT l.metric FROM latest l JOIN assets a "
@@ -260,19 +400,67 @@ def district_series(conn: Connection, metric: str, start: int, end: int, res: in
 
     Columns: bucket, n, sum, min, max, mean.
     """
+    r = district_rollup(conn, metric, start, end, res, district)
+    return pd.DataFrame({"bucket": r.bucket, "n": r.n, "sum": r.sum, "min": r.min, "max": r.max, "mean": r.mean})
+
+
+class Rollup:
+    """A district (or city) rollup series as numpy arrays, sorted by bucket: bucket, n, sum, min, max, mean.
+
+    What the KPIs compute from; a light stand-in for :func:`district_series`'s frame (no pandas
+    per read). ``r["sum"]`` is ``r.sum``.
+    """
+
+    __slots__ = ("bucket", "n", "sum", "min", "max", "mean")
+
+    def __init__(self, bucket: np.ndarray, n: np.ndarray, sm: np.ndarray, mn: np.ndarray, mx: np.ndarray):
+        self.bucket, self.n, self.sum, self.min, self.max = bucket, n, sm, mn, mx
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.mean = sm / n
+
+    def __len__(self) -> int:
+        return len(self.bucket)
+
+    def __getitem__(self, column: str) -> np.ndarray:
+        return getattr(self, column)
+
+    @property
+    def empty(self) -> bool:
+        return not len(self.bucket)
+
+    def where(self, mask: np.ndarray) -> "Rollup":
+        """Return the buckets where ``mask`` holds."""
+        return Rollup(self.bucket[mask], self.n[mask], self.sum[mask], self.min[mask], self.max[mask])
+
+    def since(self, lo: int) -> "Rollup":
+        """Return the buckets from ``lo`` on."""
+        return self.where(self.bucket >= lo)
+
+    def before(self, hi: int) -> "Rollup":
+        """Return the buckets before ``hi``."""
+        return self.where(self.bucket < hi)
+
+    def at(self, column: str, buckets: np.ndarray) -> np.ndarray:
+        """Return ``column`` at ``buckets`` (NaN where this series has no such bucket)."""
+        buckets = np.asarray(buckets, dtype=np.int64)
+        if not len(self.bucket):
+            return np.full(len(buckets), np.nan)
+        i = np.minimum(np.searchsorted(self.bucket, buckets), len(self.bucket) - 1)
+        return np.where(self.bucket[i] == buckets, getattr(self, column)[i].astype(float), np.nan)
+
+
+def district_rollup(conn: Connection, metric: str, start: int, end: int, res: int,
+                    district: str | None = None) -> Rollup:
+    """Return :func:`district_series` as a :class:`Rollup` (numpy arrays)."""
     rows = _fetch(conn, "SELECT bucket, n, sum, min, max FROM rollup_district WHERE res = ? AND district_id = ? "
                         "AND metric = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
                   (int(res), district or CITY, metric, int(start), int(end)))
     if not rows:
-        df = _frame(rows, ["bucket", "n", "sum", "min", "max"])
-        df["mean"] = df["sum"] / df["n"]
-        return df
-    b, n, sm, mn, mx = zip(*rows)
-    # the frame _frame would build (int64 bucket and n, float64 aggregates), without its per-row work
-    sm = np.array(sm, dtype=float)
-    n = np.array(n, dtype=np.int64)
-    return pd.DataFrame({"bucket": np.array(b, dtype=np.int64), "n": n, "sum": sm, "min": np.array(mn, dtype=float),
-                         "max": np.array(mx, dtype=float), "mean": sm / n})
+        e = np.array([], dtype=np.int64)
+        return Rollup(e, e.copy(), np.array([], dtype=float), np.array([], dtype=float), np.array([], dtype=float))
+    arr = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=5 * len(rows)).reshape(-1, 5)
+    return Rollup(arr[:, 0].astype(np.int64), arr[:, 1].astype(np.int64), arr[:, 2].copy(), arr[:, 3].copy(),
+                  arr[:, 4].copy())
 
 
 def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, end: int, res: int,
@@ -319,6 +507,33 @@ def station_aqi_series(conn: Connection, start: int, end: int, standard: str = "
     Columns: asset_id, district_id, bucket, aqi (NaN where no pollutant could be indexed); sorted
     by asset id, then bucket.
     """
+    cols = ["asset_id", "district_id", "bucket", "aqi"]
+    d = asset_directory(conn, "aq_station")
+    if d is None:
+        return _station_aqi_series_join(conn, start, end, standard, district)
+    # every row of aqi_hourly is a station's; the directory gives id, district and order
+    rows = _fetch(conn, "SELECT asset_pk, bucket, aqi FROM aqi_hourly WHERE standard = ? AND bucket >= ? AND bucket < ?",
+                  (standard, int(start), int(end)))
+    if not rows or not d.n:
+        return pd.DataFrame(columns=cols)
+    pk, bucket, val = zip(*rows)
+    pos = d.positions(np.array(pk, dtype=np.int64))
+    keep = pos >= 0
+    if district:
+        keep &= d.district[np.where(keep, pos, 0)] == district
+    if not keep.any():
+        return pd.DataFrame(columns=cols)
+    pos, bucket = pos[keep], np.array(bucket, dtype=np.int64)[keep]
+    val = np.array(val, dtype=float)[keep]  # None (no pollutant indexed) becomes NaN
+    order = np.lexsort((bucket, pos))  # directory rows are in id order
+    pos = pos[order]
+    return pd.DataFrame({"asset_id": d.ids[pos], "district_id": d.district[pos], "bucket": bucket[order],
+                         "aqi": val[order]})
+
+
+def _station_aqi_series_join(conn: Connection, start: int, end: int, standard: str = "cn",
+                             district: str | None = None) -> pd.DataFrame:
+    """:func:`station_aqi_series` on a store without the assets revision."""
     where, params = _kind_filter("aq_station", district)
     arows = _fetch(conn, f"SELECT a.pk, a.id, a.district_id FROM assets a WHERE {where}", params)
     cols = ["asset_id", "district_id", "bucket", "aqi"]
