@@ -120,7 +120,13 @@ class LiveData:
             with self._recent_lock:
                 self._recent[key] = (fn, time.time())
             self._ensure_refresher()
-        return self.cache.compute_once(key, self.bucket(now), fn)
+        return self.cache.compute_once(key, self.bucket(now), lambda: self._shared(fn))
+
+    @staticmethod
+    def _shared(fn):
+        """Run ``fn`` with the read model's shared reads: a refresh's layers and KPIs fetch once."""
+        with rm.shared_reads():
+            return fn()
 
     def stop(self) -> None:
         """Stop the background refresher (it also stops by itself a minute after the last request)."""
@@ -146,11 +152,12 @@ class LiveData:
             if not todo:
                 self._refresher = None
                 return
-            for key, (fn, _) in todo:
-                try:
-                    self.cache.compute_once(key, self.bucket(), fn)
-                except Exception as exc:  # noqa: BLE001 - screens get the error themselves; keep refreshing
-                    log.debug("background refresh of %s failed: %s", key, exc)
+            with rm.shared_reads():  # every key of this bucket reads the latest values once
+                for key, (fn, _) in todo:
+                    try:
+                        self.cache.compute_once(key, self.bucket(), fn)
+                    except Exception as exc:  # noqa: BLE001 - screens get the error themselves; keep refreshing
+                        log.debug("background refresh of %s failed: %s", key, exc)
 
     def kpis(self, window: str, district: str | None, now: float | None = None):
         """Return every KPI for the window and district, computed once per bucket."""

@@ -12,6 +12,26 @@ from shapely.geometry import mapping, shape
 SIMPLIFY_DEG = 0.0008
 
 
+def aligned(keys, frame: pd.DataFrame | None, key: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """Return ``frame``'s numeric ``columns`` in the order of ``keys`` (matched on ``frame[key]``), NaN
+    where a key has no row or a column is missing: a left join without pandas' merge machinery."""
+    keys = np.asarray(keys, dtype=object)
+    if frame is None or not len(frame):
+        return {c: np.full(len(keys), np.nan) for c in columns}
+    pos = pd.Index(frame[key].to_numpy(dtype=object)).get_indexer(keys)
+    hit, at = pos >= 0, np.maximum(pos, 0)
+    out = {}
+    for c in columns:
+        if c not in frame.columns:
+            out[c] = np.full(len(keys), np.nan)
+            continue
+        col = frame[c]
+        v = col.to_numpy(dtype=float) if col.dtype.kind in "fiu" else \
+            pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        out[c] = np.where(hit, v[at], np.nan)
+    return out
+
+
 def hhmm(ts, tz=None) -> str:
     """Return a reading time as 'YYYY-MM-DD HH:MM' in ``tz`` (UTC when unknown), or '—'."""
     if ts is None or pd.isna(ts):

@@ -7,7 +7,7 @@ import pandas as pd
 from dashboard import aqi as aqimod
 from dashboard.theme import AQI_COLOURS
 from layers import LayerParams
-from layers._common import hhmm
+from layers._common import aligned, hhmm
 
 POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
 LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
@@ -46,12 +46,9 @@ class AirQualityLayer:
         return latest_wide(conn, "aq_station", POLLUTANTS)
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame, std: str) -> pd.DataFrame:
-        w = static[["id", "name"]].merge(frame.drop(columns=["name", "district_id"], errors="ignore"),
-                                         left_on="id", right_on="asset_id", how="left")
-        for p in POLLUTANTS:
-            if p not in w.columns:
-                w[p] = np.nan
-        a, dom = aqimod.aqi_frame(w[POLLUTANTS].astype(float), std)
+        v = aligned(static["id"], frame, "asset_id", [*POLLUTANTS, "ts"])
+        w = pd.DataFrame({"id": static["id"].to_numpy(), "name": static["name"].to_numpy(), **v})
+        a, dom = aqimod.aqi_frame(w[POLLUTANTS], std)
         w["aqi"] = np.asarray(a, dtype=float)
         w["dominant"] = list(dom)
         bands = [aqimod.band(x, std) if np.isfinite(x) else None for x in w["aqi"]]
@@ -63,9 +60,10 @@ class AirQualityLayer:
         """Return marker colours and sizes and the hover values."""
         w = self._state(static, frame, params.aqi_standard)
         tz = params.extra.get("tz")
-        custom = [[None if not np.isfinite(r.aqi) else int(r.aqi), LABEL.get(r.dominant, "—"), r.band,
-                   None if pd.isna(r.pm25) else round(float(r.pm25)), hhmm(r.ts if "ts" in w else None, tz)]
-                  for r in w.itertuples()]
+        custom = [[None if not np.isfinite(a) else int(a), LABEL.get(d, "—"), b,
+                   None if not np.isfinite(p) else round(p), hhmm(t, tz)]
+                  for a, d, b, p, t in zip(w["aqi"].tolist(), w["dominant"].tolist(), w["band"].tolist(),
+                                           w["pm25"].tolist(), w["ts"].tolist())]
         std = "China HJ 633-2012" if params.aqi_standard == "cn" else "US EPA"
         return [{
             "marker": {"color": w["colour"].tolist(), "size": marker_size(w["aqi"]).tolist()},

@@ -6,7 +6,7 @@ import pandas as pd
 
 from dashboard.theme import LOAD_SCALE
 from layers import LayerParams
-from layers._common import district_geometry, hhmm, static_districts
+from layers._common import aligned, district_geometry, hhmm, static_districts
 
 
 class EnergyLayer:
@@ -38,10 +38,13 @@ class EnergyLayer:
                                             ts=("ts", "max")).reset_index()
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-        s = static[["id", "name", "capacity_mw"]].merge(frame, left_on="id", right_on="district_id", how="left")
-        s = s.astype({"load_mw": float, "renewable_mw": float, "capacity_mw": float})
-        s["share"] = 100 * s["load_mw"] / s["capacity_mw"]
-        return s
+        v = aligned(static["id"], frame, "district_id", ["load_mw", "renewable_mw", "ts"])
+        cap = static["capacity_mw"].to_numpy(dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = 100 * v["load_mw"] / cap
+        return pd.DataFrame({"id": static["id"].to_numpy(), "name": static["name"].to_numpy(), "capacity_mw": cap,
+                             "load_mw": v["load_mw"], "renewable_mw": v["renewable_mw"], "ts": v["ts"],
+                             "share": share})
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return the load share per district and hover values."""

@@ -6,7 +6,7 @@ import pandas as pd
 
 from dashboard.theme import SATISFACTION_SCALE
 from layers import LayerParams
-from layers._common import district_geometry, static_districts
+from layers._common import aligned, district_geometry, static_districts
 
 WINDOW_S = 30 * 86_400
 
@@ -31,10 +31,9 @@ class SatisfactionLayer:
         return service_by_district(conn, end - WINDOW_S, end)
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-        s = static[["id", "name"]].merge(frame, left_on="id", right_on="district_id", how="left")
-        s["satisfaction"] = s["satisfaction"].astype(float)
-        s["n"] = s["n"].fillna(0).astype(int)
-        return s
+        v = aligned(static["id"], frame, "district_id", ["satisfaction", "n"])
+        return pd.DataFrame({"id": static["id"].to_numpy(), "name": static["name"].to_numpy(),
+                             "satisfaction": v["satisfaction"], "n": np.nan_to_num(v["n"]).astype(int)})
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return the mean score per district and hover values."""

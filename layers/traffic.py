@@ -13,7 +13,7 @@ import pandas as pd
 
 from dashboard.theme import CONGESTION_BANDS
 from layers import LayerParams
-from layers._common import hhmm, typed
+from layers._common import aligned, hhmm, typed
 
 DOT_SPACING_M = 600
 SIDE_OFFSET_M = 160
@@ -83,13 +83,10 @@ class TrafficLayer:
         return latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame):
-        speed = static["id"].map(frame.set_index("asset_id")["speed_kmh"]) if len(frame) else \
-            pd.Series(np.nan, index=static.index)
-        ratio = (speed / static["free_flow_kmh"]).to_numpy(dtype=float)
-        ts = static["id"].map(frame.set_index("asset_id")["ts"]) if len(frame) else pd.Series(np.nan, index=static.index)
-        inc = static["id"].map(frame.set_index("asset_id")["incident"]) if len(frame) else \
-            pd.Series(np.nan, index=static.index)
-        return speed.to_numpy(dtype=float), ratio, band_index(ratio), ts, inc.to_numpy(dtype=float)
+        v = aligned(static["id"], frame, "asset_id", ["speed_kmh", "ts", "incident"])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = v["speed_kmh"] / static["free_flow_kmh"].to_numpy(dtype=float)
+        return v["speed_kmh"], ratio, band_index(ratio), pd.Series(v["ts"], index=static.index), v["incident"]
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return the dots' band numbers and the midpoints' hover values."""

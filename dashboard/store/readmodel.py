@@ -6,6 +6,8 @@ number). None of them reads the raw ``readings`` table: screens never scan histo
 from __future__ import annotations
 
 import json
+import threading
+from contextlib import contextmanager
 from itertools import chain
 
 import numpy as np
@@ -224,6 +226,43 @@ def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
     return d
 
 
+_SHARED = threading.local()
+
+
+@contextmanager
+def shared_reads():
+    """Within this block, in this thread, the same read of ``latest`` is fetched once.
+
+    A screen's refresh reads the latest values of a kind for its map layer and again for its KPIs
+    (and for each district): inside one block they share one fetch. Nested blocks join the outer one.
+    """
+    if getattr(_SHARED, "memo", None) is not None:
+        yield
+        return
+    _SHARED.memo = {}
+    try:
+        yield
+    finally:
+        _SHARED.memo = None
+
+
+def _latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
+    """Return (asset_pk, ts, value[, index of the metric in ``ms``]) of every latest value of the metrics ``ms``."""
+    memo = getattr(_SHARED, "memo", None)
+    key = (conn.engine.url.render_as_string(hide_password=False), tuple(ms))
+    if memo is not None and key in memo:
+        return memo[key]
+    if len(ms) == 1:  # the metric's index is 0: three columns (the fetch is most of the time)
+        rows = _fetch(conn, "SELECT asset_pk, ts, value FROM latest WHERE metric = ?", (ms[0],))
+    else:
+        code = "CASE metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
+        rows = _fetch(conn, f"SELECT asset_pk, ts, value, {code} FROM latest "
+                            f"WHERE metric IN ({', '.join('?' * len(ms))})", (*ms, *ms))
+    if memo is not None:
+        memo[key] = rows
+    return rows
+
+
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
                 max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
     """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
@@ -257,12 +296,7 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
             return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *attrs])
     empty = pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
     ms = sorted(set(metrics))
-    if len(ms) == 1:  # the metric's index is 0: three columns (the fetch is most of the time)
-        rows = _fetch(conn, "SELECT asset_pk, ts, value FROM latest WHERE metric = ?", (ms[0],))
-    else:
-        code = "CASE metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
-        rows = _fetch(conn, f"SELECT asset_pk, ts, value, {code} FROM latest "
-                            f"WHERE metric IN ({', '.join('?' * len(ms))})", (*ms, *ms))
+    rows = _latest_rows(conn, ms)
     if not rows:
         return empty
     # pks, codes and epoch seconds are exact in a double; fromiter skips np.array's shape discovery
@@ -561,6 +595,9 @@ def _station_aqi_series_join(conn: Connection, start: int, end: int, standard: s
 
 def asset_count(conn: Connection, kind: str, district: str | None = None) -> int:
     """Return how many assets of ``kind`` there are (in ``district``)."""
+    d = asset_directory(conn, kind)
+    if d is not None:
+        return int(d.n if not district else (d.district == district).sum())
     q = select(func.count()).select_from(assets).where(assets.c.kind == kind)
     if district:
         q = q.where(assets.c.district_id == district)
