@@ -4,8 +4,13 @@ Targets (issue 3): a full refresh of the page (every layer and KPI) ≤ 50 ms on
 ≤ 5 ms on a cache hit, on a store of ≥ 10 million readings; ≤ 20 KB sent per live refresh; time
 from navigation to a drawn map in headless Chromium ≤ 3 s.
 
-    .venv/bin/python benchmarks/bench_refresh.py --database-url sqlite:////tmp/bench10m.sqlite
-    .venv/bin/python benchmarks/bench_refresh.py            # builds a 7-day demo store first (~2.3 M readings)
+    .venv/bin/python benchmarks/bench_refresh.py --days 32    # builds a 32-day demo store (≥ 10 M readings, ~7 min)
+    .venv/bin/python benchmarks/bench_refresh.py              # a 7-day demo store (~2.3 M readings), quicker
+    .venv/bin/python benchmarks/bench_refresh.py --database-url sqlite:////tmp/d31/demo.sqlite  # an existing store
+
+Navigation is timed in one headless Chromium: the first visit (no HTTP or code cache: every
+script compiled from scratch) is reported on its own, the target is judged on the median of the
+later visits, and a bare Dash page with one map trace is timed the same way as this browser's floor.
 """
 from __future__ import annotations
 
@@ -33,6 +38,61 @@ def post(url: str, body: dict) -> tuple[float, int, bytes]:
     with urllib.request.urlopen(req, timeout=60) as r:
         payload = r.read()
     return time.perf_counter() - t0, len(payload), payload
+
+
+MAP_DRAWN = ("const g = document.querySelector('#map .js-plotly-plot');"
+             "if (!g || !g._fullLayout || !g._fullLayout.map) return false;"
+             "const m = g._fullLayout.map._subplot.map;"
+             "return !!(m && m.loaded() && document.querySelector('.maplibregl-canvas'));")
+
+REFERENCE_APP = """
+import sys, numpy as np
+from dash import Dash, dcc, html
+style = {"version": 8, "sources": {}, "layers": [{"id": "bg", "type": "background", "paint": {"background-color": "#111"}}]}
+rng = np.random.default_rng(1)
+fig = {"data": [{"type": "scattermap", "mode": "markers", "lon": (116.4 + rng.normal(0, .2, 2000)).tolist(),
+                 "lat": (39.9 + rng.normal(0, .2, 2000)).tolist(), "marker": {"size": 6}}],
+       "layout": {"map": {"style": style, "center": {"lon": 116.4, "lat": 39.9}, "zoom": 8},
+                  "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}}
+app = Dash(__name__, serve_locally=True)
+app.layout = html.Div([dcc.Graph(id="map", figure=fig, style={"height": "900px"})])
+app.run(port=int(sys.argv[1]))
+"""
+
+
+def time_to_map(d, url: str) -> float:
+    """Navigate from a blank page to ``url``; return the seconds until its map is drawn (MapLibre loaded)."""
+    d.get("about:blank")
+    t0 = time.perf_counter()
+    d.get(url)
+    while not d.execute_script(MAP_DRAWN):
+        if time.perf_counter() - t0 > 30:
+            raise RuntimeError("map not drawn in 30 s")
+        time.sleep(0.02)
+    return time.perf_counter() - t0
+
+
+def reference_map(d, runs: int) -> list[float]:
+    """Time a bare Dash page with one Scattermap of 2,000 points on the same kind of local style."""
+    import subprocess
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", REFERENCE_APP, str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1).read()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise RuntimeError("reference page did not start")
+                time.sleep(0.2)
+        return [time_to_map(d, f"http://127.0.0.1:{port}/") for _ in range(runs + 1)]
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def in_process(database_url: str, runs: int) -> dict:
@@ -67,7 +127,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--database-url", help="store to measure (default: build a 7-day demo store)")
     ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--nav-runs", type=int, default=5)
+    ap.add_argument("--nav-runs", type=int, default=5, help="visits timed after the first")
+    ap.add_argument("--days", type=float, default=7, help="history of the demo store built when no URL is given")
     a = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-refresh-"))
@@ -76,12 +137,17 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "tests"))
         from _demo import build_demo_store
 
-        print("building a 7-day demo store …", flush=True)
-        url = build_demo_store(tmp, hours=7 * 24)
+        print(f"building a {a.days:g}-day demo store …", flush=True)
+        url = build_demo_store(tmp, hours=a.days * 24)
     from sqlalchemy import text
 
     from dashboard.store.schema import make_engine
 
+    from dashboard.store.migrate import upgrade
+
+    before, after = upgrade(make_engine(url))  # the release's schema (a given store may be older)
+    if before != after:
+        print(f"store migrated {before} → {after}")
     with make_engine(url).connect() as conn:
         n_readings = conn.execute(text("SELECT count(*) FROM readings")).scalar()
     print(f"store: {url} ({n_readings:,} readings)")
@@ -96,28 +162,14 @@ def main() -> None:
     base = f"http://127.0.0.1:{port}"
     try:
         d = chromium()
-        nav = []
-        first_load = None
-        for i in range(a.nav_runs):
-            d.get("about:blank")
-            t0 = time.perf_counter()
-            d.get(base + "/")
-            while True:
-                ok = d.execute_script(
-                    "const g = document.querySelector('#map .js-plotly-plot');"
-                    "if (!g || !g._fullLayout || !g._fullLayout.map) return false;"
-                    "const m = g._fullLayout.map._subplot.map;"
-                    "return !!(m && m.loaded() && document.querySelector('.maplibregl-canvas'));")
-                if ok:
-                    break
-                if time.perf_counter() - t0 > 30:
-                    raise RuntimeError("map not drawn in 30 s")
-                time.sleep(0.02)
-            nav.append(time.perf_counter() - t0)
+        nav, first_load = [], None
+        for i in range(a.nav_runs + 1):  # the first: a browser that never saw the page (no HTTP or code cache)
+            nav.append(time_to_map(d, base + "/"))
             if i == 0:
                 first_load = d.execute_script(
                     "return performance.getEntriesByType('resource').concat(performance.getEntriesByType('navigation'))"
                     ".reduce((s, e) => s + (e.encodedBodySize || 0), 0)")
+        floor = reference_map(d, a.nav_runs)  # this browser's floor: a bare Dash page with one map trace
         body = capture_refresh(d, base + "/")
         d.quit()
         upd = base + "/_dash-update-component"
@@ -138,8 +190,13 @@ def main() -> None:
         ("bytes per live refresh", f"{statistics.median(sizes) / 1024:.1f} KB", "≤ 20 KB",
          statistics.median(sizes) <= 20 * 1024),
         ("first load (all resources, uncompressed)", f"{first_load / 1024:.0f} KB", "", None),
-        ("navigation → drawn map, median", f"{statistics.median(nav):.2f} s", "≤ 3 s", statistics.median(nav) <= 3),
-        ("navigation → drawn map, max", f"{max(nav):.2f} s", "", None),
+        ("navigation → drawn map, first visit (cold caches)", f"{nav[0]:.2f} s", "", None),
+        (f"navigation → drawn map, median of {len(nav) - 1} later visits", f"{statistics.median(nav[1:]):.2f} s",
+         "≤ 3 s", statistics.median(nav[1:]) <= 3),
+        ("  reference: bare Dash page, one map trace (first / median)",
+         f"{floor[0]:.2f} / {statistics.median(floor[1:]):.2f} s", "", None),
+        ("  ratio manager / reference (later visits)", f"{statistics.median(nav[1:]) / statistics.median(floor[1:]):.2f}",
+         "", None),
     ]
     print(f"\n{'measure':45s} {'value':>12s}  {'target':8s}")
     for name, val, target, ok in rows:
@@ -149,7 +206,7 @@ def main() -> None:
     out.mkdir(exist_ok=True)
     (out / "refresh.json").write_text(json.dumps(
         {"readings": n_readings, **ip, "http_ms": [1000 * t for t in times], "refresh_bytes": sizes,
-         "first_load_bytes": first_load, "nav_s": nav}, indent=1))
+         "first_load_bytes": first_load, "nav_s": nav, "reference_nav_s": floor}, indent=1))
 
 
 if __name__ == "__main__":
