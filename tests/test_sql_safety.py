@@ -25,7 +25,7 @@ SQL_CALLS = {"text", "exec_driver_sql", "execute", "executemany", "executescript
 #: Formatted SQL that only interpolates the code's own constants, never input.
 ALLOWED = {
     ("dashboard/store/ingest.py", "_pg_stage"),          # staging-table names from the _PG_TEMP dict
-    ("dashboard/store/ingest.py", "_update_rollups"),    # the upsert's row source: a constant VALUES/SELECT
+    ("dashboard/store/ingest.py", "_write_rollups"),     # the upsert's row source: a constant VALUES/SELECT
     ("dashboard/store/ingest.py", "_pg_rollup_asset"),   # idem
     ("dashboard/store/ingest.py", "upsert"),             # idem (inner function of _pg_rollup_asset)
     ("dashboard/store/ingest.py", "_latest_ts"),         # a run of bind placeholders (?, ?, …): values are bound

@@ -165,13 +165,18 @@ _PG_TRAILER = np.array([-1], dtype=">i2").tobytes()
 _PG_NUM = {"int4": ">i4", "int8": ">i8", "float8": ">f8"}
 
 
-def _pg_copy(conn: Connection, table: str, columns: list[str], types: list[str], arrays: list) -> None:
+def _pg_copy(conn: Connection, table: str, columns: list[str], types: list[str], arrays: list,
+             meanwhile=None) -> None:
     """COPY rows into ``table`` in PostgreSQL's binary format, built with numpy (no per-row Python).
 
     ``types`` are int4, int8, float8 or text; a text column is given as (codes, list of str).
+    ``meanwhile()`` is called while the server stores the rows (the data goes out from a writer
+    thread): client work that overlaps the server's.
     """
     n = len(arrays[0][0]) if types[0] == "text" else len(arrays[0])
     if n == 0:
+        if meanwhile is not None:
+            meanwhile()
         return
     text_cols = [k for k, t in enumerate(types) if t == "text"]
     enc = {k: [s.encode("utf-8") for s in arrays[k][1]] for k in text_cols}
@@ -210,8 +215,15 @@ def _pg_copy(conn: Connection, table: str, columns: list[str], types: list[str],
     chunks.append(_PG_TRAILER)
     raw = conn.connection.driver_connection
     with raw.cursor() as cur:
-        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)") as cp:
+        writer = None
+        if meanwhile is not None:
+            from psycopg.copy import QueuedLibpqWriter
+
+            writer = QueuedLibpqWriter(cur)
+        with cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN (FORMAT BINARY)", writer=writer) as cp:
             cp.write(b"".join(chunks))
+            if meanwhile is not None:
+                meanwhile()
 
 
 _PG_TEMP = {
@@ -419,9 +431,11 @@ class Ingestor:
             for row, text in conflicts:
                 reason[row] = text
             if len(good):
-                self._insert_readings(conn, good)
+                payloads: list = []
+                # the rollups' arrays are computed while the server stores the readings
+                self._insert_readings(conn, good, meanwhile=lambda: payloads.append(self._rollup_payloads(good)))
                 self._update_latest(conn, good)
-                self._update_rollups(conn, good)
+                self._write_rollups(conn, good, payloads[0])
                 self._update_aqi(conn, good)
             result.accepted = len(good)
         is_dup = reason == ""
@@ -516,12 +530,14 @@ class Ingestor:
         o = np.argsort(keys, kind="stable")
         return keys[o], ts[o]
 
-    def _insert_readings(self, conn, good: _Batch) -> None:
+    def _insert_readings(self, conn, good: _Batch, meanwhile=None) -> None:
         o = good.sorted_order()  # primary-key order: each B-tree page is touched once
         if _dialect(conn) == "postgresql":
             _pg_copy(conn, "readings", ["asset_pk", "metric", "ts", "value"], ["int4", "text", "int8", "float8"],
-                     [good.pk[o], (good.scode[o], _SERIES), good.ts[o], good.value[o]])
+                     [good.pk[o], (good.scode[o], _SERIES), good.ts[o], good.value[o]], meanwhile=meanwhile)
             return
+        if meanwhile is not None:
+            meanwhile()
         names = np.array(_SERIES, dtype=object)
         rows = list(zip(good.pk[o].tolist(), names[good.scode[o]].tolist(), good.ts[o].tolist(),
                         good.value[o].tolist()))
@@ -590,7 +606,8 @@ class Ingestor:
             else:
                 sp.commit()
 
-    def _update_rollups(self, conn, good: _Batch) -> None:
+    def _rollup_payloads(self, good: _Batch) -> list[tuple]:
+        """Return, per rollup resolution, the per-asset and the per-district rows of this batch (numpy only)."""
         ac = self._asset_codes()
         where = ac._pk_pos.get_indexer(good.pk)
         dist = ac._dcode[where]
@@ -612,6 +629,32 @@ class Ingestor:
         # the city copy follows all district rows
         d2 = np.concatenate([d_all, np.full(len(d_all), ac._city_code, dtype=np.int64)])
         s2, t2, v2 = np.concatenate([s_all, s_all]), np.concatenate([t_all, t_all]), np.concatenate([v_all, v_all])
+        tmin = int(good.ts.min())
+        out = []
+        for res in ROLLUP_RESOLUTIONS:
+            b0 = tmin // res
+            nb = int(good.ts.max()) // res - b0 + 1
+            # per asset: readings only
+            bi = good.ts // res - b0
+            key = (good.pk * _NS + good.scode) * nb + bi
+            k, cnt, sm, mn, mx = _group_stats(key, good.value)
+            ser, bk = np.divmod(k, nb)
+            apk, asc = np.divmod(ser, _NS)
+            per_asset = (apk, asc, (bk + b0) * res, cnt, sm, mn, mx)
+            # per district and the city: readings and derived series
+            bi2 = t2 // res - b0
+            key2 = (d2 * _NS + s2) * nb + bi2
+            k, cnt, sm, mn, mx = _group_stats(key2, v2)
+            ser, bk = np.divmod(k, nb)
+            dc, sc = np.divmod(ser, _NS)
+            keep = dc != ac._blank_code
+            cnt, sm, mn, mx, dc, sc, bk = (x[keep] for x in (cnt, sm, mn, mx, dc, sc, bk))
+            out.append((res, per_asset, (dc, sc, (bk + b0) * res, cnt, sm, mn, mx)))
+        return out
+
+    def _write_rollups(self, conn, good: _Batch, payloads: list[tuple]) -> None:
+        """Add the batch's rollup rows (:meth:`_rollup_payloads`) to the stored buckets."""
+        ac = self._asset_codes()
         dnames = np.array(ac._dnames, dtype=object)
         pg = _dialect(conn) == "postgresql"
         up_a = (
@@ -624,41 +667,23 @@ class Ingestor:
         up_d = up_a.replace("rollup_asset", "rollup_district").replace("asset_pk", "district_id")
         names = np.array(_SERIES, dtype=object)
         raw = None if pg else conn.connection.driver_connection
-        tmin = int(good.ts.min())
-        for res in ROLLUP_RESOLUTIONS:
-            b0 = tmin // res
-            nb = int(good.ts.max()) // res - b0 + 1
-            # per asset: readings only
-            bi = good.ts // res - b0
-            key = (good.pk * _NS + good.scode) * nb + bi
-            k, cnt, sm, mn, mx = _group_stats(key, good.value)
-            ser, bk = np.divmod(k, nb)
-            apk, asc = np.divmod(ser, _NS)
-            bucket = (bk + b0) * res
+        for res, (apk, asc, bucket, cnt, sm, mn, mx), dpart in payloads:
             if pg:
                 self._pg_rollup_asset(conn, good, res, up_a, apk, asc, bucket, cnt, sm, mn, mx)
             else:
                 raw.executemany(up_a.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                                list(zip([res] * len(k), apk.tolist(), names[asc].tolist(), bucket.tolist(),
+                                list(zip([res] * len(apk), apk.tolist(), names[asc].tolist(), bucket.tolist(),
                                          cnt.tolist(), sm.tolist(), mn.tolist(), mx.tolist())))
-            # per district and the city: readings and derived series
-            bi2 = t2 // res - b0
-            key2 = (d2 * _NS + s2) * nb + bi2
-            k, cnt, sm, mn, mx = _group_stats(key2, v2)
-            ser, bk = np.divmod(k, nb)
-            dc, sc = np.divmod(ser, _NS)
-            keep = dc != ac._blank_code
-            k, cnt, sm, mn, mx, dc, sc, bk = (x[keep] for x in (k, cnt, sm, mn, mx, dc, sc, bk))
-            bucket = (bk + b0) * res
+            dc, sc, bucket, cnt, sm, mn, mx = dpart
             if pg:
                 _pg_stage(conn, "_ingest_rollup_district",
                           ["res", "district_id", "metric", "bucket", "n", "sum", "min", "max"],
                           ["int4", "text", "text", "int8", "int4", "float8", "float8", "float8"],
-                          [np.full(len(k), res), (dc, ac._dnames), (sc, _SERIES), bucket, cnt, sm, mn, mx])
+                          [np.full(len(dc), res), (dc, ac._dnames), (sc, _SERIES), bucket, cnt, sm, mn, mx])
                 conn.exec_driver_sql(up_d.format(src="SELECT * FROM _ingest_rollup_district"))
             else:
                 raw.executemany(up_d.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                                list(zip([res] * len(k), dnames[dc].tolist(), names[sc].tolist(), bucket.tolist(),
+                                list(zip([res] * len(dc), dnames[dc].tolist(), names[sc].tolist(), bucket.tolist(),
                                          cnt.tolist(), sm.tolist(), mn.tolist(), mx.tolist())))
 
 
