@@ -34,8 +34,17 @@ class EnergyLayer:
         w = latest_wide(conn, "substation", ["load_mw", "renewable_mw"])
         if w.empty:
             return pd.DataFrame(columns=["district_id", "load_mw", "renewable_mw", "ts"])
-        return w.groupby("district_id").agg(load_mw=("load_mw", "sum"), renewable_mw=("renewable_mw", "sum"),
-                                            ts=("ts", "max")).reset_index()
+        # per district (sorted, as a groupby): sums of load and renewables (unknown counts 0), newest time
+        codes, districts = pd.factorize(w["district_id"], sort=True)
+        keep = codes >= 0  # substations without a district are left out
+        codes, n = codes[keep], len(districts)
+        ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(ts, codes, w["ts"].to_numpy(dtype=np.int64)[keep])
+        return pd.DataFrame({
+            "district_id": np.asarray(districts, dtype=object),
+            **{m: np.bincount(codes, weights=np.nan_to_num(w[m].to_numpy(dtype=float)[keep]), minlength=n)
+               for m in ("load_mw", "renewable_mw")},
+            "ts": ts})
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
         v = aligned(static["id"], frame, "district_id", ["load_mw", "renewable_mw", "ts"])

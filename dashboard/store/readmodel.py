@@ -209,11 +209,18 @@ def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
 
     None for a store without the ``assets_rev`` row (made before migration 0003): callers join.
     """
-    rows = _fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
-    if not rows or not rows[0][0]:
+    url = conn.engine.url.render_as_string(hide_password=False)
+    memo = getattr(_SHARED, "memo", None)  # inside shared_reads(): the token is read once
+    if memo is not None and ("assets_rev", url) in memo:
+        rev = memo[("assets_rev", url)]
+    else:
+        rows = _fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
+        rev = rows[0][0] if rows else None
+        if memo is not None:
+            memo[("assets_rev", url)] = rev
+    if not rev:
         return None
-    rev = rows[0][0]
-    key = (conn.engine.url.render_as_string(hide_password=False), kind)
+    key = (url, kind)
     have = _DIRECTORIES.get(key)
     if have is not None and have[0] == rev:
         return have[1]
