@@ -324,15 +324,21 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
     newest_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
     np.maximum.at(newest_ts, codes, ts)
     present = np.unique(mc).tolist()
-    out = {"asset_id": d.ids_str[uniq], "name": d.names_col[uniq], "district_id": d.district_col[uniq]}
+    return _wide_frame({"asset_id": d.ids_str[uniq], "name": d.names_col[uniq], "district_id": d.district_col[uniq]},
+                       ms, present, vals, newest_ts, metrics, {k: d.attribute(k)[uniq] for k in attrs})
+
+
+def _wide_frame(ids: dict, ms: list[str], present: list[int], vals: np.ndarray, newest_ts: np.ndarray,
+                metrics: list[str], attr_cols: dict) -> pd.DataFrame:
+    """Assemble :func:`latest_wide`'s frame: ids, metrics with values, ts, metrics without, attributes."""
+    out = dict(ids)
     for j in present:
         out[ms[j]] = vals[:, j]
     out["ts"] = newest_ts
     for m in metrics:
         if m not in out:
-            out[m] = np.full(n, np.nan)
-    for k in attrs:
-        out[k] = d.attribute(k)[uniq]
+            out[m] = np.full(len(newest_ts), np.nan)
+    out.update(attr_cols)
     return pd.DataFrame(out)
 
 
@@ -376,17 +382,12 @@ def _latest_wide_join(conn: Connection, kind: str, metrics: list[str], district:
         newest_ts = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
         np.maximum.at(newest_ts, codes, np.array(ts, dtype=np.int64))
         present = sorted(set(mc))
-    out = {"asset_id": pd.array(ids[first], dtype="str"), "name": pd.Series(np.array(name, dtype=object)[first]),
-           "district_id": pd.Series(np.array(dist, dtype=object)[first])}
-    for j in present:
-        out[ms[j]] = vals[:, j]
-    out["ts"] = newest_ts
-    for m in metrics:
-        if m not in out:
-            out[m] = np.full(n, np.nan)
-    for k, v in zip(attrs, avals):
-        out[k] = np.array([np.nan if x is None else float(x) for x in v], dtype=float)[first]
-    return pd.DataFrame(out)
+    return _wide_frame({"asset_id": pd.array(ids[first], dtype="str"),
+                        "name": pd.Series(np.array(name, dtype=object)[first]),
+                        "district_id": pd.Series(np.array(dist, dtype=object)[first])},
+                       ms, present, vals, newest_ts, metrics,
+                       {k: np.array([np.nan if x is None else float(x) for x in v], dtype=float)[first]
+                        for k, v in zip(attrs, avals)})
 
 
 def asset_attribute(conn: Connection, kind: str, key: str, district: str | None = None) -> pd.Series:
