@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import event, insert, select
 
 from dashboard.store import readmodel as rm
+from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store import service_rollup
 from dashboard.store.ingest import Ingestor
 from dashboard.store.schema import service_requests
@@ -404,6 +405,31 @@ def test_service_opened_count(city_data, district):
         for start, end in ((NOW - 7 * 86_400, NOW + 1), (NOW - 40 * 86_400, NOW - 10 * 86_400), (0, NOW + 1)):
             exp = sum(1 for r in reqs if start <= r["opened_at"] < end and district in (None, r["district_id"]))
             assert rm.service_opened_count(conn, start, end, district) == exp
+
+
+@pytest.mark.parametrize("district", [None, "north"])
+def test_service_window_end_day_from_the_rollup(city_data, monkeypatch, district):
+    """With nothing closed at or after the window's end, its last UTC day comes from the rollups:
+    the same statistics, daily series and per-district means as reading that day's requests."""
+    reqs = city_data["requests"]
+    end = max(r["closed_at"] for r in reqs if r["closed_at"] is not None) + 1  # the newest closure is inside
+    assert end % SVC_DAY, "the test needs an end inside a day"
+    eng = city_data["engine"]
+    with eng.connect() as conn:
+        days, edges = rm._svc_ranges(conn, end - 3 * SVC_DAY - 5000, end)
+        assert edges and edges[-1][1] < end and days[1] > end  # the end edge is gone: read as a whole day
+        got = [rm.service_window(conn, end - w, end, district) for w in (3 * SVC_DAY - 5000, 30 * SVC_DAY)]
+        by_d = rm.service_by_district(conn, end - 30 * SVC_DAY, end)
+        monkeypatch.setattr(rm, "_svc_ranges", lambda c, a, b: rm._svc_split(a, b))  # every edge read raw
+        exp = [rm.service_window(conn, end - w, end, district) for w in (3 * SVC_DAY - 5000, 30 * SVC_DAY)]
+        exp_d = rm.service_by_district(conn, end - 30 * SVC_DAY, end)
+        later = rm._svc_split(end - SVC_DAY, end + 1)  # and with a closure at the end: the edge stays
+    for (gs, gd), (es, ed) in zip(got, exp):
+        assert gs == es
+        pd.testing.assert_frame_equal(gd, ed)
+    pd.testing.assert_frame_equal(by_d.sort_values("district_id").reset_index(drop=True),  # rows in any order
+                                  exp_d.sort_values("district_id").reset_index(drop=True))
+    assert later[1]
 
 
 def test_service_by_district(city_data):

@@ -630,6 +630,32 @@ def _svc_split(start: int, end: int) -> tuple[tuple[int, int] | None, list[tuple
     return (a, b), [(s, e) for s, e in ((start, a), (b, end)) if s < e]
 
 
+def _svc_ranges(conn: Connection, start: int, end: int) -> tuple[tuple[int, int] | None, list[tuple[int, int]]]:
+    """:func:`_svc_split`, and when no request is closed at or after ``end`` the day ``end`` falls in
+    comes whole from the rollups: its bucket then holds exactly the closures in [day, end).
+
+    A live window ends now, late in a UTC day its end edge is most of a day of requests; read from
+    the rollup it is one row.
+    """
+    days, edges = _svc_split(start, end)
+    if not edges:
+        return days, edges
+    day = edges[-1][0]
+    if edges[-1][1] != end or day % SVC_DAY or (days is None and day != start):
+        return days, edges  # no end edge that starts a UTC day
+    url = conn.engine.url.render_as_string(hide_password=False)
+    memo = getattr(_SHARED, "memo", None)
+    if memo is not None and ("newest_closed", url) in memo:
+        newest = memo[("newest_closed", url)]
+    else:
+        newest = _fetch(conn, "SELECT max(closed_at) FROM service_requests")[0][0]
+        if memo is not None:
+            memo[("newest_closed", url)] = newest
+    if newest is not None and newest >= end:
+        return days, edges
+    return (days[0] if days else day, day + SVC_DAY), edges[:-1]
+
+
 def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | None = None) -> list[tuple]:
     """Return the time-to-close histogram of requests closed in [start, end), from the table itself:
     rows (bin, count, sum of scores, rated, satisfied, late) by bin."""
@@ -708,7 +734,7 @@ def _edge_requests(conn: Connection, edges: list[tuple[int, int]], district: str
 def service_window(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
     """Return (:func:`service_closed_stats`, :func:`service_daily`) of [start, end), reading the
     requests at the window's edges once for both."""
-    days, edges = _svc_split(int(start), int(end))
+    days, edges = _svc_ranges(conn, int(start), int(end))
     e = _edge_requests(conn, edges, district)
     return _closed_stats(conn, days, e, district), _daily(conn, days, e, district, edges)
 
@@ -722,7 +748,7 @@ def service_closed_stats(conn: Connection, start: int, end: int, district: str |
     Whole days come from ``service_rollup`` and the time-to-close histogram tables, the edges of
     the window from the requests themselves (same sums as one pass over the table).
     """
-    days, edges = _svc_split(int(start), int(end))
+    days, edges = _svc_ranges(conn, int(start), int(end))
     return _closed_stats(conn, days, _edge_requests(conn, edges, district), district)
 
 
@@ -786,7 +812,7 @@ def service_daily(conn: Connection, start: int, end: int, district: str | None =
     rated count and mean hours to close."""
     if res != SVC_DAY:
         return _daily_frame(_service_daily_raw(conn, start, end, district, res))
-    days, edges = _svc_split(int(start), int(end))
+    days, edges = _svc_ranges(conn, int(start), int(end))
     return _daily(conn, days, _edge_requests(conn, edges, district) if conn.dialect.name != "postgresql"
                   else np.empty((0, 4)), district, edges)
 
@@ -900,7 +926,7 @@ def service_newest_ts(conn: Connection, district: str | None = None) -> int | No
 def service_by_district(conn: Connection, start: int, end: int) -> pd.DataFrame:
     """Return per district: mean satisfaction and count of requests closed in [start, end)."""
     sr = service_requests
-    days, edges = _svc_split(int(start), int(end))
+    days, edges = _svc_ranges(conn, int(start), int(end))
     acc: dict = {}  # district -> [sum of scores, rated, closed]
     for s, e in edges:
         q = (select(sr.c.district_id, func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction), func.count())
