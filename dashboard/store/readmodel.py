@@ -209,18 +209,12 @@ def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
 
     None for a store without the ``assets_rev`` row (made before migration 0003): callers join.
     """
-    url = conn.engine.url.render_as_string(hide_password=False)
-    memo = getattr(_SHARED, "memo", None)  # inside shared_reads(): the token is read once
-    if memo is not None and ("assets_rev", url) in memo:
-        rev = memo[("assets_rev", url)]
-    else:
-        rows = _fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
-        rev = rows[0][0] if rows else None
-        if memo is not None:
-            memo[("assets_rev", url)] = rev
+    rows = _shared(conn, ("assets_rev",), lambda: _fetch(conn, "SELECT value FROM meta WHERE key = ?",
+                                                         (ASSETS_REV_KEY,)))
+    rev = rows[0][0] if rows else None
     if not rev:
         return None
-    key = (url, kind)
+    key = (conn.engine.url.render_as_string(hide_password=False), kind)
     have = _DIRECTORIES.get(key)
     if have is not None and have[0] == rev:
         return have[1]
@@ -253,20 +247,29 @@ def shared_reads():
         _SHARED.memo = None
 
 
+def _shared(conn: Connection, what: tuple, read):
+    """Return ``read()``, once per :func:`shared_reads` block for ``what`` on this store (always, outside one)."""
+    memo = getattr(_SHARED, "memo", None)
+    if memo is None:
+        return read()
+    key = (conn.engine.url.render_as_string(hide_password=False), *what)
+    if key not in memo:
+        memo[key] = read()
+    return memo[key]
+
+
 def _latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
     """Return (asset_pk, ts, value[, index of the metric in ``ms``]) of every latest value of the metrics ``ms``."""
-    memo = getattr(_SHARED, "memo", None)
-    key = (conn.engine.url.render_as_string(hide_password=False), tuple(ms))
-    if memo is not None and key in memo:
-        return memo[key]
+    return _shared(conn, ("latest", tuple(ms)), lambda: _read_latest_rows(conn, ms))
+
+
+def _read_latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
     if len(ms) == 1:  # the metric's index is 0: three columns (the fetch is most of the time)
         rows = _fetch(conn, "SELECT asset_pk, ts, value FROM latest WHERE metric = ?", (ms[0],))
     else:
         code = "CASE metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
         rows = _fetch(conn, f"SELECT asset_pk, ts, value, {code} FROM latest "
                             f"WHERE metric IN ({', '.join('?' * len(ms))})", (*ms, *ms))
-    if memo is not None:
-        memo[key] = rows
     return rows
 
 
@@ -643,14 +646,7 @@ def _svc_ranges(conn: Connection, start: int, end: int) -> tuple[tuple[int, int]
     day = edges[-1][0]
     if edges[-1][1] != end or day % SVC_DAY or (days is None and day != start):
         return days, edges  # no end edge that starts a UTC day
-    url = conn.engine.url.render_as_string(hide_password=False)
-    memo = getattr(_SHARED, "memo", None)
-    if memo is not None and ("newest_closed", url) in memo:
-        newest = memo[("newest_closed", url)]
-    else:
-        newest = _fetch(conn, "SELECT max(closed_at) FROM service_requests")[0][0]
-        if memo is not None:
-            memo[("newest_closed", url)] = newest
+    newest = _shared(conn, ("newest_closed",), lambda: _fetch(conn, "SELECT max(closed_at) FROM service_requests"))[0][0]
     if newest is not None and newest >= end:
         return days, edges
     return (days[0] if days else day, day + SVC_DAY), edges[:-1]
