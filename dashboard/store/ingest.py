@@ -274,33 +274,46 @@ class _Batch:
                              "ts": self.ts, "value": self.value, "_row": self.row})
 
 
+class _Codes:
+    """Per-asset arrays aligned with one asset frame: kind, district code, derived-series attributes."""
+
+    def __init__(self, f: pd.DataFrame):
+        self.frame = f
+        dcodes, dnames = pd.factorize(f["district"].to_numpy(dtype=object))
+        dnames = list(dnames)
+        if CITY not in dnames:
+            dnames.append(CITY)
+        self.pk = f["pk"].to_numpy(dtype=np.int64)
+        self.pk_pos = pd.Index(self.pk)
+        self.id_pos = pd.Index(f.index)
+        self.dcode = dcodes.astype(np.int64)
+        self.dnames = dnames
+        self.city_code = dnames.index(CITY)
+        self.blank_code = dnames.index("") if "" in dnames else -1
+        self.kinds = f["kind"].to_numpy(dtype=object)
+        self.attrs = {a: f[a].to_numpy(dtype=float) for a in DERIVED_ATTRS}
+
+
 class Ingestor:
     """Validate readings and write them, with `latest` and the rollups, in one transaction."""
 
     def __init__(self, engine: Engine, index: AssetIndex | None = None):
         self.engine = engine
         self.index = index or AssetIndex(engine)
-        self._codes_for = None
+        self._codes: _Codes | None = None
 
-    def _asset_codes(self):
-        """Return per-asset arrays aligned with ``index.frame``: kind code, district code, attributes."""
-        idx = self.index
-        if self._codes_for is not idx.frame:
-            f = idx.frame
-            kinds = f["kind"].to_numpy(dtype=object)
-            dcodes, dnames = pd.factorize(f["district"].to_numpy(dtype=object))
-            dnames = list(dnames)
-            if CITY not in dnames:
-                dnames.append(CITY)
-            self._pk_pos = pd.Index(f["pk"].to_numpy(dtype=np.int64))
-            self._dcode = dcodes.astype(np.int64)
-            self._dnames = dnames
-            self._city_code = dnames.index(CITY)
-            self._blank_code = dnames.index("") if "" in dnames else -1
-            self._kinds = kinds
-            self._attrs = {a: f[a].to_numpy(dtype=float) for a in DERIVED_ATTRS}
-            self._codes_for = f
-        return self
+    def _asset_codes(self, frame: pd.DataFrame | None = None) -> "_Codes":
+        """Return the per-asset arrays of ``frame`` (default: the index's current one).
+
+        One immutable object per asset frame, swapped in with one assignment: a validation in
+        another thread (:meth:`ingest_many`) that reloads the index never tears a writer's view.
+        """
+        f = self.index.frame if frame is None else frame
+        codes = self._codes
+        if codes is None or codes.frame is not f:
+            codes = _Codes(f)
+            self._codes = codes
+        return codes
 
     # ---------------------------------------------------------------- validation
     def validate(self, frame: pd.DataFrame, now: float | None = None):
@@ -337,12 +350,13 @@ class Ingestor:
         metric = _clean_text(frame["metric"])
         idx = self.index
         a_codes, a_uniq = pd.factorize(asset, use_na_sentinel=False)
-        pos = pd.Index(idx.frame.index).get_indexer(np.asarray(a_uniq, dtype=object))[a_codes] if n else \
+        codes = self._asset_codes()
+        pos = codes.id_pos.get_indexer(np.asarray(a_uniq, dtype=object))[a_codes] if n else \
             np.array([], dtype=np.int64)
         if (pos < 0).any() and time.time() - idx.loaded_at > 1:
             idx.reload()
-            pos = pd.Index(idx.frame.index).get_indexer(np.asarray(a_uniq, dtype=object))[a_codes]
-        self._asset_codes()
+            codes = self._asset_codes()
+            pos = codes.id_pos.get_indexer(np.asarray(a_uniq, dtype=object))[a_codes]
         flag(pos < 0, lambda i: f"unknown asset {asset[i]!r}")
         m_codes, m_uniq = pd.factorize(metric, use_na_sentinel=False)
         m_map = np.array([_SCODE.get(m, -1) if m in METRICS else -1 for m in m_uniq], dtype=np.int64)
@@ -350,7 +364,7 @@ class Ingestor:
         metric_known = scode >= 0
         flag(~metric_known, lambda i: f"unknown metric {metric[i]!r}")
         have = pos >= 0
-        kinds = self._kinds[np.maximum(pos, 0)] if n else np.array([], dtype=object)
+        kinds = codes.kinds[np.maximum(pos, 0)] if n else np.array([], dtype=object)
         # compare kinds per distinct (asset kind, metric) pair, not per row
         kind_ok = np.ones(n, dtype=bool)
         chk = have & metric_known
@@ -380,8 +394,7 @@ class Ingestor:
         flag(ts_fin & (ts < 0), lambda i: f"timestamp {frame['ts'].iloc[i]} is before 1970")
 
         ok = free
-        pk_all = idx.frame["pk"].to_numpy(dtype=np.int64)
-        batch = _Batch(pk_all[np.maximum(pos, 0)][ok] if n else np.array([], dtype=np.int64),
+        batch = _Batch(codes.pk[np.maximum(pos, 0)][ok] if n else np.array([], dtype=np.int64),
                        scode[ok], ts[ok].astype(np.int64) if ok.any() else np.array([], dtype=np.int64),
                        value[ok], np.flatnonzero(ok))
         # duplicates inside the batch: the first wins, a later identical one is a no-op
@@ -423,6 +436,46 @@ class Ingestor:
             with self.engine.begin() as c:
                 return self._write(c, frame, good, reason, source)
         return self._write(conn, frame, good, reason, source)
+
+    def ingest_many(self, frames: Iterable, source: str = "api", now: float | None = None,
+                    conn: Connection | None = None, each=None) -> IngestResult:
+        """Ingest a sequence of batches (DataFrames or lists of dicts) through :meth:`ingest`'s path.
+
+        The next batch is produced (read, generated) and validated in a worker thread while the
+        current one is written, so the client's work overlaps the database's. Each batch is one
+        transaction of its own, or all go into ``conn`` when given. An error producing a batch is
+        raised here, after the batches before it; ``each(result)`` is called after every batch.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        it = iter(frames)
+
+        def produce():
+            data = next(it, None)
+            if data is None:
+                return None
+            frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(list(data))
+            if frame.empty:
+                return frame, None, None
+            return (frame, *self._validate(frame, now))
+
+        total = IngestResult()
+        with ThreadPoolExecutor(1, thread_name_prefix="ingest-validate") as pool:
+            nxt = pool.submit(produce)
+            while (item := nxt.result()) is not None:
+                nxt = pool.submit(produce)
+                frame, good, reason = item
+                if good is None:
+                    continue
+                if conn is None:
+                    with self.engine.begin() as c:
+                        res = self._write(c, frame, good, reason, source)
+                else:
+                    res = self._write(conn, frame, good, reason, source)
+                total += res
+                if each is not None:
+                    each(res)
+        return total
 
     def _write(self, conn, frame, good: _Batch, reason, source) -> IngestResult:
         result = IngestResult()
@@ -517,6 +570,10 @@ class Ingestor:
         """Return (sorted series keys, latest ts) of the stored ``latest`` rows of these assets."""
         pks = [int(x) for x in pks]
         out = []
+        if _dialect(conn) == "postgresql":  # one statement, the keys as one array parameter
+            out = conn.exec_driver_sql("SELECT asset_pk, metric, ts FROM latest WHERE asset_pk = ANY(%s)",
+                                       (pks,)).all()
+            pks = []
         for i in range(0, len(pks), 900):
             chunk = pks[i:i + 900]
             marks = ",".join([_param(conn)] * len(chunk))
@@ -563,7 +620,7 @@ class Ingestor:
             f"ON CONFLICT (asset_pk, metric) DO UPDATE {set_}",
             list(zip(pk.tolist(), names[sc].tolist(), ts.tolist(), val.tolist())))
 
-    def _pg_rollup_asset(self, conn, good: _Batch, res, up_a, apk, asc, bucket, cnt, sm, mn, mx) -> None:
+    def _pg_rollup_asset(self, conn, good: _Batch, up_a, res, apk, asc, bucket, cnt, sm, mn, mx) -> None:
         """Write per-asset rollups on PostgreSQL: COPY the buckets that cannot be stored yet, upsert the rest.
 
         Rollups only hold buckets up to the one of their series' ``latest`` reading, so a bucket after
@@ -581,36 +638,33 @@ class Ingestor:
         else:
             last_bucket = np.full(len(ser), -np.inf)
         new = bucket > last_bucket
-        parts = [(new, True), (~new, False)]
+
+        def rows(m):
+            return [res[m], apk[m], (asc[m], _SERIES), bucket[m], cnt[m], sm[m], mn[m], mx[m]]
 
         def upsert(m):
-            _pg_stage(conn, "_ingest_rollup_asset", cols, types,
-                      [np.full(int(m.sum()), res), apk[m], (asc[m], _SERIES), bucket[m], cnt[m], sm[m], mn[m], mx[m]])
+            _pg_stage(conn, "_ingest_rollup_asset", cols, types, rows(m))
             conn.exec_driver_sql(up_a.format(src="SELECT * FROM _ingest_rollup_asset"))
 
-        for m, fresh in parts:
-            if not m.any():
-                continue
-            if not fresh:
-                upsert(m)
-                continue
+        if (~new).any():
+            upsert(~new)
+        if new.any():
             import psycopg
 
             sp = conn.begin_nested()
             try:
-                _pg_copy(conn, "rollup_asset", cols, types,
-                         [np.full(int(m.sum()), res), apk[m], (asc[m], _SERIES), bucket[m], cnt[m], sm[m], mn[m], mx[m]])
+                _pg_copy(conn, "rollup_asset", cols, types, rows(new))
             except psycopg.errors.UniqueViolation:
                 sp.rollback()
-                upsert(m)
+                upsert(new)
             else:
                 sp.commit()
 
     def _rollup_payloads(self, good: _Batch) -> list[tuple]:
         """Return, per rollup resolution, the per-asset and the per-district rows of this batch (numpy only)."""
         ac = self._asset_codes()
-        where = ac._pk_pos.get_indexer(good.pk)
-        dist = ac._dcode[where]
+        where = ac.pk_pos.get_indexer(good.pk)
+        dist = ac.dcode[where]
         # every reading, then each derived series, in that order (the order sums are taken in)
         p_d, p_s, p_t, p_v = [dist], [good.scode], [good.ts], [good.value]
         for name, (src, fn) in DERIVED.items():
@@ -618,7 +672,7 @@ class Ingestor:
             if not sel.any():
                 continue
             w = where[sel]
-            attrs = {a: ac._attrs[a][w] for a in DERIVED_ATTRS}
+            attrs = {a: ac.attrs[a][w] for a in DERIVED_ATTRS}
             vals = np.asarray(fn(good.value[sel], attrs), dtype=float)
             keep = np.isfinite(vals)
             p_d.append(dist[sel][keep])
@@ -627,7 +681,7 @@ class Ingestor:
             p_v.append(vals[keep])
         d_all, s_all, t_all, v_all = (np.concatenate(p) for p in (p_d, p_s, p_t, p_v))
         # the city copy follows all district rows
-        d2 = np.concatenate([d_all, np.full(len(d_all), ac._city_code, dtype=np.int64)])
+        d2 = np.concatenate([d_all, np.full(len(d_all), ac.city_code, dtype=np.int64)])
         s2, t2, v2 = np.concatenate([s_all, s_all]), np.concatenate([t_all, t_all]), np.concatenate([v_all, v_all])
         tmin = int(good.ts.min())
         out = []
@@ -647,7 +701,7 @@ class Ingestor:
             k, cnt, sm, mn, mx = _group_stats(key2, v2)
             ser, bk = np.divmod(k, nb)
             dc, sc = np.divmod(ser, _NS)
-            keep = dc != ac._blank_code
+            keep = dc != ac.blank_code
             cnt, sm, mn, mx, dc, sc, bk = (x[keep] for x in (cnt, sm, mn, mx, dc, sc, bk))
             out.append((res, per_asset, (dc, sc, (bk + b0) * res, cnt, sm, mn, mx)))
         return out
@@ -655,8 +709,6 @@ class Ingestor:
     def _write_rollups(self, conn, good: _Batch, payloads: list[tuple]) -> None:
         """Add the batch's rollup rows (:meth:`_rollup_payloads`) to the stored buckets."""
         ac = self._asset_codes()
-        dnames = np.array(ac._dnames, dtype=object)
-        pg = _dialect(conn) == "postgresql"
         up_a = (
             "INSERT INTO rollup_asset (res, asset_pk, metric, bucket, n, sum, min, max) {src} "
             "ON CONFLICT (res, asset_pk, metric, bucket) DO UPDATE SET n = rollup_asset.n + excluded.n, "
@@ -665,26 +717,29 @@ class Ingestor:
             f"max = {_greatest(conn, 'rollup_asset.max', 'excluded.max')}"
         )
         up_d = up_a.replace("rollup_asset", "rollup_district").replace("asset_pk", "district_id")
+        # every resolution's rows in one set of columns, the resolution first
+        a_cols = [np.concatenate([np.full(len(pa[0]), res, dtype=np.int64) for res, pa, _ in payloads])]
+        a_cols += [np.concatenate([pa[k] for _, pa, _ in payloads]) for k in range(7)]
+        d_cols = [np.concatenate([np.full(len(dp[0]), res, dtype=np.int64) for res, _, dp in payloads])]
+        d_cols += [np.concatenate([dp[k] for _, _, dp in payloads]) for k in range(7)]
+        if _dialect(conn) == "postgresql":
+            self._pg_rollup_asset(conn, good, up_a, *a_cols)
+            res, dc, sc, bucket, cnt, sm, mn, mx = d_cols
+            _pg_stage(conn, "_ingest_rollup_district",
+                      ["res", "district_id", "metric", "bucket", "n", "sum", "min", "max"],
+                      ["int4", "text", "text", "int8", "int4", "float8", "float8", "float8"],
+                      [res, (dc, ac.dnames), (sc, _SERIES), bucket, cnt, sm, mn, mx])
+            conn.exec_driver_sql(up_d.format(src="SELECT * FROM _ingest_rollup_district"))
+            return
+        raw = conn.connection.driver_connection
         names = np.array(_SERIES, dtype=object)
-        raw = None if pg else conn.connection.driver_connection
-        for res, (apk, asc, bucket, cnt, sm, mn, mx), dpart in payloads:
-            if pg:
-                self._pg_rollup_asset(conn, good, res, up_a, apk, asc, bucket, cnt, sm, mn, mx)
-            else:
-                raw.executemany(up_a.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                                list(zip([res] * len(apk), apk.tolist(), names[asc].tolist(), bucket.tolist(),
-                                         cnt.tolist(), sm.tolist(), mn.tolist(), mx.tolist())))
-            dc, sc, bucket, cnt, sm, mn, mx = dpart
-            if pg:
-                _pg_stage(conn, "_ingest_rollup_district",
-                          ["res", "district_id", "metric", "bucket", "n", "sum", "min", "max"],
-                          ["int4", "text", "text", "int8", "int4", "float8", "float8", "float8"],
-                          [np.full(len(dc), res), (dc, ac._dnames), (sc, _SERIES), bucket, cnt, sm, mn, mx])
-                conn.exec_driver_sql(up_d.format(src="SELECT * FROM _ingest_rollup_district"))
-            else:
-                raw.executemany(up_d.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
-                                list(zip([res] * len(dc), dnames[dc].tolist(), names[sc].tolist(), bucket.tolist(),
-                                         cnt.tolist(), sm.tolist(), mn.tolist(), mx.tolist())))
+        dnames = np.array(ac.dnames, dtype=object)
+        for sql, cols, keys in ((up_a, a_cols, None), (up_d, d_cols, dnames)):
+            res, key, sc, bucket, cnt, sm, mn, mx = cols
+            raw.executemany(sql.format(src="VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+                            list(zip(res.tolist(), (key if keys is None else keys[key]).tolist(),
+                                     names[sc].tolist(), bucket.tolist(), cnt.tolist(), sm.tolist(),
+                                     mn.tolist(), mx.tolist())))
 
 
 def read_readings_csv(path, chunksize: int | None = None):
@@ -707,11 +762,8 @@ def read_readings_csv(path, chunksize: int | None = None):
 def ingest_csv(engine: Engine, path, source: str | None = None, now: float | None = None) -> IngestResult:
     """Ingest a long-format CSV file in one transaction: all of it or, on a read error, none."""
     ing = Ingestor(engine)
-    result = IngestResult()
     with engine.begin() as conn:
-        for chunk in read_readings_csv(path):
-            result += ing.ingest(chunk, source=source or str(path), now=now, conn=conn)
-    return result
+        return ing.ingest_many(read_readings_csv(path), source=source or str(path), now=now, conn=conn)
 
 
 def ingest_rows(engine: Engine, rows: Iterable[dict], source: str = "api", now: float | None = None) -> IngestResult:

@@ -304,11 +304,13 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
         metrics = sorted({rows[i][1] for i in np.flatnonzero(ok)})
         if not metrics:
             return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *attrs])
-    empty = pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
+    def empty() -> pd.DataFrame:
+        return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
+
     ms = sorted(set(metrics))
     rows = _latest_rows(conn, ms)
     if not rows:
-        return empty
+        return empty()
     # pks, codes and epoch seconds are exact in a double; fromiter skips np.array's shape discovery
     width = len(rows[0])
     arr = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=width * len(rows)).reshape(-1, width)
@@ -319,7 +321,7 @@ def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str |
         fresh = ts >= ts.max() - max_age
         pos, mc, ts, val = pos[fresh], mc[fresh], ts[fresh], val[fresh]
     if not len(pos):
-        return empty
+        return empty()
     uniq, codes = np.unique(pos, return_inverse=True)  # directory rows are in id order
     n = len(uniq)
     vals = np.full((n, len(ms)), np.nan)

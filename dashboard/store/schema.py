@@ -90,7 +90,6 @@ rollup_asset = Table(
     Column("sum", Float, nullable=False),
     Column("min", Float, nullable=False),
     Column("max", Float, nullable=False),
-    Index("ix_rollup_asset_bucket", "res", "metric", "bucket"),
     sqlite_with_rowid=False,
     **UPDATED_IN_PLACE,
 )
