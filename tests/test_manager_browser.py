@@ -167,3 +167,34 @@ def test_mgr005_kpi_drill_down_shows_trend_and_worst_places(dash_duo, app):
     assert len(rows) >= 5
     assert dash_duo.driver.find_elements(By.CSS_SELECTOR, "#drill-trend .main-svg")
     assert console_errors(dash_duo) == []
+
+
+def test_mgr006_sparklines_are_images_drawn_alike_in_browser_and_server(dash_duo, app):
+    """Each card's sparkline is one SVG image (no plotly graph per card); the browser's redraw on a
+    refresh (assets/sparkline.js) is the server's first drawing (views.spark_svg), point for point."""
+    from urllib.parse import unquote
+
+    from dashboard import views
+    from dashboard.theme import THEMES
+
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    imgs = dash_duo.driver.find_elements(By.CSS_SELECTOR, "img.kpi-spark")
+    assert len(imgs) == len(dash_duo.driver.find_elements(By.CSS_SELECTOR, ".kpi")) > 0
+    assert not dash_duo.driver.find_elements(By.CSS_SELECTOR, ".kpi .js-plotly-plot")
+    assert all(i.get_attribute("naturalWidth") != "0" for i in imgs), "a sparkline image did not load"
+    colour = THEMES["dark"]["accent"]
+    cases = [[], [None, None], [5.0], [1.0, 2.5, 3.0], [1.0, None, 3.0, 4.0, None, 2.0, 2.5],
+             [-3.0, -1.5, 0.0, 2.25], [0.0, 0.0, 0.0], [1234.5, 1200.25, None, 1300.0], [0.04, 0.05, 0.06]]
+    for pts in cases:
+        js = dash_duo.driver.execute_script("return window.panoramaSpark(arguments[0], arguments[1]);", pts, colour)
+        assert js == views.spark_svg(pts, colour), pts
+    # the gaps split the line: two runs of points → two sub-paths
+    svg = unquote(views.spark_svg([1.0, 2.0, None, 3.0, 4.0], colour))
+    line = svg.split('<path d="')[2].split('"')[0]
+    assert line.count("M ") == 2 and line.count("L ") == 2
+    # after a refresh the images are the browser's drawing of the new points, still loaded
+    wait_for(lambda: dash_duo.find_element("#updated").text.startswith("updated"), timeout=2 * REFRESH + 5)
+    assert all(i.get_attribute("naturalWidth") != "0"
+               for i in dash_duo.driver.find_elements(By.CSS_SELECTOR, "img.kpi-spark"))
+    assert console_errors(dash_duo) == []

@@ -15,6 +15,7 @@ from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
 from dashboard.api import GEOJSON_URL
+from dashboard.theme import THEMES
 from layers import LAYER_BY_ID, LAYERS
 
 LAYER_IDS = set(LAYER_BY_ID)
@@ -23,15 +24,15 @@ PATH = "/"
 #: The clock shows the city's time, whatever the browser's timezone.
 CLOCK_JS = """function(n, tz){ try { return new Date().toLocaleTimeString('en-GB', {hour12: false, timeZone: tz}); }
 catch (e) { return new Date().toLocaleTimeString('en-GB', {hour12: false}); } }"""
-#: Spread the compact KPI states over the cards; a sparkline gets a Patch of its points only.
+#: Spread the compact KPI states over the cards; a sparkline image is drawn from its points here
+#: (assets/sparkline.js, the same drawing as views.spark_svg).
 KPI_JS = """function(data, ids) {
     const nu = window.dash_clientside.no_update;
     if (!data) { return Array(7).fill(ids.map(() => nu)); }
     const col = (k) => ids.map(i => (data[i.id] ? data[i.id][k] : nu));
-    const sparks = ids.map(i => data[i.id] ? {__dash_patch_update: '__dash_patch_update', operations: [
-        {operation: 'Assign', location: ['data', 0, 'y'], params: {value: data[i.id][6]}}]} : nu);
+    const sparks = ids.map(i => data[i.id] ? window.panoramaSpark(data[i.id][6], %r) : nu);
     return [col(0), col(1), col(2), col(3), col(4), col(5), sparks];
-}"""
+}""" % THEMES["dark"]["accent"]
 WINDOW_LABELS = {"1h": "Last hour", "24h": "24 hours", "7d": "7 days"}
 
 
@@ -186,7 +187,7 @@ def register(app: Dash, live: LiveData) -> None:
         Output({"type": "kpi-note", "id": ALL}, "children"),
         Output({"type": "kpi-status", "id": ALL}, "children"),
         Output(kpi_all, "className"),
-        Output({"type": "kpi-spark", "id": ALL}, "figure"),
+        Output({"type": "kpi-spark", "id": ALL}, "src"),
         Input("kpi-live", "data"), State(kpi_all, "id"),
         prevent_initial_call=True,
     )
