@@ -583,8 +583,6 @@ def compute_all(conn: Connection, now: float, window: str = "24h", district: str
                 aqi_standard: str = "cn", domain: str | None = None,
                 thresholds: dict[str, tuple[float, float]] | None = None) -> list[KpiValue]:
     """Compute every KPI (of ``domain``) for the window and district (``thresholds``: per-KPI overrides)."""
-    from dashboard.store.readmodel import shared_reads
-
     ctx = Ctx(conn, now, window, district, aqi_standard, thresholds)
-    with shared_reads():  # the KPIs of a domain share their reads of `latest` and of the assets token
+    with rm.shared_reads():  # the KPIs of a domain share their reads of `latest` and of the assets token
         return [k.evaluate(ctx) for k in KPIS if domain is None or k.domain == domain]

@@ -569,17 +569,17 @@ class Ingestor:
     def _latest_ts(self, conn, pks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (sorted series keys, latest ts) of the stored ``latest`` rows of these assets."""
         pks = [int(x) for x in pks]
-        out = []
         if _dialect(conn) == "postgresql":  # one statement, the keys as one array parameter
             out = conn.exec_driver_sql("SELECT asset_pk, metric, ts FROM latest WHERE asset_pk = ANY(%s)",
                                        (pks,)).all()
-            pks = []
-        for i in range(0, len(pks), 900):
-            chunk = pks[i:i + 900]
-            marks = ",".join([_param(conn)] * len(chunk))
-            out += conn.exec_driver_sql(
-                f"SELECT asset_pk, metric, ts FROM latest WHERE asset_pk IN ({marks})", tuple(chunk)
-            ).all()
+        else:  # SQLite: at most 900 parameters a statement
+            out = []
+            for i in range(0, len(pks), 900):
+                chunk = pks[i:i + 900]
+                marks = ",".join([_param(conn)] * len(chunk))
+                out += conn.exec_driver_sql(
+                    f"SELECT asset_pk, metric, ts FROM latest WHERE asset_pk IN ({marks})", tuple(chunk)
+                ).all()
         if not out:
             return np.array([], dtype=np.int64), np.array([], dtype=float)
         keys = np.array([a * _NS + _SCODE.get(m, _NS) if m in METRICS else -1 for a, m, _ in out], dtype=np.int64)
