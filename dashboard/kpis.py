@@ -467,6 +467,15 @@ def _consumption_today(ctx: Ctx):
     v = float(cum[-1])
     p = float((ytotal * 300 / 3600).sum()) if len(ytotal) else None
     ss = ctx.substations
+    # a sum over a period with holes is not the period's consumption: say so, and compare only
+    # whole periods (one bucket may be missing: the current one before its first reading)
+    span = f"{elapsed / 3600:.1f}"
+    if len(today) < elapsed // 300:  # of elapsed // 300 + 1 buckets so far
+        return v, None, today.bucket, cum, _ts(ss), \
+            f"partial: {min(300 * len(today), elapsed) / 3600:.1f} of {span} h measured"
+    if len(ytotal) < -(-elapsed // 300) - 1:  # of ⌈elapsed / 300⌉ buckets
+        return v, None, today.bucket, cum, _ts(ss), \
+            f"yesterday incomplete ({min(300 * len(ytotal), elapsed) / 3600:.1f} of {span} h): no comparison"
     note = "" if not p else f"{100 * (v - p) / p:+.1f}% vs yesterday by this hour"
     return v, (v - p) if p else None, today.bucket, cum, _ts(ss), note
 

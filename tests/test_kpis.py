@@ -193,3 +193,29 @@ def test_unknown_window_raises(store, window):
     with store["engine"].connect() as conn:
         with pytest.raises(ValueError, match="unknown window"):
             kpis.compute_all(conn, NOW, window)
+
+
+def _loads(start: int, end: int, p1: float, p2: float, hole: tuple[int, int] = (0, 0)) -> list[dict]:
+    """Load readings of both substations every 5 minutes in [start, end), none in ``hole``."""
+    return [{"asset": a, "metric": "load_mw", "ts": t, "value": v}
+            for t in range(start, end, 300) if not hole[0] <= t < hole[1] for a, v in (("p1", p1), ("p2", p2))]
+
+
+@pytest.mark.parametrize("today_hole, yesterday_hole, value, delta, note", [
+    # 12 h at 150 MW today = 1,800 MWh; yesterday by this hour 12 h at 100 MW = 1,200 MWh
+    ((0, 0), (0, 0), 1800.0, 600.0, "+50.0% vs yesterday by this hour"),
+    # two hours missing yesterday: no comparison, rather than "+71.4 %"
+    ((0, 0), (T0 - 86_400 + 2 * H, T0 - 86_400 + 4 * H), 1800.0, None,
+     "yesterday incomplete (10.0 of 12.0 h): no comparison"),
+    # an hour missing today: the sum is what was measured, said to be partial
+    ((T0 + 5 * H, T0 + 6 * H), (0, 0), 1650.0, None, "partial: 11.0 of 12.0 h measured"),
+])
+def test_consumption_today_says_when_a_period_has_holes(small_city, today_hole, yesterday_hole, value, delta, note):
+    """'Used today' sums today's load since midnight; a hole in either day is said, never compared."""
+    rows = _loads(T0, NOW, 100.0, 50.0, today_hole) + _loads(T0 - 86_400, T0 - 86_400 + 12 * H, 60.0, 40.0,
+                                                              yesterday_hole)
+    assert Ingestor(small_city["engine"]).ingest(rows, now=NOW).accepted == len(rows)
+    got = compute(small_city["engine"])["energy.consumption_today"]
+    assert got.value == pytest.approx(value)
+    assert got.delta == (None if delta is None else pytest.approx(delta))
+    assert got.note == note
