@@ -62,9 +62,11 @@ class AirQualityReplay:
         self.path = p
         self.stations, self.cube = _load(str(p.resolve()), p.stat().st_mtime, self.timezone)
         self.assets = np.array([f"aq-{s}" for s in self.stations], dtype=object)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an hour with no station: NaN
-            temp = np.nanmean(self.cube[:, :, AQ_METRICS.index("temp_c")], axis=1)
+        # the mean over the stations that report; NaN for an hour with none (np.nanmean would warn,
+        # and warnings.catch_warnings is not thread-safe: the feeds run in threads)
+        t = self.cube[:, :, AQ_METRICS.index("temp_c")]
+        have = np.isfinite(t).sum(axis=1)
+        temp = np.where(have > 0, np.nansum(t, axis=1) / np.maximum(have, 1), np.nan)
         ok = np.isfinite(temp)
         x = np.arange(_HOURS)
         # gaps filled linearly (circularly across the year's ends)

@@ -14,15 +14,16 @@ import logging
 import re
 from pathlib import Path
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, event, inspect
+# its INFO lines (plugin setup on import, each migration step) are noise to operators: quiet before import
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
-from dashboard.store.schema import make_engine
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from sqlalchemy import Engine, event, inspect  # noqa: E402
 
-logging.getLogger("alembic").setLevel(logging.WARNING)  # its per-step INFO lines are noise to operators
+from dashboard.store.schema import make_engine  # noqa: E402
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 FIRST = "0001"  # the schema of release 0.1, which had no migrations
