@@ -35,13 +35,23 @@ class DistrictsLayer:
         v = self.values(static, frame, params)[0]
         pop = [f"{int(p):,}" if pd.notna(p) else "—" for p in static["population"]]
         return [{
-            "type": "choroplethmap", "name": "Districts", "uid": "districts", "meta": {"layer": self.id},
+            "type": "choroplethmap", "name": "Districts", "uid": "districts",
+            # the names, drawn over the map by assets/district_labels.js (no glyphs offline)
+            "meta": {"layer": self.id, "labels": self.labels(static)},
             "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
             "z": [0] * len(static), "colorscale": [[0, "rgba(0,0,0,0.01)"], [1, "rgba(0,0,0,0.01)"]],
             "showscale": False, "showlegend": False, "text": static["name"].tolist(), "customdata": pop,
             "marker": {"line": {"color": t["district_line"], "width": v["marker"]["line"]["width"]}},
             "hovertemplate": "<b>%{text}</b><br>population %{customdata}<extra>District</extra>",
         }]
+
+    @staticmethod
+    def labels(static: pd.DataFrame) -> list[list]:
+        """Return [name, lon, lat] of each district's label point, the most populous first (they
+        keep their name where two would overlap)."""
+        d = static.dropna(subset=["label_lon", "label_lat"])
+        d = d.sort_values(["population", "id"], ascending=[False, True], na_position="last")
+        return [[n, round(float(x), 5), round(float(y), 5)] for n, x, y in zip(d["name"], d["label_lon"], d["label_lat"])]
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
         """Return the outline colour."""

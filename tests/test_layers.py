@@ -65,6 +65,22 @@ def test_layer003_traffic_is_few_traces_and_coloured_by_band(demo):
     assert colours <= {-1, 0, 1, 2, 3} and colours - {-1}, "dots carry congestion bands"
 
 
+def test_layer005_district_names_travel_with_the_districts_trace(demo):
+    """Every district's name and label point, the most populous first (assets/district_labels.js
+    draws them over the map in this order, dropping a later name that would overlap)."""
+    layer = LAYER_BY_ID["districts"]
+    params = LayerParams(now=NOW)
+    with demo.connect() as conn:
+        static = layer.static(conn)
+    labels = layer.traces(static, layer.query(None, params), params)[0]["meta"]["labels"]
+    pops = dict(zip(static["name"], static["population"]))
+    assert sorted(n for n, _, _ in labels) == sorted(static["name"])
+    assert [pops[n] for n, _, _ in labels] == sorted(pops.values(), reverse=True)
+    points = {n: (x, y) for n, x, y in labels}
+    for r in static.itertuples():
+        assert points[r.name] == (pytest.approx(r.label_lon, abs=1e-5), pytest.approx(r.label_lat, abs=1e-5))
+
+
 def test_layer004_map_style_is_offline():
     from dashboard.theme import map_style
 

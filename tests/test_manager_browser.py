@@ -198,3 +198,48 @@ def test_mgr006_sparklines_are_images_drawn_alike_in_browser_and_server(dash_duo
     assert all(i.get_attribute("naturalWidth") != "0"
                for i in dash_duo.driver.find_elements(By.CSS_SELECTOR, "img.kpi-spark"))
     assert console_errors(dash_duo) == []
+
+
+LABELS_JS = """
+const box = document.querySelector('#map .district-labels');
+if (!box) return null;
+const m = box.getBoundingClientRect();
+return {hidden: box.hidden, labels: [...box.querySelectorAll('.district-label')].map(s => {
+    const r = s.getBoundingClientRect();
+    return {name: s.textContent, shown: s.style.visibility === 'visible', l: r.left - m.left, t: r.top - m.top,
+            r: r.right - m.left, b: r.bottom - m.top, w: m.width, h: m.height};
+})};
+"""
+
+
+def test_mgr007_district_names_on_the_map_follow_it_and_its_layer(dash_duo, app, store_url):
+    """Every district's name is placed over the map (no glyphs offline): inside it, never two
+    overlapping, moved with the map, hidden with the districts layer."""
+    from dashboard.store.readmodel import districts_frame
+
+    with make_engine(store_url).connect() as conn:
+        names = set(districts_frame(conn)["name"])
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
+    got = wait_for(lambda: (g := dash_duo.driver.execute_script(LABELS_JS)) and g["labels"] and g)
+    assert got["hidden"] is False
+    assert {s["name"] for s in got["labels"]} == names
+    shown = [s for s in got["labels"] if s["shown"]]
+    assert len(shown) >= len(names) // 2, shown  # the default frame leaves room for most of them
+    for i, a in enumerate(shown):
+        assert 0 <= a["l"] and a["r"] <= a["w"] + 0.5 and 0 <= a["t"] and a["b"] <= a["h"] + 0.5, a
+        for b in shown[i + 1:]:
+            assert a["r"] <= b["l"] or b["r"] <= a["l"] or a["b"] <= b["t"] or b["b"] <= a["t"], (a, b)
+    # the names move with the map (read at once: a live refresh may put the view back)
+    first = shown[0]
+    after = dash_duo.driver.execute_script(
+        "document.querySelector('#map .js-plotly-plot')._fullLayout.map._subplot.map.panBy([60, 0], {animate: false});"
+        + LABELS_JS)
+    moved = next(s for s in after["labels"] if s["name"] == first["name"])
+    assert moved["l"] == pytest.approx(first["l"] - 60, abs=1.5) and moved["t"] == pytest.approx(first["t"], abs=1.5)
+    # and go with the districts layer
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='districts']").click()
+    wait_for(lambda: dash_duo.driver.execute_script(LABELS_JS)["hidden"] is True)
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='districts']").click()
+    wait_for(lambda: dash_duo.driver.execute_script(LABELS_JS)["hidden"] is False)
+    assert console_errors(dash_duo) == []
