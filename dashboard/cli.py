@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
@@ -242,10 +243,15 @@ def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: m
         _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]})")
     console.print(f"[bold]ingesting[/] {', '.join(topic)} from {url} into {engine.url.render_as_string()}")
     stop = threading.Event()
+    # a service manager's stop (SIGTERM) ends it as Ctrl-C does: the batch in hand is stored and
+    # acknowledged, the summary printed (and SIGINT may be ignored: a job started in the background)
+    previous = signal.signal(signal.SIGTERM, lambda _sig, _frame: stop.set())
     try:
         sub.run(stop)
     except KeyboardInterrupt:
         stop.set()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console.print(sub.stats.summary())
 
 
