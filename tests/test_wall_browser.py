@@ -232,3 +232,49 @@ def test_wall006_district_parameter_filters_the_wall(dash_duo, store_url, tmp_pa
     assert dash_duo.driver.execute_script("return document.getElementById('wall-notice').hidden")
     assert "focus-energy" in dash_duo.find_element("#wall").get_attribute("class")
     assert console_errors(dash_duo) == []
+
+
+VIEW_JS = """
+const gd = document.querySelector('#wall-map .js-plotly-plot');
+const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+if (!sp || !sp.map) return null;
+const b = sp.map.getBounds();
+return {zoom: sp.map.getZoom(), kept: gd.layout.map.zoom, w: [b.getWest(), b.getEast()], s: [b.getSouth(), b.getNorth()],
+        updated: document.getElementById('wall-updated').textContent};
+"""
+
+
+def test_wall007_map_fits_the_screen_and_live_refreshes_keep_the_fit(dash_duo, store_url, tmp_path):
+    """On a screen larger than the server's guess the map is refitted to the city's assets, and the
+    refreshes that follow (which re-render the figure Dash keeps) leave that view alone."""
+    from layers import LAYER_BY_ID  # the wall's view: the extent of the traffic and air-quality assets
+
+    with make_engine(store_url).connect() as conn:
+        lons, lats = [], []
+        for lid in ("traffic", "air_quality"):
+            st = LAYER_BY_ID[lid].static(conn)
+            lons += list(st["lon"])
+            lats += list(st["lat"])
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    set_viewport(dash_duo, 2560, 1440)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall")
+    dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
+
+    def fitted():
+        v = dash_duo.driver.execute_script(VIEW_JS)
+        if not v or abs(v["zoom"] - v["kept"]) > 0.01:
+            return None
+        inside = v["w"][0] <= min(lons) and max(lons) <= v["w"][1] and v["s"][0] <= min(lats) and max(lats) <= v["s"][1]
+        # tight: the assets span most of the width or the height (a 4 % margin each side)
+        tight = max((max(lons) - min(lons)) / (v["w"][1] - v["w"][0]), (max(lats) - min(lats)) / (v["s"][1] - v["s"][0]))
+        return v if inside and tight > 0.85 else None
+
+    first = wait_for(fitted, timeout=20)
+    assert first["zoom"] > 9.0  # the server's first guess, for a map of about 1100 × 760 px, is lower
+    seen = {first["updated"]}
+    while len(seen) < 3:  # two live refreshes later
+        v = wait_for(lambda: (x := dash_duo.driver.execute_script(VIEW_JS)) and x["updated"] not in seen and x,
+                     timeout=4 * REFRESH + 10)
+        seen.add(v["updated"])
+        assert fitted() is not None and abs(v["zoom"] - first["zoom"]) < 0.01, v
+    assert console_errors(dash_duo) == []

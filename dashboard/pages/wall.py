@@ -333,17 +333,21 @@ function(n, cfg, lastOk, bannerHidden) {
     const v = cfg.view;
     const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
     // fit only a map whose style has loaded: a relayout racing the first draw breaks plotly
-    if (sp && sp.map && sp.map.isStyleLoaded() && v && v.lon && window.Plotly) {
-        const w = gd.clientWidth, h = gd.clientHeight, key = w + 'x' + h;
-        if (w > 0 && h > 0 && gd.dataset.wallFit !== key) {
+    if (sp && sp.map && sp.map.isStyleLoaded() && v && v.lon && gd.layout && gd.layout.map) {
+        const w = gd.clientWidth, h = gd.clientHeight;
+        if (w > 0 && h > 0) {
             const merc = (lat) => Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360));
             const pad = 1.08;
             const dx = Math.max(v.lon[1] - v.lon[0], 1e-3) * pad / 360;
             const dy = Math.max(merc(v.lat[1]) - merc(v.lat[0]), 1e-3) * pad / (2 * Math.PI);
-            const zoom = Math.min(Math.log2(w / 512 / dx), Math.log2(h / 512 / dy));
+            const zoom = Math.round(100 * Math.min(Math.log2(w / 512 / dx), Math.log2(h / 512 / dy))) / 100;
             const cy = (2 * Math.atan(Math.exp((merc(v.lat[0]) + merc(v.lat[1])) / 2)) - Math.PI / 2) * 180 / Math.PI;
-            gd.dataset.wallFit = key;
-            window.Plotly.relayout(gd, {'map.center': {lon: (v.lon[0] + v.lon[1]) / 2, lat: cy}, 'map.zoom': zoom});
+            // into the figure Dash keeps, not a Plotly.relayout: the next refresh re-renders that figure
+            // and would put the view back; a wall has no user to move it, so any other view is refitted
+            if (Math.abs((gd.layout.map.zoom || 0) - zoom) > 0.005) {
+                window.dash_clientside.set_props('""" + MAP + """', {figure: new window.dash_clientside.Patch()
+                    .merge(['layout', 'map'], {center: {lon: (v.lon[0] + v.lon[1]) / 2, lat: cy}, zoom: zoom}).build()});
+            }
         }
     }
     return [clock, offline, msg];
