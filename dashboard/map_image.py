@@ -223,9 +223,35 @@ def background(style: dict, default: str) -> str:
     return default
 
 
+#: District names on an image: size in px, and the share of it a capital letter is wide (a box
+#: estimate for leaving out a name that would overlap one placed before it)
+LABEL_PX, LABEL_EM = 12, 0.68
+
+
+def _label_annotations(trace: dict, canvas: _Canvas, px: tuple[int, int], colour: str) -> list[dict]:
+    """The names of ``meta.labels`` ([name, lon, lat], most important first) as annotations, as the live
+    map shows them (assets/district_labels.js): inside the map, none over another."""
+    out, taken = [], []
+    for name, lon, lat in (trace.get("meta") or {}).get("labels") or []:
+        x = (lon - canvas.xrange[0]) * canvas.ppd
+        y = (canvas.yrange[1] - float(mercator_y(lat))) * canvas.ppd  # from the top
+        w, h = LABEL_EM * LABEL_PX * len(name) + 4, 1.3 * LABEL_PX
+        box = (x - w / 2, y - h / 2, x + w / 2, y + h / 2)
+        if box[0] < 0 or box[1] < 0 or box[2] > px[0] or box[3] > px[1]:
+            continue
+        if any(box[0] < o[2] and o[0] < box[2] and box[1] < o[3] and o[1] < box[3] for o in taken):
+            continue
+        taken.append(box)
+        out.append({"text": str(name).upper(), "x": lon, "y": float(mercator_y(lat)), "xref": "x", "yref": "y",
+                    "showarrow": False, "name": f"label:{name}", "opacity": 0.72,
+                    "font": {"size": LABEL_PX, "color": colour}})
+    return out
+
+
 def static_map_figure(fig: dict) -> dict:
     """Return the map figure ``fig`` (map traces, ``layout.map`` with centre and zoom, ``width``,
-    ``height``, ``margin``) redrawn with no WebGL on hidden x/y axes: same view, colours and texts.
+    ``height``, ``margin``) redrawn with no WebGL on hidden x/y axes: same view, colours and texts, and
+    the district names the live map draws over itself (as annotations).
 
     Every layer becomes layout shapes, in the layers' drawing order; other traces pass unchanged.
     """
@@ -234,10 +260,13 @@ def static_map_figure(fig: dict) -> dict:
     mg = lay.get("margin") or {}
     px = (lay["width"] - mg.get("l", 0) - mg.get("r", 0), lay["height"] - mg.get("t", 0) - mg.get("b", 0))
     canvas = _Canvas(m["center"], m["zoom"], px)
-    data, shapes = [], list(lay.get("shapes") or [])
+    data, shapes, names = [], list(lay.get("shapes") or []), []
+    colour = (lay.get("font") or {}).get("color", "#e8eef6")
     for t in fig["data"]:
         if t.get("visible", True) is False:
             continue
+        if (t.get("meta") or {}).get("labels"):
+            names += _label_annotations(t, canvas, px, colour)
         if t["type"] == "choroplethmap":
             shapes += _choropleth_shapes(t, canvas)
         elif t["type"] == "scattermap":
@@ -251,6 +280,7 @@ def static_map_figure(fig: dict) -> dict:
                "constrain": "range"},
         plot_bgcolor=background(m.get("style"), lay.get("paper_bgcolor", "#000")),
         shapes=shapes, hovermode=False, dragmode=False,
+        annotations=names + list(lay.get("annotations") or []),  # the panel's own texts over the names
     )
     lay.pop("clickmode", None)
     lay.pop("uirevision", None)

@@ -268,7 +268,8 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     live_fig = map_panel_figure(live, req, webgl=True)  # same view as the live map figure
     c = live_fig["layout"]["map"]["center"]
     assert sum(fig["layout"]["xaxis"]["range"]) / 2 == pytest.approx(c["lon"], abs=1e-6)
-    assert [a["text"] for a in fig["layout"]["annotations"]] == [a["text"] for a in live_fig["layout"]["annotations"]]
+    own = [a["text"] for a in fig["layout"]["annotations"] if not a.get("name", "").startswith("label:")]
+    assert own == [a["text"] for a in live_fig["layout"]["annotations"]]
 
     # varied values, so that several bands and colours show: every speed ratio, loads 0–110 %
     frames = dict(live.layer_frames())
@@ -329,3 +330,24 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     order = [s["name"].split(":")[0] for s in img["layout"]["shapes"]]
     assert list(dict.fromkeys(order)) == ["energy", "districts", "traffic", "air_quality"]
     assert img["data"] == []
+
+    # district names, as on the live map: at their label points, inside the image, none over another
+    districts = next(t for t in live_map["data"] if t.get("uid") == "districts")
+    points = {n.upper(): (x, float(mercator_y(y))) for n, x, y in districts["meta"]["labels"]}
+    names = [a for a in img["layout"]["annotations"] if a.get("name", "").startswith("label:")]
+    assert len(names) >= len(points) // 2, [a["text"] for a in names]
+    (x0, x1), (y0, y1) = img["layout"]["xaxis"]["range"], img["layout"]["yaxis"]["range"]
+    boxes = []
+    for a in names:
+        assert (a["x"], a["y"]) == pytest.approx(points[a["text"]])
+        assert x0 < a["x"] < x1 and y0 < a["y"] < y1
+        half_w = (0.68 * 12 * len(a["text"]) + 4) / 2 * (x1 - x0) / 900
+        half_h = 1.3 * 12 / 2 * (x1 - x0) / 900  # one scale on both axes
+        boxes.append((a["x"] - half_w, a["y"] - half_h, a["x"] + half_w, a["y"] + half_h))
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    # the districts layer off: no names
+    off = views.map_figure(live, frames, params, ["energy"], layer_ids=on, view=views.asset_extent(live))
+    off["layout"].update(width=900, height=600)
+    assert not [a for a in static_map_figure(off)["layout"].get("annotations", []) if a.get("name", "").startswith("label:")]
