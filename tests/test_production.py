@@ -105,11 +105,17 @@ def test_fresh_workers_answer_their_first_requests(stack):
         driver.quit()
     server.stop()
     server.start()  # fresh workers: the captured refresh is the very first request each one sees
+    # the same refresh until both workers have answered (on a fast host one worker can take a
+    # whole burst): every answer, each worker's first included, must be the refresh
+    answers, workers = [], set()
     with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: http("POST", f"{server.base}/_dash-update-component", body), range(16)))
-    assert [a[0] for a in answers] == [200] * 16, [a[2][:200] for a in answers if a[0] != 200]
-    workers = {a[1]["X-Panorama-Worker"] for a in answers}
-    assert len(workers) == 2, f"only {workers} answered"
+        for _ in range(40):
+            answers += pool.map(lambda _: http("POST", f"{server.base}/_dash-update-component", body), range(16))
+            workers = {a[1]["X-Panorama-Worker"] for a in answers}
+            if len(workers) == 2:
+                break
+    assert [a[0] for a in answers] == [200] * len(answers), [a[2][:200] for a in answers if a[0] != 200]
+    assert len(workers) == 2, f"only {workers} answered {len(answers)} requests"
     for _status, _h, payload in answers:
         resp = json.loads(payload)["response"]
         assert "wall-map" in resp or any("map" in k for k in resp), list(resp)
@@ -123,8 +129,10 @@ def test_a_value_computed_once_is_served_to_every_worker(stack):
     while time.time() % REFRESH > 0.3:  # start right after a bucket turns over
         time.sleep(0.02)
     first = int(time.time() // REFRESH)
-    with ThreadPoolExecutor(8) as pool:
-        answers = list(pool.map(lambda _: http("GET", url), range(40)))
+    answers: list = []
+    with ThreadPoolExecutor(8) as pool:  # bursts back to back until both have answered (one can take a burst)
+        while len({a[1]["X-Panorama-Worker"] for a in answers}) < 2 and len(answers) < 800:
+            answers += pool.map(lambda _: http("GET", url), range(40))
     buckets = int(time.time() // REFRESH) - first + 1
     assert {a[0] for a in answers} == {200}
     assert len({a[1]["X-Panorama-Worker"] for a in answers}) == 2  # both workers answered …
