@@ -4,9 +4,12 @@
  * its labels in meta.labels ([name, lon, lat], most populous first); this script keeps one
  * absolutely placed <span> per name over every plotly map that has such a trace, moves them with
  * the map, hides them with the districts layer, and drops a name that would overlap one placed
- * before it (the most populous districts keep theirs). */
+ * before it (the most populous districts keep theirs) or one of the map's overlays (legend,
+ * layer toggles, captions). */
 (function () {
     "use strict";
+
+    const OVERLAYS = ".layer-toggles, .legend, .map-caption, .wall-legend, .wall-notice";
 
     function labelsTrace(gd) {
         return (gd.data || []).find((t) => t && t.meta && Array.isArray(t.meta.labels));
@@ -29,7 +32,12 @@
             }
             box.__labels = tr.meta.labels;
         }
-        const w = box.clientWidth, h = box.clientHeight, taken = [];
+        const w = box.clientWidth, h = box.clientHeight, at = box.getBoundingClientRect();
+        // the map's own overlays (layer toggles, legend, captions) count as names already placed
+        const wrap = gd.closest(".map-wrap, .wall-map") || gd.parentElement;
+        const taken = [...wrap.querySelectorAll(OVERLAYS)].map((e) => e.getBoundingClientRect())
+            .filter((r) => r.width > 0 && r.height > 0)
+            .map((r) => ({l: r.left - at.left, r: r.right - at.left, t: r.top - at.top, b: r.bottom - at.top}));
         tr.meta.labels.forEach(([, lon, lat], i) => {
             const s = box.children[i];
             const p = map.project([lon, lat]);

@@ -204,7 +204,10 @@ LABELS_JS = """
 const box = document.querySelector('#map .district-labels');
 if (!box) return null;
 const m = box.getBoundingClientRect();
-return {hidden: box.hidden, labels: [...box.querySelectorAll('.district-label')].map(s => {
+const rel = (r) => ({l: r.left - m.left, t: r.top - m.top, r: r.right - m.left, b: r.bottom - m.top});
+return {hidden: box.hidden, overlays: [...document.querySelectorAll('.map-wrap .legend, .map-wrap .layer-toggles')]
+            .map(e => rel(e.getBoundingClientRect())),
+        labels: [...box.querySelectorAll('.district-label')].map(s => {
     const r = s.getBoundingClientRect();
     return {name: s.textContent, shown: s.style.visibility === 'visible', l: r.left - m.left, t: r.top - m.top,
             r: r.right - m.left, b: r.bottom - m.top, w: m.width, h: m.height};
@@ -214,7 +217,8 @@ return {hidden: box.hidden, labels: [...box.querySelectorAll('.district-label')]
 
 def test_mgr007_district_names_on_the_map_follow_it_and_its_layer(dash_duo, app, store_url):
     """Every district's name is placed over the map (no glyphs offline): inside it, never two
-    overlapping, moved with the map, hidden with the districts layer."""
+    overlapping nor under the legend or the layer toggles, moved with the map, hidden with the
+    districts layer."""
     from dashboard.store.readmodel import districts_frame
 
     with make_engine(store_url).connect() as conn:
@@ -228,8 +232,9 @@ def test_mgr007_district_names_on_the_map_follow_it_and_its_layer(dash_duo, app,
     assert len(shown) >= len(names) // 2, shown  # the default frame leaves room for most of them
     for i, a in enumerate(shown):
         assert 0 <= a["l"] and a["r"] <= a["w"] + 0.5 and 0 <= a["t"] and a["b"] <= a["h"] + 0.5, a
-        for b in shown[i + 1:]:
+        for b in shown[i + 1:] + got["overlays"]:  # nor under the legend or the layer toggles
             assert a["r"] <= b["l"] or b["r"] <= a["l"] or a["b"] <= b["t"] or b["b"] <= a["t"], (a, b)
+    assert len(got["overlays"]) == 2
     # the names move with the map (read at once: a live refresh may put the view back)
     first = shown[0]
     after = dash_duo.driver.execute_script(
