@@ -11,6 +11,11 @@
 
     const OVERLAYS = ".layer-toggles, .legend, .map-caption, .wall-legend, .wall-notice";
 
+    function mapOf(gd) {
+        const fl = gd._fullLayout;
+        return fl && fl.map && fl.map._subplot && fl.map._subplot.map;
+    }
+
     function labelsTrace(gd) {
         return (gd.data || []).find((t) => t && t.meta && Array.isArray(t.meta.labels));
     }
@@ -53,8 +58,7 @@
     }
 
     function hook(gd) {
-        const fl = gd._fullLayout;
-        const map = fl && fl.map && fl.map._subplot && fl.map._subplot.map;
+        const map = mapOf(gd);
         if (!map || !labelsTrace(gd)) { return; }
         if (gd.__districtMap !== map) {  // plotly made (or remade) the map
             gd.__districtMap = map;
@@ -75,9 +79,6 @@
 
     // Dash mounts (and remounts) graphs at any time: look for new maps a few times a second
     setInterval(() => document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
-        if (gd.__districtMap !== (gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot &&
-                                  gd._fullLayout.map._subplot.map)) {
-            hook(gd);
-        }
+        if (gd.__districtMap !== mapOf(gd)) { hook(gd); }
     }), 250);
 }());

@@ -332,7 +332,7 @@ function(n, cfg, lastOk, bannerHidden) {
     const gd = document.querySelector('#wall-map .js-plotly-plot');
     const v = cfg.view;
     const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
-    // fit only a map whose style has loaded: a relayout racing the first draw breaks plotly
+    // fit only a map whose style has loaded: a new view racing the first draw breaks plotly
     if (sp && sp.map && sp.map.isStyleLoaded() && v && v.lon && gd.layout && gd.layout.map) {
         const w = gd.clientWidth, h = gd.clientHeight;
         if (w > 0 && h > 0) {

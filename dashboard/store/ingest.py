@@ -245,10 +245,11 @@ def _pg_stage(conn: Connection, table: str, columns: list[str], types: list[str]
 class _Batch:
     """Integer-coded view of the accepted rows of one ingest call (internal)."""
 
-    __slots__ = ("pk", "scode", "ts", "value", "row", "order", "latest")
+    __slots__ = ("pk", "scode", "ts", "value", "row", "order", "latest", "codes")
 
-    def __init__(self, pk, scode, ts, value, row):
+    def __init__(self, pk, scode, ts, value, row, codes: "_Codes"):
         self.pk, self.scode, self.ts, self.value, self.row = pk, scode, ts, value, row
+        self.codes = codes  # the asset snapshot the batch was validated against: its rollups use it too
         self.order = None
         self.latest = None  # (sorted series keys, their latest ts) as stored before this batch
 
@@ -256,7 +257,7 @@ class _Batch:
         return len(self.pk)
 
     def take(self, mask: np.ndarray) -> "_Batch":
-        b = _Batch(self.pk[mask], self.scode[mask], self.ts[mask], self.value[mask], self.row[mask])
+        b = _Batch(self.pk[mask], self.scode[mask], self.ts[mask], self.value[mask], self.row[mask], self.codes)
         b.latest = self.latest
         return b
 
@@ -302,13 +303,14 @@ class Ingestor:
         self.index = index or AssetIndex(engine)
         self._codes: _Codes | None = None
 
-    def _asset_codes(self, frame: pd.DataFrame | None = None) -> "_Codes":
-        """Return the per-asset arrays of ``frame`` (default: the index's current one).
+    def _asset_codes(self) -> "_Codes":
+        """Return the per-asset arrays of the index's current asset frame.
 
-        One immutable object per asset frame, swapped in with one assignment: a validation in
-        another thread (:meth:`ingest_many`) that reloads the index never tears a writer's view.
+        One immutable object per asset frame, swapped in with one assignment. A batch keeps the one
+        it was validated against (``_Batch.codes``), so a validation in another thread
+        (:meth:`ingest_many`) that reloads the index never changes a batch being written.
         """
-        f = self.index.frame if frame is None else frame
+        f = self.index.frame
         codes = self._codes
         if codes is None or codes.frame is not f:
             codes = _Codes(f)
@@ -396,7 +398,7 @@ class Ingestor:
         ok = free
         batch = _Batch(codes.pk[np.maximum(pos, 0)][ok] if n else np.array([], dtype=np.int64),
                        scode[ok], ts[ok].astype(np.int64) if ok.any() else np.array([], dtype=np.int64),
-                       value[ok], np.flatnonzero(ok))
+                       value[ok], np.flatnonzero(ok), codes)
         # duplicates inside the batch: the first wins, a later identical one is a no-op
         if len(batch) > 1:
             order = batch.sorted_order()  # stable: equal keys keep input order, the first is first
@@ -662,7 +664,7 @@ class Ingestor:
 
     def _rollup_payloads(self, good: _Batch) -> list[tuple]:
         """Return, per rollup resolution, the per-asset and the per-district rows of this batch (numpy only)."""
-        ac = self._asset_codes()
+        ac = good.codes
         where = ac.pk_pos.get_indexer(good.pk)
         dist = ac.dcode[where]
         # every reading, then each derived series, in that order (the order sums are taken in)
@@ -708,7 +710,7 @@ class Ingestor:
 
     def _write_rollups(self, conn, good: _Batch, payloads: list[tuple]) -> None:
         """Add the batch's rollup rows (:meth:`_rollup_payloads`) to the stored buckets."""
-        ac = self._asset_codes()
+        ac = good.codes
         up_a = (
             "INSERT INTO rollup_asset (res, asset_pk, metric, bucket, n, sum, min, max) {src} "
             "ON CONFLICT (res, asset_pk, metric, bucket) DO UPDATE SET n = rollup_asset.n + excluded.n, "
