@@ -531,7 +531,8 @@ def _open_requests(ctx: Ctx):
     xs = _svc_points(ctx)
     ys = [ctx.open_at(t)["open"] for t in xs]
     v = float(ys[-1])
-    return v, v - ys[0], xs, ys, ctx.service_as_of, f"{ctx.open_at(xs[-1])['overdue']:,} overdue"
+    return v, v - ys[0], xs, ys, ctx.service_as_of, \
+        f"{ctx.open_at(xs[-1])['overdue']:,} overdue · open until closed, any age"
 
 
 def _overdue(ctx: Ctx):
@@ -541,7 +542,8 @@ def _overdue(ctx: Ctx):
     ys = [ctx.open_at(t)["overdue"] for t in xs]
     v = float(ys[-1])
     o = ctx.open_at(xs[-1])["open"]
-    return v, v - ys[0], xs, ys, ctx.service_as_of, f"{100 * v / o:.0f}% of open requests past SLA" if o else ""
+    return v, v - ys[0], xs, ys, ctx.service_as_of, \
+        f"{100 * v / o:.0f}% of open requests (any age) past SLA" if o else ""
 
 
 def _overdue_share(ctx: Ctx, value):

@@ -219,3 +219,35 @@ def test_consumption_today_says_when_a_period_has_holes(small_city, today_hole, 
     assert got.value == pytest.approx(value)
     assert got.delta == (None if delta is None else pytest.approx(delta))
     assert got.note == note
+
+
+def _insert_requests(engine, rows):
+    """Write (id, district, category, opened, closed, satisfaction) requests and fill the rollups."""
+    with engine.begin() as conn:
+        conn.execute(insert(service_requests), [
+            {"id": i, "category_id": c, "district_id": d, "opened_at": o, "due_at": o + SLA_H[c] * H,
+             "closed_at": cl, "status": "open" if cl is None else "closed", "satisfaction": s}
+            for i, d, c, o, cl, s in rows])
+        service_rollup.rebuild(conn)
+
+
+@pytest.mark.parametrize("window", ["1h", "24h", "7d"])
+def test_requests_open_since_long_ago_count_as_open_and_overdue(small_city, window):
+    """A store whose requests were opened months ago and are still open: they are open (and past
+    their SLA) now; no window hides them."""
+    D = 86_400
+    _insert_requests(small_city["engine"], [
+        ("old1", "north", "pothole", NOW - 200 * D, None, None),      # open since last summer
+        ("old2", "south", "noise", NOW - 95 * D, None, None),
+        ("old3", "south", "noise", NOW - 95 * D, NOW - 94 * D, 4),    # closed long ago: not open
+        ("new", "north", "pothole", NOW - 2 * H, None, None),          # open, within its SLA
+    ])
+    got = compute(small_city["engine"], window)
+    assert got["service.open"].value == 3.0
+    assert got["service.overdue"].value == 2.0 and got["service.overdue"].status == "bad"  # 2 of 3 past SLA
+    # the old ones throughout the sparkline ("new" joins 2 h ago)
+    assert got["service.open"].spark_y[-1] == 3 and min(got["service.open"].spark_y) == (3 if window == "1h" else 2)
+    assert "open until closed, any age" in got["service.open"].note
+    assert "any age" in got["service.overdue"].note
+    north = compute(small_city["engine"], window, "north")
+    assert north["service.open"].value == 2.0 and north["service.overdue"].value == 1.0

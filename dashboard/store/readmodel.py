@@ -863,46 +863,49 @@ def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, distri
                          "hours": np.array([float(v) for v in secs], dtype=float) / 3600.0})
 
 
-def _open_counts(conn: Connection, times: list[int], district: str | None, lookback: int) -> dict[int, dict]:
-    """Count the requests open (and overdue) at each of ``times`` (sorted).
+def _open_counts(conn: Connection, times: list[int], district: str | None) -> dict[int, dict]:
+    """Count the requests open (and overdue) at each of ``times`` (sorted), however long ago they
+    were opened: a request is open from its opening until it closes.
 
-    The candidates, requests opened in (times[0] - lookback, times[-1]] and not closed by
-    times[0], are read as two index ranges (never closed: closed_at IS NULL; closed after
-    times[0]), a few thousand rows instead of every request of the lookback, and counted in numpy.
+    Counted in SQL over two index ranges of ``ix_sr_closure`` (it covers opened_at and due_at):
+    the requests never closed (closed_at IS NULL: the open backlog) and those closed after
+    times[0] (the closures of the sparkline's span); no row leaves the database.
     """
     dist = " AND district_id = ?" if district else ""
-    # "+ 0": the opened_at bounds are a filter, not an index range (SQLite, without statistics,
-    # would otherwise pick the opened_at index and read every request of the lookback)
-    part = ("SELECT opened_at, closed_at, due_at FROM service_requests WHERE {cond} "
-            f"AND opened_at + 0 <= ? AND opened_at + 0 > ?{dist}")
-    bounds = (times[-1], times[0] - lookback, *((district,) if district else ()))
-    rows = _fetch(conn, part.format(cond="closed_at IS NULL") + " UNION ALL " + part.format(cond="closed_at > ?"),
-                  (*bounds, times[0], *bounds))
-    arr = np.array(rows, dtype=float).reshape(-1, 3)  # a never-closed request: closed_at NaN
-    opened, closed, due = arr[:, 0], arr[:, 1], arr[:, 2]
-    out = {}
+    cols, col_params = [], []
     for t in times:
-        is_open = (opened <= t) & (opened > t - lookback) & ~(closed <= t)
-        out[t] = {"open": int(is_open.sum()), "overdue": int((is_open & (due < t)).sum())}
+        cols += ["sum(CASE WHEN opened_at <= ? AND (closed_at IS NULL OR closed_at > ?) THEN 1 ELSE 0 END)",
+                 "sum(CASE WHEN opened_at <= ? AND (closed_at IS NULL OR closed_at > ?) AND due_at < ? "
+                 "THEN 1 ELSE 0 END)"]
+        col_params += [t, t, t, t, t]
+    # "+ 0": the opened_at bound is a filter, not an index range (SQLite, without statistics,
+    # would otherwise pick the opened_at index and read every request ever opened)
+    part = f"SELECT {', '.join(cols)} FROM service_requests WHERE {{cond}} AND opened_at + 0 <= ?{dist}"
+    tail = (times[-1], *((district,) if district else ()))
+    rows = _fetch(conn, part.format(cond="closed_at IS NULL") + " UNION ALL " + part.format(cond="closed_at > ?"),
+                  (*col_params, *tail, *col_params, times[0], *tail))
+    out = {}
+    for k, t in enumerate(times):
+        out[t] = {"open": sum(int(r[2 * k] or 0) for r in rows),
+                  "overdue": sum(int(r[2 * k + 1] or 0) for r in rows)}
     return out
 
 
-def service_open_at(conn: Connection, t: int, district: str | None = None, lookback_days: int = 90) -> dict:
+def service_open_at(conn: Connection, t: int, district: str | None = None) -> dict:
     """Return counts of requests open at time ``t``: {'open': n, 'overdue': m}.
 
-    A request is open at ``t`` if opened at or before ``t`` and not closed by then; overdue if
-    also past its due time. Only requests opened within ``lookback_days`` are considered.
+    A request is open at ``t`` if opened at or before ``t`` and not closed by then, however long
+    ago it was opened; overdue if also past its due time.
     """
-    return _open_counts(conn, [int(t)], district, lookback_days * 86_400)[int(t)]
+    return _open_counts(conn, [int(t)], district)[int(t)]
 
 
-def service_open_at_many(conn: Connection, times: list[int], district: str | None = None,
-                         lookback_days: int = 90) -> dict[int, dict]:
-    """Return :func:`service_open_at` for each time in ``times``, in one read of the candidates."""
+def service_open_at_many(conn: Connection, times: list[int], district: str | None = None) -> dict[int, dict]:
+    """Return :func:`service_open_at` for each time in ``times``, in one query."""
     times = sorted({int(t) for t in times})
     if not times:
         return {}
-    return _open_counts(conn, times, district, lookback_days * 86_400)
+    return _open_counts(conn, times, district)
 
 
 def service_opened_count(conn: Connection, start: int, end: int, district: str | None = None) -> int:
