@@ -556,7 +556,7 @@ def _median_close(ctx: Ctx):
     v, p = cur["median_hours"], prev["median_hours"]
     x, y = _svc_spark(ctx, "hours")
     return v, _change(v, p), x, y, ctx.service_as_of, \
-        f"{cur['n']:,} closed in 30 d (trend: daily mean)"
+        f"{cur['n']:,} closed in 30 d, median ±1 % (trend: daily mean)"
 
 
 KPIS: list[Kpi] = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from sqlalchemy import insert
 
@@ -251,3 +252,26 @@ def test_requests_open_since_long_ago_count_as_open_and_overdue(small_city, wind
     assert "any age" in got["service.overdue"].note
     north = compute(small_city["engine"], window, "north")
     assert north["service.open"].value == 2.0 and north["service.overdue"].value == 1.0
+
+
+def test_median_close_is_within_one_percent(small_city):
+    """One request closed after 7 h 30 min: the median time to close is 7.50 h (a 15-minute
+    histogram said 7.625 h); the note states the resolution."""
+    _insert_requests(small_city["engine"], [("m1", "north", "pothole", NOW - 20 * H, NOW - 20 * H + 27_000, 4)])
+    got = compute(small_city["engine"])["service.median_close"]
+    assert got.value == pytest.approx(7.5, rel=0.01)
+    assert "median ±1 %" in got.note
+
+
+@pytest.mark.parametrize("durations_h", [
+    [7.5, 7.5, 7.5],
+    [0.25, 7.5, 100.0, 2.0],            # even count: the mean of the middle two, 4.75 h
+    [1 / 3600, 30 / 3600, 59 / 3600],   # seconds
+])
+def test_median_close_matches_the_exact_median(small_city, durations_h):
+    rows = [(f"m{i}", "south", "noise", NOW - 200 * H, NOW - 200 * H + round(d * H), None)
+            for i, d in enumerate(durations_h)]
+    _insert_requests(small_city["engine"], rows)
+    got = compute(small_city["engine"])["service.median_close"]
+    exact = float(np.median([round(d * H) for d in durations_h])) / H
+    assert got.value == pytest.approx(exact, rel=0.01)
