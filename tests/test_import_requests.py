@@ -228,3 +228,17 @@ def test_import311_cli_status_map(city_cli, small_city, tmp_path):
     r = city_cli("requests", path, "--status-map", "Duplicate=closed")
     assert r.exit_code == 0 and "8 accepted" in " ".join(r.output.split()), r.output
     assert row(small_city["engine"], "s8")["status"] == "closed"
+
+
+def test_import312_json_edge_cases(small_city, tmp_path):
+    engine = small_city["engine"]
+    (tmp_path / "empty.json").write_text("[]")
+    rep = imp(engine, import_requests, tmp_path / "empty.json")
+    assert rep.counts["read"] == 0 and rep.counts["accepted"] == 0
+    (tmp_path / "rows.json").write_text('{"meta": {}, "data": [["a", "noise"], ["b", "noise"]]}')
+    with pytest.raises(ImportProblem, match=r"rows\.json: record 1: not an object"):
+        imp(engine, import_requests, tmp_path / "rows.json")
+    (tmp_path / "long.json").write_text(json.dumps([{"id": "L1", "category": "noise", "created": "2025-01-15T08:00:00Z",
+                                                      "status": "x" * 500, "district": "north"}]))
+    rep = imp(engine, import_requests, tmp_path / "long.json")
+    assert rep.counts["rejected"] == 1 and "longer than 100 characters" in rep.problems[0][1]

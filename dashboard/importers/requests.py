@@ -210,7 +210,7 @@ def import_requests(conn: Connection, path, add_categories: bool = True, status_
         records = _records(path, load_json(path))
         report.fields = _fields(path, records)
         options = {k: v for k, v in options.items() if k not in ("delimiter", "encoding")}
-        if is_open311(records) and not any(options.get(k) for k in FIELD_OPTIONS):
+        if not records or (is_open311(records) and not any(options.get(k) for k in FIELD_OPTIONS)):
             rows, cats = open311_rows(path, records, status_map)
         else:
             rows, cats = table_rows(path, json_table(path, records), report=report, **options), None
