@@ -36,7 +36,7 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
-def _run(kind: str, file: Path, dry_run: bool, work) -> None:
+def _run(kind: str, file: Path, dry_run: bool, work):
     """Run one import, print its report, exit 1 (store untouched) when the file is refused."""
     from dashboard.importers import ImportProblem, run_import
     from dashboard.store import make_engine
@@ -63,6 +63,7 @@ def _run(kind: str, file: Path, dry_run: bool, work) -> None:
     shown = min(len(report.problems), 10)
     if report.counts.get("rejected", 0) > shown:
         console.print(f"  … {report.counts['rejected'] - shown} more rejected rows in the rejected table")
+    return report
 
 
 @import_app.command("boundaries")
@@ -124,19 +125,38 @@ def readings_cmd(file: Path,
 
 
 @import_app.command("requests")
-def requests_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of CSV times without offset."),
+def requests_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of times without offset."),
                  id_field: str = None, category_field: str = None, opened_field: str = None,
                  closed_field: str = None, lon_field: str = None, lat_field: str = None,
+                 status_field: str = None, district_field: str = None,
+                 status_map: str = typer.Option(None, help="STATUS=open|closed,... over the defaults, e.g. "
+                                                           "\"In Progress=open,Duplicate=closed\"."),
                  delimiter: str = ",", encoding: str = "utf-8",
                  add_categories: bool = typer.Option(True, help="Create categories the store lacks."),
                  dry_run: bool = DRY):
-    """Service requests: Open311 GeoReport v2 JSON or a CSV export."""
-    from dashboard.importers.requests import import_requests
+    """Service requests: Open311 GeoReport v2 JSON, a flat JSON export (Socrata) or a CSV export.
 
-    opts = {} if file.suffix.lower() in (".json", ".jsonld") else dict(
-        timezone=timezone, id_field=id_field, category_field=category_field, opened_field=opened_field,
-        closed_field=closed_field, lon_field=lon_field, lat_field=lat_field, delimiter=delimiter, encoding=encoding)
-    _run("requests", file, dry_run, lambda conn: import_requests(conn, file, add_categories=add_categories, **opts))
+    Statuses: closed, resolved, completed, done, cancelled, ... are closed; any other (in progress,
+    assigned, pending, on hold, ...) is open, unless --status-map says otherwise.
+    """
+    from dashboard.importers.requests import import_requests
+    from dashboard.store.services import parse_status_map
+
+    try:
+        smap = parse_status_map(status_map)
+    except ValueError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    opts = dict(timezone=timezone, id_field=id_field, category_field=category_field, opened_field=opened_field,
+                closed_field=closed_field, lon_field=lon_field, lat_field=lat_field, status_field=status_field,
+                district_field=district_field, delimiter=delimiter, encoding=encoding)
+    report = _run("requests", file, dry_run, lambda conn: import_requests(
+        conn, file, add_categories=add_categories, status_map=smap, **opts))
+    read = report.counts.get("read", 0)
+    if read and report.counts.get("rejected", 0) == read:
+        console.print(f"[bold red]error:[/] every one of the {read:,} requests was rejected (fields of the "
+                      "file above; name the columns with --id-field, --category-field, ...)")
+        raise typer.Exit(1)
 
 
 @import_app.command("categories")

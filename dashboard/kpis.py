@@ -531,7 +531,8 @@ def _open_requests(ctx: Ctx):
     xs = _svc_points(ctx)
     ys = [ctx.open_at(t)["open"] for t in xs]
     v = float(ys[-1])
-    return v, v - ys[0], xs, ys, ctx.service_as_of, f"{ctx.open_at(xs[-1])['overdue']:,} overdue"
+    return v, v - ys[0], xs, ys, ctx.service_as_of, \
+        f"{ctx.open_at(xs[-1])['overdue']:,} overdue · open until closed, any age"
 
 
 def _overdue(ctx: Ctx):
@@ -541,7 +542,8 @@ def _overdue(ctx: Ctx):
     ys = [ctx.open_at(t)["overdue"] for t in xs]
     v = float(ys[-1])
     o = ctx.open_at(xs[-1])["open"]
-    return v, v - ys[0], xs, ys, ctx.service_as_of, f"{100 * v / o:.0f}% of open requests past SLA" if o else ""
+    return v, v - ys[0], xs, ys, ctx.service_as_of, \
+        f"{100 * v / o:.0f}% of open requests (any age) past SLA" if o else ""
 
 
 def _overdue_share(ctx: Ctx, value):
@@ -554,7 +556,7 @@ def _median_close(ctx: Ctx):
     v, p = cur["median_hours"], prev["median_hours"]
     x, y = _svc_spark(ctx, "hours")
     return v, _change(v, p), x, y, ctx.service_as_of, \
-        f"{cur['n']:,} closed in 30 d (trend: daily mean)"
+        f"{cur['n']:,} closed in 30 d, median ±1 % (trend: daily mean)"
 
 
 KPIS: list[Kpi] = [

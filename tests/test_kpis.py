@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from datetime import datetime, timezone
 
+import numpy as np
 import pytest
 from sqlalchemy import insert
 
@@ -219,3 +220,58 @@ def test_consumption_today_says_when_a_period_has_holes(small_city, today_hole, 
     assert got.value == pytest.approx(value)
     assert got.delta == (None if delta is None else pytest.approx(delta))
     assert got.note == note
+
+
+def _insert_requests(engine, rows):
+    """Write (id, district, category, opened, closed, satisfaction) requests and fill the rollups."""
+    with engine.begin() as conn:
+        conn.execute(insert(service_requests), [
+            {"id": i, "category_id": c, "district_id": d, "opened_at": o, "due_at": o + SLA_H[c] * H,
+             "closed_at": cl, "status": "open" if cl is None else "closed", "satisfaction": s}
+            for i, d, c, o, cl, s in rows])
+        service_rollup.rebuild(conn)
+
+
+@pytest.mark.parametrize("window", ["1h", "24h", "7d"])
+def test_requests_open_since_long_ago_count_as_open_and_overdue(small_city, window):
+    """A store whose requests were opened months ago and are still open: they are open (and past
+    their SLA) now; no window hides them."""
+    D = 86_400
+    _insert_requests(small_city["engine"], [
+        ("old1", "north", "pothole", NOW - 200 * D, None, None),      # open since last summer
+        ("old2", "south", "noise", NOW - 95 * D, None, None),
+        ("old3", "south", "noise", NOW - 95 * D, NOW - 94 * D, 4),    # closed long ago: not open
+        ("new", "north", "pothole", NOW - 2 * H, None, None),          # open, within its SLA
+    ])
+    got = compute(small_city["engine"], window)
+    assert got["service.open"].value == 3.0
+    assert got["service.overdue"].value == 2.0 and got["service.overdue"].status == "bad"  # 2 of 3 past SLA
+    # the old ones throughout the sparkline ("new" joins 2 h ago)
+    assert got["service.open"].spark_y[-1] == 3 and min(got["service.open"].spark_y) == (3 if window == "1h" else 2)
+    assert "open until closed, any age" in got["service.open"].note
+    assert "any age" in got["service.overdue"].note
+    north = compute(small_city["engine"], window, "north")
+    assert north["service.open"].value == 2.0 and north["service.overdue"].value == 1.0
+
+
+def test_median_close_is_within_one_percent(small_city):
+    """One request closed after 7 h 30 min: the median time to close is 7.50 h (a 15-minute
+    histogram said 7.625 h); the note states the resolution."""
+    _insert_requests(small_city["engine"], [("m1", "north", "pothole", NOW - 20 * H, NOW - 20 * H + 27_000, 4)])
+    got = compute(small_city["engine"])["service.median_close"]
+    assert got.value == pytest.approx(7.5, rel=0.01)
+    assert "median ±1 %" in got.note
+
+
+@pytest.mark.parametrize("durations_h", [
+    [7.5, 7.5, 7.5],
+    [0.25, 7.5, 100.0, 2.0],            # even count: the mean of the middle two, 4.75 h
+    [1 / 3600, 30 / 3600, 59 / 3600],   # seconds
+])
+def test_median_close_matches_the_exact_median(small_city, durations_h):
+    rows = [(f"m{i}", "south", "noise", NOW - 200 * H, NOW - 200 * H + round(d * H), None)
+            for i, d in enumerate(durations_h)]
+    _insert_requests(small_city["engine"], rows)
+    got = compute(small_city["engine"])["service.median_close"]
+    exact = float(np.median([round(d * H) for d in durations_h])) / H
+    assert got.value == pytest.approx(exact, rel=0.01)

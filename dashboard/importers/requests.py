@@ -1,4 +1,5 @@
-"""Service requests from Open311 GeoReport v2 JSON (or its FIWARE NGSI form) and from CSV exports."""
+"""Service requests from Open311 GeoReport v2 JSON (or its FIWARE NGSI form), from CSV exports and
+from flat JSON exports (a Socrata ``/resource/….json`` array of objects, read like a CSV)."""
 from __future__ import annotations
 
 import json
@@ -12,10 +13,18 @@ from sqlalchemy import Connection, insert, select
 from dashboard.importers import ImportProblem, ImportReport, pick_column, read_table
 from dashboard.importers.readings import parse_times
 from dashboard.store.schema import service_categories
-from dashboard.store.services import ingest_service_requests
+from dashboard.store.services import ingest_service_requests, parse_status_map, status_class
 
 #: Hours a new category gets as its SLA when the file does not say (Open311 expected_datetime does).
 DEFAULT_SLA_HOURS = 72.0
+#: Largest JSON file read (it is read whole), and most distinct fields of a flat JSON export.
+MAX_JSON_BYTES = 1 << 30
+MAX_FIELDS = 1000
+#: Keys that make a JSON record an Open311 GeoReport v2 request (otherwise: a flat export).
+OPEN311_KEYS = ("service_code", "requested_datetime")
+#: The options that name a column; given one, a JSON file is read as a flat table.
+FIELD_OPTIONS = ("id_field", "category_field", "opened_field", "closed_field", "status_field", "lon_field",
+                 "lat_field", "district_field")
 
 
 def load_json(path) -> object:
@@ -23,6 +32,9 @@ def load_json(path) -> object:
     path = Path(path)
     if not path.exists():
         raise ImportProblem(f"{path}: no such file")
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise ImportProblem(f"{path}: {path.stat().st_size:,} bytes, more than the {MAX_JSON_BYTES:,} a JSON "
+                            "file may have (split it, or export CSV)")
     try:
         return json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as exc:
@@ -50,12 +62,55 @@ def _iso(v) -> str:
     return re.sub(r"([+-]\d{2}:?\d{2})Z$", r"\1", s)
 
 
-def open311_rows(path, data) -> tuple[pd.DataFrame, dict[str, tuple[str, float | None]]]:
-    """Map Open311 GeoReport v2 requests to store rows; return (rows, category id -> (name, SLA hours))."""
+def _records(path, data) -> list:
+    """Return the records of a JSON file: a list, an Open311 ``service_requests``/``data`` list, or one object."""
     if isinstance(data, dict):
         data = data.get("service_requests", data.get("data", [data]))
     if not isinstance(data, list):
-        raise ImportProblem(f"{path}: expected a list of Open311 service requests")
+        raise ImportProblem(f"{path}: expected a list of service requests (a JSON array of objects)")
+    for i, e in enumerate(data, start=1):
+        if not isinstance(e, dict):
+            raise ImportProblem(f"{path}: record {i}: not an object")
+    return data
+
+
+def _fields(path, records: list) -> list[str]:
+    """Return the keys of the records, in the order first seen."""
+    seen: dict[str, None] = {}
+    for e in records:
+        for k in e:
+            if k not in seen:
+                seen[str(k)] = None
+                if len(seen) > MAX_FIELDS:
+                    raise ImportProblem(f"{path}: more than {MAX_FIELDS} distinct fields; not a table of requests")
+    return list(seen)
+
+
+def is_open311(records: list) -> bool:
+    """Return whether the records are Open311 GeoReport v2 requests (not a flat export)."""
+    return any(k in e for e in records for k in OPEN311_KEYS)
+
+
+def _cell(v) -> str:
+    v = plain(v)
+    if v is None:
+        return ""
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, ensure_ascii=False)
+    return str(v)
+
+
+def json_table(path, records: list) -> pd.DataFrame:
+    """Return flat JSON records (a Socrata export) as a text table like :func:`read_table`'s; line = record."""
+    cols = _fields(path, records)
+    frame = pd.DataFrame({c: [_cell(e.get(c)) for e in records] for c in cols}, dtype=object)
+    frame["line"] = np.arange(1, len(records) + 1)
+    return frame
+
+
+def open311_rows(path, data, status_map=None) -> tuple[pd.DataFrame, dict[str, tuple[str, float | None]]]:
+    """Map Open311 GeoReport v2 requests to store rows; return (rows, category id -> (name, SLA hours))."""
+    data = _records(path, data)
     rows, cats = [], {}
     for i, e in enumerate(data, start=1):
         if not isinstance(e, dict):
@@ -67,9 +122,9 @@ def open311_rows(path, data) -> tuple[pd.DataFrame, dict[str, tuple[str, float |
             lon, lat = loc["coordinates"][:2]
         rid = e.get("service_request_id") or (str(e.get("id", "")).rsplit(":", 1)[-1] if e.get("id") else "")
         cat = str(e.get("service_code") or "").strip()
-        status = str(e.get("status") or "").strip().lower()
+        status = str(e.get("status") or "").strip()
         opened, due = _iso(e.get("requested_datetime")), _iso(e.get("expected_datetime"))
-        closed = _iso(e.get("updated_datetime")) if status == "closed" else ""
+        closed = _iso(e.get("updated_datetime")) if status_class(status, status_map) == "closed" else ""
         rows.append({"id": str(rid), "category": cat, "lon": lon, "lat": lat, "opened_at": opened,
                      "closed_at": closed, "due_at": due, "status": status,
                      "description": e.get("description"), "line": i})
@@ -82,18 +137,23 @@ def open311_rows(path, data) -> tuple[pd.DataFrame, dict[str, tuple[str, float |
     return pd.DataFrame(rows), cats
 
 
-def csv_rows(path, id_field=None, category_field=None, opened_field=None, closed_field=None,
-             status_field=None, lon_field=None, lat_field=None, district_field=None, timezone=None,
-             ts_format=None, delimiter=",", encoding="utf-8", report=None) -> pd.DataFrame:
+def csv_rows(path, delimiter=",", encoding="utf-8", report=None, **fields) -> pd.DataFrame:
     """Map a CSV export (created/closed times, category, location) to store rows."""
-    frame = read_table(path, delimiter, encoding)
+    return table_rows(path, read_table(path, delimiter, encoding), report=report, **fields)
+
+
+def table_rows(path, frame: pd.DataFrame, id_field=None, category_field=None, opened_field=None,
+               closed_field=None, status_field=None, lon_field=None, lat_field=None, district_field=None,
+               timezone=None, ts_format=None, report=None) -> pd.DataFrame:
+    """Map a table of requests (a CSV or a flat JSON export, as text with a ``line`` column) to store rows."""
     if report is not None:
         report.fields = [c for c in frame.columns if c != "line"]
     c = frame.columns
     cols = {
-        "id": pick_column(path, c, id_field, ("id", "service_request_id", "request_id", "case_id"), "request id"),
-        "category": pick_column(path, c, category_field, ("category", "service_code", "type", "service_name"),
-                                "category"),
+        "id": pick_column(path, c, id_field, ("id", "service_request_id", "request_id", "case_id", "unique_key"),
+                          "request id"),
+        "category": pick_column(path, c, category_field, ("category", "service_code", "type", "service_name",
+                                                          "complaint_type"), "category"),
         "opened_at": pick_column(path, c, opened_field, ("opened_at", "created", "created_at", "requested_datetime",
                                                          "created_date"), "created time"),
         "closed_at": pick_column(path, c, closed_field, ("closed_at", "closed", "closed_date", "resolved_at"),
@@ -128,20 +188,40 @@ def _categories(conn: Connection, cats: dict, report: ImportReport) -> None:
         report.count("categories added", len(new))
 
 
-def import_requests(conn: Connection, path, add_categories: bool = True, **options) -> ImportReport:
-    """Read Open311 JSON or CSV service requests and upsert them in the open transaction ``conn``."""
+def import_requests(conn: Connection, path, add_categories: bool = True, status_map=None,
+                    **options) -> ImportReport:
+    """Read Open311 JSON, a flat JSON export or CSV service requests and upsert them in the open
+    transaction ``conn``.
+
+    ``status_map``: "In Progress=open,Duplicate=closed" (or its dict) over the default statuses of
+    :func:`dashboard.store.services.status_class`. ``options``: the column options of
+    :func:`table_rows` (and delimiter, encoding for CSV). A JSON file is Open311 unless its records
+    have neither service_code nor requested_datetime, or a column option is given: then it is read
+    as a flat table like a CSV.
+    """
     path = Path(path)
     report = ImportReport("requests", str(path))
+    if isinstance(status_map, str) or status_map is None:
+        try:
+            status_map = parse_status_map(status_map)
+        except ValueError as exc:
+            raise ImportProblem(str(exc)) from None
     if path.suffix.lower() in (".json", ".jsonld"):
-        rows, cats = open311_rows(path, load_json(path))
-        report.fields = sorted({"service_request_id", "service_code", "requested_datetime", "status"})
+        records = _records(path, load_json(path))
+        report.fields = _fields(path, records)
+        options = {k: v for k, v in options.items() if k not in ("delimiter", "encoding")}
+        if not records or (is_open311(records) and not any(options.get(k) for k in FIELD_OPTIONS)):
+            rows, cats = open311_rows(path, records, status_map)
+        else:
+            rows, cats = table_rows(path, json_table(path, records), report=report, **options), None
     else:
-        rows = csv_rows(path, report=report, **options)
+        rows, cats = csv_rows(path, report=report, **options), None
+    if cats is None:
         cats = {c: (c, None) for c in pd.unique(rows["category"].astype(str).str.strip()) if c}
     report.count("read", len(rows))
     if add_categories:
         _categories(conn, cats, report)
-    result = ingest_service_requests(conn, rows, source=str(path))
+    result = ingest_service_requests(conn, rows, source=str(path), status_map=status_map)
     report.count("accepted", result.accepted)
     report.count("duplicates", result.duplicates)
     report.count("rejected", result.rejected)

@@ -27,7 +27,8 @@ from dashboard.store.schema import (
 )
 from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store.service_rollup import NO_DISTRICT
-from dashboard.store.service_rollup import SPAN as SVC_SPAN
+from dashboard.store.service_rollup import SPAN_BINS as SVC_SPAN_BINS
+from dashboard.store.service_rollup import bin_seconds, close_bin
 
 #: The time windows a screen may ask for, in seconds, and the rollup used to draw them.
 WINDOWS = {"1h": 3600, "24h": 86_400, "7d": 7 * 86_400}
@@ -655,10 +656,10 @@ def _svc_ranges(conn: Connection, start: int, end: int) -> tuple[tuple[int, int]
 
 
 def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | None = None) -> list[tuple]:
-    """Return the time-to-close histogram of requests closed in [start, end), from the table itself:
-    rows (bin, count, sum of scores, rated, satisfied, late) by bin."""
+    """Return the times to close of requests closed in [start, end), from the table itself:
+    rows (seconds, count, sum of scores, rated, satisfied, late) by time to close."""
     sr = service_requests
-    b = (sr.c.closed_at - sr.c.opened_at) // 900
+    b = sr.c.closed_at - sr.c.opened_at
     hq = _sr_district(select(b, func.count(), func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction),
                              func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
                              func.sum((sr.c.closed_at > sr.c.due_at).cast(sr.c.satisfaction.type)))
@@ -666,25 +667,55 @@ def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | Non
     return conn.execute(hq).all()
 
 
+def _median_hours(total: int, span_rows: list[tuple[int, int]], bins_of) -> float | None:
+    """Return the median time to close in hours from the time-to-close histogram: the mean of the
+    values of the bins holding the two middle ranks (one rank when ``total`` is odd), each within
+    1 % of the time it stands for (:func:`dashboard.store.service_rollup.bin_seconds`).
+
+    ``span_rows``: sorted (span, count); ``bins_of(spans)``: {bin: count} of those spans (only the
+    one or two spans of the middle ranks are asked for).
+    """
+    if total <= 0:
+        return None
+    ranks = sorted({(total - 1) // 2, total // 2})
+    where: dict[int, tuple[int, int]] = {}  # rank -> (its span, count before that span)
+    acc = 0
+    for sk, sc in span_rows:
+        for r in ranks:
+            if r not in where and acc + sc > r:
+                where[r] = (sk, acc)
+        acc += sc
+        if len(where) == len(ranks):
+            break
+    if len(where) < len(ranks):
+        return None
+    bins = bins_of(sorted({sk for sk, _ in where.values()}))
+    vals = []
+    for r in ranks:
+        sk, acc = where[r]
+        for k, c in sorted((k, c) for k, c in bins.items() if k // SVC_SPAN_BINS == sk and c > 0):
+            if acc + c > r:
+                vals.append(bin_seconds(k))
+                break
+            acc += c
+    return (vals[0] + vals[-1]) / 2 / 3600.0 if len(vals) == len(ranks) else None
+
+
 def _stats_from_hist(rows: list[tuple]) -> dict:
-    """Return :func:`service_closed_stats` from histogram rows (bin, count, score sum, rated, satisfied, late)."""
-    binw = 900
+    """Return :func:`service_closed_stats` from rows (seconds to close, count, score sum, rated, satisfied, late)."""
     n = sum(r[1] for r in rows)
     sat_sum = sum(int(r[2]) for r in rows if r[2] is not None)
     rated = sum(r[3] for r in rows)
     satisfied = sum(int(r[4]) for r in rows if r[4] is not None) if any(r[4] is not None for r in rows) else None
     late = sum(int(r[5]) for r in rows if r[5] is not None) if any(r[5] is not None for r in rows) else None
     sat = sat_sum / rated if rated else None
-    hist = [(r[0], r[1]) for r in rows]
-    median = None
-    if hist:
-        total = sum(c for _, c in hist)
-        acc = 0
-        for k, c in hist:
-            if acc + c >= total / 2:
-                median = (k + (total / 2 - acc) / c) * binw / 3600.0
-                break
-            acc += c
+    hist: dict[int, int] = {}
+    for k, c in zip(close_bin([int(r[0]) for r in rows]).tolist(), (int(r[1]) for r in rows)):
+        hist[k] = hist.get(k, 0) + c
+    spans: dict[int, int] = {}
+    for k, c in hist.items():
+        spans[k // SVC_SPAN_BINS] = spans.get(k // SVC_SPAN_BINS, 0) + c
+    median = _median_hours(int(n or 0), sorted(spans.items()), lambda _spans: hist)
     return {"n": int(n or 0), "satisfaction": float(sat) if sat is not None else None, "rated": int(rated or 0),
             "satisfied": int(satisfied or 0), "late": int(late or 0), "median_hours": median}
 
@@ -741,7 +772,7 @@ def service_closed_stats(conn: Connection, start: int, end: int, district: str |
     """Return aggregates of the requests closed in [start, end).
 
     Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
-    median_hours (time to close; from a 15-minute histogram).
+    median_hours (time to close, within 1 %: from a histogram of bins 2 % wide).
 
     Whole days come from ``service_rollup`` and the time-to-close histogram tables, the edges of
     the window from the requests themselves (same sums as one pass over the table).
@@ -751,17 +782,16 @@ def service_closed_stats(conn: Connection, start: int, end: int, district: str |
 
 
 def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None) -> dict:
-    binw = 900
-    per = SVC_SPAN // binw
+    per = SVC_SPAN_BINS
     closed, opened, due, score = e[:, 0].astype(np.int64), e[:, 1].astype(np.int64), e[:, 2].astype(np.int64), e[:, 3]
     rated_m = np.isfinite(score)
     n, rated = len(e), int(rated_m.sum())
     sat_sum = int(score[rated_m].astype(np.int64).sum())
     satisfied = int((score[rated_m] >= 4).sum())
     late = int((closed > due).sum())
-    k, c = np.unique((closed - opened) // binw, return_counts=True)
-    hist: dict[int, int] = dict(zip(k.tolist(), c.tolist()))  # the edges' 15-minute bins
-    spans: dict[int, int] = {}  # 8-hour spans of bins: the whole days' (from the rollup) and the edges'
+    k, c = np.unique(close_bin(closed - opened), return_counts=True)
+    hist: dict[int, int] = dict(zip(k.tolist(), c.tolist()))  # the edges' time-to-close bins
+    spans: dict[int, int] = {}  # spans of bins: the whole days' (from the rollup) and the edges'
     for k, c in hist.items():
         spans[k // per] = spans.get(k // per, 0) + c
     key = district or CITY
@@ -779,27 +809,18 @@ def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray,
                            (key, *days)):
             spans[int(k)] = spans.get(int(k), 0) + int(c or 0)
     sat = sat_sum / rated if rated else None
-    median = None
-    span_rows = sorted((k, c) for k, c in spans.items() if c > 0)
-    total = sum(c for _, c in span_rows)
-    # the median's span, then its 15-minute bins: the same walk as over every bin, since no bin
-    # before that span reaches half the total
-    acc = 0
-    for sk, sc in span_rows:
-        if acc + sc >= total / 2:
-            bins = {k: c for k, c in hist.items() if k // per == sk}
-            if days:
-                for k, c in _fetch(conn, "SELECT bin, sum(n) FROM service_close_hist WHERE district_id = ? "
-                                         "AND span = ? AND bucket >= ? AND bucket < ? GROUP BY bin",
-                                   (key, sk, *days)):
-                    bins[int(k)] = bins.get(int(k), 0) + int(c or 0)
-            for k, c in sorted((k, c) for k, c in bins.items() if c > 0):
-                if acc + c >= total / 2:
-                    median = (k + (total / 2 - acc) / c) * binw / 3600.0
-                    break
-                acc += c
-            break
-        acc += sc
+
+    def bins_of(sks: list[int]) -> dict[int, int]:
+        bins = {k: c for k, c in hist.items() if k // per in sks}  # the edges'
+        if days:
+            for k, c in _fetch(conn, "SELECT bin, sum(n) FROM service_close_hist WHERE district_id = ? "
+                                     f"AND span IN ({', '.join('?' * len(sks))}) AND bucket >= ? AND bucket < ? "
+                                     "GROUP BY bin", (key, *sks, *days)):
+                bins[int(k)] = bins.get(int(k), 0) + int(c or 0)
+        return bins
+
+    # the middle ranks' spans, then the bins of those (one or two) spans only
+    median = _median_hours(int(n), sorted((k, c) for k, c in spans.items() if c > 0), bins_of)
     return {"n": int(n), "satisfaction": float(sat) if sat is not None else None, "rated": int(rated),
             "satisfied": int(satisfied), "late": int(late), "median_hours": median}
 
@@ -863,46 +884,52 @@ def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, distri
                          "hours": np.array([float(v) for v in secs], dtype=float) / 3600.0})
 
 
-def _open_counts(conn: Connection, times: list[int], district: str | None, lookback: int) -> dict[int, dict]:
-    """Count the requests open (and overdue) at each of ``times`` (sorted).
+def _open_counts(conn: Connection, times: list[int], district: str | None) -> dict[int, dict]:
+    """Count the requests open (and overdue) at each of ``times`` (sorted), however long ago they
+    were opened: a request is open from its opening until it closes.
 
-    The candidates, requests opened in (times[0] - lookback, times[-1]] and not closed by
-    times[0], are read as two index ranges (never closed: closed_at IS NULL; closed after
-    times[0]), a few thousand rows instead of every request of the lookback, and counted in numpy.
+    Counted in SQL over two index ranges of ``ix_sr_closure`` (it covers opened_at and due_at):
+    the requests never closed (closed_at IS NULL: the open backlog) and those closed after
+    times[0] (the closures of the sparkline's span); no row leaves the database.
     """
     dist = " AND district_id = ?" if district else ""
-    # "+ 0": the opened_at bounds are a filter, not an index range (SQLite, without statistics,
-    # would otherwise pick the opened_at index and read every request of the lookback)
-    part = ("SELECT opened_at, closed_at, due_at FROM service_requests WHERE {cond} "
-            f"AND opened_at + 0 <= ? AND opened_at + 0 > ?{dist}")
-    bounds = (times[-1], times[0] - lookback, *((district,) if district else ()))
-    rows = _fetch(conn, part.format(cond="closed_at IS NULL") + " UNION ALL " + part.format(cond="closed_at > ?"),
-                  (*bounds, times[0], *bounds))
-    arr = np.array(rows, dtype=float).reshape(-1, 3)  # a never-closed request: closed_at NaN
-    opened, closed, due = arr[:, 0], arr[:, 1], arr[:, 2]
-    out = {}
+    never, never_p, later, later_p = [], [], [], []  # the counts of each part, and their parameters
     for t in times:
-        is_open = (opened <= t) & (opened > t - lookback) & ~(closed <= t)
-        out[t] = {"open": int(is_open.sum()), "overdue": int((is_open & (due < t)).sum())}
+        never += ["sum(CASE WHEN opened_at <= ? THEN 1 ELSE 0 END)",
+                  "sum(CASE WHEN opened_at <= ? AND due_at < ? THEN 1 ELSE 0 END)"]
+        never_p += [t, t, t]
+        later += ["sum(CASE WHEN opened_at <= ? AND closed_at > ? THEN 1 ELSE 0 END)",
+                  "sum(CASE WHEN opened_at <= ? AND closed_at > ? AND due_at < ? THEN 1 ELSE 0 END)"]
+        later_p += [t, t, t, t, t]
+    # "+ 0": the opened_at bound is a filter, not an index range (SQLite, without statistics,
+    # would otherwise pick the opened_at index and read every request ever opened)
+    part = "SELECT {cols} FROM service_requests WHERE {cond} AND opened_at + 0 <= ?" + dist
+    tail = (times[-1], *((district,) if district else ()))
+    rows = _fetch(conn, part.format(cols=", ".join(never), cond="closed_at IS NULL") + " UNION ALL "
+                  + part.format(cols=", ".join(later), cond="closed_at > ?"),
+                  (*never_p, *tail, *later_p, times[0], *tail))
+    out = {}
+    for k, t in enumerate(times):
+        out[t] = {"open": sum(int(r[2 * k] or 0) for r in rows),
+                  "overdue": sum(int(r[2 * k + 1] or 0) for r in rows)}
     return out
 
 
-def service_open_at(conn: Connection, t: int, district: str | None = None, lookback_days: int = 90) -> dict:
+def service_open_at(conn: Connection, t: int, district: str | None = None) -> dict:
     """Return counts of requests open at time ``t``: {'open': n, 'overdue': m}.
 
-    A request is open at ``t`` if opened at or before ``t`` and not closed by then; overdue if
-    also past its due time. Only requests opened within ``lookback_days`` are considered.
+    A request is open at ``t`` if opened at or before ``t`` and not closed by then, however long
+    ago it was opened; overdue if also past its due time.
     """
-    return _open_counts(conn, [int(t)], district, lookback_days * 86_400)[int(t)]
+    return _open_counts(conn, [int(t)], district)[int(t)]
 
 
-def service_open_at_many(conn: Connection, times: list[int], district: str | None = None,
-                         lookback_days: int = 90) -> dict[int, dict]:
-    """Return :func:`service_open_at` for each time in ``times``, in one read of the candidates."""
+def service_open_at_many(conn: Connection, times: list[int], district: str | None = None) -> dict[int, dict]:
+    """Return :func:`service_open_at` for each time in ``times``, in one query."""
     times = sorted({int(t) for t in times})
     if not times:
         return {}
-    return _open_counts(conn, times, district, lookback_days * 86_400)
+    return _open_counts(conn, times, district)
 
 
 def service_opened_count(conn: Connection, start: int, end: int, district: str | None = None) -> int:

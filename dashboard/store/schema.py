@@ -164,10 +164,10 @@ service_rollup = Table(
     sqlite_with_rowid=False,
 )
 
-#: Time-to-close histogram of the same closures, in two levels: the count per 8-hour span of
-#: closed_at - opened_at (``span`` = (closed_at - opened_at) // 28800) per district and UTC day of
-#: closure, and within each span the count per 15-minute bin (``bin`` = (closed_at - opened_at)
-#: // 900, so ``span`` = ``bin`` // 32). A median reads the spans, then the bins of one span.
+#: Time-to-close histogram of the same closures, in two levels: the count per bin of
+#: closed_at - opened_at (``bin`` = service_rollup.close_bin: whole seconds under 64 s, then bins
+#: 2 % wide) per district and UTC day of closure, and the count per span of 32 bins (``span`` =
+#: ``bin`` // 32). A median reads the spans, then the bins of the one or two spans of its ranks.
 service_close_spans = Table(
     "service_close_spans", metadata,
     Column("district_id", String(64), primary_key=True),

@@ -3,7 +3,9 @@
 ``service_rollup``, ``service_close_spans`` and ``service_close_hist`` (see schema.py) hold, per district (``"*"`` = the
 whole city, ``""`` = no district) and UTC day of closure, what the satisfaction KPIs aggregate:
 closed, rated, the sum of scores, satisfied (4 or 5), late (closed after due), the sum of times to
-close, and the count per 8-hour span and per 15-minute bin of time to close. The request ingest
+close, and the count per bin of time to close (:func:`close_bin`: whole seconds under a minute,
+then bins 2 % wide, so a bin's :func:`bin_seconds` is within 1 % of every time in it) and per
+span of 32 such bins. The request ingest
 (:func:`dashboard.store.services.ingest_service_requests`) keeps them current in the same
 transaction: every stored request that is closed counts +1, the stored version an update replaces
 counts -1. Anything that writes ``service_requests`` another way must call :func:`rebuild`.
@@ -19,14 +21,37 @@ from sqlalchemy import Connection, select
 from dashboard.metrics import CITY
 from dashboard.store.schema import service_close_hist, service_close_spans, service_requests, service_rollup
 
-#: Bucket width (a UTC day), time-to-close bin and span widths, in seconds.
+#: Bucket width (a UTC day), in seconds.
 DAY = 86_400
-BIN = 900
-SPAN = 32 * BIN  # 8 hours
+#: Time to close: bins 0..LINEAR-1 are that many seconds; above, bin LINEAR + k holds
+#: [LINEAR * RATIO**k, LINEAR * RATIO**(k+1)) seconds. A span is SPAN_BINS consecutive bins.
+LINEAR = 64
+RATIO = 1.02
+SPAN_BINS = 32
+_LOG_RATIO = float(np.log(RATIO))
 #: the district key of requests without a district
 NO_DISTRICT = ""
 
 _TOTALS = ("closed", "rated", "sat_sum", "satisfied", "late", "close_s")
+
+
+def close_bin(seconds) -> np.ndarray:
+    """Return the time-to-close bin of each duration (integer seconds, >= 0)."""
+    d = np.maximum(np.asarray(seconds, dtype=np.int64), 0)
+    out = d.copy()
+    big = d >= LINEAR
+    if big.any():
+        out[big] = LINEAR + np.floor(np.log(d[big] / LINEAR) / _LOG_RATIO).astype(np.int64)
+    return out
+
+
+def bin_seconds(k: int) -> float:
+    """Return the value a time-to-close bin stands for: its seconds below LINEAR, else the
+    geometric middle of its range (within sqrt(RATIO) - 1 < 1 % of any duration in the bin)."""
+    k = int(k)
+    if k < LINEAR:
+        return float(k)
+    return LINEAR * RATIO ** (k - LINEAR + 0.5)
 
 
 def _param(conn: Connection) -> str:
@@ -65,7 +90,7 @@ def apply_frame(conn: Connection, f: pd.DataFrame) -> None:
     d = pd.DataFrame({
         "district_id": f["district_id"].to_numpy(dtype=object),
         "bucket": f["closed_at"].to_numpy(dtype=np.int64) // DAY * DAY,
-        "bin": dur // BIN,
+        "bin": close_bin(dur),
         "closed": sign,
         "rated": sign * rated,
         "sat_sum": sign * np.where(rated, sat, 0).astype(np.int64),
@@ -80,7 +105,7 @@ def apply_frame(conn: Connection, f: pd.DataFrame) -> None:
     tot = tot[(tot[list(_TOTALS)] != 0).any(axis=1)]
     hist = d.groupby(["district_id", "bucket", "bin"], sort=True)["closed"].sum().reset_index()
     hist = hist[hist["closed"] != 0]
-    hist["span"] = hist["bin"] // (SPAN // BIN)
+    hist["span"] = hist["bin"] // SPAN_BINS
     spans = hist.groupby(["district_id", "bucket", "span"], sort=True)["closed"].sum().reset_index()
     spans = spans[spans["closed"] != 0]
     p = _param(conn)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 
 import numpy as np
@@ -25,10 +26,54 @@ ALIASES = {"category_id": "category", "district_id": "district", "service_reques
 FIELDS = ("category_id", "district_id", "lon", "lat", "description", "opened_at", "due_at",
           "closed_at", "status", "satisfaction")
 STATUSES = ("open", "closed")
+#: Statuses that mean closed by default (compared case- and space-insensitively, also as the first
+#: word: "Closed - Duplicate", "Completed - Dup"). Any other status ("in progress", "assigned",
+#: "acknowledged", "pending", "on hold", ...) counts as open; ``status_map`` overrides both.
+CLOSED_STATUSES = frozenset({"closed", "resolved", "completed", "complete", "done", "fixed", "finished",
+                             "cancelled", "canceled", "withdrawn", "declined", "rejected", "archived"})
+#: Bounds of a status map (entries, characters of a status).
+MAX_STATUS_MAP, MAX_STATUS_LEN = 200, 100
+
+
+def status_key(s) -> str:
+    """Return a status as compared: lower case, ``_`` and runs of spaces as one space."""
+    return re.sub(r"[\s_]+", " ", str(s)).strip().lower()
+
+
+def parse_status_map(text: str | None) -> dict[str, str]:
+    """Parse ``"In Progress=open,Duplicate=closed"``; raise ValueError with a one-line reason."""
+    out: dict[str, str] = {}
+    if text is None or not str(text).strip():
+        return out
+    items = [i for i in str(text).split(",") if i.strip()]
+    if len(items) > MAX_STATUS_MAP:
+        raise ValueError(f"--status-map: {len(items)} entries, at most {MAX_STATUS_MAP}")
+    for item in items:
+        k, eq, v = item.partition("=")
+        key, val = status_key(k), v.strip().lower()
+        if not eq or not key or val not in STATUSES:
+            raise ValueError(f"--status-map: {item.strip()!r} is not STATUS=open or STATUS=closed "
+                             "(e.g. \"In Progress=open,Duplicate=closed\")")
+        if len(key) > MAX_STATUS_LEN:
+            raise ValueError(f"--status-map: status {key[:20]!r}... is longer than {MAX_STATUS_LEN} characters")
+        out[key] = val
+    return out
+
+
+def status_class(s, status_map: dict[str, str] | None = None) -> str:
+    """Return "open" or "closed" for a status as exported ('' stays '': decided by closed_at)."""
+    key = status_key(s)
+    if not key:
+        return ""
+    if status_map and key in status_map:
+        return status_map[key]
+    if key in CLOSED_STATUSES or re.split(r"[^a-z]+", key)[0] in CLOSED_STATUSES:
+        return "closed"
+    return "open"
 
 
 def ingest_service_requests(engine_or_conn: Engine | Connection, frame, source: str = "api",
-                            now: float | None = None) -> IngestResult:
+                            now: float | None = None, status_map: dict[str, str] | None = None) -> IngestResult:
     """Validate service requests and upsert them by id; rejected rows go to ``rejected``.
 
     Parameters
@@ -38,6 +83,8 @@ def ingest_service_requests(engine_or_conn: Engine | Connection, frame, source: 
         and optionally closed_at, status, satisfaction, due_at, description, lon, lat, line
     source : where the requests came from, kept with every rejection
     now : the current time (epoch seconds) for the future-timestamp check
+    status_map : status (as :func:`status_key` gives it) -> "open" or "closed", over the defaults
+        of :func:`status_class` (a status not known to be closed is open)
 
     Returns
     -------
@@ -48,8 +95,8 @@ def ingest_service_requests(engine_or_conn: Engine | Connection, frame, source: 
         return IngestResult()
     if isinstance(engine_or_conn, Engine):
         with engine_or_conn.begin() as conn:
-            return _ingest(conn, data, source, now)
-    return _ingest(engine_or_conn, data, source, now)
+            return _ingest(conn, data, source, now, status_map)
+    return _ingest(engine_or_conn, data, source, now, status_map)
 
 
 def _text(frame: pd.DataFrame, col: str) -> np.ndarray:
@@ -91,7 +138,8 @@ def _district_of_points(conn: Connection, lon: np.ndarray, lat: np.ndarray) -> n
     return out
 
 
-def _ingest(conn: Connection, frame: pd.DataFrame, source: str, now: float | None) -> IngestResult:
+def _ingest(conn: Connection, frame: pd.DataFrame, source: str, now: float | None,
+            status_map: dict[str, str] | None = None) -> IngestResult:
     now = time.time() if now is None else now
     frame = frame.rename(columns={k: v for k, v in ALIASES.items()
                                   if k in frame.columns and v not in frame.columns})
@@ -145,11 +193,15 @@ def _ingest(conn: Connection, frame: pd.DataFrame, source: str, now: float | Non
          lambda i: f"closed_at {closed_t[i]} is before opened_at {opened_t[i]}")
     flag(np.isfinite(closed) & (closed > now + MAX_FUTURE_S), lambda i: f"closed_at {closed_t[i]} is in the future")
 
-    status = np.array([s.lower() for s in _text(frame, "status")], dtype=object)
-    status = np.where(status == "", np.where(np.isfinite(closed), "closed", "open"), status)
-    flag(~np.isin(status, STATUSES), lambda i: f"status {status[i]!r} is not open or closed")
-    flag((status == "closed") & ~np.isfinite(closed), "status closed needs closed_at")
-    flag((status == "open") & np.isfinite(closed), "status open but closed_at is given")
+    given = _text(frame, "status")
+    status = np.array([status_class(s, status_map) for s in given], dtype=object)
+    status = np.where(status == "", np.where(np.isfinite(closed), "closed", "open"), status).astype(object)
+    flag(np.array([len(s) > MAX_STATUS_LEN for s in given], dtype=bool),
+         lambda i: f"status {given[i][:20]!r}... is longer than {MAX_STATUS_LEN} characters")
+    flag((status == "closed") & ~np.isfinite(closed), lambda i: f"status {given[i] or 'closed'!r} (closed) needs closed_at")
+    flag((status == "open") & np.isfinite(closed),
+         lambda i: f"status {given[i] or 'open'!r} counts as open but closed_at is given"
+         + (" (map it with --status-map)" if given[i].lower() != "open" else ""))
 
     sat_t = _text(frame, "satisfaction")
     sat = _num(sat_t)
