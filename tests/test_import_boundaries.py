@@ -7,7 +7,7 @@ from pathlib import Path
 import geopandas as gpd
 import pytest
 import shapely
-from _import_kit import SHARED, counts, election_geojson, imp, need, snapshot, sqlite_store, write_topojson
+from _import_kit import BEIJING_DISTRICTS, counts, election_geojson, imp, snapshot, sqlite_store, write_topojson
 from shapely.geometry import shape
 from sqlalchemy import select
 
@@ -41,15 +41,15 @@ def test_import001_geojson_montreal_counts_and_values(engine, tmp_path):
         assert g.area == pytest.approx(shape(f["geometry"]).area, rel=1e-4)
 
 
-def test_import002_beijing_geojson_from_shared_data(tmp_path):
-    src = need(SHARED / "beijing" / "districts.geojson")
+def test_import002_beijing_geojson_real_districts(tmp_path):
+    src = BEIJING_DISTRICTS
     eng = sqlite_store(tmp_path)
-    rep = imp(eng, import_boundaries, src, id_field="adcode", name_field="name_en")
+    rep = imp(eng, import_boundaries, src, id_field="adcode", name_field="name")
     raw = json.loads(src.read_text())
     assert rep.counts["inserted"] == len(raw["features"]) == 16
     got = stored(eng)
     p = raw["features"][0]["properties"]
-    assert got[str(p["adcode"])]["name"] == p["name_en"]
+    assert got[str(p["adcode"])]["name"] == p["name"] == "Dongcheng"
     assert got[str(p["adcode"])]["area_km2"] == pytest.approx(p["area_km2"], rel=0.05)
 
 
@@ -81,7 +81,7 @@ def test_import004_topojson(tmp_path):
 
 
 def test_import005_holes_kept_and_duplicate_ids_refused(tmp_path):
-    src = need(NATURALEARTH)
+    src = NATURALEARTH
     eng = sqlite_store(tmp_path)
     with pytest.raises(ImportProblem, match=r"duplicate district id '-99' at features \d+"):
         imp(eng, import_boundaries, src, id_field="iso_a3")
