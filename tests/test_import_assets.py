@@ -82,11 +82,11 @@ def test_import203_malformed_assets(engine, tmp_path):
         assert snapshot(engine) == before, name
 
 
-def _sections(road: str = "r2", direction: str = "clockwise") -> dict:
+def _sections(road: str = "r2", direction: str = "clockwise", shared: bool = True) -> dict:
     """The shipped Beijing road links of one road and direction, exported as a line cut into sections.
 
-    Every section carries the road's id (``r2-clockwise``), as a GIS export of one road often does, and
-    properties of every JSON type: a transit-style ``line`` property, a nested object, a list, a
+    Every section carries the road's id (``r2-clockwise``; with ``shared=False`` its own link id), as a
+    GIS export of one road often does, and properties of every JSON type: a transit-style ``line`` property, a nested object, a list, a
     boolean, an integer missing in one section, Chinese text.
     """
     roads = json.loads((REPO / "data" / "beijing" / "roads.geojson").read_text(encoding="utf-8"))
@@ -95,7 +95,7 @@ def _sections(road: str = "r2", direction: str = "clockwise") -> dict:
     out = []
     for k, f in enumerate(feats):
         p = dict(f["properties"])
-        p.update(id=f"{road}-{direction}", line="Ring 2", oneway=True, name_zh="二环路",
+        p.update(id=f"{road}-{direction}" if shared else p["id"], line="Ring 2", oneway=True, name_zh="二环路",
                  tags={"highway": "motorway", "ref": road.upper()}, nodes=[p["from_node"], p["to_node"]])
         if k == 1:
             p["lanes"] = None
@@ -131,14 +131,14 @@ def test_import204_line_sections_sharing_an_id_numbered_by_id_template(store, tm
 
 
 def test_import205_geojson_properties_kept_as_written(store, tmp_path):
-    fc = _sections()
+    fc = _sections(shared=False)
     path = tmp_path / "ring2.geojson"
     path.write_text(json.dumps(fc, ensure_ascii=False), encoding="utf-8")
-    imp(store, import_assets, path, kind="road_segment", id_template="{id}-{n}")
-    for k, f in enumerate(fc["features"], start=1):
-        a = asset(store, f"r2-clockwise-{k}")
+    assert imp(store, import_assets, path, kind="road_segment").counts["updated"] == len(fc["features"])
+    for f in fc["features"]:
+        a = asset(store, f["properties"]["id"])
         attrs = json.loads(a["attributes"]) if isinstance(a["attributes"], str) else a["attributes"]
-        want = {key: v for key, v in f["properties"].items() if key != "name" and v is not None}
+        want = {key: v for key, v in f["properties"].items() if key not in ("id", "name") and v is not None}
         assert attrs == want  # 'line' kept, 3 not 3.0, objects and lists as JSON, not their Python repr
         assert type(attrs["length_m"]) is int and attrs["tags"]["ref"] == "R2" and attrs["oneway"] is True
 
