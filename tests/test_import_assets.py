@@ -86,8 +86,8 @@ def _sections(road: str = "r2", direction: str = "clockwise", shared: bool = Tru
     """The shipped Beijing road links of one road and direction, exported as a line cut into sections.
 
     Every section carries the road's id (``r2-clockwise``; with ``shared=False`` its own link id), as a
-    GIS export of one road often does, and properties of every JSON type: a transit-style ``line`` property, a nested object, a list, a
-    boolean, an integer missing in one section, Chinese text.
+    GIS export of one road often does, and properties of every JSON type: a transit-style ``line``
+    property, a nested object, a list, a boolean, an integer missing in one section, Chinese text.
     """
     roads = json.loads((REPO / "data" / "beijing" / "roads.geojson").read_text(encoding="utf-8"))
     feats = [f for f in roads["features"] if f["properties"]["road"] == road

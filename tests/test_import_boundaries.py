@@ -286,3 +286,14 @@ def test_import013_cli_layer_dissolve_and_id_template(tmp_path):
     eng = make_engine(f"sqlite:///{tmp_path / 'var' / 'panorama.sqlite'}")
     c = counts(eng)
     assert c["districts"] == 16 and c["assets"] == len(roads["features"])
+
+
+def test_import014_oversized_vector_file_refused(tmp_path, monkeypatch):
+    from dashboard.importers import boundaries
+
+    monkeypatch.setattr(boundaries, "MAX_VECTOR_BYTES", BEIJING_DISTRICTS.stat().st_size - 1)
+    eng = sqlite_store(tmp_path)
+    with pytest.raises(ImportProblem, match=r"districts\.geojson: 0\.2 MiB, more than the 0\.2 MiB a vector file "
+                                            r"may have"):
+        imp(eng, import_boundaries, BEIJING_DISTRICTS)
+    assert counts(eng)["districts"] == 0

@@ -62,8 +62,8 @@ def read_vector(path: Path, layer: str | None = None, encoding: str | None = Non
     if not path.exists():
         raise ImportProblem(f"{path}: no such file")
     if path.is_file() and path.stat().st_size > MAX_VECTOR_BYTES:
-        raise ImportProblem(f"{path}: {path.stat().st_size / 2**20:,.0f} MiB, more than the "
-                            f"{MAX_VECTOR_BYTES / 2**20:,.0f} MiB a vector file may have; split it")
+        raise ImportProblem(f"{path}: {path.stat().st_size / 2**20:,.1f} MiB, more than the "
+                            f"{MAX_VECTOR_BYTES / 2**20:,.1f} MiB a vector file may have; split it")
     if encoding:
         try:
             codecs.lookup(encoding)
@@ -82,7 +82,7 @@ def read_vector(path: Path, layer: str | None = None, encoding: str | None = Non
                             f"(truncated or not GeoJSON/TopoJSON/GeoPackage/Shapefile?): {exc}") from exc
     if (report is not None and not encoding and path.suffix.lower() == ".shp"
             and not path.with_suffix(".cpg").exists() and not path.with_suffix(".CPG").exists()):
-        text = frame.select_dtypes(exclude=["number", "bool", "datetime"]).drop(columns="geometry")
+        text = frame.select_dtypes(exclude=["number", "bool", "datetime"]).drop(columns="geometry", errors="ignore")
         if any(isinstance(v, str) and not v.isascii() for col in text for v in text[col]):
             report.warnings.append(f"{path}: no .cpg file names the text encoding, read as ISO-8859-1; "
                                    "if names look garbled pass --encoding (e.g. gbk, cp1252)")
