@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 
 import geopandas as gpd
+import pandas as pd
+import pyogrio
 import pytest
 import shapely
 from _import_kit import BEIJING_DISTRICTS, REPO, counts, election_geojson, imp, snapshot, sqlite_store, write_topojson
@@ -221,13 +223,18 @@ def test_import011_geopackage_with_several_layers(tmp_path):
     orig.to_file(path, layer="districts", driver="GPKG")
     split.to_file(path, layer="district_parts", driver="GPKG")
     gpd.GeoDataFrame({"name": ["Beijing"]}, geometry=[orig.union_all()], crs=4326).to_file(path, layer="city")
+    pyogrio.write_dataframe(pd.DataFrame(orig.drop(columns="geometry")), path, layer="census")  # a plain table
     eng = sqlite_store(tmp_path)
     with pytest.raises(ImportProblem, match=r"beijing\.gpkg: 3 layers with geometries: districts \(MultiPolygon\), "
-                                            r"district_parts \(Polygon\), city \(\w*Polygon\); pick one with --layer"):
+                                            r"district_parts \(Polygon\), city \(\w*Polygon\), census \(no geometry\); "
+                                            r"pick one with --layer"):
         imp(eng, import_boundaries, path)
     with pytest.raises(ImportProblem, match=r"beijing\.gpkg: no layer 'District'; the layers are districts .*, "
                                             r"district_parts .*, city "):
         imp(eng, import_boundaries, path, layer="District")
+    with pytest.raises(ImportProblem, match=r"beijing\.gpkg: layer 'census' is a table without geometries; "
+                                            r"the layers are .*census \(no geometry\)"):
+        imp(eng, import_boundaries, path, layer="census")
     assert counts(eng)["districts"] == 0
     rep = imp(eng, import_boundaries, path, layer="district_parts", dissolve=True)
     assert rep.counts["inserted"] == 16 and rep.counts["features"] == len(split)

@@ -35,11 +35,16 @@ def vector_layers(path: Path) -> list[tuple[str, str | None]]:
                             f"(truncated or not GeoJSON/TopoJSON/GeoPackage/Shapefile?): {exc}") from exc
 
 
+def _listed(layers: list[tuple[str, str | None]]) -> str:
+    """Return layers as text: ``districts (MultiPolygon), census (no geometry)``."""
+    return ", ".join(f"{n} ({t or 'no geometry'})" for n, t in layers)
+
+
 def _pick_layer(path: Path, layer: str | None) -> str | None:
     """Return the layer to read: ``layer`` if the file has it, else the only layer with geometries."""
     layers = vector_layers(path)
     names = [n for n, _ in layers]
-    listed = ", ".join(f"{n} ({t or 'no geometry'})" for n, t in layers)
+    listed = _listed(layers)
     if layer is not None:
         if layer not in names:
             raise ImportProblem(f"{path}: no layer {layer!r}; the layers are {listed}")
@@ -80,6 +85,9 @@ def read_vector(path: Path, layer: str | None = None, encoding: str | None = Non
     except Exception as exc:  # noqa: BLE001 - GDAL errors come in many classes
         raise ImportProblem(f"{path}: cannot read as a vector file "
                             f"(truncated or not GeoJSON/TopoJSON/GeoPackage/Shapefile?): {exc}") from exc
+    if not isinstance(frame, gpd.GeoDataFrame):
+        raise ImportProblem(f"{path}: layer {layer!r} is a table without geometries; the layers are "
+                            + _listed(vector_layers(path)))
     if (report is not None and not encoding and path.suffix.lower() == ".shp"
             and not path.with_suffix(".cpg").exists() and not path.with_suffix(".CPG").exists()):
         text = frame.select_dtypes(exclude=["number", "bool", "datetime"]).drop(columns="geometry", errors="ignore")
