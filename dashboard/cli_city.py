@@ -72,6 +72,8 @@ def boundaries(file: Path, id_field: str = typer.Option(None, help="Property hol
                population_field: str = typer.Option(None, help="Property holding the population."),
                layer: str = typer.Option(None, help="Layer of a multi-layer file (GeoPackage)."),
                crs: str = typer.Option(None, help="CRS of a file that declares none, e.g. EPSG:32188."),
+               dissolve: bool = typer.Option(False, help="Merge the features that share an id into one district."),
+               encoding: str = typer.Option(None, help="Text encoding of a file that declares none, e.g. gbk."),
                dry_run: bool = DRY):
     """District boundaries: GeoJSON, TopoJSON, GeoPackage or Shapefile, any CRS."""
     from dashboard.importers.boundaries import import_boundaries
@@ -79,7 +81,8 @@ def boundaries(file: Path, id_field: str = typer.Option(None, help="Property hol
     city = _city_or_none(get_settings())
     _run("boundaries", file, dry_run, lambda conn: import_boundaries(
         conn, file, city=city.name if city else None, timezone=city.timezone if city else None,
-        id_field=id_field, name_field=name_field, population_field=population_field, layer=layer, crs=crs))
+        id_field=id_field, name_field=name_field, population_field=population_field, layer=layer, crs=crs,
+        dissolve=dissolve, encoding=encoding))
 
 
 @import_app.command("assets")
@@ -88,13 +91,15 @@ def assets_cmd(file: Path, kind: str = typer.Option(None, help="road_segment, aq
                id_field: str = typer.Option(None), name_field: str = typer.Option(None),
                lon_field: str = typer.Option(None), lat_field: str = typer.Option(None),
                delimiter: str = ",", encoding: str = "utf-8", layer: str = None, crs: str = None,
+               id_template: str = typer.Option(None, help="Ids from properties, {n} numbering the features "
+                                                          "that share an id, e.g. \"{id}-{n}\"."),
                dry_run: bool = DRY):
     """Assets from CSV with lon/lat or any vector file; districts by point in polygon (lines: midpoint)."""
     from dashboard.importers.assets import import_assets
 
     _run("assets", file, dry_run, lambda conn: import_assets(
         conn, file, kind=kind, id_field=id_field, name_field=name_field, lon_field=lon_field, lat_field=lat_field,
-        delimiter=delimiter, encoding=encoding, layer=layer, crs=crs))
+        delimiter=delimiter, encoding=encoding, layer=layer, crs=crs, id_template=id_template))
 
 
 @import_app.command("readings")

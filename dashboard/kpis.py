@@ -395,10 +395,13 @@ def _dominant(ctx: Ctx):
     st = ctx.stations_known
     if not len(st):
         return None, None, [], [], None, ""
-    # the pollutant that is dominant at the most stations, weighted by population
+    # the pollutant that is dominant at the most stations, weighted by population; without any
+    # population data (every weight 0 or NaN) each station counts once
     totals: dict = {}
     for p, wt in zip(st["dominant"].tolist(), st["weight"].tolist()):  # a hundred stations: plain Python
         totals[p] = totals.get(p, 0.0) + (0.0 if wt != wt else wt)  # NaN weight counts 0, as sum() does
+    if not sum(totals.values()) > 0:
+        totals = dict(Counter(st["dominant"].tolist()))
     dom = max(totals, key=lambda p: totals[p])  # the first of the heaviest, as a stable descending sort
     t = ctx.aqi_trend
     s = ctx.series(dom, res=3600, start=ctx.start)

@@ -5,23 +5,17 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
 from sqlalchemy import select
 
 from dashboard.importers import run_import
 from dashboard.store.schema import create_schema, make_engine, metadata
 
-#: Public data shared by the team (../shared/data next to the repository).
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-FIWARE = SHARED / "fiware"
 REPO = Path(__file__).resolve().parents[1]
-
-
-def need(path: Path) -> Path:
-    """Skip the test when a data file is not there."""
-    if not path.exists():
-        pytest.skip(f"{path} not available")
-    return path
+#: Small excerpts of real public data carried by the repository (sources and licences in their README.md).
+FIXTURES = REPO / "tests" / "fixtures"
+FIWARE = FIXTURES / "fiware"
+#: The demo city's real district boundaries (data/MANIFEST.md).
+BEIJING_DISTRICTS = REPO / "data" / "beijing" / "districts.geojson"
 
 
 def snapshot(engine) -> str:

@@ -5,7 +5,7 @@ import json
 from datetime import datetime, timezone
 
 import pytest
-from _import_kit import FIWARE, beijing_store, imp, need, snapshot
+from _import_kit import FIWARE, beijing_store, imp, snapshot
 from sqlalchemy import text
 
 from dashboard.importers import ImportProblem
@@ -24,7 +24,7 @@ def values(engine, asset):
 @pytest.mark.parametrize("name,co_stored", [("example.json", True), ("example.jsonld", True),
                                             ("example-normalized.json", False), ("example-normalized.jsonld", False)])
 def test_import401_air_quality_examples_all_flavours(tmp_path, name, co_stored):
-    src = need(AQ / name)
+    src = AQ / name
     raw = json.loads(src.read_text())
     eng = beijing_store(tmp_path)
     rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")
@@ -46,7 +46,7 @@ def test_import401_air_quality_examples_all_flavours(tmp_path, name, co_stored):
 
 
 def test_import402_real_numbers_where_schema_says_integer(tmp_path):
-    src = need(AQ / "example-normalized.jsonld")
+    src = AQ / "example-normalized.jsonld"
     assert json.loads(src.read_text())["tsp"]["value"] == 73.3
     eng = beijing_store(tmp_path)
     imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")  # no schema type error
@@ -91,7 +91,7 @@ def test_import404_unknown_type_and_truncated_leave_store_unchanged(engine, tmp_
     install_city(engine, load_city(REPO / "data" / "beijing"))
     imp(engine, import_ngsi, [traffic_entity(False)], "first")
     before = snapshot(engine)
-    sr = need(FIWARE / "dataModel.IssueTracking" / "service_requests" / "examples" / "example.json")
+    sr = FIWARE / "dataModel.IssueTracking" / "service_requests" / "examples" / "example.json"
     mixed = tmp_path / "mixed.json"
     mixed.write_text(json.dumps([json.loads((AQ / "example.json").read_text()), json.loads(sr.read_text())]))
     with pytest.raises(ImportProblem, match=r"mixed\.json: entity 2 \('service-request:638344'\): "
@@ -111,7 +111,7 @@ def test_import405_notify_endpoint(tmp_path):
     eng = beijing_store(tmp_path)
     url = str(eng.url)
     body = {"subscriptionId": "urn:ngsi-ld:Subscription:1", "type": "Notification",
-            "data": [json.loads(need(AQ / "example.jsonld").read_text())]}
+            "data": [json.loads((AQ / "example.jsonld").read_text())]}
     off = create_app(Settings(data_dir=tmp_path, database_url=url)).server.test_client()
     r = off.post("/ngsi-ld/notify", json=body)
     assert r.status_code == 503 and "disabled" in r.get_json()["error"]

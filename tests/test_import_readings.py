@@ -6,13 +6,13 @@ from datetime import datetime, timezone
 
 import pandas as pd
 import pytest
-from _import_kit import SHARED, beijing_store, imp, need, snapshot
+from _import_kit import FIXTURES, beijing_store, imp, snapshot
 from sqlalchemy import text
 
 from dashboard.importers import ImportProblem
 from dashboard.importers.readings import import_readings
 
-PRSA = SHARED / "beijing" / "air_quality" / "PRSA_Data_Dongsi_20130301-20170228.csv.gz"
+PRSA = FIXTURES / "beijing" / "PRSA_Data_Dongsi_20130301-20130314.csv.gz"  # the real file's first 2 weeks
 RENAME = {"PM2.5": "pm25", "PM10": "pm10", "SO2": "so2", "NO2": "no2", "CO": "co", "O3": "o3", "TEMP": "temp_c"}
 T0 = int(datetime(2013, 2, 28, 16, tzinfo=timezone.utc).timestamp())  # 2013-03-01 00:00 in Beijing
 
@@ -23,14 +23,10 @@ def store(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def prsa_head(tmp_path_factory):
-    """The first 2 weeks of the real Dongsi file (gzip), as a smaller file."""
-    src = need(PRSA)
-    lines = gzip.open(src, "rt", encoding="utf-8").read().splitlines()[: 24 * 14 + 1]
-    path = tmp_path_factory.mktemp("prsa") / "dongsi_2w.csv.gz"
-    with gzip.open(path, "wt", encoding="utf-8") as fh:
-        fh.write("\n".join(lines) + "\n")
-    return path
+def prsa_head():
+    """The first 2 weeks of the real Dongsi file (gzip), as shipped in tests/fixtures."""
+    assert len(gzip.open(PRSA, "rt", encoding="utf-8").read().splitlines()) == 24 * 14 + 1
+    return PRSA
 
 
 def stored(engine, asset, metric):
@@ -94,7 +90,7 @@ def test_import102_long_csv_with_options_and_units(store, prsa_head, tmp_path):
 def test_import103_wide_asset_and_rerun_idempotent(store, tmp_path):
     frames = {}
     for st in ("Dongsi", "Tiantan"):
-        src = need(SHARED / "beijing" / "air_quality" / f"PRSA_Data_{st}_20130301-20170228.csv.gz")
+        src = FIXTURES / "beijing" / f"PRSA_Data_{st}_20130301-20130314.csv.gz"
         frames[st.lower()] = pd.read_csv(src, nrows=200)
     d = frames["dongsi"]
     wide = pd.DataFrame({"ts": [f"{r.year}-{r.month:02d}-{r.day:02d}T{r.hour:02d}:00:00+08:00" for r in d.itertuples()],

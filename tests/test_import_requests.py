@@ -6,7 +6,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from _import_kit import FIWARE, imp, need, snapshot
+from _import_kit import FIWARE, imp, snapshot
 from sqlalchemy import text
 
 from dashboard.importers import ImportProblem
@@ -28,7 +28,7 @@ def row(engine, rid):
 @pytest.mark.parametrize("name", ["example.json", "example-normalized.jsonld"])
 def test_import301_open311_examples(small_city, name):
     engine = small_city["engine"]
-    src = need(EX / name)
+    src = EX / name
     kv = json.loads((EX / "example.json").read_text())
     rep = imp(engine, import_requests, src)
     assert rep.counts["read"] == 1 and rep.counts["accepted"] == 1 and rep.counts["categories added"] == 1
@@ -49,7 +49,7 @@ def test_import301_open311_examples(small_city, name):
 
 def test_import302_csv_export_with_timezone(small_city, tmp_path):
     engine = small_city["engine"]
-    kv = json.loads(need(EX / "example.json").read_text())
+    kv = json.loads((EX / "example.json").read_text())
     path = tmp_path / "requests.csv"
     path.write_text("case_id,category,created,closed,lon,lat,satisfaction\n"
                     f"{kv['service_request_id']},pothole,2010-04-14 06:37:38,2010-04-14 09:00:00,116.05,40.15,4\n"

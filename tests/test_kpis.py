@@ -1,6 +1,7 @@
 """KPIs on the small city with a handful of hand-built readings, checked against plain arithmetic."""
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime, timezone
 
@@ -137,6 +138,32 @@ def test_district_filter_changes_values(store):
     assert north["traffic.congested"].value == pytest.approx(50.0)
     assert north["air.aqi_worst"].value == float(aqimod.aqi(STATIONS["s1"][-1][1])[0])
     assert north["service.open"].value == 2.0 and north["service.overdue"].value == 1.0
+
+
+def test_main_pollutant_without_population_counts_stations(small_city):
+    """No district has a population: every station weighs 0, so the main pollutant is the most frequent one.
+
+    Seven stations, the first (s1) led by PM10, four by PM2.5, two by NO₂: PM2.5 leads, at 4 of 7 stations.
+    """
+    from dashboard.store.schema import assets, districts
+
+    eng = small_city["engine"]
+    lead = {"s1": {"pm25": 10, "pm10": 400, "no2": 20}, "s2": {"pm25": 160, "pm10": 50, "no2": 20},
+            **{f"s{i}": {"pm25": 150 + i, "pm10": 40, "no2": 20} for i in (3, 4, 5)},
+            **{f"s{i}": {"pm25": 10, "pm10": 40, "no2": 900 + i} for i in (6, 7)}}
+    with eng.begin() as conn:
+        conn.execute(districts.update().values(population=None))
+        conn.execute(insert(assets), [
+            {"id": f"s{i}", "kind": "aq_station", "district_id": ("north", "south")[i % 2], "name": f"S{i}",
+             "lon": 116.03, "lat": 40.15 - 0.2 * (i % 2), "attributes": {},
+             "geometry": json.dumps({"type": "Point", "coordinates": [116.03, 40.15 - 0.2 * (i % 2)]})}
+            for i in range(3, 8)])
+    rows = [{"asset": s, "metric": p, "ts": NOW - 1800, "value": float(v)} for s, vals in lead.items()
+            for p, v in vals.items()]
+    assert Ingestor(eng).ingest(rows, now=NOW).accepted == len(rows)
+    assert [aqimod.aqi(lead[f"s{i}"])[1] for i in range(1, 8)] == ["pm10"] + ["pm25"] * 4 + ["no2"] * 2
+    got = compute(eng)["air.dominant"]
+    assert got.value == "PM2.5" and got.note.startswith(f"at {round(100 * 4 / 7)}% of stations")
 
 
 def test_no_data_is_unknown_never_zero(small_city):
