@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     background_refresh: bool = Field(default=True, description="Recompute what screens ask for as each "
                                      "refresh bucket starts, so their requests are cache hits.")
     ngsi_token: str = Field(default="", description="Bearer token of POST /ngsi-ld/notify; empty = disabled.")
+    write_wait_seconds: float = Field(default=10.0, ge=0.1, le=60, description="How long POST /ngsi-ld/notify "
+                                      "waits for a store busy with another writer before answering 503 with "
+                                      "Retry-After (nothing of that notification stored: the sender sends it again).")
     frame_ancestors: str = Field(default="'self'", description="Origins allowed to frame /embed/* panels "
                                  "(CSP frame-ancestors), space- or comma-separated; default: this app only.")
 

@@ -86,3 +86,49 @@ def test_api004_dead_store_is_503_not_a_traceback(tmp_path):
     assert r.status_code == 503 and "unreachable" in r.get_json()["store"]
     r = c.get("/api/kpis")
     assert r.status_code in (400, 503) and "Traceback" not in r.get_data(as_text=True)
+
+
+def test_api005_notify_while_the_store_is_busy_is_503_retry_after_and_the_retry_stores_it(tmp_path):
+    """Another writer holds SQLite's write lock: 503 with Retry-After, nothing half-stored; the resend is stored."""
+    import sqlite3
+
+    from _demo import empty_store
+
+    url = empty_store(tmp_path)
+    app = create_app(Settings(data_dir=tmp_path, database_url=url, ngsi_token="tok", write_wait_seconds=0.2))
+    client = app.server.test_client()
+    entity = {"id": "urn:ngsi-ld:TrafficFlowObserved:chang-an-1", "type": "TrafficFlowObserved",
+              "dateObservedFrom": "2016-03-15T09:45:00Z", "dateObservedTo": "2016-03-15T10:00:00Z",
+              "averageVehicleSpeed": 42.5, "intensity": 300,
+              "refRoadSegment": "urn:ngsi-ld:RoadSegment:chang-an-1",
+              "location": {"type": "LineString", "coordinates": [[116.39, 39.907], [116.41, 39.907]]}}
+    body = {"subscriptionId": "s1", "type": "Notification", "data": [entity]}
+    auth = {"Authorization": "Bearer tok"}
+    engine = make_engine(url)
+
+    def counts():
+        with engine.connect() as conn:
+            return tuple(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                         for t in ("readings", "assets", "latest", "rejected"))
+
+    before = counts()
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer's long transaction (a big ingest)
+    try:
+        r = client.post("/ngsi-ld/notify", json=body, headers=auth)
+        assert r.status_code == 503, r.get_data(as_text=True)
+        assert int(r.headers["Retry-After"]) > 0
+        msg = r.get_json()["error"]
+        assert "busy" in msg and "nothing of this notification was stored" in msg and "Traceback" not in msg
+        assert counts() == before, "nothing of the refused notification is in the store"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    r = client.post("/ngsi-ld/notify", json=body, headers=auth)  # the sender's retry
+    assert r.status_code == 200, r.get_json()
+    assert r.get_json()["counts"]["accepted"] == 2
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT r.metric, r.value FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+                                     "WHERE a.id = 'chang-an-1'")).all())
+    assert got["speed_kmh"] == 42.5 and len(got) == 2
+    engine.dispose()
