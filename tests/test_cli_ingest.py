@@ -124,3 +124,25 @@ def test_utf8_bom_file_works(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 accepted, 0 already stored, 0 rejected" in out
     assert counts(cli.engine)[0] == 4
+
+
+def test_file_larger_than_a_chunk_is_all_or_nothing_on_read_errors(cli, tmp_path):
+    """A file of several transactions is read whole first: a bad last line stores nothing; fixed, all of it."""
+    from dashboard.store.ingest import CHUNK_ROWS
+
+    t0 = 1_736_899_200  # 2025-01-15T00:00:00Z
+    n_ts = CHUNK_ROWS // 3 + 1000
+    rows = [f"{a},speed_kmh,{t0 + 60 * i},{30 + i % 40}" for i in range(n_ts) for a in ("r1", "r2", "r3")]
+    assert len(rows) > CHUNK_ROWS
+    good = HEADER + "\n".join(rows) + "\n"
+    (tmp_path / "big.csv").write_text(good + "r1,speed_kmh,2025-01-15T00:00:00Z,40,surplus\n", encoding="utf-8")
+    before = counts(cli.engine)
+    result, out = cli("ingest", "big.csv")
+    assert result.exit_code != 0
+    assert out.startswith("error: big.csv:") and "nothing was stored" in out and "Traceback" not in out
+    assert counts(cli.engine) == before, "the chunks before the bad line were not stored either"
+    (tmp_path / "big.csv").write_text(good, encoding="utf-8")
+    result, out = cli("ingest", "big.csv")
+    assert result.exit_code == 0, result.output
+    assert f"{len(rows)} accepted, 0 already stored, 0 rejected" in out
+    assert counts(cli.engine)[0] == before[0] + len(rows)
