@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -458,6 +459,46 @@ def test_file_ingest_commits_in_chunks_so_a_concurrent_write_gets_in(small_city,
     other.dispose()
 
 
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_file_ingest_lets_a_writer_waiting_for_the_lock_in_before_it_ends(small_city, tmp_path):
+    """A writer blocked on SQLite's lock (its busy handler polling) gets in between two chunks.
+
+    With one transaction per file it got in only once the whole file was stored; the rows it sees in
+    its own transaction show the file still being stored.
+    """
+    import threading
+
+    from dashboard.store.ingest import ingest_csv
+    from dashboard.store.schema import make_engine
+
+    eng = small_city["engine"]
+    n = _readings_csv(tmp_path / "big.csv", 2000)  # 6,000 rows: 20 chunks of 300
+    other = make_engine(str(eng.url))  # the store's usual 30-s busy timeout
+    out = {}
+
+    def waiting_writer():
+        deadline = time.monotonic() + 60
+        while _count(eng, readings) < 300 and time.monotonic() < deadline:  # the file's first chunk is in
+            time.sleep(0.005)
+        try:
+            with other.begin() as conn:
+                out["result"] = Ingestor(other).ingest(
+                    [{"asset": "s1", "metric": "pm25", "ts": T0, "value": 35.0}], source="notify", now=NOW, conn=conn)
+                out["readings_seen"] = conn.execute(select(func.count()).select_from(readings)).scalar()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            out["error"] = exc
+
+    writer = threading.Thread(target=waiting_writer)
+    writer.start()
+    result = ingest_csv(eng, tmp_path / "big.csv", chunk_rows=300, now=NOW)
+    writer.join(60)
+    assert "error" not in out, f"the concurrent write failed: {out.get('error')}"
+    assert out["result"].accepted == 1
+    assert out["readings_seen"] < n + 1, "it got in while the file was still being stored"
+    assert result.accepted == n and _count(eng, readings) == n + 1
+    other.dispose()
+
+
 @pytest.mark.parametrize("bad_tail", [
     "r1,speed_kmh,2025-01-15T00:00:00Z,40,surplus\n",  # a malformed line in the last chunk
     "r1,speed_kmh,2025-01-15T00:00:00Z,4\xff0\n",  # bytes that are not UTF-8 (written as latin-1)
@@ -480,7 +521,6 @@ def test_file_with_an_unreadable_line_in_its_last_chunk_stores_nothing(small_cit
 def test_simulator_tick_that_finds_the_store_busy_is_written_with_the_next_one(tmp_path):
     """A tick refused by a locked store is not lost: the next tick writes its readings too."""
     import sqlite3
-    import time
 
     from _demo import BEIJING, empty_store
     from sqlalchemy import event, text
