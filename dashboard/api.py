@@ -5,8 +5,10 @@ import hashlib
 import json
 import os
 import socket
+import sqlite3
 import time
 
+import psycopg
 from flask import Flask, Response, jsonify, request
 from sqlalchemy.exc import OperationalError
 
@@ -16,6 +18,9 @@ from dashboard.params import BadParameter, check_district, check_window
 
 #: Seconds a writer told "store busy" (503) is asked to wait before sending again (``Retry-After``).
 RETRY_AFTER_S = 5
+#: A store busy with another writer (lock timeout) or away; the ingest's bulk writes use the driver's
+#: own connection, so its errors come unwrapped too.
+STORE_BUSY = (OperationalError, sqlite3.OperationalError, psycopg.OperationalError)
 
 
 def _wait_at_most(conn, seconds: float):
@@ -152,7 +157,7 @@ def init_app(server: Flask, live: LiveData) -> None:
                 _wait_at_most(conn, live.settings.write_wait_seconds), body, "ngsi-ld/notify", tz))
         except ImportProblem as exc:
             return _error(400, str(exc))
-        except OperationalError as exc:  # busy (another writer's transaction) or away: the sender retries
+        except STORE_BUSY as exc:  # busy (another writer's transaction) or away: the sender retries
             why = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
             resp = _error(503, f"store busy or unavailable ({why}): nothing of this notification was stored; "
                                f"send it again after {RETRY_AFTER_S} s")

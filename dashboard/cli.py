@@ -193,6 +193,10 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
     ``panorama ingest FILE`` is short for ``panorama ingest csv FILE``. The file is read whole first,
     then stored 200,000 rows a transaction, so other writers are not locked out meanwhile.
     """
+    import sqlite3
+
+    import psycopg
+
     from dashboard.store.ingest import IngestResult, ingest_csv
 
     s = get_settings()
@@ -210,7 +214,7 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         msg = str(exc) if str(exc).startswith(str(file)) else f"{file}: {exc}"
         _fail(f"{msg}; nothing was stored")
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:  # the bulk writes use the driver directly
         why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         if not (done.accepted or done.duplicates or done.rejected):
             _fail(f"the store cannot be reached ({why}); nothing was stored")
