@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir.")
     read_database_url: str = Field(default="", description="URL the screens read from (a read-only role, "
                                    "a read replica); empty = database_url. Always opened read-only.")
-    cache_url: str = Field(default="simple://", description="simple://, filesystem:///path or redis://host:port/db")
+    cache_url: str = Field(default="simple://", description="simple://, filesystem:///path, "
+                           "redis://[user]:password@host:port/db or rediss://… (TLS); data only, never pickled")
     refresh_seconds: int = Field(default=5, ge=1, le=3600)
     city: str = Field(default="beijing", description="A city folder under data/, or a path to one.")
     aqi_standard: Literal["cn", "us"] = "cn"
