@@ -769,7 +769,7 @@ WRITER_TURN_S = 0.12
 
 
 def ingest_csv(engine: Engine, path, source: str | None = None, now: float | None = None,
-               chunk_rows: int = CHUNK_ROWS, each=None) -> IngestResult:
+               chunk_rows: int | None = None, each=None) -> IngestResult:
     """Ingest a long-format CSV file: read it whole first, then store it ``chunk_rows`` rows a transaction.
 
     A file that cannot be read (a missing column, bad UTF-8, a malformed line anywhere in it) stores
@@ -777,8 +777,9 @@ def ingest_csv(engine: Engine, path, source: str | None = None, now: float | Non
     Between two chunks other writers (``POST /ngsi-ld/notify``, the simulator, MQTT) get the store, so a
     large file no longer locks them out for its whole length. Should the store fail midway, the chunks
     committed stay; the same file run again stores the rest once (stored readings are recognised).
-    ``each(result)`` is called after every chunk is committed.
+    ``each(result)`` is called after every chunk is committed. ``chunk_rows`` defaults to :data:`CHUNK_ROWS`.
     """
+    chunk_rows = chunk_rows or CHUNK_ROWS
     chunks = read_readings_csv(path, chunk_rows)
     first = next(chunks, None)
     if first is None:
