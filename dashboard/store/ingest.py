@@ -784,14 +784,15 @@ def ingest_csv(engine: Engine, path, source: str | None = None, now: float | Non
     first = next(chunks, None)
     if first is None:
         return IngestResult()
-    if next(chunks, None) is None:
-        batches = [first]  # one chunk: read once, stored in one transaction
+    single = next(chunks, None) is None
+    if single:
+        batches: Iterable = [first]  # one chunk: read once, stored in one transaction
     else:
         del first
         for _ in chunks:  # raises on the first unreadable part, before anything is written
             pass
         batches = read_readings_csv(path, chunk_rows)
-    turn = WRITER_TURN_S if engine.dialect.name == "sqlite" else 0.0
+    turn = WRITER_TURN_S if engine.dialect.name == "sqlite" and not single else 0.0
 
     def after(result: IngestResult) -> None:
         if each is not None:
