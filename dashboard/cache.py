@@ -207,7 +207,7 @@ class DataSerializer:
         try:
             return dumps(value)
         except UnsafeValue as exc:
-            if str(exc) not in self._warned:
+            if str(exc) not in self._warned and len(self._warned) < 100:  # once per kind of value
                 self._warned.add(str(exc))
                 log.warning("not sharing a cache value: %s", exc)
             return UNSHARED

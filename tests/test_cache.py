@@ -298,3 +298,13 @@ def test_cache012_rediss_tls_with_a_password(tmp_path):
         assert plain.compute_once("k", 2, lambda: {"v": 3}) == {"v": 3} and not plain.healthy
     finally:
         server.stop()
+
+
+def test_cache013_a_value_the_format_cannot_hold_is_served_but_not_shared(own_redis):
+    workers = [redis_cache(own_redis.url) for _ in range(2)]
+    odd = {"s": {1, 2}}  # a set: not in the data-only format
+    assert workers[0].compute_once("odd", 1, lambda: odd) == odd, "served from the process's own copy"
+    calls = []
+    assert workers[1].compute_once("odd", 1, lambda: calls.append(1) or {"s": {3}}) == {"s": {3}}
+    assert calls == [1], "the other worker found a miss and computed its own"
+    assert all(w.healthy for w in workers), "not a backend failure"
