@@ -5,12 +5,31 @@ import hashlib
 import json
 import os
 import socket
+import sqlite3
 import time
 
+import psycopg
 from flask import Flask, Response, jsonify, request
+from sqlalchemy.exc import OperationalError
 
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_window
+
+
+#: Seconds a writer told "store busy" (503) is asked to wait before sending again (``Retry-After``).
+RETRY_AFTER_S = 5
+#: A store busy with another writer (lock timeout) or away; the ingest's bulk writes use the driver's
+#: own connection, so its errors come unwrapped too.
+STORE_BUSY = (OperationalError, sqlite3.OperationalError, psycopg.OperationalError)
+
+
+def _wait_at_most(conn, seconds: float):
+    """Make ``conn`` wait at most ``seconds`` for another writer's lock (then fail: the caller answers 503)."""
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+    elif conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'")
+    return conn
 
 
 #: Where pages fetch the district shapes from (the choropleth layers reference it by URL).
@@ -134,9 +153,16 @@ def init_app(server: Flask, live: LiveData) -> None:
             return _error(400, "body is not JSON")
         tz = live.meta().get("timezone")
         try:
-            report = run_import(live.writer(), lambda conn: import_ngsi(conn, body, "ngsi-ld/notify", tz))
+            report = run_import(live.writer(), lambda conn: import_ngsi(
+                _wait_at_most(conn, live.settings.write_wait_seconds), body, "ngsi-ld/notify", tz))
         except ImportProblem as exc:
             return _error(400, str(exc))
+        except STORE_BUSY as exc:  # busy (another writer's transaction) or away: the sender retries
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            resp = _error(503, f"store busy or unavailable ({why}): nothing of this notification was stored; "
+                               f"send it again after {RETRY_AFTER_S} s")
+            resp.headers["Retry-After"] = str(RETRY_AFTER_S)
+            return resp
         return jsonify(report.as_json())
 
     @server.get("/health")

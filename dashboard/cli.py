@@ -190,21 +190,36 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
            source: str = typer.Option(None, help="Source name kept with rejections (default: the file path).")):
     """Validate and store readings from a CSV file: all of it, or nothing if the file can't be read.
 
-    ``panorama ingest FILE`` is short for ``panorama ingest csv FILE``.
+    ``panorama ingest FILE`` is short for ``panorama ingest csv FILE``. The file is read whole first,
+    then stored 200,000 rows a transaction, so other writers are not locked out meanwhile.
     """
-    from dashboard.store.ingest import ingest_csv
+    import sqlite3
+
+    import psycopg
+
+    from dashboard.store.ingest import IngestResult, ingest_csv
 
     s = get_settings()
     if not file.is_file():
         _fail(f"{file}: no such file")
     t0 = time.perf_counter()
+    done = IngestResult()
+
+    def stored(chunk: IngestResult) -> None:
+        nonlocal done
+        done += chunk
+
     try:
-        result = ingest_csv(_engine(s), file, source=source)
+        result = ingest_csv(_engine(s), file, source=source, each=stored)
     except (ValueError, UnicodeDecodeError, OSError) as exc:
         msg = str(exc) if str(exc).startswith(str(file)) else f"{file}: {exc}"
         _fail(f"{msg}; nothing was stored")
-    except SQLAlchemyError as exc:
-        _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]}); nothing was stored")
+    except (SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:  # the bulk writes use the driver directly
+        why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        if not (done.accepted or done.duplicates or done.rejected):
+            _fail(f"the store cannot be reached ({why}); nothing was stored")
+        _fail(f"the store failed midway ({why}) after {done.summary()}: those chunks stay stored; run the "
+              "same command again to store the rest (readings already stored are recognised)")
     except Exception as exc:  # pandas parser errors and the like
         _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
     dt = time.perf_counter() - t0

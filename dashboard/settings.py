@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite file in data_dir.")
     read_database_url: str = Field(default="", description="URL the screens read from (a read-only role, "
                                    "a read replica); empty = database_url. Always opened read-only.")
-    cache_url: str = Field(default="simple://", description="simple://, filesystem:///path or redis://host:port/db")
+    cache_url: str = Field(default="simple://", description="simple://, filesystem:///path, "
+                           "redis://[user]:password@host:port/db or rediss://… (TLS); data only, never pickled")
     refresh_seconds: int = Field(default=5, ge=1, le=3600)
     city: str = Field(default="beijing", description="A city folder under data/, or a path to one.")
     aqi_standard: Literal["cn", "us"] = "cn"
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     background_refresh: bool = Field(default=True, description="Recompute what screens ask for as each "
                                      "refresh bucket starts, so their requests are cache hits.")
     ngsi_token: str = Field(default="", description="Bearer token of POST /ngsi-ld/notify; empty = disabled.")
+    write_wait_seconds: float = Field(default=10.0, ge=0.1, le=60, description="How long POST /ngsi-ld/notify "
+                                      "waits for a store busy with another writer before answering 503 with "
+                                      "Retry-After (nothing of that notification stored: the sender sends it again).")
     frame_ancestors: str = Field(default="'self'", description="Origins allowed to frame /embed/* panels "
                                  "(CSP frame-ancestors), space- or comma-separated; default: this app only.")
 

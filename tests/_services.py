@@ -90,19 +90,41 @@ class Mosquitto(_Server):
 
 
 class Redis(_Server):
-    """A Redis server that keeps nothing on disk."""
+    """A Redis server that keeps nothing on disk; with ``password`` (``--requirepass``) and ``tls`` if asked.
 
-    def __init__(self, folder: Path):
+    With ``tls`` it listens for TLS only, with a self-signed certificate for 127.0.0.1 made in
+    ``folder`` (the URL names it as the CA to trust).
+    """
+
+    def __init__(self, folder: Path, password: str | None = None, tls: bool = False):
         self.folder = Path(folder)
         self.port = free_port()
+        self.password = password
+        self.tls = tls
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={self.folder / 'cert.pem'}"
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> "Redis":
-        return self._spawn(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--dir", str(self.folder)])
+        argv = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.folder)]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        if self.tls:
+            cert, key = self.folder / "cert.pem", self.folder / "key.pem"
+            if not cert.exists():
+                subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                                "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                                "-addext", "subjectAltName=IP:127.0.0.1"],
+                               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            argv += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert),
+                     "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+        else:
+            argv += ["--port", str(self.port)]
+        return self._spawn(argv)
 
 
 def _has_user(name: str) -> bool:

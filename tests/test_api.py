@@ -86,3 +86,77 @@ def test_api004_dead_store_is_503_not_a_traceback(tmp_path):
     assert r.status_code == 503 and "unreachable" in r.get_json()["store"]
     r = c.get("/api/kpis")
     assert r.status_code in (400, 503) and "Traceback" not in r.get_data(as_text=True)
+
+
+class _WriteLock:
+    """Another writer's long transaction on the store (a big ingest): SQLite's write lock, or on
+    PostgreSQL an EXCLUSIVE lock on ``readings`` (reads go on, writes wait)."""
+
+    def __init__(self, engine):
+        self.url = engine.url.render_as_string(hide_password=False)
+        self.dialect = engine.dialect.name
+
+    def __enter__(self):
+        if self.dialect == "sqlite":
+            import sqlite3
+
+            self.conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
+            self.conn.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            self.conn = psycopg.connect(self.url.replace("+psycopg", ""))
+            self.conn.execute("LOCK TABLE readings IN EXCLUSIVE MODE")
+        return self
+
+    def __exit__(self, *exc):
+        self.conn.rollback()
+        self.conn.close()
+
+
+def _traffic_notification(t_to: str, speed: float) -> dict:
+    return {"subscriptionId": "s1", "type": "Notification", "data": [{
+        "id": "urn:ngsi-ld:TrafficFlowObserved:chang-an-1", "type": "TrafficFlowObserved",
+        "dateObservedFrom": "2016-03-15T09:45:00Z", "dateObservedTo": t_to,
+        "averageVehicleSpeed": speed, "intensity": 300, "refRoadSegment": "urn:ngsi-ld:RoadSegment:chang-an-1",
+        "location": {"type": "LineString", "coordinates": [[116.39, 39.907], [116.41, 39.907]]}}]}
+
+
+def test_api005_notify_while_the_store_is_busy_is_503_retry_after_and_the_retry_stores_it(engine, tmp_path):
+    """Another writer holds the store: 503 with Retry-After, nothing half-stored; the resend is stored.
+
+    Twice: a notification that adds its asset, then one for the asset already stored (whose first
+    write is the readings' bulk insert, through the driver's own connection).
+    """
+    from dashboard.city import install_city, load_city
+    from dashboard.settings import PROJECT_ROOT
+
+    install_city(engine, load_city(PROJECT_ROOT / "data" / "beijing"))
+    url = engine.url.render_as_string(hide_password=False)
+    app = create_app(Settings(data_dir=tmp_path, database_url=url, ngsi_token="tok", write_wait_seconds=0.2))
+    client = app.server.test_client()
+    auth = {"Authorization": "Bearer tok"}
+
+    def counts():
+        with engine.connect() as conn:
+            return tuple(conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()
+                         for t in ("readings", "assets", "latest", "rejected"))
+
+    for body, speed in ((_traffic_notification("2016-03-15T10:00:00Z", 42.5), 42.5),
+                        (_traffic_notification("2016-03-15T10:15:00Z", 37.0), 37.0)):
+        before = counts()
+        with _WriteLock(engine):
+            r = client.post("/ngsi-ld/notify", json=body, headers=auth)
+            assert r.status_code == 503, r.get_data(as_text=True)
+            assert int(r.headers["Retry-After"]) > 0
+            msg = r.get_json()["error"]
+            assert "busy" in msg and "nothing of this notification was stored" in msg and "Traceback" not in msg
+            assert counts() == before, "nothing of the refused notification is in the store"
+        r = client.post("/ngsi-ld/notify", json=body, headers=auth)  # the sender's retry
+        assert r.status_code == 200, r.get_json()
+        assert r.get_json()["counts"]["accepted"] == 2
+        with engine.connect() as conn:
+            got = conn.execute(text("SELECT r.value FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+                                    "WHERE a.id = 'chang-an-1' AND r.metric = 'speed_kmh' ORDER BY r.ts DESC")).first()
+        assert got[0] == speed
+    app.server.extensions["panorama"].writer().dispose()

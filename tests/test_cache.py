@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
 from flask import Flask
 from flask_caching import Cache
 
@@ -128,3 +129,182 @@ def test_cache006_unreachable_redis_degrades_not_fails():
     bc = redis_cache("redis://127.0.0.1:1/0")  # nothing listens there
     assert bc.compute_once("k", 1, lambda: {"x": 1}) == {"x": 1}
     assert not bc.healthy
+
+
+# --------------------------------------------------------------- what the shared backends hold: data only
+class _RunsOnLoad:
+    """A pickle that, when unpickled, runs a shell command (what an attacker with Redis access plants)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def demo_url(tmp_path_factory):
+    from _demo import build_demo_store
+
+    return build_demo_store(tmp_path_factory.mktemp("cache-demo"), hours=1)
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A throwaway Redis server of this test (nothing else reads or writes it)."""
+    from _services import Redis
+
+    server = Redis(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _app(url: str, cache_url: str, tmp_path):
+    from dashboard.app import create_app
+    from dashboard.settings import Settings
+
+    # an hour's bucket: the planted keys stay the ones the app reads for the whole test
+    return create_app(Settings(data_dir=tmp_path, database_url=url, cache_url=cache_url, refresh_seconds=3600))
+
+
+def _kpis_without_age(client) -> dict:
+    resp = client.get("/api/kpis?window=24h")
+    assert resp.status_code == 200, resp.get_data(as_text=True)[:300]
+    body = resp.get_json()
+    for k in body["kpis"]:
+        k.pop("data_age_s")  # measured at the request: differs between two requests
+    return body
+
+
+def test_cache007_planted_pickle_in_redis_does_not_run_and_reads_as_a_miss(demo_url, own_redis, tmp_path):
+    import pickle
+
+    import redis
+
+    marker = tmp_path / "pwned"
+    app = _app(demo_url, own_redis.url, tmp_path)
+    live = app.server.extensions["panorama"]
+    key = f"kpis:{live.settings.aqi_standard}:24h:*"
+    evil = b"!" + pickle.dumps(_RunsOnLoad(marker))  # exactly what flask-caching's RedisCache writes
+    r = redis.Redis.from_url(own_redis.url)
+    b = live.bucket()
+    for bucket in (b - 1, b, b + 1):  # this bucket, the previous one (served during a recompute), the next
+        r.set(f"panorama:{key}:{bucket}", evil)
+    got = _kpis_without_age(app.server.test_client())
+    assert not marker.exists(), "the planted pickle ran a command"
+    expected = _kpis_without_age(_app(demo_url, "simple://", tmp_path).server.test_client())
+    assert got == expected, "the app answers as without the planted value (a miss, computed afresh)"
+    stored = r.get(f"panorama:{key}:{live.bucket()}")
+    assert stored.startswith(b"PNR1") and b"posix" not in stored, "the app replaced it with data of its own"
+    # another worker reads that value back as the same KPIs, without computing them
+    other = _app(demo_url, own_redis.url, tmp_path)
+    assert _kpis_without_age(other.server.test_client()) == expected
+    assert other.server.extensions["panorama"].cache.computations == 0
+    assert not marker.exists()
+
+
+def test_cache008_planted_pickle_in_cache_folder_does_not_run(demo_url, tmp_path):
+    import pickle
+    import struct
+
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "cache"
+    app = _app(demo_url, f"filesystem://{folder}", tmp_path)
+    live = app.server.extensions["panorama"]
+    backend = live.cache.cache.cache
+    key = f"kpis:{live.settings.aqi_standard}:24h:*"
+    b = live.bucket()
+    for bucket in (b - 1, b, b + 1):  # what cachelib's FileSystemCache writes: expiry (0 = never), pickle
+        with open(backend._get_filename(f"{key}:{bucket}"), "wb") as f:
+            f.write(struct.pack("I", 0) + pickle.dumps(_RunsOnLoad(marker)))
+    got = _kpis_without_age(app.server.test_client())
+    assert not marker.exists(), "the planted pickle ran a command"
+    assert got == _kpis_without_age(_app(demo_url, "simple://", tmp_path).server.test_client())
+
+
+def test_cache009_live_values_round_trip_the_data_only_format(demo_url, tmp_path):
+    """What the screens cache (KPIs, layer frames, the attention list) comes back equal, types and all."""
+    import pandas as pd
+
+    from dashboard.cache import dumps, loads
+
+    live = _app(demo_url, "simple://", tmp_path).server.extensions["panorama"]
+    kpis = live.kpis("24h", None)
+    assert loads(dumps(kpis)) == kpis and all(type(k).__name__ == "KpiValue" for k in loads(dumps(kpis)))
+    frames = live.layer_frames()
+    back = loads(dumps(frames))
+    assert back.keys() == frames.keys() and back["now"] == frames["now"]
+    for name, frame in frames.items():
+        if isinstance(frame, pd.DataFrame):
+            pd.testing.assert_frame_equal(back[name], frame)
+    attention = live.attention()
+    assert loads(dumps(attention)) == attention
+    assert loads(dumps({"png": b"\x89PNG", "t": (1, 2.5)})) == {"png": b"\x89PNG", "t": (1, 2.5)}
+
+
+def _ext(code: int, parts) -> bytes:
+    import msgpack
+
+    return b"PNR1" + msgpack.packb(msgpack.ExtType(code, msgpack.packb(parts)))
+
+
+@pytest.mark.parametrize("data", [
+    b"!" + __import__("pickle").dumps({"a": 1}),  # a pickle, even a harmless one
+    b"PNR1\xc7\x03\x08abc",  # our magic, then a dataclass record that is not msgpack
+    _ext(8, ["os:system", {"command": "true"}]),  # a "dataclass" that is not on the allowed list
+    _ext(2, ["|O", [1], b"\x00" * 8]),  # an object array from raw memory
+    b"PNR1\xff\xff",
+    b"",
+])
+def test_cache010_anything_else_read_is_a_miss(data):
+    from dashboard.cache import DataSerializer
+
+    assert DataSerializer().loads(data) is None
+
+
+def test_cache011_redis_with_a_password_in_the_url(tmp_path):
+    from _services import Redis
+
+    server = Redis(tmp_path, password="s3cret-pw").start()
+    try:
+        workers = [redis_cache(server.url) for _ in range(2)]
+        calls = []
+        assert workers[0].compute_once("k", 1, lambda: calls.append(1) or {"v": 1}) == {"v": 1}
+        assert workers[1].compute_once("k", 1, lambda: calls.append(1) or {"v": 2}) == {"v": 1}
+        assert calls == [1] and all(w.healthy for w in workers), "one computation, shared through Redis"
+        wrong = redis_cache(server.url.replace("s3cret-pw", "wrong"))
+        assert wrong.compute_once("k", 2, lambda: {"v": 3}) == {"v": 3}, "a wrong password degrades, never fails"
+        assert not wrong.healthy
+    finally:
+        server.stop()
+
+
+def test_cache012_rediss_tls_with_a_password(tmp_path):
+    from _services import Redis
+
+    server = Redis(tmp_path, password="tls-pw", tls=True).start()
+    try:
+        assert server.url.startswith("rediss://:tls-pw@")
+        workers = [redis_cache(server.url) for _ in range(2)]
+        calls = []
+        assert workers[0].compute_once("k", 1, lambda: calls.append(1) or {"v": 1}) == {"v": 1}
+        assert workers[1].compute_once("k", 1, lambda: calls.append(1) or {"v": 2}) == {"v": 1}
+        assert calls == [1] and all(w.healthy for w in workers)
+        plain = redis_cache(server.url.replace("rediss://", "redis://").split("?")[0])
+        assert plain.compute_once("k", 2, lambda: {"v": 3}) == {"v": 3} and not plain.healthy
+    finally:
+        server.stop()
+
+
+def test_cache013_a_value_the_format_cannot_hold_is_served_but_not_shared(own_redis):
+    workers = [redis_cache(own_redis.url) for _ in range(2)]
+    odd = {"s": {1, 2}}  # a set: not in the data-only format
+    assert workers[0].compute_once("odd", 1, lambda: odd) == odd, "served from the process's own copy"
+    calls = []
+    assert workers[1].compute_once("odd", 1, lambda: calls.append(1) or {"s": {3}}) == {"s": {3}}
+    assert calls == [1], "the other worker found a miss and computed its own"
+    assert all(w.healthy for w in workers), "not a backend failure"

@@ -124,3 +124,57 @@ def test_utf8_bom_file_works(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 accepted, 0 already stored, 0 rejected" in out
     assert counts(cli.engine)[0] == 4
+
+
+def test_file_larger_than_a_chunk_is_all_or_nothing_on_read_errors(cli, tmp_path):
+    """A file of several transactions is read whole first: a bad last line stores nothing; fixed, all of it."""
+    from dashboard.store.ingest import CHUNK_ROWS
+
+    t0 = 1_736_899_200  # 2025-01-15T00:00:00Z
+    n_ts = CHUNK_ROWS // 3 + 1000
+    rows = [f"{a},speed_kmh,{t0 + 60 * i},{30 + i % 40}" for i in range(n_ts) for a in ("r1", "r2", "r3")]
+    assert len(rows) > CHUNK_ROWS
+    good = HEADER + "\n".join(rows) + "\n"
+    (tmp_path / "big.csv").write_text(good + "r1,speed_kmh,2025-01-15T00:00:00Z,40,surplus\n", encoding="utf-8")
+    before = counts(cli.engine)
+    result, out = cli("ingest", "big.csv")
+    assert result.exit_code != 0
+    assert out.startswith("error: big.csv:") and "nothing was stored" in out and "Traceback" not in out
+    assert counts(cli.engine) == before, "the chunks before the bad line were not stored either"
+    (tmp_path / "big.csv").write_text(good, encoding="utf-8")
+    result, out = cli("ingest", "big.csv")
+    assert result.exit_code == 0, result.output
+    assert f"{len(rows)} accepted, 0 already stored, 0 rejected" in out
+    assert counts(cli.engine)[0] == before[0] + len(rows)
+
+
+def test_store_failing_midway_says_what_was_stored_and_a_rerun_stores_the_rest_once(cli, tmp_path, monkeypatch):
+    """Chunks are the atomic unit: those committed before a store failure stay; the same file again completes it."""
+    import sqlite3
+
+    from dashboard.store import ingest
+
+    t0 = 1_736_899_200
+    rows = [f"{a},speed_kmh,{t0 + 60 * i},{30 + i % 40}" for i in range(400) for a in ("r1", "r2", "r3")]
+    (tmp_path / "f.csv").write_text(HEADER + "\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setattr(ingest, "CHUNK_ROWS", 300)
+    real_write, calls = ingest.Ingestor._write, []
+
+    def failing_third(self, *args, **kw):  # the store goes away while the third chunk is written
+        calls.append(1)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("disk I/O error")
+        return real_write(self, *args, **kw)
+
+    monkeypatch.setattr(ingest.Ingestor, "_write", failing_third)
+    before = counts(cli.engine)[0]
+    result, out = cli("ingest", "f.csv")
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "the store failed midway (disk I/O error) after 600 accepted, 0 already stored, 0 rejected" in out
+    assert "run the same command again" in out
+    assert counts(cli.engine)[0] == before + 600, "the two chunks committed before the failure stay"
+    monkeypatch.setattr(ingest.Ingestor, "_write", real_write)
+    result, out = cli("ingest", "f.csv")
+    assert result.exit_code == 0, result.output
+    assert "600 accepted, 600 already stored, 0 rejected" in out
+    assert counts(cli.engine)[0] == before + 1200

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import time
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -397,3 +398,160 @@ def test_rollup_values_by_hand(small_city):
     assert a[(300, "r1", "speed_kmh", T0 + 300)] == [1, 60.0, 60.0, 60.0]
     assert a[(3600, "r1", "speed_kmh", T0)] == [2, 80.0, 20.0, 60.0]
     assert not math.isnan(d[(3600, "*", "capacity_mw", T0)][1])
+
+
+# ----------------------------------------------------------------------- writers meet a busy store
+def _readings_csv(path, n_ts: int, tail: str = "") -> int:
+    """Write speed readings of r1, r2, r3 at ``n_ts`` minutes from T0 (plus ``tail``); return the rows."""
+    lines = ["asset_id,metric,ts,value"]
+    lines += [f"{a},speed_kmh,{T0 + 60 * i},{30 + i % 40}" for i in range(n_ts) for a in ("r1", "r2", "r3")]
+    path.write_text("\n".join(lines) + "\n" + tail, encoding="utf-8")
+    return len(lines) - 1
+
+
+def _count(engine, table) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(table)).scalar()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_file_ingest_commits_in_chunks_so_a_concurrent_write_gets_in(small_city, tmp_path):
+    """Between two chunks of a file, another connection writes at once (it no longer waits for the file)."""
+    import threading
+
+    from sqlalchemy import event
+
+    from dashboard.store.ingest import ingest_csv
+    from dashboard.store.schema import make_engine
+
+    eng = small_city["engine"]
+    n = _readings_csv(tmp_path / "big.csv", 400)  # 1,200 rows: 4 chunks of 300
+    other = make_engine(str(eng.url))
+    event.listen(other, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout = 500"))  # would fail, not wait
+    seen = []
+
+    def after_chunk(result):
+        if seen:
+            seen.append(result.accepted)
+            return
+        seen.append(result.accepted)
+        done, out = threading.Event(), {}
+
+        def small_write():  # another writer (an NGSI notification) while the file is being stored
+            try:
+                out["result"] = Ingestor(other).ingest(
+                    [{"asset": "s1", "metric": "pm25", "ts": T0, "value": 35.0}], source="notify", now=NOW)
+                out["readings_then"] = _count(eng, readings)
+            except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+                out["error"] = exc
+            done.set()
+
+        threading.Thread(target=small_write).start()
+        assert done.wait(30), "the concurrent write did not finish"
+        assert "error" not in out, f"the concurrent write failed: {out.get('error')}"
+        assert out["result"].accepted == 1
+        assert out["readings_then"] == 300 + 1, "it was stored between the file's first and second chunk"
+
+    result = ingest_csv(eng, tmp_path / "big.csv", chunk_rows=300, each=after_chunk, now=NOW)
+    assert seen == [300, 300, 300, 300], "one transaction per chunk"
+    assert result.accepted == n and _count(eng, readings) == n + 1
+    assert stored(eng)[("s1", "pm25", T0)] == 35.0
+    other.dispose()
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+def test_file_ingest_lets_a_writer_waiting_for_the_lock_in_before_it_ends(small_city, tmp_path):
+    """A writer blocked on SQLite's lock (its busy handler polling) gets in between two chunks.
+
+    With one transaction per file it got in only once the whole file was stored; the rows it sees in
+    its own transaction show the file still being stored.
+    """
+    import threading
+
+    from dashboard.store.ingest import ingest_csv
+    from dashboard.store.schema import make_engine
+
+    eng = small_city["engine"]
+    n = _readings_csv(tmp_path / "big.csv", 2000)  # 6,000 rows: 20 chunks of 300
+    other = make_engine(str(eng.url))  # the store's usual 30-s busy timeout
+    out = {}
+
+    def waiting_writer():
+        deadline = time.monotonic() + 60
+        while _count(eng, readings) < 300 and time.monotonic() < deadline:  # the file's first chunk is in
+            time.sleep(0.005)
+        try:
+            with other.begin() as conn:
+                out["result"] = Ingestor(other).ingest(
+                    [{"asset": "s1", "metric": "pm25", "ts": T0, "value": 35.0}], source="notify", now=NOW, conn=conn)
+                out["readings_seen"] = conn.execute(select(func.count()).select_from(readings)).scalar()
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            out["error"] = exc
+
+    writer = threading.Thread(target=waiting_writer)
+    writer.start()
+    result = ingest_csv(eng, tmp_path / "big.csv", chunk_rows=300, now=NOW)
+    writer.join(60)
+    assert "error" not in out, f"the concurrent write failed: {out.get('error')}"
+    assert out["result"].accepted == 1
+    assert out["readings_seen"] < n + 1, "it got in while the file was still being stored"
+    assert result.accepted == n and _count(eng, readings) == n + 1
+    other.dispose()
+
+
+@pytest.mark.parametrize("bad_tail", [
+    "r1,speed_kmh,2025-01-15T00:00:00Z,40,surplus\n",  # a malformed line in the last chunk
+    "r1,speed_kmh,2025-01-15T00:00:00Z,4\xff0\n",  # bytes that are not UTF-8 (written as latin-1)
+])
+def test_file_with_an_unreadable_line_in_its_last_chunk_stores_nothing(small_city, tmp_path, bad_tail):
+    from dashboard.store.ingest import ingest_csv
+
+    eng = small_city["engine"]
+    path = tmp_path / "bad.csv"
+    _readings_csv(path, 400)
+    with open(path, "ab") as f:
+        f.write(bad_tail.encode("latin-1"))
+    before = {t.name: _count(eng, t) for t in (readings, latest, rollup_asset, rollup_district, rejected)}
+    with pytest.raises(Exception) as info:
+        ingest_csv(eng, path, chunk_rows=300, now=NOW)  # 4 good chunks, then the bad line
+    assert type(info.value).__name__ in ("ParserError", "UnicodeDecodeError")
+    assert {t.name: _count(eng, t) for t in (readings, latest, rollup_asset, rollup_district, rejected)} == before
+
+
+def test_simulator_tick_that_finds_the_store_busy_is_written_with_the_next_one(tmp_path):
+    """A tick refused by a locked store is not lost: the next tick writes its readings too."""
+    import sqlite3
+
+    from _demo import BEIJING, empty_store
+    from sqlalchemy import event, text
+
+    from dashboard.city import load_city
+    from dashboard.feeds.simulator import Simulator
+    from dashboard.store.schema import make_engine
+
+    url = empty_store(tmp_path)
+    eng = make_engine(url)
+    event.listen(eng, "connect", lambda c, _r: c.execute("PRAGMA busy_timeout = 200"))
+    sim = Simulator(eng, load_city(BEIJING), seed=3, step=5)
+    t1 = int(time.time()) // 60 * 60 - 600 + 10  # t2 = t1 + 5 is off the 60-s catch-up grid
+    t2, t3 = t1 + 5, t1 + 10
+
+    def speeds_at(t):
+        with eng.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM readings WHERE metric = 'speed_kmh' AND ts = :t"),
+                                {"t": t}).scalar()
+
+    assert sim.tick(t1) is not None and speeds_at(t1) > 0
+    segments = speeds_at(t1)
+    holder = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the store
+    try:
+        assert sim.tick(t2) is None, "the tick could not write"
+        assert speeds_at(t2) == 0
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert sim.tick(t3) is not None
+    assert speeds_at(t2) == segments, "the refused tick's readings came with the next tick"
+    assert speeds_at(t3) == segments
+    eng.dispose()

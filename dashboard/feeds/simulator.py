@@ -34,6 +34,9 @@ BACKFILL_STEP_S = 300
 MAX_CATCHUP_S = 3600
 #: ... and writes the missed traffic/energy ticks at this resolution (seconds).
 CATCHUP_STEP_S = 60
+#: A tick that could not be written (the store busy or away) is written with the next one, at full
+#: resolution, for this many ticks back; older missed ticks get the coarse catch-up above.
+MAX_CARRIED_TICKS = 120
 
 
 def _as_city(city) -> City:
@@ -190,6 +193,7 @@ class Simulator:
         self.feeds: Feeds | None = None
         self._ing: Ingestor | None = None
         self.failures = 0
+        self._carried = np.array([], dtype=np.int64)  # ticks of failed writes: written with the next tick
 
     def _stored_last(self) -> int | None:
         with self.engine.connect() as conn:
@@ -200,6 +204,7 @@ class Simulator:
         """Write what is due at ``now`` (default: the clock); return counts, or None when it failed."""
         now = time.time() if now is None else float(now)
         t = int(now) // self.step * self.step
+        ticks = np.array([], dtype=np.int64)
         try:
             if self.feeds is None:
                 self.feeds = Feeds.from_store(self.engine, self.city, seed=self.seed, step=self.step)
@@ -213,6 +218,8 @@ class Simulator:
                 ticks = np.array([t], dtype=np.int64)
             else:  # catch up the missed ticks (coarser, at most the last hour), then the tick at t
                 ticks = np.unique(np.r_[_ticks(lo, t - 1, self.catchup_step), t])
+            carried = self._carried[(self._carried > lo) & (self._carried < t)]
+            ticks = np.unique(np.r_[carried, ticks])  # what failed before is written now, not lost
             # incident rows are transitions since the last written tick; after a gap: the full state
             gap = last is None or last < lo
             readings = self.feeds.readings(ticks, lo, t, prev=None if gap else lo, full_incidents=gap)
@@ -225,6 +232,7 @@ class Simulator:
                 s = ingest_service_requests(conn, reqs, source="simulator", now=now) \
                     if reqs is not None and len(reqs) else IngestResult()
             self.last = t
+            self._carried = np.array([], dtype=np.int64)
             if self.failures:
                 log.info("simulator recovered after %d failed tick(s)", self.failures)
             self.failures = 0
@@ -232,6 +240,8 @@ class Simulator:
                     "rejected": r.rejected + s.rejected, "ticks": len(ticks)}
         except Exception as exc:  # a tick must never kill the loop: log, retry next time
             self.failures += 1
+            if len(ticks):  # its readings go with the next tick (the newest few at full resolution)
+                self._carried = ticks[-MAX_CARRIED_TICKS:]
             if self.failures == 1:
                 log.exception("simulator tick at %d failed; retrying on the next tick", t)
             else:

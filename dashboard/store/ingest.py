@@ -761,11 +761,46 @@ def read_readings_csv(path, chunksize: int | None = None):
         yield chunk
 
 
-def ingest_csv(engine: Engine, path, source: str | None = None, now: float | None = None) -> IngestResult:
-    """Ingest a long-format CSV file in one transaction: all of it or, on a read error, none."""
-    ing = Ingestor(engine)
-    with engine.begin() as conn:
-        return ing.ingest_many(read_readings_csv(path), source=source or str(path), now=now, conn=conn)
+#: Rows of a file stored per transaction: between two, other writers get the store.
+CHUNK_ROWS = 200_000
+#: Pause after each chunk on SQLite: longer than the 100 ms a writer waiting for the lock sleeps between
+#: two tries (SQLite's busy handler), so every waiting writer gets its turn before the next chunk.
+WRITER_TURN_S = 0.12
+
+
+def ingest_csv(engine: Engine, path, source: str | None = None, now: float | None = None,
+               chunk_rows: int | None = None, each=None) -> IngestResult:
+    """Ingest a long-format CSV file: read it whole first, then store it ``chunk_rows`` rows a transaction.
+
+    A file that cannot be read (a missing column, bad UTF-8, a malformed line anywhere in it) stores
+    nothing: a file of more than one chunk is read through once before its first chunk is written.
+    Between two chunks other writers (``POST /ngsi-ld/notify``, the simulator, MQTT) get the store, so a
+    large file no longer locks them out for its whole length. Should the store fail midway, the chunks
+    committed stay; the same file run again stores the rest once (stored readings are recognised).
+    ``each(result)`` is called after every chunk is committed. ``chunk_rows`` defaults to :data:`CHUNK_ROWS`.
+    """
+    chunk_rows = chunk_rows or CHUNK_ROWS
+    chunks = read_readings_csv(path, chunk_rows)
+    first = next(chunks, None)
+    if first is None:
+        return IngestResult()
+    single = next(chunks, None) is None
+    if single:
+        batches: Iterable = [first]  # one chunk: read once, stored in one transaction
+    else:
+        del first
+        for _ in chunks:  # raises on the first unreadable part, before anything is written
+            pass
+        batches = read_readings_csv(path, chunk_rows)
+    turn = WRITER_TURN_S if engine.dialect.name == "sqlite" and not single else 0.0
+
+    def after(result: IngestResult) -> None:
+        if each is not None:
+            each(result)
+        if turn:
+            time.sleep(turn)  # the lock is free: a writer waiting for it takes it now
+
+    return Ingestor(engine).ingest_many(batches, source=source or str(path), now=now, each=after)
 
 
 def ingest_rows(engine: Engine, rows: Iterable[dict], source: str = "api", now: float | None = None) -> IngestResult:
