@@ -508,12 +508,14 @@ def _svg_trend(p: KpiPeriod, period: Period, warn_bad: tuple) -> str:
         out.append(f"<line x1='{ml}' x2='{w - mr}' y1='{sy(v):.1f}' y2='{sy(v):.1f}' stroke='{t['grid']}'/>"
                    f"<text x='{ml - 4}' y='{sy(v) + 4:.1f}' text-anchor='end' fill='{t['muted']}'>{_tick_text(v)}</text>")
     days = period.days(period.start, period.end + timedelta(days=1))
-    every = max(1, math.ceil(len(days) / 8))
+    day_px = (w - ml - mr) / max(len(days) - 1, 1)
+    fmt = "%a %m-%d" if day_px >= 80 else "%a %d" if day_px >= 50 else "%d"
+    every = max(1, math.ceil({"%a %m-%d": 80, "%a %d": 50, "%d": 22}[fmt] / day_px))
     for i, d in enumerate(days):
         x = sx(datetime.combine(d, datetime.min.time(), period.tz).timestamp())
         out.append(f"<line x1='{x:.1f}' x2='{x:.1f}' y1='{mt}' y2='{h - mb}' stroke='{t['grid']}'/>")
         if i % every == 0 and i < len(days) - 1:
-            out.append(f"<text x='{x + 3:.1f}' y='{h - mb + 14}' fill='{t['muted']}'>{d.strftime('%a %m-%d')}</text>")
+            out.append(f"<text x='{x + 3:.1f}' y='{h - mb + 14}' fill='{t['muted']}'>{d.strftime(fmt)}</text>")
     if len(days) <= 3:
         for d in days[:-1]:
             for hh in (6, 12, 18):
@@ -526,8 +528,10 @@ def _svg_trend(p: KpiPeriod, period: Period, warn_bad: tuple) -> str:
     if period.newest and period.newest < period.t1:
         x = sx(max(period.newest, period.t0))
         out.append(f"<rect x='{x:.1f}' y='{mt}' width='{w - mr - x:.1f}' height='{h - mt - mb}' fill='{t['panel_2']}' "
-                   f"opacity='0.8'/><text x='{(x + w - mr) / 2:.1f}' y='{mt + 14}' text-anchor='middle' "
-                   f"fill='{t['muted']}'>no data yet</text>")
+                   f"opacity='0.8'/>")
+        if w - mr - x >= 80:
+            out.append(f"<text x='{(x + w - mr) / 2:.1f}' y='{mt + 14}' text-anchor='middle' "
+                       f"fill='{t['muted']}'>no data yet</text>")
 
     def path(pts, colour, width, dash=""):
         segs, last = [], None
