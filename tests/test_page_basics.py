@@ -12,7 +12,6 @@ import pytest
 from _demo import BEIJING, build_demo_store
 
 from dashboard.app import create_app
-from dashboard.page_meta import city_lang
 from dashboard.settings import PROJECT_ROOT, Settings
 
 
@@ -71,6 +70,8 @@ def test_page003_lang_comes_from_the_city(store_url, tmp_path):
     ({"lang": '"><script>'}, "en"), ({"lang": 3}, "en"), ({"lang": "x", "locale": "pt_BR"}, "pt-BR"),
 ])
 def test_page004_city_lang(config, lang):
+    from dashboard.page_meta import city_lang
+
     assert city_lang(config) == lang
 
 
