@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
         serve_locally=True,
     )
     server = app.server
+    _compress(server)
     cache = Cache()
     cache.init_app(server, config=cache_config(settings.cache_url, default_timeout=settings.refresh_seconds * 6))
     city = _city(settings)
@@ -43,10 +44,14 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
 
     api.init_app(server, live)
     security.init_app(server, settings)
-    app.layout = lambda: _shell(live)
+    from dashboard import page_meta
+
+    city_name = city.name if city is not None else None
+    page_meta.install(app, city_name, page_meta.city_lang(city.config if city is not None else None))
+    app.layout = lambda: _shell(live, city_name)
     for page in _pages():
         page.register(app, live)
-    _register_router(app, live)
+    _register_router(app, live, city_name)
     _share_refresh_answers(app, live)
     return app
 
@@ -91,15 +96,22 @@ def _page_url() -> tuple[str, str] | None:
     return u.path or "/", ("?" + u.query) if u.query else ""
 
 
-def _shell(live: LiveData):
+def _shell(live: LiveData, city_name: str | None = None):
     """Return the app's layout with the requested page already in it (one round trip fewer to a
     drawn map); the router callback renders it instead when the page URL is not known."""
     url = _page_url()
     return html.Div([
         dcc.Location(id="url", refresh=False),
         dcc.Store(id="rendered", data="".join(url) if url else None),
-        html.Div(_render_page(live, *url) if url else None, id="page", className="page"),
+        html.Div(_titled_page(live, *url, city_name) if url else None, id="page", className="page"),
     ], className="app")
+
+
+def _titled_page(live: LiveData, pathname: str, search: str, city_name: str | None):
+    """Return the page for a URL with the hidden element that sets the browser tab's title."""
+    from dashboard.page_meta import title_marker
+
+    return [title_marker(pathname, city_name), _render_page(live, pathname, search)]
 
 
 def _render_page(live: LiveData, pathname: str, search: str):
@@ -108,6 +120,57 @@ def _render_page(live: LiveData, pathname: str, search: str):
         if pathname == page.PATH or pathname.startswith(page.PATH.rstrip("/") + "/") or page.PATH == "/":
             return page.layout(live, pathname, search)
     return html.Div("Not found", className="error-page")
+
+
+def _compress(server) -> None:
+    """Answer with brotli or gzip when the browser accepts it (the script bundles shrink ~4x).
+
+    Dash's fingerprinted bundles (``_dash-component-suites/…``) already carry a one-year cache
+    lifetime; their compressed bytes are kept per process, so each is compressed once, not per
+    request. Callback answers and pages are compressed per request, as they differ each time.
+    """
+    from flask_compress import Compress
+
+    server.config.update(COMPRESS_ALGORITHM=["br", "gzip"], COMPRESS_BR_LEVEL=5, COMPRESS_LEVEL=6,
+                         COMPRESS_CACHE_BACKEND=_StaticCompressCache, COMPRESS_CACHE_KEY=_static_cache_key)
+    Compress(server)
+
+    @server.after_request
+    def cache_fingerprinted_assets(response):
+        """Let browsers keep ``/assets/…?m=<mtime>`` (Dash's fingerprint of our files) for a year."""
+        from flask import request
+
+        if request.path.startswith("/assets/") and request.args.get("m") and response.status_code == 200:
+            response.cache_control.public = True
+            response.cache_control.max_age = 31_536_000
+        return response
+
+
+_NO_CACHE = "-"
+
+
+def _static_cache_key(request) -> str:
+    """Return the compressed-bytes cache key of a fingerprinted bundle, else a key that is never kept."""
+    from dash.fingerprint import check_fingerprint
+
+    path = request.path
+    if request.method == "GET" and "/_dash-component-suites/" in path and check_fingerprint(path)[1]:
+        return path
+    return _NO_CACHE
+
+
+class _StaticCompressCache:
+    """flask-compress's cache of compressed bytes, holding fingerprinted bundles only (a fixed set)."""
+
+    def __init__(self):
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return None if key.endswith(";" + _NO_CACHE) else self.data.get(key)
+
+    def set(self, key: str, value: bytes) -> None:
+        if not key.endswith(";" + _NO_CACHE) and len(self.data) < 512:
+            self.data[key] = value
 
 
 def _city(settings: Settings):
@@ -129,7 +192,7 @@ def _pages() -> list:
     return [embed, wall, manager]
 
 
-def _register_router(app: Dash, live: LiveData) -> None:
+def _register_router(app: Dash, live: LiveData, city_name: str | None = None) -> None:
     from dash import Input, Output, State, no_update
 
     @app.callback(Output("page", "children"), Output("rendered", "data"),
@@ -139,4 +202,4 @@ def _register_router(app: Dash, live: LiveData) -> None:
         path = pathname or "/"
         if rendered is not None and rendered == path + (search or ""):
             return no_update, None
-        return _render_page(live, path, search or ""), None
+        return _titled_page(live, path, search or "", city_name), None

@@ -106,18 +106,31 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
                     "--chdir", str(Path(__file__).resolve().parent.parent), "app:server"]
         gunicorn_run()
         return
+    from waitress import create_server
+
     from dashboard.app import create_app
 
     _check_schema()
     dash_app = create_app()
-    console.print(f"[bold]City Panorama[/] on http://{host}:{port}/")
-    dash_app.run(host=host, port=port, debug=False, threaded=True)
+    logging.getLogger("waitress").setLevel(logging.WARNING)  # our one line says where it serves
+    try:
+        server = create_server(dash_app.server, host=host, port=port, threads=threads, ident="City Panorama")
+    except OSError as exc:
+        _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"[bold]City Panorama[/] on http://{shown}:{server.effective_port}/ (Ctrl-C stops it)")
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
 
 
 @app.command()
 def serve(host: str = "127.0.0.1", port: int = 8050,
-          workers: int = typer.Option(1, min=1, max=64, help="gunicorn worker processes (1 = built-in server)."),
-          threads: int = typer.Option(4, min=1, max=64, help="Threads per gunicorn worker (gthread).")):
+          workers: int = typer.Option(1, min=1, max=64, help="gunicorn worker processes (1 = one waitress process)."),
+          threads: int = typer.Option(4, min=1, max=64, help="Threads per worker process.")):
     """Serve the dashboard: with --workers N ≥ 2, gunicorn on app:server (share the cache through Redis)."""
     _serve(host, port, workers, threads)
 
@@ -166,7 +179,7 @@ def run(host: str = "127.0.0.1", port: int = 8050,
     for t in threads:
         t.start()
     try:
-        _serve(host, port, 1)
+        _serve(host, port, 1, threads=8)
     finally:
         stop.set()
 

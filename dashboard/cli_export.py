@@ -33,17 +33,23 @@ def report(
     district: str = typer.Option(None, help="A district id (default: the whole city)."),
     out: Path = typer.Option(..., help="Output file."),
     fmt: str = typer.Option("html", "--format", help="html or pdf."),
+    paper: str = typer.Option(None, help="Printed page size, a4 or letter (default: the city's paper, from "
+                              "city.toml's paper or locale, else a4)."),
 ):
     """Write a self-contained period report: every KPI vs the previous period, trends, map, sources."""
-    from dashboard.report import build_report, print_pdf
+    from dashboard.report import PAPERS, build_report, default_paper, print_pdf
     from dashboard.store import make_engine
 
     if fmt not in ("html", "pdf"):
         _fail("--format must be html or pdf")
+    if paper is not None and paper.lower() not in PAPERS:
+        _fail(f"--paper must be {' or '.join(PAPERS)}, not {paper[:20]!r}")
     start, end = _date(date_from, "--from"), _date(date_to, "--to")
     if end < start:
         _fail("--to is before --from")
     s = get_settings()
+    city = _city_or_none(s)
+    paper = paper.lower() if paper else default_paper(city.config if city else None)
     engine = make_engine(s.resolved_database_url)
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
@@ -53,7 +59,8 @@ def report(
             bar.update(task, description=label, advance=1)
 
         try:
-            page = build_report(engine, start, end, district, s.aqi_standard, progress=step)
+            page = build_report(engine, start, end, district, s.aqi_standard, progress=step, paper=paper,
+                                thresholds=city.thresholds if city else None)
         except ValueError as exc:
             _fail(str(exc))
         html_path = out if fmt == "html" else out.with_suffix(".html")
@@ -68,6 +75,18 @@ def report(
                 _fail(str(exc))
         bar.update(task, completed=bar.tasks[0].total, description="done")
     console.print(f"{out}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+
+
+def _city_or_none(settings):
+    """Return the configured city's declaration, or None (a bare store: registry defaults, A4)."""
+    from dashboard.city import load_city
+
+    try:
+        return load_city(settings.city_dir)
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:
+        _fail(str(exc))
 
 
 def export(
