@@ -11,13 +11,28 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="City Panorama: the city operations dashboard.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # errors and progress: a long line is not cut
+out = Console()  # reports
 log = logging.getLogger("panorama")
+
+
+@app.callback()
+def _check_settings() -> None:
+    """City Panorama: the city operations dashboard."""
+    from pydantic import ValidationError
+
+    from dashboard.settings import settings_problem
+
+    try:
+        get_settings()
+    except ValidationError as exc:  # a bad PANORAMA_* variable: one line, before any command starts
+        _fail(f"bad setting {settings_problem(exc)}", 2)
 
 
 def _engine(settings):
@@ -27,7 +42,7 @@ def _engine(settings):
 
 
 def _fail(msg: str, code: int = 1):
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}")  # the message may quote user data: never markup
     raise typer.Exit(code)
 
 
@@ -194,9 +209,13 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
     """
     from dashboard.store.ingest import ingest_csv
 
+    from dashboard.importers.textio import check_file
+
     s = get_settings()
-    if not file.is_file():
-        _fail(f"{file}: no such file")
+    try:
+        check_file(file)
+    except ValueError as exc:
+        _fail(str(exc))
     t0 = time.perf_counter()
     try:
         result = ingest_csv(_engine(s), file, source=source)
@@ -208,11 +227,11 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
     except Exception as exc:  # pandas parser errors and the like
         _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
     dt = time.perf_counter() - t0
-    console.print(f"{file}: {result.summary()} in {dt:.2f} s")
+    out.print(escape(f"{file}: {result.summary()} in {dt:.2f} s"))
     for line, reason in result.reasons[:10]:
-        console.print(f"  line {line}: {reason}" if line else f"  {reason}")
+        out.print(escape(f"  line {line}: {reason}" if line else f"  {reason}"))
     if result.rejected > len(result.reasons[:10]):
-        console.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
+        out.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
 
 
 @ingest_app.command("mqtt")

@@ -6,15 +6,19 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dashboard.settings import get_settings
 
 city_app = typer.Typer(no_args_is_help=True, help="Onboard a city: import its boundaries, assets, readings, requests.")
 import_app = typer.Typer(no_args_is_help=True, help="Import one file in one transaction (all or nothing).")
 city_app.add_typer(import_app, name="import")
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True)  # errors
+out = Console(soft_wrap=True)  # reports
 
 DRY = typer.Option(False, "--dry-run", help="Show what would be imported, write nothing.")
+TS_FORMAT = typer.Option(None, "--ts-format", help="strftime format of the times, e.g. '%m/%d/%Y %I:%M:%S %p' "
+                         "(default ISO 8601).")
 
 
 def _city_or_none(settings):
@@ -37,32 +41,39 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def _run(kind: str, file: Path, dry_run: bool, work) -> None:
-    """Run one import, print its report, exit 1 (store untouched) when the file is refused."""
-    from dashboard.importers import ImportProblem, run_import
-    from dashboard.store import make_engine
+    """Run one import, print its report (stdout), exit 1 (store untouched) when the file is refused (stderr).
+
+    Everything from the file or the user (names, values, reasons) is printed as plain text, never
+    read as console markup.
+    """
+    from dashboard.importers import ImportProblem, check_file, import_engine, run_import
 
     s = get_settings()
     t0 = time.perf_counter()
     try:
-        report = run_import(make_engine(s.resolved_database_url), work, dry_run=dry_run)
+        check_file(file)
+        engine, note = import_engine(s.resolved_database_url, dry_run)
+        report = run_import(engine, work, dry_run=dry_run)
     except ImportProblem as exc:
-        console.print(f"[bold red]error:[/] {exc}\nnothing was imported; the store is unchanged")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}\nnothing was imported; the store is unchanged")
         raise typer.Exit(1) from None
     dt = time.perf_counter() - t0
     head = "[yellow]dry run[/] (nothing written)" if report.dry_run else "[green]imported[/]"
-    console.print(f"{head} {kind} from {file} in {dt:.2f} s: "
-                  + ", ".join(f"{v:,} {k}" for k, v in report.counts.items()))
+    out.print(f"{head} {kind} from {escape(str(file))} in {dt:.2f} s: "
+              + escape(", ".join(f"{v:,} {k}" for k, v in report.counts.items())))
+    if note:
+        out.print(f"  {escape(note)}")
     if report.crs:
-        console.print(f"  CRS: {report.crs} (stored as EPSG:4326)")
+        out.print(f"  CRS: {escape(str(report.crs))} (stored as EPSG:4326)")
     if report.fields:
-        console.print(f"  fields: {', '.join(map(str, report.fields))}")
+        out.print(f"  fields: {escape(', '.join(map(str, report.fields)))}")
     for w in report.warnings[:10]:
-        console.print(f"  [yellow]warning:[/] {w}")
+        out.print(f"  [yellow]warning:[/] {escape(str(w))}")
     for line, reason in report.problems[:10]:
-        console.print(f"  line/feature {line}: {reason}" if line is not None else f"  {reason}")
+        out.print(escape(f"  line/feature {line}: {reason}" if line is not None else f"  {reason}"))
     shown = min(len(report.problems), 10)
     if report.counts.get("rejected", 0) > shown:
-        console.print(f"  … {report.counts['rejected'] - shown} more rejected rows in the rejected table")
+        out.print(f"  … {report.counts['rejected'] - shown} more rejected rows in the rejected table")
 
 
 @import_app.command("boundaries")
@@ -106,7 +117,7 @@ def readings_cmd(file: Path,
                  ts_column: str = typer.Option(None, help="Column with the time (default ts/time/timestamp)."),
                  time_columns: str = typer.Option(None, help="Comma-separated year,month,day,hour columns."),
                  timezone: str = typer.Option(None, help="Zone of times without offset, e.g. America/Montreal."),
-                 ts_format: str = typer.Option(None, help="strftime format of the times (default ISO 8601)."),
+                 ts_format: str = TS_FORMAT,
                  decimal: str = typer.Option(".", help="Decimal separator."),
                  delimiter: str = typer.Option(",", help="Field delimiter."),
                  encoding: str = typer.Option("utf-8", help="File encoding (UTF-8 with or without BOM)."),
@@ -128,6 +139,7 @@ def requests_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of CS
                  id_field: str = None, category_field: str = None, opened_field: str = None,
                  closed_field: str = None, lon_field: str = None, lat_field: str = None,
                  delimiter: str = ",", encoding: str = "utf-8",
+                 ts_format: str = TS_FORMAT,
                  add_categories: bool = typer.Option(True, help="Create categories the store lacks."),
                  dry_run: bool = DRY):
     """Service requests: Open311 GeoReport v2 JSON or a CSV export."""
@@ -135,7 +147,8 @@ def requests_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of CS
 
     opts = {} if file.suffix.lower() in (".json", ".jsonld") else dict(
         timezone=timezone, id_field=id_field, category_field=category_field, opened_field=opened_field,
-        closed_field=closed_field, lon_field=lon_field, lat_field=lat_field, delimiter=delimiter, encoding=encoding)
+        closed_field=closed_field, lon_field=lon_field, lat_field=lat_field, delimiter=delimiter, encoding=encoding,
+        ts_format=ts_format)
     _run("requests", file, dry_run, lambda conn: import_requests(conn, file, add_categories=add_categories, **opts))
 
 

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dashboard.settings import get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 REPORT_STEPS = 9  # progress steps reported by dashboard.report.build_report, + write (+ pdf)
 
 
 def _fail(msg: str, code: int = 1):
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}")  # the message may quote user input: never markup
     raise typer.Exit(code)
 
 
@@ -52,8 +53,10 @@ def report(
         def step(label: str):
             bar.update(task, description=label, advance=1)
 
+        notes: list[str] = []
         try:
-            page = build_report(engine, start, end, district, s.aqi_standard, progress=step)
+            page = build_report(engine, start, end, district, s.aqi_standard, progress=step, notes=notes,
+                                detail=lambda label: bar.update(task, description=label))
         except ValueError as exc:
             _fail(str(exc))
         html_path = out if fmt == "html" else out.with_suffix(".html")
@@ -67,7 +70,9 @@ def report(
             except (RuntimeError, OSError) as exc:
                 _fail(str(exc))
         bar.update(task, completed=bar.tasks[0].total, description="done")
-    console.print(f"{out}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    console.print(f"{escape(str(out))}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
 
 
 def export(
