@@ -18,7 +18,7 @@ from dashboard.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="City Panorama: the city operations dashboard.")
 console = Console(stderr=True, soft_wrap=True)  # errors and progress: a long line is not cut
-out = Console()  # reports
+out = Console(soft_wrap=True)  # reports
 log = logging.getLogger("panorama")
 
 
