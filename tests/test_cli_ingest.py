@@ -124,3 +124,76 @@ def test_utf8_bom_file_works(cli, tmp_path):
     assert result.exit_code == 0, result.output
     assert "4 accepted, 0 already stored, 0 rejected" in out
     assert counts(cli.engine)[0] == 4
+
+
+# --- hostile files (issue 14 items 6, 7, 8, 16; issue 15 item 15) ----------------------------------------
+def rejected_lines(engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        return [(r.line, r.reason) for r in conn.execute(select(rejected).order_by(rejected.c.id))]
+
+
+def test_ingest_line_numbers_after_blank_lines_and_multiline_fields(cli, tmp_path):
+    body = (HEADER
+            + "r1,speed_kmh,2025-01-15T00:00:00Z,40\n"      # line 2
+            + "\n\n"                                        # lines 3-4: blank
+            + '"r\n2",speed_kmh,2025-01-15T00:00:00Z,40\n'  # lines 5-6: one record over two lines
+            + "nowhere,speed_kmh,2025-01-15T00:00:00Z,40\n"  # line 7
+            + "\n"                                          # line 8
+            + "r1,speed_kmh,2025-01-15T00:10:00Z,-3\n")     # line 9
+    (tmp_path / "messy.csv").write_text(body, encoding="utf-8")
+    result, out = cli("ingest", "messy.csv")
+    assert result.exit_code == 0, result.output
+    assert "1 accepted, 0 already stored, 3 rejected" in out
+    assert [ln for ln, _ in rejected_lines(cli.engine)] == [5, 7, 9]
+    assert "line 5: unknown asset 'r\\n2'" in result.stdout and "line 9: value -3" in out
+
+
+def test_ingest_rerun_records_each_rejection_once(cli, tmp_path):
+    (tmp_path / "bad.csv").write_text(BAD, encoding="utf-8")
+    assert cli("ingest", "bad.csv")[0].exit_code == 0
+    once = rejected_lines(cli.engine)
+    result, out = cli("ingest", "bad.csv")
+    assert result.exit_code == 0 and "0 accepted, 1 already stored, 5 rejected" in out
+    assert rejected_lines(cli.engine) == once and len(once) == 5
+
+
+def test_ingest_row_with_extra_fields_is_rejected_alone(cli, tmp_path):
+    (tmp_path / "extra.csv").write_text(GOOD + "r1,speed_kmh,2025-01-15T01:00:00Z,42.5,oops\n", encoding="utf-8")
+    result, out = cli("ingest", "extra.csv")
+    assert result.exit_code == 0, result.output
+    assert "4 accepted, 0 already stored, 1 rejected" in out
+    assert "line 6: 5 fields, the header has 4" in out
+    assert counts(cli.engine)[0] == 4
+    with cli.engine.connect() as conn:
+        raw = conn.execute(select(rejected.c.raw)).scalar()
+    assert json.loads(raw) == ["r1", "speed_kmh", "2025-01-15T01:00:00Z", "42.5", "oops"]
+
+
+def test_ingest_prints_user_data_as_plain_text(cli, tmp_path):
+    name = "[bold]sensor[red] dump.csv"
+    (tmp_path / name).write_text(HEADER + "[/],speed_kmh,2025-01-15T00:00:00Z,40\n"
+                                 + "r1,speed_kmh,2025-01-15T00:00:00Z,[/bold]\n", encoding="utf-8")
+    result, out = cli("ingest", name)
+    assert result.exit_code == 0, result.output  # the rows are stored: the command must not "fail" after
+    assert f"{name}: 0 accepted, 0 already stored, 2 rejected" in out
+    assert "line 2: unknown asset '[/]'" in out and "line 3: value '[/bold]' is not a finite number" in out
+    result, out = cli("ingest", "[/]missing.csv")
+    assert result.exit_code == 1 and "error: [/]missing.csv: no such file" in out
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "."])
+def test_ingest_refuses_devices_and_directories_in_one_line(cli, target):
+    before = counts(cli.engine)
+    result, out = cli("ingest", target)
+    assert result.exit_code == 1
+    assert ("not a regular file" if target == "/dev/zero" else "is a directory") in out
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert counts(cli.engine) == before
+
+
+def test_ingest_report_on_stdout_errors_on_stderr(cli, tmp_path):
+    (tmp_path / "bad.csv").write_text(BAD, encoding="utf-8")
+    result, _ = cli("ingest", "bad.csv")
+    assert "1 accepted" in result.stdout and "line 3: unknown asset" in result.stdout and result.stderr == ""
+    result, _ = cli("ingest", "missing.csv")
+    assert result.stdout == "" and "error: missing.csv: no such file" in result.stderr
