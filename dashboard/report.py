@@ -96,10 +96,14 @@ def data_range(conn) -> tuple[int, int] | None:
 
 
 def clip_to_data(t0: int, t1: int, span: tuple[int, int] | None) -> tuple[int, int]:
-    """Return [t0, t1) narrowed to the whole hours that hold data in ``span`` (empty: t0 == t1)."""
+    """Return [t0, t1) narrowed to the stored data ``span`` and a week either side (empty: t0 == t1).
+
+    The week keeps every trend point a window over stored data can have (a backlog goes on after
+    the last event), so a period within reach of the data reads exactly what it read before.
+    """
     if span is None:
         return t0, t0
-    a, b = max(t0, span[0] // 3600 * 3600), min(t1, (span[1] // 3600 + 1) * 3600)
+    a, b = max(t0, span[0] // 3600 * 3600 - SPAN), min(t1, (span[1] // 3600 + 1) * 3600 + SPAN)
     return (a, b) if a < b else (t0, t0)
 
 
@@ -149,7 +153,8 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
         span = data_range(conn)
         (c0, c1), (q0, q1) = clip_to_data(t0, t1, span), clip_to_data(p0, t0, span)
         clipped = None
-        if (t1 - t0) - (c1 - c0) + (t0 - p0) - (q1 - q0) > SPAN:  # more than a week cut off: say so
+        cut = (t1 - t0) - (c1 - c0) + (t0 - p0) - (q1 - q0)
+        if cut > SPAN or c0 == c1:  # more than a week cut off, or nothing left of the period: say so
             clipped = ("no data is stored: the KPI trends are empty" if span is None else
                        f"data is stored from {_fmt(span[0], tz)} to {_fmt(span[1], tz)}: the periods are read "
                        "only there")

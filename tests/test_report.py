@@ -63,3 +63,24 @@ def test_report003_pdf_and_bad_input(report_file, tmp_path, monkeypatch):
     r = CliRunner().invoke(app, ["report", "--from", today, "--to", today, "--district", "<script>'; DROP",
                                  "--out", str(tmp_path / "x.html")])
     assert r.exit_code == 1 and "unknown district" in r.output
+
+
+@pytest.mark.parametrize("frm,to", [("1900-01-01", None), ("0001-01-01", "0001-01-02"), ("9999-01-01", "9999-12-31")])
+def test_report004_far_periods_are_clipped_to_the_data_and_say_so(report_file, tmp_path, monkeypatch, frm, to):
+    import dashboard.report as rep
+
+    monkeypatch.setenv("PANORAMA_DATABASE_URL", report_file[1])
+    real, calls = rep.compute_all, []
+
+    def counted(*args, **kw):
+        calls.append(args[1])
+        assert len(calls) <= 12, "the report reads weeks where no data is stored"
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rep, "compute_all", counted)
+    out = tmp_path / "far.html"
+    r = CliRunner().invoke(app, ["report", "--from", frm, "--to", to or date.today().isoformat(), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "note: data is stored from" in r.stderr and "Traceback" not in r.output
+    html = out.read_text()
+    assert "id='clipped'" in html and len(re.findall(r"class='kpi-row'", html)) == len(KPIS)
