@@ -163,10 +163,10 @@ def categories_cmd(file: Path, dry_run: bool = DRY):
 @import_app.command("ngsi")
 def ngsi_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of times without offset "
                                                                  "(default: the city's)."),
-             dry_run: bool = DRY):
+             ts_format: str = TS_FORMAT, dry_run: bool = DRY):
     """FIWARE NGSI-LD / v2 entities (AirQualityObserved, TrafficFlowObserved), key-values or normalized."""
     from dashboard.importers.ngsi import import_ngsi_file
 
     city = _city_or_none(get_settings())
     tz = timezone or (city.timezone if city else None)
-    _run("ngsi", file, dry_run, lambda conn: import_ngsi_file(conn, file, tz))
+    _run("ngsi", file, dry_run, lambda conn: import_ngsi_file(conn, file, tz, ts_format))

@@ -197,3 +197,21 @@ def test_ingest_report_on_stdout_errors_on_stderr(cli, tmp_path):
     assert "1 accepted" in result.stdout and "line 3: unknown asset" in result.stdout and result.stderr == ""
     result, _ = cli("ingest", "missing.csv")
     assert result.stdout == "" and "error: missing.csv: no such file" in result.stderr
+
+
+def test_ingest_rejection_cleared_once_the_row_is_stored(cli, tmp_path):
+    from sqlalchemy import insert
+
+    from dashboard.store.schema import assets
+
+    (tmp_path / "new.csv").write_text(HEADER + "r9,speed_kmh,2025-01-15T00:00:00Z,40\n"
+                                      + "r1,speed_kmh,2025-01-15T00:00:00Z,-1\n", encoding="utf-8")
+    result, out = cli("ingest", "new.csv")
+    assert "0 accepted, 0 already stored, 2 rejected" in out
+    with cli.engine.begin() as conn:  # the road is onboarded afterwards
+        conn.execute(insert(assets).values(id="r9", kind="road_segment", name="R9", district_id="north",
+                                           geometry='{"type": "Point", "coordinates": [0, 0]}',
+                                           attributes={"free_flow_kmh": 50}))
+    result, out = cli("ingest", "new.csv")
+    assert result.exit_code == 0 and "1 accepted, 0 already stored, 1 rejected" in out
+    assert [ln for ln, _ in rejected_lines(cli.engine)] == [3]  # the still-bad row stays, once

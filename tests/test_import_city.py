@@ -204,3 +204,18 @@ def test_city010_readings_into_a_store_with_districts_and_no_assets(city_cli, tm
     r = city_cli("readings", path, *(["--dry-run"] if dry_run else []))
     assert r.exit_code == 0, r.output
     assert "0 accepted" in r.stdout and "1 rejected" in r.stdout and "unknown asset 'aq-dongsi'" in r.stdout
+
+
+def test_city011_ngsi_reads_exporter_times_with_ts_format(city_cli, tmp_path):
+    path = tmp_path / "aq.json"
+    path.write_text(json.dumps([{"id": "urn:ngsi-ld:AirQualityObserved:aq-dongsi", "type": "AirQualityObserved",
+                                 "dateObserved": "03/24/2025 11:33:07 PM", "pm25": 12}]))
+    r = city_cli("ngsi", path, "--timezone", "Asia/Shanghai")
+    assert r.exit_code == 1 and "entity 1 ('urn:ngsi-ld:AirQualityObserved:aq-dongsi'): dateObserved" in r.stderr
+    r = city_cli("ngsi", path, "--timezone", "Asia/Shanghai", "--ts-format", "%m/%d/%Y %I:%M:%S %p")
+    assert r.exit_code == 0, r.output
+    assert "1 accepted" in r.stdout
+    with city_cli.engine.connect() as conn:
+        ts = conn.execute(text("SELECT r.ts FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+                               "WHERE a.id = 'aq-dongsi'")).scalar()
+    assert ts == int(datetime(2025, 3, 24, 15, 33, 7, tzinfo=timezone.utc).timestamp())
