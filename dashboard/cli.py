@@ -79,7 +79,7 @@ def init(days: int = typer.Option(7, min=0, max=400, help="Days of history to ba
     """Create the store, load the city and backfill history."""
     s = get_settings()
     counts = init_store(s, days, s.seed if seed is None else seed, reset)
-    console.print(f"[green]store ready[/] at {s.resolved_database_url}: "
+    console.print(f"[green]store ready[/] at {escape(s.resolved_database_url)}: "
                   + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
 
 
@@ -125,7 +125,7 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
 
     _check_schema()
     dash_app = create_app()
-    console.print(f"[bold]City Panorama[/] on http://{host}:{port}/")
+    console.print(f"[bold]City Panorama[/] on {escape(f'http://{host}:{port}/')}")
     dash_app.run(host=host, port=port, debug=False, threaded=True)
 
 
@@ -168,7 +168,7 @@ def run(host: str = "127.0.0.1", port: int = 8050,
 
     create_schema(engine)  # migrate a store made by an earlier release (nothing to do when current)
     if not is_initialised(engine):
-        console.print(f"first run: building the {s.city} demo store (last 24 h now, {days - 1} more days "
+        console.print(f"first run: building the {escape(s.city)} demo store (last 24 h now, {days - 1} more days "
                       "in the background)…")
         now = time.time()
         init_store(s, 1, s.seed)
@@ -260,7 +260,7 @@ def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: m
         _fail(str(exc))
     except SQLAlchemyError as exc:
         _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]})")
-    console.print(f"[bold]ingesting[/] {', '.join(topic)} from {url} into {engine.url.render_as_string()}")
+    console.print(f"[bold]ingesting[/] {escape(', '.join(topic))} from {escape(url)} into {escape(engine.url.render_as_string())}")
     stop = threading.Event()
     # a service manager's stop (SIGTERM) ends it as Ctrl-C does: the batch in hand is stored and
     # acknowledged, the summary printed (and SIGINT may be ignored: a job started in the background)
@@ -271,7 +271,7 @@ def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: m
         stop.set()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    console.print(sub.stats.summary())
+    console.print(escape(sub.stats.summary()))
 
 
 # --- sub-commands: one line each -------------------------------------------------------

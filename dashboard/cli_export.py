@@ -105,4 +105,4 @@ def export(
         Renderer.stop()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(body)
-    console.print(f"{out}: {len(body):,} bytes")
+    console.print(f"{escape(str(out))}: {len(body):,} bytes")

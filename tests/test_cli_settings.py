@@ -1,4 +1,4 @@
-"""Settings read at start-up: a bad PANORAMA_* variable is one line and a refusal, never a traceback."""
+"""Settings at start-up: a bad PANORAMA_* variable is one line and a refusal; settings print as plain text."""
 from __future__ import annotations
 
 import pytest
@@ -25,3 +25,11 @@ def test_bad_frame_ancestors_is_one_line_at_start_up(tmp_path, command):
     assert r.stdout == ""
     assert r.stderr == f"error: bad setting PANORAMA_FRAME_ANCESTORS: not an origin for frame-ancestors: {BAD!r}\n"
     assert list(tmp_path.iterdir()) == []  # refused before anything started
+
+
+def test_init_prints_a_store_path_with_brackets_as_plain_text(tmp_path):
+    folder = tmp_path / "v[/]x"
+    r = CliRunner().invoke(app, ["init", "--days", "0"], env={"PANORAMA_DATA_DIR": str(folder),
+                                                              "PANORAMA_DATABASE_URL": "", "COLUMNS": "300"})
+    assert r.exit_code == 0, r.output  # the store is made: the command must not fail while saying so
+    assert f"store ready at sqlite:///{folder}/panorama.sqlite: 16 districts" in r.output

@@ -309,3 +309,18 @@ def test_import115_an_overlong_line_is_refused_naming_it(store, tmp_path):
     with pytest.raises(ImportProblem, match=r"no_newlines\.csv: line 3: longer than 1,048,576 characters"):
         imp(store, import_readings, path)
     assert snapshot(store) == before
+
+
+def test_import116_documents_are_read_whole_only_within_a_bound(tmp_path):
+    from dashboard.importers.textio import read_document
+
+    doc = tmp_path / "entities.json.gz"
+    with gzip.open(doc, "wt", encoding="utf-8") as fh:
+        fh.write("[" + " " * 5000 + "]")  # 5 kB once inflated, a few bytes on disk
+    assert read_document(doc).strip() == "[" + " " * 5000 + "]"
+    with pytest.raises(ImportProblem, match=r"entities\.json\.gz: larger than 1,000 bytes"):
+        read_document(doc, limit=1000)
+    with pytest.raises(ImportProblem, match=r"/dev/zero: not a regular file"):
+        read_document("/dev/zero")
+    with pytest.raises(ImportProblem, match=r"is a directory"):
+        read_document(tmp_path)

@@ -22,6 +22,8 @@ MAX_LINE_CHARS = 1 << 20
 MAX_FIELD_CHARS = 1 << 20
 #: Most fields a record may have.
 MAX_FIELDS = 10_000
+#: Largest document read whole (JSON, GeoJSON): bytes on disk, and once decompressed.
+MAX_DOCUMENT_BYTES = 512 << 20
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 
@@ -118,3 +120,25 @@ def header_names(fields: list[str]) -> list[str]:
             seen[name] = 0
         out.append(name)
     return out
+
+
+def read_document(path, encoding: str = "utf-8", limit: int | None = None) -> str:
+    """Return a whole-file document (JSON, GeoJSON) as text, refusing one over ``limit`` bytes.
+
+    A regular file only (:func:`check_file`); read with a bound, so a file that grows while read, or a
+    compressed one that inflates, never takes more than ``limit`` (default MAX_DOCUMENT_BYTES).
+    """
+    limit = MAX_DOCUMENT_BYTES if limit is None else limit
+    p = check_file(path)
+    opener = _OPENERS.get(p.suffix.lower(), open)
+    try:
+        with opener(p, "rb") as fh:
+            data = fh.read(limit + 1)
+    except (EOFError, gzip.BadGzipFile, lzma.LZMAError, OSError) as exc:
+        raise ImportProblem(f"{p}: cannot be read ({exc})") from None
+    if len(data) > limit:
+        raise ImportProblem(f"{p}: larger than {limit:,} bytes; split it into smaller files")
+    try:
+        return data.decode(text_encoding(encoding))
+    except UnicodeDecodeError as exc:
+        raise ImportProblem(f"{p}: not valid {encoding} (byte {exc.start}: {exc.reason})") from None
