@@ -219,3 +219,18 @@ def test_city011_ngsi_reads_exporter_times_with_ts_format(city_cli, tmp_path):
         ts = conn.execute(text("SELECT r.ts FROM readings r JOIN assets a ON a.pk = r.asset_pk "
                                "WHERE a.id = 'aq-dongsi'")).scalar()
     assert ts == int(datetime(2025, 3, 24, 15, 33, 7, tzinfo=timezone.utc).timestamp())
+
+
+def test_city012_dry_run_never_migrates_an_older_store(tmp_path):
+    from dashboard.store.migrate import current, downgrade, head, upgrade
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    eng = make_engine(url)
+    upgrade(eng)
+    downgrade(eng, "0004")
+    before = (tmp_path / "old.sqlite").read_bytes()
+    r = CliRunner().invoke(app, ["city", "import", "boundaries", str(REPO / "data" / "beijing" / "districts.geojson"),
+                                 "--dry-run"], env={"PANORAMA_DATABASE_URL": url, "COLUMNS": "200"})
+    assert r.exit_code == 1
+    assert f"the store's schema is 0004, this release needs {head()}: run `panorama db upgrade` first" in r.stderr
+    assert current(eng) == "0004" and (tmp_path / "old.sqlite").read_bytes() == before

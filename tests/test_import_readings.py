@@ -324,3 +324,13 @@ def test_import116_documents_are_read_whole_only_within_a_bound(tmp_path):
         read_document("/dev/zero")
     with pytest.raises(ImportProblem, match=r"is a directory"):
         read_document(tmp_path)
+
+
+def test_import117_a_table_beyond_the_row_bound_is_refused(store, tmp_path, monkeypatch):
+    from dashboard.importers import textio
+
+    monkeypatch.setattr(textio, "MAX_TABLE_RECORDS", 100)
+    before = snapshot(store)
+    with pytest.raises(ImportProblem, match=r"PRSA_Data_Dongsi_first300h\.csv: line 102: more than 100 rows"):
+        imp(store, import_readings, DONGSI, **WIDE)
+    assert snapshot(store) == before

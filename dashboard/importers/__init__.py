@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
 
+from dashboard.importers import textio
 from dashboard.importers.textio import ImportProblem, check_file, header_names, records, text_encoding  # noqa: F401
 from dashboard.store.ingest import AssetIndex, RejectionLedger, forget_repeated_rejections  # noqa: F401
 from dashboard.store import schema as _schema
@@ -193,6 +194,9 @@ def read_table(path, delimiter: str = ",", encoding: str = "utf-8", bad_rows: li
             continue
         lines.append(line)
         rows.append(rec)
+        if len(rows) > textio.MAX_TABLE_RECORDS:
+            raise ImportProblem(f"{path}: line {line}: more than {textio.MAX_TABLE_RECORDS:,} rows in one file; "
+                                "split it (long-form readings: `panorama ingest` streams any size)")
     frame = pd.DataFrame(rows, columns=cols, dtype=object) if rows else pd.DataFrame(columns=cols, dtype=object)
     frame = frame.astype(str) if rows else frame
     frame["line"] = np.array(lines, dtype=np.int64)

@@ -22,6 +22,8 @@ MAX_LINE_CHARS = 1 << 20
 MAX_FIELD_CHARS = 1 << 20
 #: Most fields a record may have.
 MAX_FIELDS = 10_000
+#: Most records a table read whole (one import, one transaction) may have.
+MAX_TABLE_RECORDS = 2_000_000
 #: Largest document read whole (JSON, GeoJSON): bytes on disk, and once decompressed.
 MAX_DOCUMENT_BYTES = 512 << 20
 _OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
