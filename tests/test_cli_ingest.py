@@ -132,7 +132,12 @@ def rejected_lines(engine) -> list[tuple[int, str]]:
         return [(r.line, r.reason) for r in conn.execute(select(rejected).order_by(rejected.c.id))]
 
 
-def test_ingest_line_numbers_after_blank_lines_and_multiline_fields(cli, tmp_path):
+@pytest.mark.parametrize("block", [None, 64])  # the reader's block size: default, and tiny (many blocks)
+def test_ingest_line_numbers_after_blank_lines_and_multiline_fields(cli, tmp_path, monkeypatch, block):
+    from dashboard.importers import textio
+
+    if block:
+        monkeypatch.setattr(textio, "BLOCK_BYTES", block)
     body = (HEADER
             + "r1,speed_kmh,2025-01-15T00:00:00Z,40\n"      # line 2
             + "\n\n"                                        # lines 3-4: blank

@@ -184,7 +184,13 @@ def test_import106_real_prsa_excerpt_gaps_stay_gaps(store):
     assert stored(store, "aq-dongsi", "pm25")[T0] == df["PM2.5"].iloc[0] == 9
 
 
-def test_import107_rejected_lines_are_the_files_own_after_blank_lines_and_multiline_fields(store, tmp_path):
+@pytest.mark.parametrize("block", [None, 300])  # the reader's block size: default, and tiny (many blocks)
+def test_import107_rejected_lines_are_the_files_own_after_blank_lines_and_multiline_fields(store, tmp_path,
+                                                                                          monkeypatch, block):
+    from dashboard.importers import textio
+
+    if block:
+        monkeypatch.setattr(textio, "BLOCK_BYTES", block)
     lines = dongsi_lines()
     lines[2] = lines[2].replace('"NW"', '"N\nW"')        # a quoted field over two lines (wd, not a metric)
     lines[5] = "\n" + lines[5] + "\n\n"                   # blank lines around a record
@@ -199,7 +205,12 @@ def test_import107_rejected_lines_are_the_files_own_after_blank_lines_and_multil
     assert rep.counts["rejected"] == 1
 
 
-def test_import108_a_row_with_extra_fields_is_rejected_alone(store, tmp_path):
+@pytest.mark.parametrize("block", [None, 300])
+def test_import108_a_row_with_extra_fields_is_rejected_alone(store, tmp_path, monkeypatch, block):
+    from dashboard.importers import textio
+
+    if block:
+        monkeypatch.setattr(textio, "BLOCK_BYTES", block)
     lines = dongsi_lines()
     lines[7] = lines[7].rstrip("\n") + ',"extra"\n'
     path = tmp_path / "extra.csv"
@@ -334,3 +345,22 @@ def test_import117_a_table_beyond_the_row_bound_is_refused(store, tmp_path, monk
     with pytest.raises(ImportProblem, match=r"PRSA_Data_Dongsi_first300h\.csv: line 102: more than 100 rows"):
         imp(store, import_readings, DONGSI, **WIDE)
     assert snapshot(store) == before
+
+
+@pytest.mark.parametrize("block", [None, 100])
+def test_import118_crlf_blank_records_and_late_quotes_keep_their_lines(store, tmp_path, monkeypatch, block):
+    from dashboard.importers import textio
+
+    if block:
+        monkeypatch.setattr(textio, "BLOCK_BYTES", block)
+    rows = ["asset,metric,ts,value"] + [f"aq-dongsi,pm25,2016-01-01T{h:02d}:00:00+08:00,{h + 1}" for h in range(12)]
+    rows[4] = ",,,"                                             # line 5: a record of blanks only
+    rows[6] = " , , , "                                         # line 7: the same with spaces
+    rows[9] = rows[9].rsplit(",", 1)[0] + ",-10"               # line 10: out of range
+    rows[11] = '"aq-dongsi",pm25,"2016-01-01T11:00:00+08:00",x'  # line 12: quotes from here on, not a number
+    path = tmp_path / "crlf.csv"
+    path.write_bytes(("\r\n".join(rows) + "\r\n").encode())
+    rep = imp(store, import_readings, path)
+    assert rep.counts["accepted"] == 8
+    assert [(r.line, r.reason.split(" ")[0]) for r in rejected_rows(store)] == [(10, "value"), (12, "value")]
+    assert len(stored(store, "aq-dongsi", "pm25")) == 8

@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, func, select
 
 from dashboard.importers import textio
-from dashboard.importers.textio import ImportProblem, check_file, header_names, records, text_encoding  # noqa: F401
+from dashboard.importers.textio import ImportProblem, check_file, table_chunks  # noqa: F401
 from dashboard.store.ingest import AssetIndex, RejectionLedger, forget_repeated_rejections  # noqa: F401
 from dashboard.store import schema as _schema
 from dashboard.store.schema import rejected
@@ -165,41 +165,35 @@ def _raw_text(raw) -> str:
 def read_table(path, delimiter: str = ",", encoding: str = "utf-8", bad_rows: list | None = None) -> pd.DataFrame:
     """Read a CSV as text (UTF-8 with or without BOM by default), with a ``line`` column.
 
-    Read record by record in bounded memory (:mod:`dashboard.importers.textio`): ``line`` is where
+    Read in bounded blocks (:func:`dashboard.importers.textio.table_chunks`): ``line`` is where
     the record starts in the file, also after blank lines and multi-line quoted fields. A row with
     fewer fields than the header (a truncated file), a file that is not a regular file or not in the
     given encoding raises :class:`ImportProblem` naming the file and line. A row with more fields
     than the header is refused too; or, given a list ``bad_rows``, left out and appended to it as
     (line, raw fields, reason) for the importer to reject.
     """
-    it = records(path, delimiter, encoding)
-    first = next(it, None)
-    if first is None:
-        raise ImportProblem(f"{path}: empty file")
-    cols = header_names(first[1])
-    width = len(cols)
-    lines, rows = [], []
-    for line, rec in it:
-        if not any(x.strip() for x in rec):
-            continue  # a blank row (only delimiters)
+    def on_width(line: int, rec: list[str], width: int) -> None:
         if len(rec) < width:
             raise ImportProblem(f"{path}: line {line}: {len(rec)} of {width} fields "
                                 "(a truncated file or a wrong delimiter?)")
-        if len(rec) > width:
-            if bad_rows is None:
-                raise ImportProblem(f"{path}: line {line}: {len(rec)} fields, the header has {width} "
-                                    "(a wrong delimiter or an unquoted delimiter in a value?)")
-            bad_rows.append((line, rec, (f"{len(rec)} fields, the header has {width} "
-                                         "(an unquoted delimiter in a value?)")))
-            continue
-        lines.append(line)
-        rows.append(rec)
-        if len(rows) > textio.MAX_TABLE_RECORDS:
-            raise ImportProblem(f"{path}: line {line}: more than {textio.MAX_TABLE_RECORDS:,} rows in one file; "
-                                "split it (long-form readings: `panorama ingest` streams any size)")
-    frame = pd.DataFrame(rows, columns=cols, dtype=object) if rows else pd.DataFrame(columns=cols, dtype=object)
-    frame = frame.astype(str) if rows else frame
-    frame["line"] = np.array(lines, dtype=np.int64)
+        if bad_rows is None:
+            raise ImportProblem(f"{path}: line {line}: {len(rec)} fields, the header has {width} "
+                                "(a wrong delimiter or an unquoted delimiter in a value?)")
+        bad_rows.append((line, rec, (f"{len(rec)} fields, the header has {width} "
+                                     "(an unquoted delimiter in a value?)")))
+
+    it = table_chunks(path, delimiter, encoding, on_width)
+    cols = next(it)
+    frames, n = [], 0
+    for f in it:
+        if n + len(f) > textio.MAX_TABLE_RECORDS:
+            raise ImportProblem(f"{path}: line {int(f['line'].iloc[textio.MAX_TABLE_RECORDS - n])}: more than "
+                                f"{textio.MAX_TABLE_RECORDS:,} rows in one file; split it (long-form readings: "
+                                "`panorama ingest` streams any size)")
+        n += len(f)
+        frames.append(f)
+    frame = pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame({**{c: pd.Series([], dtype=object) for c in cols}, "line": np.array([], dtype=np.int64)})
     if frame.shape[1] == 2 and delimiter not in (";", "\t") and frame.columns[0].count(";") >= 1:
         raise ImportProblem(f"{path}: one column {frame.columns[0]!r}: the delimiter looks like ';' "
                             "(pass --delimiter ';')")

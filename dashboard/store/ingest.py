@@ -819,44 +819,24 @@ def read_readings_csv(path, chunksize: int | None = None, bad_rows: list | None 
     span lines. A record with another number of fields than the header is appended to ``bad_rows``
     as (line, fields, reason), or refuses the file when ``bad_rows`` is None.
     """
-    from dashboard.importers.textio import header_names, records
+    from dashboard.importers.textio import table_chunks
 
-    it = records(path)
-    first = next(it, None)
-    if first is None:
-        raise ValueError(f"{path}: empty file")
-    found = header_names(first[1])
+    def on_width(line: int, rec: list[str], width: int) -> None:
+        reason = f"{len(rec)} fields, the header has {width}"
+        if bad_rows is None:
+            raise ValueError(f"{path}: line {line}: {reason}")
+        bad_rows.append((line, rec, reason))
+
+    it = table_chunks(path, on_width=on_width, rows=chunksize or 200_000)
+    found = next(it)
     cols = ["asset" if c == "asset_id" else c for c in found]
     missing = {"asset", "metric", "ts", "value"} - set(cols)
     if missing:
         raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
                          f"(need asset_id, metric, ts, value; found {', '.join(found)})")
-    width, size = len(cols), chunksize or 200_000
-    lines: list[int] = []
-    rows: list[list[str]] = []
-
-    def chunk() -> pd.DataFrame:
-        frame = pd.DataFrame(rows, columns=cols, dtype=object)
-        frame["line"] = np.array(lines, dtype=np.int64)
-        lines.clear()
-        rows.clear()
-        return frame
-
-    for line, rec in it:
-        if len(rec) != width:
-            if not any(x.strip() for x in rec):
-                continue
-            reason = f"{len(rec)} fields, the header has {width}"
-            if bad_rows is None:
-                raise ValueError(f"{path}: line {line}: {reason}")
-            bad_rows.append((line, rec, reason))
-            continue
-        lines.append(line)
-        rows.append(rec)
-        if len(rows) >= size:
-            yield chunk()
-    if rows:
-        yield chunk()
+    for chunk in it:
+        chunk.columns = [*cols, "line"]
+        yield chunk
 
 
 def ingest_csv(engine: Engine, path, source: str | None = None, now: float | None = None) -> IngestResult:
