@@ -11,13 +11,28 @@ from pathlib import Path
 import typer
 from typer.core import TyperGroup
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.settings import get_settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="City Panorama: the city operations dashboard.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # errors and progress: a long line is not cut
+out = Console(soft_wrap=True)  # reports
 log = logging.getLogger("panorama")
+
+
+@app.callback()
+def _check_settings() -> None:
+    """City Panorama: the city operations dashboard."""
+    from pydantic import ValidationError
+
+    from dashboard.settings import settings_problem
+
+    try:
+        get_settings()
+    except ValidationError as exc:  # a bad PANORAMA_* variable: one line, before any command starts
+        _fail(f"bad setting {settings_problem(exc)}", 2)
 
 
 def _engine(settings):
@@ -27,7 +42,7 @@ def _engine(settings):
 
 
 def _fail(msg: str, code: int = 1):
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}")  # the message may quote user data: never markup
     raise typer.Exit(code)
 
 
@@ -64,7 +79,7 @@ def init(days: int = typer.Option(7, min=0, max=400, help="Days of history to ba
     """Create the store, load the city and backfill history."""
     s = get_settings()
     counts = init_store(s, days, s.seed if seed is None else seed, reset)
-    console.print(f"[green]store ready[/] at {s.resolved_database_url}: "
+    console.print(f"[green]store ready[/] at {escape(s.resolved_database_url)}: "
                   + ", ".join(f"{v:,} {k}" for k, v in counts.items()))
 
 
@@ -118,7 +133,7 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
     except OSError as exc:
         _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"[bold]City Panorama[/] on http://{shown}:{server.effective_port}/ (Ctrl-C stops it)")
+    console.print(f"[bold]City Panorama[/] on {escape(f'http://{shown}:{server.effective_port}/')} (Ctrl-C stops it)")
     try:
         server.run()
     except KeyboardInterrupt:
@@ -166,7 +181,7 @@ def run(host: str = "127.0.0.1", port: int = 8050,
 
     create_schema(engine)  # migrate a store made by an earlier release (nothing to do when current)
     if not is_initialised(engine):
-        console.print(f"first run: building the {s.city} demo store (last 24 h now, {days - 1} more days "
+        console.print(f"first run: building the {escape(s.city)} demo store (last 24 h now, {days - 1} more days "
                       "in the background)…")
         now = time.time()
         init_store(s, 1, s.seed)
@@ -212,9 +227,13 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
 
     from dashboard.store.ingest import IngestResult, ingest_csv
 
+    from dashboard.importers.textio import check_file
+
     s = get_settings()
-    if not file.is_file():
-        _fail(f"{file}: no such file")
+    try:
+        check_file(file)
+    except ValueError as exc:
+        _fail(str(exc))
     t0 = time.perf_counter()
     done = IngestResult()
 
@@ -236,11 +255,11 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
     except Exception as exc:  # pandas parser errors and the like
         _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
     dt = time.perf_counter() - t0
-    console.print(f"{file}: {result.summary()} in {dt:.2f} s")
+    out.print(escape(f"{file}: {result.summary()} in {dt:.2f} s"))
     for line, reason in result.reasons[:10]:
-        console.print(f"  line {line}: {reason}" if line else f"  {reason}")
+        out.print(escape(f"  line {line}: {reason}" if line else f"  {reason}"))
     if result.rejected > len(result.reasons[:10]):
-        console.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
+        out.print(f"  … {result.rejected - len(result.reasons[:10])} more in the rejected table")
 
 
 @ingest_app.command("mqtt")
@@ -269,7 +288,7 @@ def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: m
         _fail(str(exc))
     except SQLAlchemyError as exc:
         _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]})")
-    console.print(f"[bold]ingesting[/] {', '.join(topic)} from {url} into {engine.url.render_as_string()}")
+    console.print(f"[bold]ingesting[/] {escape(', '.join(topic))} from {escape(url)} into {escape(engine.url.render_as_string())}")
     stop = threading.Event()
     # a service manager's stop (SIGTERM) ends it as Ctrl-C does: the batch in hand is stored and
     # acknowledged, the summary printed (and SIGINT may be ignored: a job started in the background)
@@ -280,7 +299,7 @@ def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: m
         stop.set()
     finally:
         signal.signal(signal.SIGTERM, previous)
-    console.print(sub.stats.summary())
+    console.print(escape(sub.stats.summary()))
 
 
 # --- sub-commands: one line each -------------------------------------------------------

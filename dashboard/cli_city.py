@@ -6,15 +6,19 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from dashboard.settings import get_settings
 
 city_app = typer.Typer(no_args_is_help=True, help="Onboard a city: import its boundaries, assets, readings, requests.")
 import_app = typer.Typer(no_args_is_help=True, help="Import one file in one transaction (all or nothing).")
 city_app.add_typer(import_app, name="import")
-console = Console(stderr=True, soft_wrap=True)
+console = Console(stderr=True, soft_wrap=True)  # errors
+out = Console(soft_wrap=True)  # reports
 
 DRY = typer.Option(False, "--dry-run", help="Show what would be imported, write nothing.")
+TS_FORMAT = typer.Option(None, "--ts-format", help="strftime format of the times, e.g. '%m/%d/%Y %I:%M:%S %p' "
+                         "(default ISO 8601).")
 
 
 def _city_or_none(settings):
@@ -37,32 +41,39 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
 
 
 def _run(kind: str, file: Path, dry_run: bool, work):
-    """Run one import, print its report, exit 1 (store untouched) when the file is refused."""
-    from dashboard.importers import ImportProblem, run_import
-    from dashboard.store import make_engine
+    """Run one import, print its report (stdout), exit 1 (store untouched) when the file is refused (stderr).
+
+    Everything from the file or the user (names, values, reasons) is printed as plain text, never
+    read as console markup.
+    """
+    from dashboard.importers import ImportProblem, check_file, import_engine, run_import
 
     s = get_settings()
     t0 = time.perf_counter()
     try:
-        report = run_import(make_engine(s.resolved_database_url), work, dry_run=dry_run)
+        check_file(file)
+        engine, note = import_engine(s.resolved_database_url, dry_run)
+        report = run_import(engine, work, dry_run=dry_run)
     except ImportProblem as exc:
-        console.print(f"[bold red]error:[/] {exc}\nnothing was imported; the store is unchanged")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}\nnothing was imported; the store is unchanged")
         raise typer.Exit(1) from None
     dt = time.perf_counter() - t0
     head = "[yellow]dry run[/] (nothing written)" if report.dry_run else "[green]imported[/]"
-    console.print(f"{head} {kind} from {file} in {dt:.2f} s: "
-                  + ", ".join(f"{v:,} {k}" for k, v in report.counts.items()))
+    out.print(f"{head} {kind} from {escape(str(file))} in {dt:.2f} s: "
+              + escape(", ".join(f"{v:,} {k}" for k, v in report.counts.items())))
+    if note:
+        out.print(f"  {escape(note)}")
     if report.crs:
-        console.print(f"  CRS: {report.crs} (stored as EPSG:4326)")
+        out.print(f"  CRS: {escape(str(report.crs))} (stored as EPSG:4326)")
     if report.fields:
-        console.print(f"  fields: {', '.join(map(str, report.fields))}")
+        out.print(f"  fields: {escape(', '.join(map(str, report.fields)))}")
     for w in report.warnings[:10]:
-        console.print(f"  [yellow]warning:[/] {w}")
+        out.print(f"  [yellow]warning:[/] {escape(str(w))}")
     for line, reason in report.problems[:10]:
-        console.print(f"  line/feature {line}: {reason}" if line is not None else f"  {reason}")
+        out.print(escape(f"  line/feature {line}: {reason}" if line is not None else f"  {reason}"))
     shown = min(len(report.problems), 10)
     if report.counts.get("rejected", 0) > shown:
-        console.print(f"  … {report.counts['rejected'] - shown} more rejected rows in the rejected table")
+        out.print(f"  … {report.counts['rejected'] - shown} more rejected rows in the rejected table")
     return report
 
 
@@ -112,7 +123,7 @@ def readings_cmd(file: Path,
                  ts_column: str = typer.Option(None, help="Column with the time (default ts/time/timestamp)."),
                  time_columns: str = typer.Option(None, help="Comma-separated year,month,day,hour columns."),
                  timezone: str = typer.Option(None, help="Zone of times without offset, e.g. America/Montreal."),
-                 ts_format: str = typer.Option(None, help="strftime format of the times (default ISO 8601)."),
+                 ts_format: str = TS_FORMAT,
                  decimal: str = typer.Option(".", help="Decimal separator."),
                  delimiter: str = typer.Option(",", help="Field delimiter."),
                  encoding: str = typer.Option("utf-8", help="File encoding (UTF-8 with or without BOM)."),
@@ -137,6 +148,7 @@ def requests_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of ti
                  status_map: str = typer.Option(None, help="STATUS=open|closed,... over the defaults, e.g. "
                                                            "\"In Progress=open,Duplicate=closed\"."),
                  delimiter: str = ",", encoding: str = "utf-8",
+                 ts_format: str = TS_FORMAT,
                  add_categories: bool = typer.Option(True, help="Create categories the store lacks."),
                  dry_run: bool = DRY):
     """Service requests: Open311 GeoReport v2 JSON, a flat JSON export (Socrata) or a CSV export.
@@ -150,11 +162,11 @@ def requests_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of ti
     try:
         smap = parse_status_map(status_map)
     except ValueError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     opts = dict(timezone=timezone, id_field=id_field, category_field=category_field, opened_field=opened_field,
                 closed_field=closed_field, lon_field=lon_field, lat_field=lat_field, status_field=status_field,
-                district_field=district_field, delimiter=delimiter, encoding=encoding)
+                district_field=district_field, delimiter=delimiter, encoding=encoding, ts_format=ts_format)
     report = _run("requests", file, dry_run, lambda conn: import_requests(
         conn, file, add_categories=add_categories, status_map=smap, **opts))
     read = report.counts.get("read", 0)
@@ -175,10 +187,10 @@ def categories_cmd(file: Path, dry_run: bool = DRY):
 @import_app.command("ngsi")
 def ngsi_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of times without offset "
                                                                  "(default: the city's)."),
-             dry_run: bool = DRY):
+             ts_format: str = TS_FORMAT, dry_run: bool = DRY):
     """FIWARE NGSI-LD / v2 entities (AirQualityObserved, TrafficFlowObserved), key-values or normalized."""
     from dashboard.importers.ngsi import import_ngsi_file
 
     city = _city_or_none(get_settings())
     tz = timezone or (city.timezone if city else None)
-    _run("ngsi", file, dry_run, lambda conn: import_ngsi_file(conn, file, tz))
+    _run("ngsi", file, dry_run, lambda conn: import_ngsi_file(conn, file, tz, ts_format))

@@ -5,6 +5,7 @@ import os
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.settings import get_settings
@@ -20,7 +21,7 @@ def _engine():
 
 
 def _fail(msg: str) -> None:
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}")  # may quote user input: never markup
     raise typer.Exit(1)
 
 
@@ -74,4 +75,4 @@ def grant_reader(role: str = typer.Argument("panorama_reader", help="Login role 
         _fail(str(exc))
     except SQLAlchemyError as exc:
         _unreachable(exc)
-    console.print(f"[green]role {role} can log in and read[/]; point PANORAMA_READ_DATABASE_URL at it")
+    console.print(f"[green]role {escape(role)} can log in and read[/]; point PANORAMA_READ_DATABASE_URL at it")

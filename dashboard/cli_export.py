@@ -7,16 +7,17 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dashboard.settings import get_settings
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 REPORT_STEPS = 9  # progress steps reported by dashboard.report.build_report, + write (+ pdf)
 
 
 def _fail(msg: str, code: int = 1):
-    console.print(f"[bold red]error:[/] {msg}")
+    console.print(f"[bold red]error:[/] {escape(msg)}")  # the message may quote user input: never markup
     raise typer.Exit(code)
 
 
@@ -58,9 +59,11 @@ def report(
         def step(label: str):
             bar.update(task, description=label, advance=1)
 
+        notes: list[str] = []
         try:
             page = build_report(engine, start, end, district, s.aqi_standard, progress=step, paper=paper,
-                                thresholds=city.thresholds if city else None)
+                                thresholds=city.thresholds if city else None, notes=notes,
+                                detail=lambda label: bar.update(task, description=label))
         except ValueError as exc:
             _fail(str(exc))
         html_path = out if fmt == "html" else out.with_suffix(".html")
@@ -74,7 +77,9 @@ def report(
             except (RuntimeError, OSError) as exc:
                 _fail(str(exc))
         bar.update(task, completed=bar.tasks[0].total, description="done")
-    console.print(f"{out}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+    for note in notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
+    console.print(f"{escape(str(out))}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
 
 
 def _city_or_none(settings):
@@ -119,4 +124,4 @@ def export(
         Renderer.stop()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(body)
-    console.print(f"{out}: {len(body):,} bytes")
+    console.print(f"{escape(str(out))}: {len(body):,} bytes")

@@ -24,7 +24,7 @@ import numpy as np
 
 from dashboard.export import CLOSED_NETWORK_FLAGS, SOFTWARE_GL_FLAGS, browser_path
 from dashboard.kpis import KPI_BY_ID, KPIS, compute_all
-from dashboard.metrics import DOMAINS
+from dashboard.metrics import CITY, DOMAINS
 from dashboard.settings import PROJECT_ROOT
 from dashboard.store import readmodel as rm
 from dashboard.theme import STATUS, THEMES
@@ -66,19 +66,56 @@ class KpiPeriod:
         return self._mean(self.prev_ys)
 
 
+#: The dates a period may span: nothing is stored before 1970; the last day must have a next day.
+FIRST_DAY, LAST_DAY = date(1970, 1, 1), date.max - timedelta(days=1)
+
+
 def period_bounds(start: date, end: date, tz) -> tuple[int, int, int]:
-    """Return (previous start, start, end) epoch seconds of ``start``..``end`` inclusive, in ``tz``."""
+    """Return (previous start, start, end) epoch seconds of ``start``..``end`` inclusive, in ``tz``.
+
+    Dates before 1970 or on the calendar's last day are taken as 1970-01-01 and the day before it
+    (no data can be there); the previous period does not start before 1970 either.
+    """
     if end < start:
         raise ValueError("--to is before --from")
+    start, end = min(max(start, FIRST_DAY), LAST_DAY), min(max(end, FIRST_DAY), LAST_DAY)
     t0 = datetime.combine(start, datetime.min.time(), tz).timestamp()
     t1 = datetime.combine(end + timedelta(days=1), datetime.min.time(), tz).timestamp()
-    return int(2 * t0 - t1), int(t0), int(t1)
+    return max(int(2 * t0 - t1), min(int(t0), 0)), int(t0), int(t1)
 
 
-def _series(conn, t0: int, t1: int, district, std) -> dict:
+def data_range(conn) -> tuple[int, int] | None:
+    """Return (oldest, newest) time of the stored data (hourly rollups and service requests), or None."""
+    from sqlalchemy import func, select
+
+    from dashboard.store.schema import latest, rollup_district, service_requests
+
+    rd, sr = rollup_district, service_requests
+    lo = [conn.execute(select(func.min(rd.c.bucket)).where(rd.c.res == 3600, rd.c.district_id == CITY)).scalar(),
+          conn.execute(select(func.min(sr.c.opened_at))).scalar()]
+    hi = [conn.execute(select(func.max(latest.c.ts))).scalar(), rm.service_newest_ts(conn),
+          conn.execute(select(func.max(rd.c.bucket)).where(rd.c.res == 3600, rd.c.district_id == CITY)).scalar()]
+    lo, hi = [int(v) for v in lo if v is not None], [int(v) for v in hi if v is not None]
+    return (min(lo), max(hi)) if lo and hi else None
+
+
+def clip_to_data(t0: int, t1: int, span: tuple[int, int] | None) -> tuple[int, int]:
+    """Return [t0, t1) narrowed to the stored data ``span`` and a week either side (empty: t0 == t1).
+
+    The week keeps every trend point a window over stored data can have (a backlog goes on after
+    the last event), so a period within reach of the data reads exactly what it read before.
+    """
+    if span is None:
+        return t0, t0
+    a, b = max(t0, span[0] // 3600 * 3600 - SPAN), min(t1, (span[1] // 3600 + 1) * 3600 + SPAN)
+    return (a, b) if a < b else (t0, t0)
+
+
+def _series(conn, t0: int, t1: int, district, std, progress=None) -> dict:
     """Return each KPI's trend points in [t0, t1), from 7-day windows ending at t1, t1-7d, …"""
     out: dict[str, dict] = {}
     end = t1
+    weeks, done = -(-(t1 - t0) // SPAN), 0
     while end > t0:
         for k in compute_all(conn, end, "7d", district, std):
             pts = out.setdefault(k.id, {})
@@ -86,6 +123,9 @@ def _series(conn, t0: int, t1: int, district, std) -> dict:
                 if t0 <= x < t1 and (x not in pts or pts[x] is None):
                     pts[x] = y
         end -= SPAN
+        done += 1
+        if progress is not None and weeks > 1:
+            progress(done, weeks)
     return {kid: (sorted(p), [p[x] for x in sorted(p)]) for kid, p in out.items()}
 
 
@@ -237,16 +277,21 @@ def _movers(conn, period: Period, names: dict, district: str | None) -> tuple[li
 
 
 def build_report(engine, start: date, end: date, district: str | None = None, aqi_standard: str = "cn",
-                 progress=None, paper: str = "a4", thresholds: dict | None = None) -> str:
+                 progress=None, paper: str = "a4", thresholds: dict | None = None, notes: list | None = None,
+                 detail=None) -> str:
     """Return the report's HTML for ``start``..``end`` (inclusive dates, city time) and ``district``.
 
     ``paper``: "a4" or "letter", the printed page size; ``thresholds``: the city's KPI thresholds.
+    The KPI trends are read only where data is stored: a period reaching beyond the stored data is
+    clipped to it (said in the report, and appended to ``notes``). ``detail(label)`` is told the
+    progress within a step (the weeks read).
     """
     from zoneinfo import ZoneInfo
 
     if paper not in PAPERS:
         raise ValueError(f"--paper must be {' or '.join(PAPERS)}")
     thresholds = thresholds or {}
+    start, end = min(max(start, FIRST_DAY), LAST_DAY), min(max(end, FIRST_DAY), LAST_DAY)
     step = progress or (lambda label: None)
     with engine.connect() as conn:
         meta = rm.city_meta(conn)
@@ -256,10 +301,21 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
         if district and district not in names:
             raise ValueError(f"unknown district {district[:60]!r}")
         p0, t0, t1 = period_bounds(start, end, tz)
+        stored = data_range(conn)
+        (c0, c1), (q0, q1) = clip_to_data(t0, t1, stored), clip_to_data(p0, t0, stored)
+        clipped = None
+        cut = (t1 - t0) - (c1 - c0) + (t0 - p0) - (q1 - q0)
+        if cut > SPAN or c0 == c1:  # more than a week cut off, or nothing left of the period: say so
+            clipped = ("no data is stored: the KPI trends are empty" if stored is None else
+                       f"data is stored from {_fmt(stored[0], tz)} to {_fmt(stored[1], tz)}: the periods are read "
+                       "only there")
+            if notes is not None:
+                notes.append(clipped)
+        weekly = (lambda what: (lambda i, n: detail(f"{what} (week {i} of {n})"))) if detail else (lambda what: None)
         step("period KPIs")
-        cur = _series(conn, t0, t1, district, aqi_standard)
+        cur = _series(conn, c0, c1, district, aqi_standard, weekly("period KPIs"))
         step("previous period KPIs")
-        prev = _series(conn, p0, t0, district, aqi_standard)
+        prev = _series(conn, q0, q1, district, aqi_standard, weekly("previous period KPIs"))
         newest = {dom: rm.newest_ts(conn, kind) for dom, kind in
                   (("traffic", "road_segment"), ("air_quality", "aq_station"), ("energy", "substation"))}
         newest["satisfaction"] = rm.service_newest_ts(conn)
@@ -269,8 +325,8 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
             if live_now and t0 <= live_now < t1 + 3600 else {}
         period = Period(start, end, tz, p0, t0, t1, max([v for v in newest.values() if v] or [0]) or None)
         step("main pollutant")
-        dominant = (_dominant_pollutant(conn, t0, t1, district, aqi_standard),
-                    _dominant_pollutant(conn, p0, t0, district, aqi_standard))
+        dominant = (_dominant_pollutant(conn, c0, c1, district, aqi_standard),
+                    _dominant_pollutant(conn, q0, q1, district, aqi_standard))
         step("what changed")
         moves, mapped = _movers(conn, period, names, district)
     periods = []
@@ -285,7 +341,7 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
     where = names.get(district, "whole city") if district else "whole city"
 
     def fmt_t(ts):
-        return "no data" if not ts else period.local(ts).strftime("%Y-%m-%d %H:%M")
+        return "no data" if not ts else _fmt(ts, tz)
 
     rows, changes = [], []
     for dom in DOMAINS:
@@ -318,7 +374,7 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
     offset = pstart.strftime("%z")
     offset = f"UTC{offset[:3]}:{offset[3:]}"
     ndays = (end - start).days + 1
-    notes = _notes(period, ndays, fmt_t)
+    notes_html = _notes(period, ndays, fmt_t)
     page_size = PAPERS[paper]
     status_css = "".join(f".st-{k} {{ background: {c}; }}" for k, c in LIGHT_STATUS.items())
     return f"""<!doctype html>
@@ -362,7 +418,8 @@ Compared with the previous {ndays} day{'s' if ndays != 1 else ''}: {_e(period.lo
 to {_e(pstart.strftime('%a %Y-%m-%d %H:%M'))}.<br>
 <span class="muted">Generated {_e(fmt_t(time.time()))} ({_e(str(tz))}). AQI standard: {_e(aqi_standard.upper())}.</span>
 </div>
-{notes}
+{f"<p class='muted' id='clipped'>Clipped: {_e(clipped)}.</p>" if clipped else ""}
+{notes_html}
 <h2>What changed</h2>
 <p id="what-changed">{_what_changed(changes, moves)}</p>
 <h2>Summary</h2>
@@ -640,6 +697,11 @@ def _svg_map(districts, mapped: dict, district: str | None) -> str:
                f"<text x='{lx0 + 215}' y='{ly0 + 9}' font-size='12' fill='{t['text']}'>{_e(mapped['label'])}, "
                f"period mean (change on the previous period)</text></svg>")
     return "".join(out)
+
+
+def _fmt(ts, tz) -> str:
+    """Return epoch seconds as local 'YYYY-MM-DD HH:MM'."""
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
 def _e(s) -> str:

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 
-from flask import Flask, request
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # flask is imported where it is used: settings validate origins without it (CLI start-up)
+    from flask import Flask
 
 EMBED_PREFIX = "/embed/"
 _KEYWORDS = {"'self'", "'none'", "*"}
@@ -38,6 +41,8 @@ def embed_policy(frame_ancestors: str) -> str:
 
 def init_app(server: Flask, settings) -> None:
     """Send the framing headers on every response."""
+    from flask import request
+
     embed_csp = embed_policy(settings.frame_ancestors)
 
     @server.after_request

@@ -40,6 +40,15 @@ class Settings(BaseSettings):
     def _lower(cls, v: str) -> str:
         return v.lower() if isinstance(v, str) else v
 
+    @field_validator("frame_ancestors")
+    @classmethod
+    def _origins(cls, v: str) -> str:
+        """Refuse a value that is not a list of origins when the settings are read (at start-up)."""
+        from dashboard.security import parse_origins
+
+        parse_origins(v)
+        return v
+
     @property
     def resolved_database_url(self) -> str:
         """Return the database URL, defaulting to a SQLite file under ``data_dir``."""
@@ -66,3 +75,12 @@ class Settings(BaseSettings):
 def get_settings(**overrides) -> Settings:
     """Read settings from the environment, with keyword overrides on top."""
     return Settings(**overrides)
+
+
+def settings_problem(exc) -> str:
+    """Return a pydantic ValidationError of the settings as one line naming the environment variables."""
+    parts = []
+    for err in exc.errors():
+        name = "PANORAMA_" + "_".join(str(x) for x in err.get("loc", ())).upper()
+        parts.append(f"{name}: {str(err.get('msg', '')).removeprefix('Value error, ')}")
+    return "; ".join(parts) or str(exc).splitlines()[0]

@@ -135,7 +135,7 @@ def test_file_larger_than_a_chunk_is_all_or_nothing_on_read_errors(cli, tmp_path
     rows = [f"{a},speed_kmh,{t0 + 60 * i},{30 + i % 40}" for i in range(n_ts) for a in ("r1", "r2", "r3")]
     assert len(rows) > CHUNK_ROWS
     good = HEADER + "\n".join(rows) + "\n"
-    (tmp_path / "big.csv").write_text(good + "r1,speed_kmh,2025-01-15T00:00:00Z,40,surplus\n", encoding="utf-8")
+    (tmp_path / "big.csv").write_bytes((good + "r1,speed_kmh,2025-01-15T00:00:00Z,40\n").encode() + b"r\xff\xfe,x,y,z\n")
     before = counts(cli.engine)
     result, out = cli("ingest", "big.csv")
     assert result.exit_code != 0
@@ -178,3 +178,99 @@ def test_store_failing_midway_says_what_was_stored_and_a_rerun_stores_the_rest_o
     assert result.exit_code == 0, result.output
     assert "600 accepted, 600 already stored, 0 rejected" in out
     assert counts(cli.engine)[0] == before + 1200
+
+
+# --- hostile files (issue 14 items 6, 7, 8, 16; issue 15 item 15) ----------------------------------------
+def rejected_lines(engine) -> list[tuple[int, str]]:
+    with engine.connect() as conn:
+        return [(r.line, r.reason) for r in conn.execute(select(rejected).order_by(rejected.c.id))]
+
+
+@pytest.mark.parametrize("block", [None, 64])  # the reader's block size: default, and tiny (many blocks)
+def test_ingest_line_numbers_after_blank_lines_and_multiline_fields(cli, tmp_path, monkeypatch, block):
+    from dashboard.importers import textio
+
+    if block:
+        monkeypatch.setattr(textio, "BLOCK_BYTES", block)
+    body = (HEADER
+            + "r1,speed_kmh,2025-01-15T00:00:00Z,40\n"      # line 2
+            + "\n\n"                                        # lines 3-4: blank
+            + '"r\n2",speed_kmh,2025-01-15T00:00:00Z,40\n'  # lines 5-6: one record over two lines
+            + "nowhere,speed_kmh,2025-01-15T00:00:00Z,40\n"  # line 7
+            + "\n"                                          # line 8
+            + "r1,speed_kmh,2025-01-15T00:10:00Z,-3\n")     # line 9
+    (tmp_path / "messy.csv").write_text(body, encoding="utf-8")
+    result, out = cli("ingest", "messy.csv")
+    assert result.exit_code == 0, result.output
+    assert "1 accepted, 0 already stored, 3 rejected" in out
+    assert [ln for ln, _ in rejected_lines(cli.engine)] == [5, 7, 9]
+    assert "line 5: unknown asset 'r\\n2'" in result.stdout and "line 9: value -3" in out
+
+
+def test_ingest_rerun_records_each_rejection_once(cli, tmp_path):
+    (tmp_path / "bad.csv").write_text(BAD, encoding="utf-8")
+    assert cli("ingest", "bad.csv")[0].exit_code == 0
+    once = rejected_lines(cli.engine)
+    result, out = cli("ingest", "bad.csv")
+    assert result.exit_code == 0 and "0 accepted, 1 already stored, 5 rejected" in out
+    assert rejected_lines(cli.engine) == once and len(once) == 5
+
+
+def test_ingest_row_with_extra_fields_is_rejected_alone(cli, tmp_path):
+    (tmp_path / "extra.csv").write_text(GOOD + "r1,speed_kmh,2025-01-15T01:00:00Z,42.5,oops\n", encoding="utf-8")
+    result, out = cli("ingest", "extra.csv")
+    assert result.exit_code == 0, result.output
+    assert "4 accepted, 0 already stored, 1 rejected" in out
+    assert "line 6: 5 fields, the header has 4" in out
+    assert counts(cli.engine)[0] == 4
+    with cli.engine.connect() as conn:
+        raw = conn.execute(select(rejected.c.raw)).scalar()
+    assert json.loads(raw) == ["r1", "speed_kmh", "2025-01-15T01:00:00Z", "42.5", "oops"]
+
+
+def test_ingest_prints_user_data_as_plain_text(cli, tmp_path):
+    name = "[bold]sensor[red] dump.csv"
+    (tmp_path / name).write_text(HEADER + "[/],speed_kmh,2025-01-15T00:00:00Z,40\n"
+                                 + "r1,speed_kmh,2025-01-15T00:00:00Z,[/bold]\n", encoding="utf-8")
+    result, out = cli("ingest", name)
+    assert result.exit_code == 0, result.output  # the rows are stored: the command must not "fail" after
+    assert f"{name}: 0 accepted, 0 already stored, 2 rejected" in out
+    assert "line 2: unknown asset '[/]'" in out and "line 3: value '[/bold]' is not a finite number" in out
+    result, out = cli("ingest", "[/]missing.csv")
+    assert result.exit_code == 1 and "error: [/]missing.csv: no such file" in out
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "."])
+def test_ingest_refuses_devices_and_directories_in_one_line(cli, target):
+    before = counts(cli.engine)
+    result, out = cli("ingest", target)
+    assert result.exit_code == 1
+    assert ("not a regular file" if target == "/dev/zero" else "is a directory") in out
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert counts(cli.engine) == before
+
+
+def test_ingest_report_on_stdout_errors_on_stderr(cli, tmp_path):
+    (tmp_path / "bad.csv").write_text(BAD, encoding="utf-8")
+    result, _ = cli("ingest", "bad.csv")
+    assert "1 accepted" in result.stdout and "line 3: unknown asset" in result.stdout and result.stderr == ""
+    result, _ = cli("ingest", "missing.csv")
+    assert result.stdout == "" and "error: missing.csv: no such file" in result.stderr
+
+
+def test_ingest_rejection_cleared_once_the_row_is_stored(cli, tmp_path):
+    from sqlalchemy import insert
+
+    from dashboard.store.schema import assets
+
+    (tmp_path / "new.csv").write_text(HEADER + "r9,speed_kmh,2025-01-15T00:00:00Z,40\n"
+                                      + "r1,speed_kmh,2025-01-15T00:00:00Z,-1\n", encoding="utf-8")
+    result, out = cli("ingest", "new.csv")
+    assert "0 accepted, 0 already stored, 2 rejected" in out
+    with cli.engine.begin() as conn:  # the road is onboarded afterwards
+        conn.execute(insert(assets).values(id="r9", kind="road_segment", name="R9", district_id="north",
+                                           geometry='{"type": "Point", "coordinates": [0, 0]}',
+                                           attributes={"free_flow_kmh": 50}))
+    result, out = cli("ingest", "new.csv")
+    assert result.exit_code == 0 and "1 accepted, 0 already stored, 1 rejected" in out
+    assert [ln for ln, _ in rejected_lines(cli.engine)] == [3]  # the still-bad row stays, once

@@ -202,3 +202,24 @@ def test_report011_layout_fits_charts_in_cards_and_numbers_on_one_line(dash_duo,
             }
             return out;""")
         assert bad == [], (width, bad)
+
+
+@pytest.mark.parametrize("frm,to", [("1900-01-01", None), ("0001-01-01", "0001-01-02"), ("9999-01-01", "9999-12-31")])
+def test_report012_far_periods_are_clipped_to_the_data_and_say_so(report_file, tmp_path, monkeypatch, frm, to):
+    import dashboard.report as rep
+
+    monkeypatch.setenv("PANORAMA_DATABASE_URL", report_file[1])
+    real, calls = rep.compute_all, []
+
+    def counted(*args, **kw):
+        calls.append(args[1])
+        assert len(calls) <= 12, "the report reads weeks where no data is stored"
+        return real(*args, **kw)
+
+    monkeypatch.setattr(rep, "compute_all", counted)
+    out = tmp_path / "far.html"
+    r = CliRunner().invoke(app, ["report", "--from", frm, "--to", to or date.today().isoformat(), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "note: data is stored from" in r.stderr and "Traceback" not in r.output
+    html = out.read_text()
+    assert "id='clipped'" in html and len(re.findall(r"class='kpi-row'", html)) == len(KPIS)

@@ -11,22 +11,21 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy import Connection, Engine, func, select
 
-from dashboard.store.ingest import AssetIndex
+from dashboard.importers import textio
+from dashboard.importers.textio import ImportProblem, check_file, table_chunks  # noqa: F401
+from dashboard.store.ingest import AssetIndex, RejectionLedger, forget_repeated_rejections  # noqa: F401
 from dashboard.store import schema as _schema
 from dashboard.store.schema import rejected
 
 #: How many problems a report keeps to show.
 MAX_SHOWN = 20
-
-
-class ImportProblem(ValueError):
-    """The file cannot be imported as a whole; nothing was written."""
 
 
 @dataclass
@@ -58,11 +57,42 @@ class ImportReport:
                 "problems": [{"line": ln, "reason": r} for ln, r in self.problems]}
 
 
+def import_engine(url: str, dry_run: bool = False) -> tuple[Engine, str | None]:
+    """Return (the engine an import of the store at ``url`` runs on, a note for the report).
+
+    A dry run writes nothing anywhere: when ``url`` is a SQLite file that does not exist yet, the
+    file (and its folder) is not created; the import is checked against an empty store in memory.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import StaticPool
+
+    from dashboard.store.schema import create_schema, make_engine
+
+    u = make_url(url)
+    if dry_run and u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
+            and not Path(u.database).exists():
+        eng = make_engine("sqlite://", poolclass=StaticPool)
+        create_schema(eng)
+        return eng, f"the store {u.database} does not exist yet: checked against an empty store, nothing created"
+    return make_engine(url), None
+
+
 def run_import(engine: Engine, work: Callable[[Connection], ImportReport], dry_run: bool = False) -> ImportReport:
-    """Run ``work(conn)`` in one transaction: commit, or roll back on error or in a dry run."""
+    """Run ``work(conn)`` in one transaction: commit, or roll back on error or in a dry run.
+
+    A dry run never migrates: a store whose schema is not this release's is refused with a message.
+    """
     from dashboard.store.schema import create_schema
 
-    create_schema(engine)
+    if dry_run:
+        from dashboard.store.migrate import current, head
+
+        have = current(engine)
+        if have != head():
+            raise ImportProblem(f"the store's schema is {have or 'not created yet'}, this release needs {head()}: "
+                                "run `panorama db upgrade` first (a dry run changes nothing)")
+    else:
+        create_schema(engine)
     with engine.connect() as conn:
         trans = conn.begin()
         try:
@@ -82,10 +112,7 @@ def run_import(engine: Engine, work: Callable[[Connection], ImportReport], dry_r
 
 def _forget_repeated_rejections(conn: Connection, before: int, report: ImportReport) -> None:
     """Drop rejections this import added that an earlier run already recorded (re-runs change nothing)."""
-    n = conn.execute(text(
-        "DELETE FROM rejected WHERE id > :m AND EXISTS (SELECT 1 FROM rejected r2 WHERE r2.id <= :m "
-        "AND r2.source = rejected.source AND coalesce(r2.line, -1) = coalesce(rejected.line, -1) "
-        "AND r2.reason = rejected.reason AND r2.raw = rejected.raw)"), {"m": before}).rowcount
+    n = forget_repeated_rejections(conn, before)
     if n:
         report.count("rejections already recorded", n)
 
@@ -135,54 +162,42 @@ def _raw_text(raw) -> str:
     return text.replace("\x00", "\\x00")
 
 
-def read_table(path, delimiter: str = ",", encoding: str = "utf-8") -> pd.DataFrame:
+def read_table(path, delimiter: str = ",", encoding: str = "utf-8", bad_rows: list | None = None) -> pd.DataFrame:
     """Read a CSV as text (UTF-8 with or without BOM by default), with a ``line`` column.
 
-    A row with fewer fields than the header (a truncated file) or a file that is not in the
-    given encoding raises :class:`ImportProblem` naming the file and line.
+    Read in bounded blocks (:func:`dashboard.importers.textio.table_chunks`): ``line`` is where
+    the record starts in the file, also after blank lines and multi-line quoted fields. A row with
+    fewer fields than the header (a truncated file), a file that is not a regular file or not in the
+    given encoding raises :class:`ImportProblem` naming the file and line. A row with more fields
+    than the header is refused too; or, given a list ``bad_rows``, left out and appended to it as
+    (line, raw fields, reason) for the importer to reject.
     """
-    enc = "utf-8-sig" if encoding.lower().replace("_", "-") in ("utf-8", "utf8", "utf-8-sig") else encoding
-    try:
-        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, encoding=enc,
-                            skipinitialspace=True, skip_blank_lines=False)
-    except UnicodeDecodeError as exc:
-        raise ImportProblem(f"{path}: not valid {encoding} (byte {exc.start}: {exc.reason}); "
-                            "pass --encoding (e.g. latin-1)") from exc
-    except pd.errors.EmptyDataError as exc:
-        raise ImportProblem(f"{path}: empty file") from exc
-    except pd.errors.ParserError as exc:
-        raise ImportProblem(f"{path}: not a readable CSV: {exc}") from exc
-    frame.columns = [str(c).strip() for c in frame.columns]
-    _check_field_counts(path, delimiter, enc, len(frame.columns))
-    frame["line"] = np.arange(2, len(frame) + 2)
-    blank = frame.drop(columns="line").apply(lambda c: c.isna() | (c == "")).all(axis=1)
-    frame = frame[~blank.to_numpy()]
-    short = frame.drop(columns="line").isna().any(axis=1).to_numpy()
-    if short.any():
-        i = int(np.flatnonzero(short)[0])
-        row = frame.iloc[i]
-        have = int(row.drop("line").notna().sum())
-        raise ImportProblem(f"{path}: line {int(row['line'])}: {have} of {frame.shape[1] - 1} fields "
-                            "(a truncated file or a wrong delimiter?)")
+    def on_width(line: int, rec: list[str], width: int) -> None:
+        if len(rec) < width:
+            raise ImportProblem(f"{path}: line {line}: {len(rec)} of {width} fields "
+                                "(a truncated file or a wrong delimiter?)")
+        if bad_rows is None:
+            raise ImportProblem(f"{path}: line {line}: {len(rec)} fields, the header has {width} "
+                                "(a wrong delimiter or an unquoted delimiter in a value?)")
+        bad_rows.append((line, rec, (f"{len(rec)} fields, the header has {width} "
+                                     "(an unquoted delimiter in a value?)")))
+
+    it = table_chunks(path, delimiter, encoding, on_width)
+    cols = next(it)
+    frames, n = [], 0
+    for f in it:
+        if n + len(f) > textio.MAX_TABLE_RECORDS:
+            raise ImportProblem(f"{path}: line {int(f['line'].iloc[textio.MAX_TABLE_RECORDS - n])}: more than "
+                                f"{textio.MAX_TABLE_RECORDS:,} rows in one file; split it (long-form readings: "
+                                "`panorama ingest` streams any size)")
+        n += len(f)
+        frames.append(f)
+    frame = pd.concat(frames, ignore_index=True) if frames else \
+        pd.DataFrame({**{c: pd.Series([], dtype=object) for c in cols}, "line": np.array([], dtype=np.int64)})
     if frame.shape[1] == 2 and delimiter not in (";", "\t") and frame.columns[0].count(";") >= 1:
         raise ImportProblem(f"{path}: one column {frame.columns[0]!r}: the delimiter looks like ';' "
                             "(pass --delimiter ';')")
-    return frame.reset_index(drop=True)
-
-
-def _check_field_counts(path, delimiter: str, encoding: str, width: int) -> None:
-    """Raise when a record has fewer fields than the header (a truncated file)."""
-    import csv
-    import gzip
-
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding=encoding, newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        next(reader, None)
-        for rec in reader:
-            if rec and len(rec) < width and any(x.strip() for x in rec):
-                raise ImportProblem(f"{path}: line {reader.line_num}: {len(rec)} of {width} fields "
-                                    "(a truncated file or a wrong delimiter?)")
+    return frame
 
 
 def pick_column(path, frame_columns, wanted: str | None, candidates: tuple[str, ...], what: str,

@@ -62,8 +62,12 @@ def _short(ref) -> str:
     return s.split(":")[-1] if s.startswith("urn:ngsi-ld:") else s
 
 
-def parse_entities(source: str, entities: list[dict], timezone: str | None, report: ImportReport):
-    """Return (asset rows, reading rows, rejected rows) of the entities; unknown types raise."""
+def parse_entities(source: str, entities: list[dict], timezone: str | None, report: ImportReport,
+                   ts_format: str | None = None):
+    """Return (asset rows, reading rows, rejected rows) of the entities; unknown types raise.
+
+    ``ts_format``: strftime format of times that are not ISO 8601 (e.g. an exporter's own).
+    """
     asset_rows, readings, bad = [], [], []
     for i, e in enumerate(entities, start=1):
         etype, eid = e.get("type"), e.get("id")
@@ -86,7 +90,7 @@ def parse_entities(source: str, entities: list[dict], timezone: str | None, repo
             bad.append((i, e, "no dateObserved"))
             continue
         try:
-            ts, dst = parse_times(source, pd.Series([str(when)]), np.array([i]), timezone)
+            ts, dst = parse_times(source, pd.Series([str(when)]), np.array([i]), timezone, ts_format)
         except ImportProblem as exc:
             why = str(exc).split(f": line {i}: ", 1)[-1]
             raise ImportProblem(f"{source}: entity {i} ({eid!r}): dateObserved: {why}") from None
@@ -103,7 +107,7 @@ def parse_entities(source: str, entities: list[dict], timezone: str | None, repo
         span = None
         if etype == "TrafficFlowObserved" and e.get("dateObservedFrom") and e.get("dateObservedTo"):
             t2, _ = parse_times(source, pd.Series([str(plain(e["dateObservedFrom"])), str(plain(e["dateObservedTo"]))]),
-                                np.array([i, i]), timezone)
+                                np.array([i, i]), timezone, ts_format)
             span = float(t2[1] - t2[0]) if np.isfinite(t2).all() and t2[1] > t2[0] else None
         for attr, metric in attr_map.items():
             if attr not in e:
@@ -123,11 +127,12 @@ def parse_entities(source: str, entities: list[dict], timezone: str | None, repo
     return asset_rows, pd.DataFrame(readings, columns=["asset", "metric", "ts", "value", "line"]), bad
 
 
-def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None) -> ImportReport:
+def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None,
+                ts_format: str | None = None) -> ImportReport:
     """Import NGSI entities (a parsed body) in the open transaction ``conn``."""
     report = ImportReport("ngsi", source)
     ents = entities_of(source, data)
-    asset_rows, rows, bad = parse_entities(source, ents, timezone, report)
+    asset_rows, rows, bad = parse_entities(source, ents, timezone, report, ts_format)
     known = {r.id for r in conn.execute(select(assets.c.id))}
     new = {}
     for a in asset_rows:
@@ -146,9 +151,9 @@ def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None
     return report
 
 
-def import_ngsi_file(conn: Connection, path, timezone: str | None = None) -> ImportReport:
+def import_ngsi_file(conn: Connection, path, timezone: str | None = None, ts_format: str | None = None) -> ImportReport:
     """Import the NGSI entities of a JSON / JSON-LD file."""
-    return import_ngsi(conn, load_json(path), str(path), timezone)
+    return import_ngsi(conn, load_json(path), str(path), timezone, ts_format)
 
 
 def dumps(report: ImportReport) -> str:

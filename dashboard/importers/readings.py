@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
 
-from dashboard.importers import ConnAssetIndex, ImportProblem, ImportReport, pick_column, read_table, \
-    store_rejections
+from dashboard.importers import ConnAssetIndex, ImportProblem, ImportReport, RejectionLedger, pick_column, \
+    read_table, store_rejections
 from dashboard.importers.units import canonical, converter
 from dashboard.metrics import METRICS
 from dashboard.store.ingest import Ingestor
@@ -25,9 +25,15 @@ _OFFSET = re.compile(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$")
 
 
 def _epoch(t: pd.Series) -> np.ndarray:
-    """Return tz-aware datetimes as epoch seconds (NaN where NaT), whatever their resolution."""
-    secs = (t.dt.tz_convert("UTC") - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-    return secs.to_numpy(dtype=float, na_value=np.nan)
+    """Return tz-aware datetimes as epoch seconds (NaN where NaT), whatever their resolution.
+
+    Computed in the datetimes' own unit, so a year such as 0001 or 9999 (beyond nanoseconds) gives
+    its epoch seconds (which the store then rejects as before 1970 or in the future).
+    """
+    naive = t.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    secs = naive.astype("datetime64[s]").astype(np.int64).astype(float)
+    secs[np.isnat(naive)] = np.nan
+    return secs
 
 
 def parse_times(path, text: pd.Series, lines: np.ndarray, timezone: str | None = None,
@@ -55,19 +61,19 @@ def parse_times(path, text: pd.Series, lines: np.ndarray, timezone: str | None =
         p = pd.to_datetime(pd.Series(uniq[has_off]), utc=True, errors="coerce", format="ISO8601")
         val[has_off] = _epoch(p)
         if p.isna().any():
-            bad = uniq[has_off][p.isna().to_numpy()][0]
-            raise ImportProblem(f"{path}: line {_line_of(s, lines, bad)}: cannot read the date {str(bad)!r}")
+            bad, ln = _first_in_file(s, lines, uniq[has_off][p.isna().to_numpy()])
+            raise ImportProblem(f"{path}: line {ln}: cannot read the date {str(bad)!r}")
     naive = ~has_off
     if naive.any():
         kw = {"format": fmt} if fmt else {"format": "ISO8601"}
         p = pd.to_datetime(pd.Series(uniq[naive]), errors="coerce", **kw)
         if p.isna().any():
-            bad = uniq[naive][p.isna().to_numpy()][0]
-            raise ImportProblem(f"{path}: line {_line_of(s, lines, bad)}: cannot read the date {str(bad)!r}"
+            bad, ln = _first_in_file(s, lines, uniq[naive][p.isna().to_numpy()])
+            raise ImportProblem(f"{path}: line {ln}: cannot read the date {str(bad)!r}"
                                 + (f" with format {fmt!r}" if fmt else " (ISO 8601 expected; or pass --ts-format)"))
         if timezone is None:
-            bad = uniq[naive][0]
-            raise ImportProblem(f"{path}: line {_line_of(s, lines, bad)}: the time {str(bad)!r} has no UTC offset; "
+            bad, ln = _first_in_file(s, lines, uniq[naive])
+            raise ImportProblem(f"{path}: line {ln}: the time {str(bad)!r} has no UTC offset; "
                                 "pass --timezone (e.g. --timezone America/Montreal)")
         try:
             loc = p.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
@@ -85,6 +91,13 @@ def parse_times(path, text: pd.Series, lines: np.ndarray, timezone: str | None =
                                                     f"{timezone} (daylight-saving change)"))
     out[rest] = val[inv]
     return out, dst_rows
+
+
+def _first_in_file(s: pd.Series, lines: np.ndarray, values: np.ndarray) -> tuple[str, int]:
+    """Return the one of ``values`` that comes first in the file, and its line."""
+    at = np.flatnonzero(np.isin(s.to_numpy(dtype=str), values.astype(str)))
+    i = at[np.argmin(lines[at])]
+    return str(s.iloc[i]), int(lines[i])
 
 
 def _line_of(s: pd.Series, lines: np.ndarray, value: str) -> int:
@@ -122,7 +135,8 @@ def read_readings(path, layout: str = "long", metric: str | None = None, asset: 
     """
     path = Path(path)
     report = report or ImportReport("readings", str(path))
-    frame = read_table(path, delimiter, encoding)
+    too_long: list = []  # rows with more fields than the header: rejected one by one
+    frame = read_table(path, delimiter, encoding, bad_rows=too_long)
     report.fields = [c for c in frame.columns if c != "line"]
     units, rename = dict(units or {}), dict(rename or {})
     for m in units:
@@ -141,7 +155,7 @@ def read_readings(path, layout: str = "long", metric: str | None = None, asset: 
         ts_text = frame[tsc]
         used = {tsc}
     ts, dst = parse_times(path, ts_text, lines, timezone, ts_format)
-    rejected_here = [(ln, {"ts": t}, r) for ln, r in dst for t in [ts_text[lines == ln].iloc[0]]]
+    rejected_here = too_long + [(ln, {"ts": t}, r) for ln, r in dst for t in [ts_text[lines == ln].iloc[0]]]
     parts = []
     if layout == "long":
         ac = pick_column(path, frame.columns, asset_column, ("asset", "asset_id", "station", "sensor"), "asset")
@@ -230,6 +244,7 @@ def write_readings(conn: Connection, rows: pd.DataFrame, rejected_here: list, re
                    source: str) -> ImportReport:
     """Store readings through the validated path, in the open transaction ``conn``."""
     ing = Ingestor(None, index=ConnAssetIndex(conn))
+    ing.ledger = RejectionLedger(conn, source)
     result = ing.ingest(rows, source=source, conn=conn)
     report.count("accepted", result.accepted)
     report.count("duplicates", result.duplicates)
@@ -237,6 +252,9 @@ def write_readings(conn: Connection, rows: pd.DataFrame, rejected_here: list, re
     for line, reason in result.reasons:
         report.problem(line, reason)
     store_rejections(conn, source, rejected_here, report)
+    resolved = ing.ledger.resolve()  # earlier rejections of rows stored now (e.g. their asset came since)
+    if resolved:
+        report.count("earlier rejections resolved", resolved)
     return report
 
 

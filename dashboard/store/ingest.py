@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, func, select, text
 
 from dashboard.metrics import CITY, DERIVED, DERIVED_ATTRS, METRICS, ROLLUP_RESOLUTIONS
 from dashboard.store.schema import assets, rejected
@@ -302,6 +302,7 @@ class Ingestor:
         self.engine = engine
         self.index = index or AssetIndex(engine)
         self._codes: _Codes | None = None
+        self.ledger: RejectionLedger | None = None  # told which rows got stored (see RejectionLedger)
 
     def _asset_codes(self) -> "_Codes":
         """Return the per-asset arrays of the index's current asset frame.
@@ -366,7 +367,8 @@ class Ingestor:
         metric_known = scode >= 0
         flag(~metric_known, lambda i: f"unknown metric {metric[i]!r}")
         have = pos >= 0
-        kinds = codes.kinds[np.maximum(pos, 0)] if n else np.array([], dtype=object)
+        # a store without assets (districts only, or empty) has no kinds to look up: every row is unknown
+        kinds = codes.kinds[np.maximum(pos, 0)] if n and len(codes.kinds) else np.full(n, None, dtype=object)
         # compare kinds per distinct (asset kind, metric) pair, not per row
         kind_ok = np.ones(n, dtype=bool)
         chk = have & metric_known
@@ -396,7 +398,7 @@ class Ingestor:
         flag(ts_fin & (ts < 0), lambda i: f"timestamp {frame['ts'].iloc[i]} is before 1970")
 
         ok = free
-        batch = _Batch(codes.pk[np.maximum(pos, 0)][ok] if n else np.array([], dtype=np.int64),
+        batch = _Batch(codes.pk[np.maximum(pos, 0)][ok] if n and len(codes.pk) else np.array([], dtype=np.int64),
                        scode[ok], ts[ok].astype(np.int64) if ok.any() else np.array([], dtype=np.int64),
                        value[ok], np.flatnonzero(ok), codes)
         # duplicates inside the batch: the first wins, a later identical one is a no-op
@@ -493,6 +495,8 @@ class Ingestor:
                 self._write_rollups(conn, good, payloads[0])
                 self._update_aqi(conn, good)
             result.accepted = len(good)
+        if self.ledger is not None:
+            self.ledger.stored(frame, reason)
         is_dup = reason == ""
         result.duplicates = int(is_dup.sum())
         bad = np.flatnonzero(~(reason == None) & ~is_dup)  # noqa: E711 - elementwise on object array
@@ -500,9 +504,7 @@ class Ingestor:
         if len(bad):
             lines = frame["line"].to_numpy() if "line" in frame.columns else None
             received = int(time.time())
-            cols = [c for c in frame.columns if c != "line"]
-            sub = frame.iloc[bad][cols]
-            raws = [json.dumps(r, default=str, ensure_ascii=False) for r in sub.to_dict("records")]
+            raws = raw_records(frame.iloc[bad])
             recs = []
             for k, i in enumerate(bad):
                 line = int(lines[i]) if lines is not None and pd.notna(lines[i]) else None
@@ -744,20 +746,100 @@ class Ingestor:
                                      mn.tolist(), mx.tolist())))
 
 
-def read_readings_csv(path, chunksize: int | None = None):
-    """Read a long-format readings CSV (asset_id, metric, ts, value) as text, keeping line numbers."""
-    reader = pd.read_csv(path, dtype=str, keep_default_na=False, chunksize=chunksize or 200_000,
-                         encoding="utf-8-sig", skipinitialspace=True)
-    line = 2
-    for chunk in reader:
-        found = list(chunk.columns)
-        chunk = chunk.rename(columns={"asset_id": "asset"})
-        missing = {"asset", "metric", "ts", "value"} - set(chunk.columns)
-        if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
-                             f"(need asset_id, metric, ts, value; found {', '.join(found)})")
-        chunk["line"] = np.arange(line, line + len(chunk))
-        line += len(chunk)
+def raw_records(frame: pd.DataFrame) -> list[str]:
+    """Return each row of ``frame`` (without ``line``) as the JSON text kept in ``rejected.raw``."""
+    cols = [c for c in frame.columns if c != "line"]
+    return [json.dumps(r, default=str, ensure_ascii=False) for r in frame[cols].to_dict("records")]
+
+
+def forget_repeated_rejections(conn: Connection, before: int) -> int:
+    """Delete rejections added after id ``before`` that an earlier run already recorded; return how many.
+
+    Same source, line, reason and raw input: re-running an import leaves the rejected table as it was.
+    """
+    return conn.execute(text(
+        "DELETE FROM rejected WHERE id > :m AND EXISTS (SELECT 1 FROM rejected r2 WHERE r2.id <= :m "
+        "AND r2.source = rejected.source AND coalesce(r2.line, -1) = coalesce(rejected.line, -1) "
+        "AND r2.reason = rejected.reason AND r2.raw = rejected.raw)"), {"m": before}).rowcount
+
+
+def last_rejection_id(conn: Connection) -> int:
+    """Return the newest id of the rejected table (0 when empty)."""
+    return int(conn.execute(select(func.coalesce(func.max(rejected.c.id), 0))).scalar())
+
+
+class RejectionLedger:
+    """Clears a source's rejections once the same row is stored (e.g. its asset was imported since).
+
+    Made before an import of ``source`` in the transaction ``conn``; told which input rows were
+    stored or found already stored (:meth:`stored`, :meth:`stored_raws`); :meth:`resolve` then
+    deletes the earlier rejections of ``source`` whose raw input is one of those rows and that this
+    run did not reject again. Rows are compared by their raw input (:func:`raw_records`) and
+    only when the source has earlier rejections, so a clean source costs one query.
+    """
+
+    def __init__(self, conn: Connection, source: str):
+        self.conn, self.source = conn, source[:500]
+        self.before = last_rejection_id(conn)
+        self.old: dict[str, list[int]] = {}
+        for rid, raw in conn.execute(select(rejected.c.id, rejected.c.raw).where(
+                rejected.c.source == self.source, rejected.c.id <= self.before)):
+            self.old.setdefault(raw, []).append(int(rid))
+        self.seen: set[str] = set()
+
+    def stored(self, frame: pd.DataFrame, reason: np.ndarray) -> None:
+        """Note the rows of ``frame`` that were stored (reason None) or already stored (reason "")."""
+        if self.old:
+            ok = np.flatnonzero((reason == None) | (reason == ""))  # noqa: E711 - elementwise
+            if len(ok):
+                self.stored_raws(raw_records(frame.iloc[ok]))
+
+    def stored_raws(self, raws) -> None:
+        """Note stored rows by their raw input text."""
+        if self.old:
+            self.seen.update(r for r in raws if r in self.old)
+
+    def resolve(self, conn: Connection | None = None) -> int:
+        """Delete the earlier rejections now stored and not rejected again; return how many.
+
+        ``conn``: the transaction to delete in (default: the one the ledger was made in).
+        """
+        if not self.seen:
+            return 0
+        conn = conn or self.conn
+        again = {r for (r,) in conn.execute(select(rejected.c.raw).where(
+            rejected.c.source == self.source, rejected.c.id > self.before))}
+        ids = [i for raw in self.seen - again for i in self.old[raw]]
+        for k in range(0, len(ids), 500):
+            conn.execute(rejected.delete().where(rejected.c.id.in_(ids[k:k + 500])))
+        return len(ids)
+
+
+def read_readings_csv(path, chunksize: int | None = None, bad_rows: list | None = None):
+    """Read a long-format readings CSV (asset_id, metric, ts, value) as text, keeping line numbers.
+
+    Read record by record in bounded memory (a device, a directory or an over-long line is refused);
+    ``line`` is where each record starts in the file, also after blank lines and quoted fields that
+    span lines. A record with another number of fields than the header is appended to ``bad_rows``
+    as (line, fields, reason), or refuses the file when ``bad_rows`` is None.
+    """
+    from dashboard.importers.textio import table_chunks
+
+    def on_width(line: int, rec: list[str], width: int) -> None:
+        reason = f"{len(rec)} fields, the header has {width}"
+        if bad_rows is None:
+            raise ValueError(f"{path}: line {line}: {reason}")
+        bad_rows.append((line, rec, reason))
+
+    it = table_chunks(path, on_width=on_width, rows=chunksize or 200_000)
+    found = next(it)
+    cols = ["asset" if c == "asset_id" else c for c in found]
+    missing = {"asset", "metric", "ts", "value"} - set(cols)
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {', '.join(sorted(missing))} "
+                         f"(need asset_id, metric, ts, value; found {', '.join(found)})")
+    for chunk in it:
+        chunk.columns = [*cols, "line"]
         yield chunk
 
 
@@ -778,20 +860,24 @@ def ingest_csv(engine: Engine, path, source: str | None = None, now: float | Non
     large file no longer locks them out for its whole length. Should the store fail midway, the chunks
     committed stay; the same file run again stores the rest once (stored readings are recognised).
     ``each(result)`` is called after every chunk is committed. ``chunk_rows`` defaults to :data:`CHUNK_ROWS`.
+
+    A row with the wrong number of fields is rejected on its own, like any other bad row. Running
+    the same file again records no rejection twice, and clears earlier rejections of rows now stored.
     """
     chunk_rows = chunk_rows or CHUNK_ROWS
-    chunks = read_readings_csv(path, chunk_rows)
+    source = source or str(path)
+    bad: list = []
+    chunks = read_readings_csv(path, chunk_rows, bad_rows=bad)
     first = next(chunks, None)
-    if first is None:
-        return IngestResult()
-    single = next(chunks, None) is None
+    single = first is None or next(chunks, None) is None
     if single:
-        batches: Iterable = [first]  # one chunk: read once, stored in one transaction
+        batches: Iterable = [] if first is None else [first]  # one chunk: read once, one transaction
     else:
         del first
         for _ in chunks:  # raises on the first unreadable part, before anything is written
             pass
-        batches = read_readings_csv(path, chunk_rows)
+        bad.clear()  # the second read finds them again
+        batches = read_readings_csv(path, chunk_rows, bad_rows=bad)
     turn = WRITER_TURN_S if engine.dialect.name == "sqlite" and not single else 0.0
 
     def after(result: IngestResult) -> None:
@@ -800,7 +886,23 @@ def ingest_csv(engine: Engine, path, source: str | None = None, now: float | Non
         if turn:
             time.sleep(turn)  # the lock is free: a writer waiting for it takes it now
 
-    return Ingestor(engine).ingest_many(batches, source=source or str(path), now=now, each=after)
+    ing = Ingestor(engine)
+    with engine.connect() as conn:
+        ing.ledger = RejectionLedger(conn, source)
+    result = ing.ingest_many(batches, source=source, now=now, each=after)
+    with engine.begin() as conn:
+        if bad:
+            received = int(time.time())
+            conn.execute(rejected.insert(), [
+                {"received_at": received, "source": source[:500], "line": line,
+                 "raw": json.dumps(rec, ensure_ascii=False), "reason": reason}
+                for line, rec, reason in bad])
+            result.rejected += len(bad)
+            result.reasons = sorted(result.reasons + [(ln, r) for ln, _, r in bad[:20]],
+                                    key=lambda x: (x[0] is None, x[0] or 0))[:20]
+        ing.ledger.resolve(conn)
+        forget_repeated_rejections(conn, ing.ledger.before)
+    return result
 
 
 def ingest_rows(engine: Engine, rows: Iterable[dict], source: str = "api", now: float | None = None) -> IngestResult:
