@@ -28,6 +28,12 @@ class Settings(BaseSettings):
     background_refresh: bool = Field(default=True, description="Recompute what screens ask for as each "
                                      "refresh bucket starts, so their requests are cache hits.")
     ngsi_token: str = Field(default="", description="Bearer token of POST /ngsi-ld/notify; empty = disabled.")
+    ngsi_max_body: int = Field(default=1_000_000, ge=1_024, description="Largest body (bytes) POST /ngsi-ld/notify "
+                               "takes; a larger one is refused (413).")
+    ngsi_allow_outside: bool = Field(default=False, description="Keep NGSI entities (notify, MQTT) located "
+                                     "outside every district, as assets without a district; default: reject them.")
+    mqtt_max_payload: int = Field(default=1_000_000, ge=1_024, description="Largest MQTT message (bytes) "
+                                  "stored; a larger one is rejected (its first few KB kept with the reason).")
     frame_ancestors: str = Field(default="'self'", description="Origins allowed to frame /embed/* panels "
                                  "(CSP frame-ancestors), space- or comma-separated; default: this app only.")
 

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
-from _import_kit import FIWARE, beijing_store, imp, need, snapshot
+from _import_kit import beijing_store, imp, snapshot
 from sqlalchemy import text
 
 from dashboard.importers import ImportProblem
 from dashboard.importers.ngsi import import_ngsi, import_ngsi_file
 
-AQ = FIWARE / "dataModel.Environment" / "AirQualityObserved" / "examples"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fiware"  # see fixtures/README.md
+AQ = FIXTURES / "AirQualityObserved"
+SR = FIXTURES / "service_requests"
 T = int(datetime(2016, 3, 15, 10, tzinfo=timezone.utc).timestamp())  # 11:00 in Madrid (UTC+1)
 
 
@@ -24,10 +27,10 @@ def values(engine, asset):
 @pytest.mark.parametrize("name,co_stored", [("example.json", True), ("example.jsonld", True),
                                             ("example-normalized.json", False), ("example-normalized.jsonld", False)])
 def test_import401_air_quality_examples_all_flavours(tmp_path, name, co_stored):
-    src = need(AQ / name)
+    src = AQ / name
     raw = json.loads(src.read_text())
     eng = beijing_store(tmp_path)
-    rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")
+    rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid", allow_outside=True)  # Madrid, not Beijing
     assert rep.counts["entities"] == 1 and rep.counts["assets added"] == 1
     got = values(eng, "28079004-Pza.deEspanya")
     plain = (lambda v: v["value"] if isinstance(v, dict) else v)
@@ -41,15 +44,15 @@ def test_import401_air_quality_examples_all_flavours(tmp_path, name, co_stored):
         assert "co" not in got and rep.counts["rejected"] == 1
         assert rep.problems[0][0] == 1 and "500000" in rep.problems[0][1]
     once = snapshot(eng)
-    rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")
+    rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid", allow_outside=True)
     assert rep.counts["accepted"] == 0 and snapshot(eng) == once
 
 
 def test_import402_real_numbers_where_schema_says_integer(tmp_path):
-    src = need(AQ / "example-normalized.jsonld")
+    src = AQ / "example-normalized.jsonld"
     assert json.loads(src.read_text())["tsp"]["value"] == 73.3
     eng = beijing_store(tmp_path)
-    imp(eng, import_ngsi_file, src, timezone="Europe/Madrid")  # no schema type error
+    imp(eng, import_ngsi_file, src, timezone="Europe/Madrid", allow_outside=True)  # no schema type error
 
 
 def traffic_entity(normalized: bool) -> dict:
@@ -84,24 +87,38 @@ def test_import403_traffic_flow(tmp_path, normalized):
     assert got == {"speed_kmh": 42.5, "flow_vph": 1200.0}  # 300 vehicles in 15 min
 
 
-def test_import404_unknown_type_and_truncated_leave_store_unchanged(engine, tmp_path):
+def test_import404_unknown_type_rejected_alone_and_truncated_file_leaves_store_unchanged(engine, tmp_path):
+    """Issue 15.12: a file holding a valid entity and one of an unsupported type stores the valid one."""
     from _import_kit import REPO
     from dashboard.city import install_city, load_city
 
     install_city(engine, load_city(REPO / "data" / "beijing"))
     imp(engine, import_ngsi, [traffic_entity(False)], "first")
     before = snapshot(engine)
-    sr = need(FIWARE / "dataModel.IssueTracking" / "service_requests" / "examples" / "example.json")
     mixed = tmp_path / "mixed.json"
-    mixed.write_text(json.dumps([json.loads((AQ / "example.json").read_text()), json.loads(sr.read_text())]))
-    with pytest.raises(ImportProblem, match=r"mixed\.json: entity 2 \('service-request:638344'\): "
-                                            r"unknown NGSI type 'service_requests'"):
-        imp(engine, import_ngsi_file, mixed)
+    mixed.write_text(json.dumps([beijing_air(), json.loads((SR / "example.json").read_text())]))
+    rep = imp(engine, import_ngsi_file, mixed)
+    assert rep.counts["entities"] == 1 and rep.counts["accepted"] == 3 and rep.counts["rejected"] == 1  # co, so2, temp
+    with engine.connect() as conn:
+        rej = conn.execute(text("SELECT source, line, raw, reason FROM rejected")).one()
+    assert rej.source == str(mixed) and rej.line == 2 and "638344" in rej.raw
+    assert rej.reason.startswith("entity 2 ('service-request:638344'): unknown NGSI type 'service_requests'")
+    after = snapshot(engine)
     trunc = tmp_path / "trunc.jsonld"
     trunc.write_text((AQ / "example-normalized.jsonld").read_text()[:700])
     with pytest.raises(ImportProblem, match=r"trunc\.jsonld: line \d+, column \d+: not valid JSON"):
         imp(engine, import_ngsi_file, trunc)
-    assert snapshot(engine) == before
+    assert snapshot(engine) == after != before
+
+
+def beijing_air(**changes) -> dict:
+    """The FIWARE AirQualityObserved key-values example moved to Beijing (Dongsi), now, with ``changes``."""
+    e = json.loads((AQ / "example.json").read_text())
+    e.update({"id": "urn:ngsi-ld:AirQualityObserved:bj-test-1", "refPointOfInterest": "bj-test-1",
+              "location": {"type": "Point", "coordinates": [116.417, 39.929]},
+              "dateObserved": datetime.now(timezone.utc).replace(microsecond=0).isoformat()})
+    e.update(changes)
+    return e
 
 
 def test_import405_notify_endpoint(tmp_path):
@@ -111,7 +128,7 @@ def test_import405_notify_endpoint(tmp_path):
     eng = beijing_store(tmp_path)
     url = str(eng.url)
     body = {"subscriptionId": "urn:ngsi-ld:Subscription:1", "type": "Notification",
-            "data": [json.loads(need(AQ / "example.jsonld").read_text())]}
+            "data": [json.loads((AQ / "example.jsonld").read_text())]}
     off = create_app(Settings(data_dir=tmp_path, database_url=url)).server.test_client()
     r = off.post("/ngsi-ld/notify", json=body)
     assert r.status_code == 503 and "disabled" in r.get_json()["error"]
@@ -125,5 +142,10 @@ def test_import405_notify_endpoint(tmp_path):
     assert r.status_code == 400 and "unknown NGSI type 'Parking'" in r.get_json()["error"]
     r = on.post("/ngsi-ld/notify", data=json.dumps(body), content_type="application/ld+json",
                 headers={"Authorization": "Bearer s3cret"})
+    assert r.status_code == 400 and "outside every district" in r.get_json()["error"]  # Madrid, not Beijing
+    anywhere = create_app(Settings(data_dir=tmp_path, database_url=url, ngsi_token="s3cret",
+                                   ngsi_allow_outside=True)).server.test_client()
+    r = anywhere.post("/ngsi-ld/notify", data=json.dumps(body), content_type="application/ld+json",
+                      headers={"Authorization": "Bearer s3cret"})
     assert r.status_code == 200, r.get_json()
     assert r.get_json()["counts"]["accepted"] == 4  # co, no2, so2 and temperature of the example
