@@ -207,7 +207,7 @@ def _parse_entity(source: str, i: int, e, timezone: str | None):
             bad.append((i, e, f"{attr} {_shown(raw)} is not a number"))
             continue
         try:
-            value = float(converter(metric, _unit(e[attr]) or DEFAULT_UNITS[metric], f"entity {i} {attr}")(value))
+            value = float(converter(metric, _unit(e[attr]) or DEFAULT_UNITS[metric], attr)(value))
         except ImportProblem as exc:
             bad.append((i, e, str(exc)))
             continue
