@@ -19,14 +19,14 @@ from sqlalchemy import func, select, text
 from dashboard.importers import ImportProblem, run_import
 from dashboard.importers.ngsi import import_ngsi
 from dashboard.mqtt import Message, MqttIngest
-from dashboard.store.ingest import MAX_RAW_CHARS, MAX_REASON_CHARS, Ingestor
+from dashboard.store.ingest import Ingestor
 from dashboard.store.schema import assets, rejected
 
 FUZZ = settings(max_examples=80, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                        HealthCheck.data_too_large])
-#: Longest raw text or reason a rejection may hold: the cut plus its marker (and escapes).
-RAW_BOUND, REASON_BOUND = MAX_RAW_CHARS + 100, MAX_REASON_CHARS + 100
+#: Longest raw text and reason a rejection may hold: 4,096 and 500 characters, plus the marker of a cut.
+RAW_BOUND, REASON_BOUND = 4_200, 600
 
 KEYS = ["asset", "metric", "ts", "value", "id", "type", "data", "dateObserved", "dateObservedTo",
         "dateObservedFrom", "location", "coordinates", "pm25", "co", "temperature", "averageVehicleSpeed",
