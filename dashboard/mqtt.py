@@ -20,7 +20,6 @@ be redelivered).
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading

@@ -13,7 +13,8 @@ import time
 
 import numpy as np
 import pandas as pd
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from dashboard.importers import ImportProblem, run_import
@@ -128,8 +129,8 @@ def test_mqtt_handler_fuzz_every_message_is_stored_or_rejected_and_the_next_one_
         assert out.rejected == len(rows)
         assert all(r.source in ("mqtt", f"mqtt:fuzz/{n}") for r in rows)  # readings: "mqtt", with the topic
         if len(payload) > 16_384:
-            assert [r.reason for r in rows] == [f"payload of {len(payload):,} bytes is larger than 16,384 "
-                                                "(PANORAMA_MQTT_MAX_PAYLOAD)"]
+            too_big = f"payload of {len(payload):,} bytes is larger than 16,384 (PANORAMA_MQTT_MAX_PAYLOAD)"
+            assert [r.reason for r in rows] == [too_big]
         try:
             json.loads(payload.decode("utf-8-sig"))
         except (UnicodeDecodeError, ValueError, RecursionError):

@@ -433,7 +433,7 @@ def test_the_mqtt_password_is_never_shown(small_city, mqtt_host_port, caplog):
         sub.stop()
         forget_session(host, port, client_id)
     assert "pw-s3cret" not in caplog.text
-    assert f"mqtt://panorama:***@127.0.0.1:1" in caplog.text and f"mqtt://panorama:***@{host}:{port}" in caplog.text
+    assert "mqtt://panorama:***@127.0.0.1:1" in caplog.text and f"mqtt://panorama:***@{host}:{port}" in caplog.text
     with pytest.raises(ValueError) as exc:
         parse_url("mqtt://panorama:pw-s3cret@")
     assert "pw-s3cret" not in str(exc.value) and "panorama:***@" in str(exc.value)

@@ -200,10 +200,10 @@ def _parse_entity(source: str, i: int, e, timezone: str | None):
             continue
         raw = plain(e[attr])
         try:
-            if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
-                raise ValueError
-            value = float(raw)
+            value = float(raw) if isinstance(raw, (int, float, str)) and not isinstance(raw, bool) else None
         except (ValueError, OverflowError):
+            value = None
+        if value is None:
             bad.append((i, e, f"{attr} {_shown(raw)} is not a number"))
             continue
         try:
@@ -270,10 +270,9 @@ def _drop_outside(conn: Connection, source: str, frame, rows: pd.DataFrame, ents
     bad = []
     for ln in lines:
         p = where[by_line[int(ln)]]
-        bad.append((int(ln), ents[int(ln) - 1],
-                    f"entity {ln}{_ident(ents[int(ln) - 1])}: location {p.x:.5f}, {p.y:.5f} is outside every "
-                    "district of the city (to keep it anyway: --allow-outside, or PANORAMA_NGSI_ALLOW_OUTSIDE=true "
-                    "for live input)"))
+        why = (f"entity {ln}{_ident(ents[int(ln) - 1])}: location {p.x:.5f}, {p.y:.5f} is outside every district "
+               "of the city (to keep it anyway: --allow-outside, or PANORAMA_NGSI_ALLOW_OUTSIDE=true for live input)")
+        bad.append((int(ln), ents[int(ln) - 1], why))
     return frame[~out], rows[~rows["line"].isin(lines)], bad
 
 
