@@ -196,3 +196,23 @@ def test_ngsi_decoder_fuzz_each_entity_is_stored_or_rejected_and_none_lands_outs
         assert outside == 0  # no asset was added outside the city's districts
 
     run()
+
+
+def test_raw_input_kept_with_a_rejection_is_cut_to_a_few_kilobytes(small_city):
+    """Issue 14.12: raw input was stored whole (a 50 MB body went into ``rejected.raw``)."""
+    from dashboard.store.services import ingest_service_requests
+
+    eng = small_city["engine"]
+    huge = "x" * 200_000
+    before = last_rejection(eng)
+    Ingestor(eng).ingest([reading(asset=huge)], source="big")
+    ingest_service_requests(eng, [{"id": "q1", "category": "nowhere", "district": "north",
+                                   "opened_at": int(time.time()) - 60, "description": huge}], source="big")
+    with eng.connect() as conn:
+        rows = check_bounded(conn, before)  # a reading, a service request
+    run_import(eng, lambda conn: import_ngsi(conn, [entity(pm25=huge), entity(type="Parking", pad=huge)], "big"))
+    with eng.connect() as conn:
+        rows = check_bounded(conn, before)  # and an NGSI attribute, an NGSI entity
+    assert len(rows) == 4
+    for r in rows:
+        assert r.raw.endswith(" characters in all]") and "… [cut: 2" in r.raw, r.raw[-80:]
