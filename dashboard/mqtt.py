@@ -11,7 +11,9 @@ Payloads (UTF-8 JSON), one per message:
 Delivery: the subscriber keeps a persistent session (``clean_session=False``, a fixed client id)
 and subscribes with QoS 1, with paho's ``manual_ack``: a message is acknowledged only after the
 transaction holding its readings (or its rejection) has committed. When the store is down the
-batch is retried until it is stored, unacknowledged meanwhile; when the broker goes away paho
+batch is retried until it is stored, unacknowledged meanwhile (only an outage holds a batch: a
+message whose content fails in any other way is rejected alone, with its reason and the first few
+KB of its payload, and the others are stored); when the broker goes away paho
 reconnects and the broker redelivers what was not acknowledged. Redelivered readings are
 "already stored" for the validated ingest (same asset, metric, time and value), and a redelivered
 message's rejections are not recorded twice: every acknowledged message is stored exactly once.

@@ -4,6 +4,8 @@ Key-values or normalized, one entity, a list, or a notification (``{"data": [...
 taken as reals whatever the schema says (the AirQualityObserved example has ``tsp: 73.3`` where its
 schema says integer). Each entity's station or road segment becomes an asset when it is new (its
 district by point in polygon); its measurements become readings through the validated path.
+Entities are checked one by one: a bad one (unknown type, impossible time or location, outside
+every district unless allowed) is rejected with its reason and the others are stored.
 """
 from __future__ import annotations
 
