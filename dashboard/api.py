@@ -125,7 +125,7 @@ def init_app(server: Flask, live: LiveData) -> None:
         import hmac
 
         from dashboard.importers import ImportProblem, decode_json, run_import
-        from dashboard.importers.ngsi import import_ngsi, reject_body
+        from dashboard.importers.ngsi import import_each, reject_body
 
         settings = live.settings
         token = settings.ngsi_token
@@ -145,8 +145,7 @@ def init_app(server: Flask, live: LiveData) -> None:
         tz = live.meta().get("timezone")
         try:
             body = decode_json(raw, "body")
-            report = run_import(live.writer(), lambda conn: import_ngsi(conn, body, source, tz,
-                                                                        settings.ngsi_allow_outside))
+            report = import_each(live.writer(), body, source, tz, settings.ngsi_allow_outside)
         except ImportProblem as exc:
             reason = str(exc)
             run_import(live.writer(), lambda conn: reject_body(conn, source, raw, reason))

@@ -290,3 +290,30 @@ def test_entities_outside_the_city_are_rejected_unless_allowed(tmp_path):
     run = CliRunner().invoke(app, ["city", "import", "ngsi", "--allow-outside", str(AQ / "example.jsonld")], env=env)
     assert run.exit_code == 0 and "1 assets added" in run.output, run.output
     assert values_now(eng, "28079004-Pza.deEspanya")["so2"] == 11
+
+
+def test_notify_an_entity_the_store_refuses_is_rejected_alone(tmp_path, monkeypatch):
+    """Issue 14.2: never a 500 for content, also for an error no check foresaw (here: the store refuses
+    the asset of one entity); the valid entity beside it is stored."""
+    from sqlalchemy.exc import DataError
+
+    import dashboard.importers.ngsi as ngsi
+
+    eng, client = notify_client(tmp_path)
+    real = ngsi.write_assets
+
+    def refusing(conn, frame, *args, **kw):
+        if "boom" in set(frame["id"]):
+            raise DataError("INSERT INTO assets …", {}, Exception("value refused by the server"))
+        return real(conn, frame, *args, **kw)
+
+    monkeypatch.setattr(ngsi, "write_assets", refusing)
+    body = {"data": [beijing_air(), beijing_air(id="urn:ngsi-ld:AirQualityObserved:boom", refPointOfInterest="boom")]}
+    r = client.post("/ngsi-ld/notify", json=body, headers=AUTH)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    assert r.get_json()["counts"]["rejected"] == 1 and r.get_json()["counts"]["accepted"] == 3
+    assert values_now(eng, "bj-test-1") == {"co": 500, "so2": 11, "temp_c": 12.2}
+    rej = rejections(eng)
+    assert [(x.line, x.reason) for x in rej] == [(2, "entity 2 ('urn:ngsi-ld:AirQualityObserved:boom'): the store "
+                                                    "refused it (DataError: value refused by the server)")]
+    assert "boom" in rej[0].raw

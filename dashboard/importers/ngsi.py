@@ -83,7 +83,7 @@ def _short(ref) -> str:
     return s.split(":")[-1] if s.startswith("urn:ngsi-ld:") else s
 
 
-def parse_entities(source: str, entities: list, timezone: str | None, report: ImportReport):
+def parse_entities(source: str, entities: list, timezone: str | None, report: ImportReport, first: int = 1):
     """Return (asset rows, reading rows, rejected rows) of the entities.
 
     An entity that cannot be read (unknown type, no id, unreadable or impossible time or location)
@@ -91,7 +91,7 @@ def parse_entities(source: str, entities: list, timezone: str | None, report: Im
     entity's content causes rejects that entity too: one bad entity never costs the others.
     """
     asset_rows, readings, bad = [], [], []
-    for i, e in enumerate(entities, start=1):
+    for i, e in enumerate(entities, start=first):  # i: the entity's position in its body (its "line")
         try:
             asset, rows, attr_bad = _parse_entity(source, i, e, timezone)
         except _Bad as exc:
@@ -220,7 +220,7 @@ def _parse_entity(source: str, i: int, e, timezone: str | None):
 
 
 def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None,
-                allow_outside: bool = False) -> ImportReport:
+                allow_outside: bool = False, first: int = 1) -> ImportReport:
     """Import NGSI entities (a parsed body) in the open transaction ``conn``.
 
     Valid entities are stored, the others rejected one by one with their reason. An entity that
@@ -230,7 +230,7 @@ def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None
     """
     report = ImportReport("ngsi", source)
     ents = entities_of(source, data)
-    asset_rows, rows, bad = parse_entities(source, ents, timezone, report)
+    asset_rows, rows, bad = parse_entities(source, ents, timezone, report, first)
     known = {r.id for r in conn.execute(select(assets.c.id))}
     new = {}
     for a in asset_rows:
@@ -241,7 +241,7 @@ def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None
 
         frame = gpd.GeoDataFrame([{**a, "district_hint": None} for a in new.values()], geometry="geometry", crs=4326)
         if not allow_outside:
-            frame, rows, outside = _drop_outside(conn, source, frame, rows, ents)
+            frame, rows, outside = _drop_outside(conn, source, frame, rows, ents, first)
             bad += outside
             report.count("entities", -len(outside))
         if len(frame):
@@ -254,7 +254,7 @@ def import_ngsi(conn: Connection, data, source: str, timezone: str | None = None
     return report
 
 
-def _drop_outside(conn: Connection, source: str, frame, rows: pd.DataFrame, ents: list):
+def _drop_outside(conn: Connection, source: str, frame, rows: pd.DataFrame, ents: list, first: int = 1):
     """Return (new assets inside the city, their readings, rejections of the entities outside it)."""
     from dashboard.city import assign_districts
     from dashboard.importers.assets import stored_districts
@@ -272,16 +272,53 @@ def _drop_outside(conn: Connection, source: str, frame, rows: pd.DataFrame, ents
     bad = []
     for ln in lines:
         p = where[by_line[int(ln)]]
-        why = (f"entity {ln}{_ident(ents[int(ln) - 1])}: location {p.x:.5f}, {p.y:.5f} is outside every district "
+        why = (f"entity {ln}{_ident(ents[int(ln) - first])}: location {p.x:.5f}, {p.y:.5f} is outside every district "
                "of the city (to keep it anyway: --allow-outside, or PANORAMA_NGSI_ALLOW_OUTSIDE=true for live input)")
-        bad.append((int(ln), ents[int(ln) - 1], why))
+        bad.append((int(ln), ents[int(ln) - first], why))
     return frame[~out], rows[~rows["line"].isin(lines)], bad
 
 
-def reject_body(conn: Connection, source: str, raw, reason: str) -> ImportReport:
-    """Keep input that holds no entities at all (not JSON, not a notification) as one rejection."""
+def import_each(engine, data, source: str, timezone: str | None = None,
+                allow_outside: bool = False) -> ImportReport:
+    """Import a body in one transaction; should the store refuse it (not an outage), entity by entity.
+
+    A value the store refuses or an error no check foresaw would otherwise cost every entity of the
+    body: each entity is then imported in a transaction of its own, and one that still fails is
+    rejected alone with the reason. :class:`ImportProblem` and store outages are raised.
+    """
+    from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+
+    from dashboard.importers import run_import
+
+    held = (ImportProblem, OperationalError, InterfaceError, DisconnectionError)
+    try:
+        return run_import(engine, lambda conn: import_ngsi(conn, data, source, timezone, allow_outside))
+    except held:
+        raise
+    except Exception:  # noqa: BLE001 - narrowed down below, entity by entity
+        pass
     report = ImportReport("ngsi", source)
-    store_rejections(conn, source, [(None, raw, reason)], report)
+    for i, e in enumerate(entities_of(source, data), start=1):
+        try:
+            sub = run_import(engine, lambda conn: import_ngsi(conn, [e], source, timezone, allow_outside, i))
+        except held:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this entity's content: it is rejected alone
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
+            reason = f"entity {i}{_ident(e)}: the store refused it ({type(exc).__name__}: {why[:200]})"
+            sub = run_import(engine, lambda conn: reject_body(conn, source, e, reason, i))
+        for k, n in sub.counts.items():
+            report.count(k, n)
+        report.warnings += sub.warnings
+        for line, reason in sub.problems:
+            report.problem(line, reason)
+    return report
+
+
+def reject_body(conn: Connection, source: str, raw, reason: str, line: int | None = None) -> ImportReport:
+    """Keep input that cannot be imported (not JSON, not a notification, refused) as one rejection."""
+    report = ImportReport("ngsi", source)
+    store_rejections(conn, source, [(line, raw, reason)], report)
     return report
 
 
