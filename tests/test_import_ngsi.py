@@ -297,7 +297,7 @@ def test_notify_an_entity_the_store_refuses_is_rejected_alone(tmp_path, monkeypa
     the asset of one entity); the valid entity beside it is stored."""
     from sqlalchemy.exc import DataError
 
-    import dashboard.importers.ngsi as ngsi
+    from dashboard.importers import ngsi
 
     eng, client = notify_client(tmp_path)
     real = ngsi.write_assets
@@ -314,6 +314,6 @@ def test_notify_an_entity_the_store_refuses_is_rejected_alone(tmp_path, monkeypa
     assert r.get_json()["counts"]["rejected"] == 1 and r.get_json()["counts"]["accepted"] == 3
     assert values_now(eng, "bj-test-1") == {"co": 500, "so2": 11, "temp_c": 12.2}
     rej = rejections(eng)
-    assert [(x.line, x.reason) for x in rej] == [(2, "entity 2 ('urn:ngsi-ld:AirQualityObserved:boom'): the store "
-                                                    "refused it (DataError: value refused by the server)")]
+    refused = "entity 2 ('urn:ngsi-ld:AirQualityObserved:boom'): the store refused it (DataError: value refused by the server)"
+    assert [(x.line, x.reason) for x in rej] == [(2, refused)]
     assert "boom" in rej[0].raw

@@ -10,6 +10,7 @@ every district unless allowed) is rejected with its reason and the others are st
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -24,6 +25,8 @@ from dashboard.importers.readings import parse_times, write_readings
 from dashboard.importers.requests import load_json, plain
 from dashboard.importers.units import converter
 from dashboard.store.schema import assets
+
+log = logging.getLogger("panorama.ngsi")
 
 #: NGSI type -> (asset kind, attribute -> metric, attributes naming the asset).
 TYPES = {
@@ -295,18 +298,18 @@ def import_each(engine, data, source: str, timezone: str | None = None,
         return run_import(engine, lambda conn: import_ngsi(conn, data, source, timezone, allow_outside))
     except held:
         raise
-    except Exception:  # noqa: BLE001 - narrowed down below, entity by entity
-        pass
+    except Exception as exc:  # noqa: BLE001 - narrowed down below, entity by entity
+        log.warning("%s: importing the body failed (%s); importing it entity by entity", source, exc)
     report = ImportReport("ngsi", source)
     for i, e in enumerate(entities_of(source, data), start=1):
         try:
-            sub = run_import(engine, lambda conn: import_ngsi(conn, [e], source, timezone, allow_outside, i))
+            sub = run_import(engine, lambda conn, e=e, i=i: import_ngsi(conn, [e], source, timezone, allow_outside, i))
         except held:
             raise
         except Exception as exc:  # noqa: BLE001 - this entity's content: it is rejected alone
             why = str(getattr(exc, "orig", None) or exc).splitlines()[0] if str(exc) else ""
             reason = f"entity {i}{_ident(e)}: the store refused it ({type(exc).__name__}: {why[:200]})"
-            sub = run_import(engine, lambda conn: reject_body(conn, source, e, reason, i))
+            sub = run_import(engine, lambda conn, e=e, i=i, r=reason: reject_body(conn, source, e, r, i))
         for k, n in sub.counts.items():
             report.count(k, n)
         report.warnings += sub.warnings
