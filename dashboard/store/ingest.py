@@ -6,6 +6,7 @@ the ``rejected`` table with the reason and the raw input. Nothing is dropped sil
 """
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from dataclasses import dataclass, field
@@ -104,10 +105,11 @@ def _scalar_cells(col: pd.Series) -> np.ndarray:
     if not (col.dtype == object or isinstance(col.dtype, pd.StringDtype)):
         return np.ones(n, dtype=bool)
     if pd.api.types.infer_dtype(col, skipna=True) in ("string", "integer", "floating", "mixed-integer-float",
-                                                      "empty", "decimal"):
+                                                      "empty", "decimal", "datetime", "datetime64", "date"):
         return np.ones(n, dtype=bool)
-    return np.array([v is None or (isinstance(v, (str, int, float, np.integer, np.floating))
-                                   and not isinstance(v, (bool, np.bool_))) for v in col], dtype=bool)
+    return np.array([v is None or (isinstance(v, (str, int, float, np.integer, np.floating, datetime.date,
+                                                  np.datetime64)) and not isinstance(v, (bool, np.bool_)))
+                     for v in col], dtype=bool)
 
 
 def _dialect(conn: Connection) -> str:
