@@ -5,22 +5,17 @@ import hashlib
 import json
 import os
 import socket
-import sqlite3
 import time
 
-import psycopg
 from flask import Flask, Response, jsonify, request
-from sqlalchemy.exc import OperationalError
 
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_window
+from dashboard.store import STORE_OUTAGES
 
 
 #: Seconds a writer told "store busy" (503) is asked to wait before sending again (``Retry-After``).
 RETRY_AFTER_S = 5
-#: A store busy with another writer (lock timeout) or away; the ingest's bulk writes use the driver's
-#: own connection, so its errors come unwrapped too.
-STORE_BUSY = (OperationalError, sqlite3.OperationalError, psycopg.OperationalError)
 
 
 def _wait_at_most(conn, seconds: float):
@@ -36,13 +31,13 @@ def _wait_at_most(conn, seconds: float):
 GEOJSON_URL = "/api/geo/districts.geojson"
 
 
-def _error(status: int, message: str):
+def _error(status: int, message: str, **extra):
     """Return a JSON error; ``<``, ``>`` and ``&`` escaped so echoed input is inert even if sniffed as HTML."""
     import json
 
     from flask import Response
 
-    body = json.dumps({"error": message}).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    body = json.dumps({"error": message, **extra}).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     return Response(body + "\n", status=status, mimetype="application/json")
 
 
@@ -136,34 +131,51 @@ def init_app(server: Flask, live: LiveData) -> None:
 
     @server.post("/ngsi-ld/notify")
     def ngsi_notify():
-        """Import an NGSI-LD (or v2) notification: Authorization: Bearer <PANORAMA_NGSI_TOKEN>."""
+        """Import an NGSI-LD (or v2) notification: Authorization: Bearer <PANORAMA_NGSI_TOKEN>.
+
+        Valid entities are stored and bad ones rejected one by one (kept in ``rejected``); the answer
+        lists the rejections. 400 when nothing could be stored, 413 over ``PANORAMA_NGSI_MAX_BODY``.
+        """
         import hmac
 
-        from dashboard.importers import ImportProblem, run_import
-        from dashboard.importers.ngsi import import_ngsi
+        from dashboard.importers import ImportProblem, decode_json, run_import
+        from dashboard.importers.ngsi import import_each, reject_body
 
-        token = live.settings.ngsi_token
+        settings = live.settings
+        token = settings.ngsi_token
         if not token:
             return _error(503, "disabled: set PANORAMA_NGSI_TOKEN to accept NGSI-LD notifications")
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return _error(401, "missing or wrong bearer token")
-        body = request.get_json(force=True, silent=True)
-        if body is None:
-            return _error(400, "body is not JSON")
+        scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            return _error(401, "missing or wrong bearer token (send Authorization: Bearer <token>)")
+        limit = settings.ngsi_max_body
+        too_big = _error(413, f"body larger than {limit:,} bytes (PANORAMA_NGSI_MAX_BODY): split the notification")
+        if (request.content_length or 0) > limit:
+            return too_big
+        raw = request.stream.read(limit + 1)
+        if len(raw) > limit:
+            return too_big
+        source = "ngsi-ld/notify"
         tz = live.meta().get("timezone")
         try:
-            report = run_import(live.writer(), lambda conn: import_ngsi(
-                _wait_at_most(conn, live.settings.write_wait_seconds), body, "ngsi-ld/notify", tz))
+            body = decode_json(raw, "body")
+            report = import_each(live.writer(), body, source, tz, settings.ngsi_allow_outside,
+                                 prepare=lambda conn: _wait_at_most(conn, settings.write_wait_seconds))
         except ImportProblem as exc:
-            return _error(400, str(exc))
-        except STORE_BUSY as exc:  # busy (another writer's transaction) or away: the sender retries
-            why = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+            reason = str(exc)
+            run_import(live.writer(), lambda conn: reject_body(conn, source, raw, reason))
+            return _error(400, reason)
+        except STORE_OUTAGES as exc:  # busy (another writer's transaction) or away: the sender retries
+            why = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             resp = _error(503, f"store busy or unavailable ({why}): nothing of this notification was stored; "
                                f"send it again after {RETRY_AFTER_S} s")
             resp.headers["Retry-After"] = str(RETRY_AFTER_S)
             return resp
-        return jsonify(report.as_json())
+        out = report.as_json()
+        if report.counts.get("rejected") and not report.counts.get("entities"):
+            first = "; ".join(r for _ln, r in report.problems[:3])
+            return _error(400, f"no entity stored: {report.counts['rejected']} rejected ({first})", **out)
+        return jsonify(out)
 
     @server.get("/health")
     def health():

@@ -283,12 +283,13 @@ def ingest_mqtt(url: str = typer.Option("mqtt://127.0.0.1:1883", help="Broker: m
         from dashboard.store.migrate import upgrade
 
         upgrade(engine)
-        sub = MqttIngest(engine, url, topic, client_id=client_id, batch_messages=batch)
+        sub = MqttIngest(engine, url, topic, client_id=client_id, batch_messages=batch,
+                         allow_outside=s.ngsi_allow_outside, max_payload=s.mqtt_max_payload)
     except ValueError as exc:
         _fail(str(exc))
     except SQLAlchemyError as exc:
         _fail(f"the store cannot be reached ({str(exc.orig or exc).splitlines()[0]})")
-    console.print(f"[bold]ingesting[/] {escape(', '.join(topic))} from {escape(url)} into {escape(engine.url.render_as_string())}")
+    console.print(f"[bold]ingesting[/] {escape(', '.join(topic))} from {escape(sub.url)} into {escape(engine.url.render_as_string())}")
     stop = threading.Event()
     # a service manager's stop (SIGTERM) ends it as Ctrl-C does: the batch in hand is stored and
     # acknowledged, the summary printed (and SIGINT may be ignored: a job started in the background)

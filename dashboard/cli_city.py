@@ -187,10 +187,16 @@ def categories_cmd(file: Path, dry_run: bool = DRY):
 @import_app.command("ngsi")
 def ngsi_cmd(file: Path, timezone: str = typer.Option(None, help="Zone of times without offset "
                                                                  "(default: the city's)."),
-             ts_format: str = TS_FORMAT, dry_run: bool = DRY):
-    """FIWARE NGSI-LD / v2 entities (AirQualityObserved, TrafficFlowObserved), key-values or normalized."""
+             ts_format: str = TS_FORMAT,
+             allow_outside: bool = typer.Option(False, "--allow-outside", help="Keep entities located outside "
+                                                "every district (as assets without a district); default: reject."),
+             dry_run: bool = DRY):
+    """FIWARE NGSI-LD / v2 entities (AirQualityObserved, TrafficFlowObserved), key-values or normalized.
+
+    Valid entities are stored; the others are rejected one by one, with their reason.
+    """
     from dashboard.importers.ngsi import import_ngsi_file
 
     city = _city_or_none(get_settings())
     tz = timezone or (city.timezone if city else None)
-    _run("ngsi", file, dry_run, lambda conn: import_ngsi_file(conn, file, tz, ts_format))
+    _run("ngsi", file, dry_run, lambda conn: import_ngsi_file(conn, file, tz, ts_format, allow_outside))

@@ -11,7 +11,9 @@ Payloads (UTF-8 JSON), one per message:
 Delivery: the subscriber keeps a persistent session (``clean_session=False``, a fixed client id)
 and subscribes with QoS 1, with paho's ``manual_ack``: a message is acknowledged only after the
 transaction holding its readings (or its rejection) has committed. When the store is down the
-batch is retried until it is stored, unacknowledged meanwhile; when the broker goes away paho
+batch is retried until it is stored, unacknowledged meanwhile (only an outage holds a batch: a
+message whose content fails in any other way is rejected alone, with its reason and the first few
+KB of its payload, and the others are stored); when the broker goes away paho
 reconnects and the broker redelivers what was not acknowledged. Redelivered readings are
 "already stored" for the validated ingest (same asset, metric, time and value), and a redelivered
 message's rejections are not recorded twice: every acknowledged message is stored exactly once.
@@ -20,7 +22,6 @@ be redelivered).
 """
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -30,15 +31,21 @@ from urllib.parse import unquote, urlparse
 
 import pandas as pd
 from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
+from dashboard.store import STORE_OUTAGES
 from dashboard.store.ingest import Ingestor, IngestResult
 from dashboard.store.schema import rejected
 
 log = logging.getLogger("panorama.mqtt")
 
+#: Errors meaning the store is away (down, unreachable, busy): a batch is held and retried, never rejected.
+OUTAGES = STORE_OUTAGES
+
 READING_KEYS = ("asset", "metric", "ts", "value")
 SOURCE = "mqtt"
+#: Largest payload stored (bytes); a larger message is rejected.
+MAX_PAYLOAD = 1_000_000
 
 
 @dataclass
@@ -79,18 +86,20 @@ class Stats:
                 f"{self.store_failures} store failure(s)")
 
 
-def classify(msg: Message) -> tuple[str, object]:
+def classify(msg: Message, max_payload: int = MAX_PAYLOAD) -> tuple[str, object]:
     """Return ("readings", rows) | ("ngsi", body) | ("bad", reason) for one message.
 
     ``rows`` are dicts with asset, metric, ts, value, topic and line (1-based position in the
     payload), or (line, raw, reason) tuples for elements that are not readings at all.
     """
+    from dashboard.importers import ImportProblem, decode_json
+
+    if len(msg.payload) > max_payload:
+        return "bad", f"payload of {len(msg.payload):,} bytes is larger than {max_payload:,} (PANORAMA_MQTT_MAX_PAYLOAD)"
     try:
-        data = json.loads(msg.payload.decode("utf-8-sig"))
-    except UnicodeDecodeError:
-        return "bad", "payload is not UTF-8 text"
-    except json.JSONDecodeError as exc:
-        return "bad", f"payload is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+        data = decode_json(msg.payload)
+    except ImportProblem as exc:
+        return "bad", str(exc)
     items = data["data"] if isinstance(data, dict) and isinstance(data.get("data"), list) else data
     items = items if isinstance(items, list) else [items]
     if not items:
@@ -114,9 +123,12 @@ def classify(msg: Message) -> tuple[str, object]:
 class BatchWriter:
     """Store a batch of messages in one transaction: readings, new NGSI assets, rejections."""
 
-    def __init__(self, engine: Engine, timezone: str | None = None):
+    def __init__(self, engine: Engine, timezone: str | None = None, allow_outside: bool = False,
+                 max_payload: int = MAX_PAYLOAD):
         self.engine = engine
         self._timezone = timezone
+        self.allow_outside = allow_outside  # NGSI entities outside every district: keep (else reject)
+        self.max_payload = max_payload
         self.ingestor = Ingestor(engine)
 
     def timezone(self, conn) -> str | None:
@@ -138,9 +150,9 @@ class BatchWriter:
 
         rows, bad, ngsi = [], [], []
         for m in batch:
-            kind, out = classify(m)
+            kind, out = classify(m, self.max_payload)
             if kind == "bad":
-                bad.append((m.topic, None, _payload_text(m.payload), out))
+                bad.append((m.topic, None, m.payload, out))
             elif kind == "ngsi":
                 ngsi.append((m, out))
             else:
@@ -155,9 +167,9 @@ class BatchWriter:
             before = conn.execute(select(func.coalesce(func.max(rejected.c.id), 0))).scalar() if redelivered else 0
             for m, body in ngsi:
                 try:
-                    rep = import_ngsi(conn, body, f"{SOURCE}:{m.topic}", self.timezone(conn))
+                    rep = import_ngsi(conn, body, f"{SOURCE}:{m.topic}", self.timezone(conn), self.allow_outside)
                 except ImportProblem as exc:
-                    bad.append((m.topic, None, _payload_text(m.payload), str(exc)))
+                    bad.append((m.topic, None, m.payload, str(exc)))
                     continue
                 result.accepted += rep.counts.get("accepted", 0)
                 result.duplicates += rep.counts.get("duplicates", 0)
@@ -176,11 +188,6 @@ class BatchWriter:
         return result
 
 
-def _payload_text(payload: bytes) -> str:
-    """Return a payload as text to keep with a rejection (undecodable bytes escaped)."""
-    return payload[:4000].decode("utf-8", "backslashreplace")
-
-
 def reject(conn, rows: list[tuple]) -> None:
     """Keep rejected (topic, line, raw, reason) rows, each with its topic as the source."""
     from dashboard.importers import ImportReport, store_rejections
@@ -192,15 +199,30 @@ def reject(conn, rows: list[tuple]) -> None:
         store_rejections(conn, f"{SOURCE}:{topic}", items, ImportReport("mqtt", SOURCE))
 
 
+def mask_url(url: str) -> str:
+    """Return ``url`` with its password (``user:password@``) shown as ``***``: for logs and messages."""
+    head, at, host = url.rpartition("@")
+    if not at:
+        return url
+    scheme, slashes, cred = head.rpartition("//")
+    user, colon, _password = cred.partition(":")
+    return f"{scheme}{slashes}{user}{':***' if colon else ''}@{host}"
+
+
 def parse_url(url: str) -> dict:
     """Return host, port, tls, username, password of ``mqtt://[user[:pw]@]host[:port]`` (or mqtts://)."""
     u = urlparse(url)
+    shown = mask_url(url)
     if u.scheme not in ("mqtt", "mqtts", "tcp", "ssl"):
-        raise ValueError(f"{url!r}: use mqtt://host[:port] or mqtts://host[:port]")
+        raise ValueError(f"{shown!r}: use mqtt://host[:port] or mqtts://host[:port]")
     if not u.hostname:
-        raise ValueError(f"{url!r}: no host")
+        raise ValueError(f"{shown!r}: no host")
+    try:
+        port = u.port
+    except ValueError:
+        raise ValueError(f"{shown!r}: the port is not a number from 0 to 65535") from None
     tls = u.scheme in ("mqtts", "ssl")
-    return {"host": u.hostname, "port": u.port or (8883 if tls else 1883), "tls": tls,
+    return {"host": u.hostname, "port": port or (8883 if tls else 1883), "tls": tls,
             "username": unquote(u.username) if u.username else None,
             "password": unquote(u.password) if u.password else None}
 
@@ -214,15 +236,15 @@ class MqttIngest:
 
     def __init__(self, engine: Engine, url: str, topics: list[str], client_id: str = "panorama-ingest",
                  batch_messages: int = 500, linger_s: float = 0.02, timezone: str | None = None,
-                 keepalive: int = 30):
+                 keepalive: int = 30, allow_outside: bool = False, max_payload: int = MAX_PAYLOAD):
         import paho.mqtt.client as mqtt
 
         self.where = parse_url(url)
-        self.url = url
+        self.url = mask_url(url)  # what logs and messages show: never the password
         self.topics = list(topics)
         if not self.topics:
             raise ValueError("give at least one topic filter")
-        self.writer = BatchWriter(engine, timezone)
+        self.writer = BatchWriter(engine, timezone, allow_outside, max_payload)
         self.batch_messages = batch_messages
         self.linger_s = linger_s
         self.keepalive = keepalive
@@ -276,7 +298,11 @@ class MqttIngest:
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.url, reason_code)
 
     def _on_message(self, _client, _userdata, msg) -> None:
-        self._q.put(Message(msg.topic, msg.payload, msg.mid, msg.qos, self._gen, bool(msg.dup)))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # a broker that lets a topic that is not UTF-8 through
+            topic = bytes(msg._topic).decode("utf-8", "backslashreplace")
+        self._q.put(Message(topic, msg.payload, msg.mid, msg.qos, self._gen, bool(msg.dup)))
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> "MqttIngest":
@@ -320,23 +346,47 @@ class MqttIngest:
         return batch
 
     def _store(self, batch: list[Message], retry: bool) -> IngestResult:
-        """Store ``batch``; a message the store refuses (not an outage) is rejected alone, not retried forever."""
+        """Store ``batch``; a message that fails for any reason but a store outage is rejected alone.
+
+        Only an outage (the store unreachable, busy) holds the batch for a retry. Any other error
+        (the store refuses a value, a message's content trips a bug) is narrowed down by halves to
+        the message(s) causing it; each is rejected with the reason and its raw payload, and the
+        rest is stored: one bad message never stops the stream.
+        """
         try:
             return self.writer.store(batch, retry)
-        except (OperationalError, InterfaceError, DisconnectionError):
+        except OUTAGES:
             raise  # the store is away: the caller retries the whole batch
-        except SQLAlchemyError as exc:
-            if len(batch) > 1:  # find the message the store refuses: halves, recursively
+        except Exception as exc:  # noqa: BLE001 - whatever a message's content causes
+            if len(batch) > 1:  # find the message that fails: halves, recursively
                 half = len(batch) // 2
                 out = self._store(batch[:half], retry)
                 out += self._store(batch[half:], retry)
                 return out
-            m = batch[0]
-            why = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-            log.warning("the store refuses a message on %s (%s): rejected", m.topic, why)
+            return self._reject_alone(batch[0], exc)
+
+    def _reject_alone(self, m: Message, exc: Exception) -> IngestResult:
+        """Keep one message that cannot be stored in ``rejected``, with the reason."""
+        from dashboard.store.ingest import MAX_REASON_CHARS, clip_text
+
+        if isinstance(exc, SQLAlchemyError):
+            why = "the store refused this message: " + str(getattr(exc, "orig", None) or exc).splitlines()[0]
+            log.warning("%s (topic %s): rejected", why, m.topic)
+        else:
+            why = f"this message could not be stored ({type(exc).__name__}: {str(exc)[:200]})"
+            log.exception("a message on %s could not be stored: rejected", m.topic)
+        why = clip_text(why, MAX_REASON_CHARS)
+        try:
             with self.writer.engine.begin() as conn:
-                reject(conn, [(m.topic, None, _payload_text(m.payload), f"the store refused this message: {why}")])
-            return IngestResult(rejected=1, reasons=[(None, why)])
+                reject(conn, [(m.topic, None, m.payload, why)])
+        except OUTAGES:
+            raise
+        except Exception:  # noqa: BLE001 - the payload itself cannot be kept as text: keep it as hex
+            log.exception("keeping the rejected message on %s failed; keeping its payload as hex", m.topic)
+            with self.writer.engine.begin() as conn:
+                reject(conn, [(m.topic.encode("ascii", "backslashreplace").decode(), None,
+                               "hex:" + m.payload[:2048].hex(), why.encode("ascii", "backslashreplace").decode())])
+        return IngestResult(rejected=1, reasons=[(None, why)])
 
     def _write_loop(self) -> None:
         backoff = 0.5

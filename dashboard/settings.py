@@ -32,6 +32,12 @@ class Settings(BaseSettings):
     write_wait_seconds: float = Field(default=10.0, ge=0.1, le=60, description="How long POST /ngsi-ld/notify "
                                       "waits for a store busy with another writer before answering 503 with "
                                       "Retry-After (nothing of that notification stored: the sender sends it again).")
+    ngsi_max_body: int = Field(default=1_000_000, ge=1_024, description="Largest body (bytes) POST /ngsi-ld/notify "
+                               "takes; a larger one is refused (413).")
+    ngsi_allow_outside: bool = Field(default=False, description="Keep NGSI entities (notify, MQTT) located "
+                                     "outside every district, as assets without a district; default: reject them.")
+    mqtt_max_payload: int = Field(default=1_000_000, ge=1_024, description="Largest MQTT message (bytes) "
+                                  "stored; a larger one is rejected (its first few KB kept with the reason).")
     frame_ancestors: str = Field(default="'self'", description="Origins allowed to frame /embed/* panels "
                                  "(CSP frame-ancestors), space- or comma-separated; default: this app only.")
 

@@ -10,11 +10,11 @@ import secrets
 import threading
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 from _services import Mosquitto, Postgres
-from _import_kit import FIWARE
 from conftest import build_small_city
 from sqlalchemy import func, select, text
 
@@ -22,7 +22,7 @@ from dashboard.mqtt import Message, MqttIngest, classify, parse_url
 from dashboard.store.schema import create_schema, make_engine, readings, rejected
 
 
-FIWARE_AQ = FIWARE / "dataModel.Environment" / "AirQualityObserved" / "examples"
+FIWARE_AQ = Path(__file__).resolve().parent / "fixtures" / "fiware" / "dataModel.Environment" / "AirQualityObserved" / "examples"
 
 
 def iso(ts: float) -> str:
@@ -146,7 +146,8 @@ def test_mqtt_ingest_stores_valid_and_rejects_invalid(small_city, mqtt_host_port
         (f"{prefix}/traffic/r1", {"asset": "r1", "metric": "speed_kmh", "ts": t[0], "value": 42}),  # re-sent
         (f"{prefix}/traffic/r1", {"asset": "r1", "metric": "speed_kmh", "ts": t[3], "value": "it's'; DROP TABLE readings;--"}),
     ]
-    sub = MqttIngest(eng, f"mqtt://{host}:{port}", [f"{prefix}/#"], client_id=client_id).start()
+    sub = MqttIngest(eng, f"mqtt://{host}:{port}", [f"{prefix}/#"], client_id=client_id,
+                     allow_outside=True).start()  # the FIWARE example is in Madrid
     try:
         wait_for(sub.connected.is_set, 10, "the subscriber to connect")
         time.sleep(0.2)  # subscription registered
@@ -293,10 +294,16 @@ def test_panorama_ingest_mqtt_command(small_city, mqtt_host_port, tmp_path):
     env = {**os.environ, "PANORAMA_DATABASE_URL": eng.url.render_as_string(hide_password=False),
            "PANORAMA_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen([str(Path(sys.executable).parent / "panorama"), "ingest", "mqtt", "--url",
-                             f"mqtt://{host}:{port}", "--topic", f"{prefix}/#", "--client-id", client_id],
+                             f"mqtt://panorama:pw-s3cret@{host}:{port}", "--topic", f"{prefix}/#", "--client-id",
+                             client_id],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # until the command ends
+    reader.start()
     try:
-        time.sleep(3)  # connected and subscribed
+        wait_for(lambda: any("connected to" in ln for ln in lines) or proc.poll() is not None, 60,
+                 "the command to connect")
+        time.sleep(0.2)  # subscription registered (it is sent right after the connection is logged)
         pub = Publisher(host, port)
         t0 = int(time.time()) - 600
         pub.send(f"{prefix}/r1", [{"asset": "r1", "metric": "speed_kmh", "ts": t0 + i, "value": 40 + i} for i in range(5)])
@@ -311,9 +318,12 @@ def test_panorama_ingest_mqtt_command(small_city, mqtt_host_port, tmp_path):
         wait_for(lambda: count() == 5, 20, "the command to store the readings")
     finally:
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=20)
+        proc.wait(timeout=20)
+        reader.join(10)
         forget_session(host, port, client_id)
+    out = "".join(lines)
     assert "2 messages: 5 readings stored, 0 already stored, 1 rejected" in " ".join(out.split()), out
+    assert f"from mqtt://panorama:***@{host}:{port}" in out and "pw-s3cret" not in out  # issue 14.14
 
 
 def test_panorama_ingest_mqtt_refuses_a_bad_url(tmp_path):
@@ -324,3 +334,106 @@ def test_panorama_ingest_mqtt_refuses_a_bad_url(tmp_path):
     r = CliRunner().invoke(app, ["ingest", "mqtt", "--url", "http://broker"],
                            env={"PANORAMA_DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite'}"})
     assert r.exit_code == 1 and "use mqtt://host[:port]" in r.output
+    r = CliRunner().invoke(app, ["ingest", "mqtt", "--url", "mqtt://panorama:pw-s3cret@"],
+                           env={"PANORAMA_DATABASE_URL": f"sqlite:///{tmp_path / 's.sqlite'}"})
+    assert r.exit_code == 1 and "no host" in r.output and "pw-s3cret" not in r.output
+
+
+# ----------------------------------------------------------------------------- hostile input (issues 14.1, 14.14, 15.12)
+
+
+def test_a_malformed_message_is_rejected_and_every_later_message_is_stored(small_city, mqtt_host_port):
+    """Issue 14.1: a reading whose asset is an object (TypeError) or an NGSI entity observed in 9999
+    (OutOfBoundsDatetime) held its batch unacknowledged, and everything after it, for good."""
+    host, port = mqtt_host_port
+    eng = small_city["engine"]
+    prefix, client_id = f"test/{secrets.token_hex(4)}", f"panorama-test-{secrets.token_hex(4)}"
+    t0 = int(time.time()) - 3600
+    inside = {"type": "Point", "coordinates": [116.05, 40.15]}  # district north of the small city
+    poison = [
+        {"asset": {"x": 1}, "metric": "speed_kmh", "ts": 1796523000, "value": 42},
+        {"id": "urn:ngsi-ld:AirQualityObserved:late", "type": "AirQualityObserved", "dateObserved": "9999-12-31T00:00:00Z",
+         "pm25": 10, "location": inside, "refPointOfInterest": "late"},
+        {"asset": "r1", "metric": ["speed_kmh"], "ts": t0, "value": 1},
+        {"asset": "r1", "metric": "speed_kmh", "ts": True, "value": 1},
+        {"asset": "r1", "metric": "speed_kmh", "ts": t0, "value": True},
+        # a valid entity and one of another type in one message (issue 15.12)
+        [{"id": "urn:ngsi-ld:AirQualityObserved:ok", "type": "AirQualityObserved", "refPointOfInterest": "aq-ok",
+          "dateObserved": iso(t0), "pm25": 10, "location": inside},
+         {"id": "urn:ngsi-ld:OffStreetParking:1", "type": "OffStreetParking", "dateObserved": iso(t0)}],
+    ]
+    sub = MqttIngest(eng, f"mqtt://{host}:{port}", [f"{prefix}/#"], client_id=client_id, batch_messages=3).start()
+    try:
+        wait_for(sub.connected.is_set, 10, "the subscriber to connect")
+        time.sleep(0.2)  # subscription registered
+        pub = Publisher(host, port)
+        for i, body in enumerate(poison):
+            pub.send(f"{prefix}/bad/{i}", body)
+            pub.send(f"{prefix}/good", {"asset": "r2", "metric": "speed_kmh", "ts": t0 + i, "value": 30 + i})
+        pub.wait_all()
+        pub.close()
+        total = 2 * len(poison)
+        wait_for(lambda: sub.stats.acked == total, 30,
+                 lambda: f"every message to be stored or rejected and acknowledged: {sub.stats.summary()}")
+    finally:
+        sub.stop()
+        forget_session(host, port, client_id)
+    with eng.connect() as conn:
+        got = dict(conn.execute(text("SELECT r.ts, r.value FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+                                     "WHERE a.id = 'r2'")).all())
+        aq = conn.execute(text("SELECT r.value FROM readings r JOIN assets a ON a.pk = r.asset_pk "
+                               "WHERE a.id = 'aq-ok' AND r.metric = 'pm25'")).scalar()
+        rej = conn.execute(select(rejected.c.source, rejected.c.raw, rejected.c.reason)).all()
+    assert got == {t0 + i: 30 + i for i in range(len(poison))}  # every valid message after a bad one
+    assert aq == 10  # the valid entity beside the unsupported one
+    reasons = {r.source.rsplit("/", 1)[-1] if r.source != "mqtt" else json.loads(r.raw)["topic"].rsplit("/", 1)[-1]:
+               r.reason for r in rej}
+    assert reasons.keys() == {"0", "1", "2", "3", "4", "5"}, rej
+    assert reasons["0"] == "asset {'x': 1} is not text"
+    assert "dateObserved '9999-12-31T00:00:00Z' is not a time between 1970 and now" in reasons["1"]
+    assert reasons["2"] == "metric ['speed_kmh'] is not text"
+    assert reasons["3"] == "ts True is not a time" and reasons["4"] == "value True is not a number"
+    assert reasons["5"].startswith("entity 2 ('urn:ngsi-ld:OffStreetParking:1'): unknown NGSI type 'OffStreetParking'")
+    assert any('"x": 1' in r.raw for r in rej)  # the raw input is kept with the reason
+
+
+def test_an_oversized_message_is_rejected_with_its_first_kilobytes(small_city):
+    eng = small_city["engine"]
+    sub = MqttIngest(eng, "mqtt://127.0.0.1:1", ["city/#"], max_payload=10_000)  # never started: its writer only
+    big = json.dumps({"asset": "r1", "metric": "speed_kmh", "ts": 1, "value": 1, "pad": "x" * 50_000}).encode()
+    out = sub._store([Message("city/big", big)], retry=False)
+    assert out.rejected == 1
+    with eng.connect() as conn:
+        rej = conn.execute(select(rejected.c.raw, rejected.c.reason)).one()
+    assert rej.reason == f"payload of {len(big):,} bytes is larger than 10,000 (PANORAMA_MQTT_MAX_PAYLOAD)"
+    assert rej.raw.startswith(big[:100].decode()) and rej.raw.endswith(f"… [cut: {len(big):,} bytes in all]")
+    assert len(rej.raw) < 4200
+
+
+def test_the_mqtt_password_is_never_shown(small_city, mqtt_host_port, caplog):
+    """Issue 14.14: the password was in every connect / disconnect log line (and the start-up line)."""
+    import logging
+
+    host, port = mqtt_host_port
+    eng = small_city["engine"]
+    caplog.set_level(logging.INFO, logger="panorama.mqtt")
+    away = MqttIngest(eng, "mqtt://panorama:pw-s3cret@127.0.0.1:1", ["x/#"]).start()
+    try:
+        wait_for(lambda: "cannot reach" in caplog.text, 20, "the connection failure to be logged")
+    finally:
+        away.stop()
+    client_id = f"panorama-test-{secrets.token_hex(4)}"
+    sub = MqttIngest(eng, f"mqtt://panorama:pw-s3cret@{host}:{port}", ["x/#"], client_id=client_id).start()
+    try:
+        wait_for(sub.connected.is_set, 10, "the subscriber to connect")
+        wait_for(lambda: "connected to" in caplog.text, 10, "the connection to be logged")
+        sub.client.disconnect()  # the broker connection ends while the subscriber runs
+        wait_for(lambda: "lost the MQTT broker" in caplog.text, 10, "the disconnection to be logged")
+    finally:
+        sub.stop()
+        forget_session(host, port, client_id)
+    assert "pw-s3cret" not in caplog.text
+    assert "mqtt://panorama:***@127.0.0.1:1" in caplog.text and f"mqtt://panorama:***@{host}:{port}" in caplog.text
+    with pytest.raises(ValueError) as exc:
+        parse_url("mqtt://panorama:pw-s3cret@")
+    assert "pw-s3cret" not in str(exc.value) and "panorama:***@" in str(exc.value)

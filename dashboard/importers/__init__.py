@@ -21,11 +21,50 @@ from sqlalchemy import Connection, Engine, func, select
 from dashboard.importers import textio
 from dashboard.importers.textio import ImportProblem, check_file, table_chunks  # noqa: F401
 from dashboard.store.ingest import AssetIndex, RejectionLedger, forget_repeated_rejections  # noqa: F401
+from dashboard.store.ingest import MAX_RAW_CHARS, MAX_REASON_CHARS, clip_text, source_text  # noqa: F401
 from dashboard.store import schema as _schema
 from dashboard.store.schema import rejected
 
 #: How many problems a report keeps to show.
 MAX_SHOWN = 20
+
+
+#: Deepest nesting of JSON input taken (an NGSI notification needs about 6 levels).
+MAX_JSON_DEPTH = 32
+
+
+def decode_json(payload: bytes | str, what: str = "payload") -> object:
+    """Parse JSON input, raising :class:`ImportProblem` with a reason for a person when it cannot be taken.
+
+    Refused: bytes that are not UTF-8, text that is not JSON, and JSON nested deeper than
+    :data:`MAX_JSON_DEPTH` levels (such input would exhaust the stack of any later step).
+    """
+    try:
+        text = payload.decode("utf-8-sig") if isinstance(payload, (bytes, bytearray)) else payload
+    except UnicodeDecodeError:
+        raise ImportProblem(f"{what} is not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ImportProblem(f"{what} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") \
+            from None
+    except RecursionError:
+        raise ImportProblem(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_depth(data, what)
+    return data
+
+
+def check_depth(data, what: str = "input") -> None:
+    """Raise :class:`ImportProblem` when lists and objects in ``data`` nest deeper than :data:`MAX_JSON_DEPTH`."""
+    stack = [(data, 1)]
+    while stack:
+        v, depth = stack.pop()
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if items is None:
+            continue
+        if depth > MAX_JSON_DEPTH:
+            raise ImportProblem(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+        stack.extend((c, depth + 1) for c in items)
 
 
 @dataclass
@@ -149,17 +188,24 @@ def store_rejections(conn: Connection, source: str, rows: list[tuple[int | None,
         return
     now = int(time.time())
     conn.execute(rejected.insert(), [
-        {"received_at": now, "source": source[:500], "line": line,
-         "raw": _raw_text(raw), "reason": reason} for line, raw, reason in rows])
+        {"received_at": now, "source": source_text(source), "line": line,
+         "raw": _raw_text(raw), "reason": clip_text(reason, MAX_REASON_CHARS)} for line, raw, reason in rows])
     report.count("rejected", len(rows))
     for line, _raw, reason in rows:
-        report.problem(line, reason)
+        report.problem(line, clip_text(reason, MAX_REASON_CHARS))
 
 
 def _raw_text(raw) -> str:
-    """Return the raw input of a rejection as text (PostgreSQL text cannot hold NUL: it is escaped)."""
-    text = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
-    return text.replace("\x00", "\\x00")
+    """Return the raw input of a rejection as storable text, cut to a few KB (:func:`clip_text`)."""
+    if isinstance(raw, bytes):
+        head = raw[:MAX_RAW_CHARS].decode("utf-8", "backslashreplace")
+        return clip_text(head if len(raw) <= MAX_RAW_CHARS else f"{head}… [cut: {len(raw):,} bytes in all]",
+                         len(head) + 50)
+    try:
+        text = raw if isinstance(raw, str) else json.dumps(raw, default=str, ensure_ascii=False)
+    except (ValueError, TypeError, RecursionError):  # a circular or too deeply nested structure
+        text = f"<a {type(raw).__name__} that cannot be written as JSON>"
+    return clip_text(text)
 
 
 def read_table(path, delimiter: str = ",", encoding: str = "utf-8", bad_rows: list | None = None) -> pd.DataFrame:

@@ -6,6 +6,7 @@ the ``rejected`` table with the reason and the raw input. Nothing is dropped sil
 """
 from __future__ import annotations
 
+import datetime
 import json
 import time
 from dataclasses import dataclass, field
@@ -20,6 +21,10 @@ from dashboard.store.schema import assets, rejected
 
 #: Readings further in the future than this (seconds) are rejected.
 MAX_FUTURE_S = 300
+#: Most characters of raw input kept with a rejection (the rest is cut, with a marker saying so).
+MAX_RAW_CHARS = 4096
+#: Most characters of a rejection reason (it may quote the input).
+MAX_REASON_CHARS = 500
 
 _ISO_OFFSET = r"[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 
@@ -72,6 +77,39 @@ class AssetIndex:
         )
         self.by_pk = self.frame.reset_index().set_index("pk")
         self.loaded_at = time.time()
+
+
+def clip_text(text: str, limit: int = MAX_RAW_CHARS) -> str:
+    """Return ``text`` storable in any store, at most about ``limit`` characters.
+
+    Longer text is cut with a marker giving its full length; NUL (PostgreSQL text cannot hold it)
+    and lone surrogates (not encodable as UTF-8) are escaped.
+    """
+    if len(text) > limit:
+        text = f"{text[:limit]}… [cut: {len(text):,} characters in all]"
+    if text.isascii():
+        return text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def source_text(source: str) -> str:
+    """Return a rejection's source as stored (at most 500 characters, the column's width)."""
+    return clip_text(source, 400)[:500]
+
+
+def _scalar_cells(col: pd.Series) -> np.ndarray:
+    """Return True where a cell is text, a number or empty (not a boolean, list, mapping or other object)."""
+    n = len(col)
+    if pd.api.types.is_bool_dtype(col.dtype):
+        return np.zeros(n, dtype=bool)
+    if not (col.dtype == object or isinstance(col.dtype, pd.StringDtype)):
+        return np.ones(n, dtype=bool)
+    if pd.api.types.infer_dtype(col, skipna=True) in ("string", "integer", "floating", "mixed-integer-float",
+                                                      "empty", "decimal", "datetime", "datetime64", "date"):
+        return np.ones(n, dtype=bool)
+    return np.array([v is None or (isinstance(v, (str, int, float, np.integer, np.floating, datetime.date,
+                                                  np.datetime64)) and not isinstance(v, (bool, np.bool_)))
+                     for v in col], dtype=bool)
 
 
 def _dialect(conn: Connection) -> str:
@@ -344,13 +382,18 @@ class Ingestor:
             if m.any():
                 idx_ = np.flatnonzero(m)
                 if callable(text):
-                    reason[idx_] = [text(i) for i in idx_]
+                    reason[idx_] = [clip_text(text(i), MAX_REASON_CHARS) for i in idx_]
                 else:
                     reason[idx_] = text
                 free[idx_] = False
 
-        asset = _clean_text(frame["asset"])
-        metric = _clean_text(frame["metric"])
+        # cells that are not text or numbers (booleans, lists, mappings: any JSON) are rejected first
+        cells = {c: _scalar_cells(frame[c]) for c in ("asset", "metric", "ts", "value")}
+        for c, what in (("asset", "text"), ("metric", "text"), ("ts", "a time"), ("value", "a number")):
+            flag(~cells[c], lambda i, c=c, what=what: f"{c} {frame[c].iloc[i]!r} is not {what}")
+        asset = _clean_text(frame["asset"].where(cells["asset"], "") if not cells["asset"].all() else frame["asset"])
+        metric = _clean_text(frame["metric"].where(cells["metric"], "") if not cells["metric"].all()
+                             else frame["metric"])
         idx = self.index
         a_codes, a_uniq = pd.factorize(asset, use_na_sentinel=False)
         codes = self._asset_codes()
@@ -378,7 +421,9 @@ class Ingestor:
         flag(chk & ~kind_ok, lambda i: f"metric {metric[i]!r} does not apply to a {kinds[i]} asset")
 
         raw_value = frame["value"]
-        if pd.api.types.is_numeric_dtype(raw_value.dtype):
+        if pd.api.types.is_bool_dtype(raw_value.dtype):  # flagged above
+            value = np.full(n, np.nan)
+        elif pd.api.types.is_numeric_dtype(raw_value.dtype):
             value = raw_value.to_numpy(dtype=float, na_value=np.nan)
         else:
             value = pd.to_numeric(raw_value.astype(str).str.strip(), errors="coerce").to_numpy(dtype=float)
@@ -508,8 +553,8 @@ class Ingestor:
             recs = []
             for k, i in enumerate(bad):
                 line = int(lines[i]) if lines is not None and pd.notna(lines[i]) else None
-                recs.append({"received_at": received, "source": source[:500], "line": line,
-                             "raw": raws[k], "reason": reason[i]})
+                recs.append({"received_at": received, "source": source_text(source), "line": line,
+                             "raw": raws[k], "reason": clip_text(reason[i], MAX_REASON_CHARS)})
                 if len(result.reasons) < 20:
                     result.reasons.append((line, reason[i]))
             conn.execute(rejected.insert(), recs)
@@ -749,7 +794,7 @@ class Ingestor:
 def raw_records(frame: pd.DataFrame) -> list[str]:
     """Return each row of ``frame`` (without ``line``) as the JSON text kept in ``rejected.raw``."""
     cols = [c for c in frame.columns if c != "line"]
-    return [json.dumps(r, default=str, ensure_ascii=False) for r in frame[cols].to_dict("records")]
+    return [clip_text(json.dumps(r, default=str, ensure_ascii=False)) for r in frame[cols].to_dict("records")]
 
 
 def forget_repeated_rejections(conn: Connection, before: int) -> int:

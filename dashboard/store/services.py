@@ -16,7 +16,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from dashboard.store import service_rollup
-from dashboard.store.ingest import MAX_FUTURE_S, IngestResult, _parse_ts
+from dashboard.store.ingest import MAX_FUTURE_S, MAX_REASON_CHARS, IngestResult, _parse_ts, clip_text, source_text
 from dashboard.store.schema import districts, rejected, service_categories, service_requests
 
 #: Input column names accepted for the store's columns.
@@ -271,8 +271,9 @@ def _ingest(conn: Connection, frame: pd.DataFrame, source: str, now: float | Non
         for k, i in enumerate(bad):
             line = int(lines[i]) if lines is not None and pd.notna(lines[i]) else None
             raw = {c: (None if isinstance(v, float) and math.isnan(v) else v) for c, v in recs[k].items()}
-            out.append({"received_at": received, "source": source[:500], "line": line,
-                        "raw": json.dumps(raw, default=str, ensure_ascii=False), "reason": reason[i]})
+            out.append({"received_at": received, "source": source_text(source), "line": line,
+                        "raw": clip_text(json.dumps(raw, default=str, ensure_ascii=False)),
+                        "reason": clip_text(reason[i], MAX_REASON_CHARS)})
             if len(result.reasons) < 20:
                 result.reasons.append((line, reason[i]))
         conn.execute(rejected.insert(), out)
