@@ -42,13 +42,40 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     from dashboard import api, security
 
     api.init_app(server, live)
-    security.init_app(server, settings)
+    _refuse_unknown_pages(app)
     app.layout = lambda: _shell(live)
     for page in _pages():
         page.register(app, live)
     _register_router(app, live)
+    security.init_app(server, settings, app.csp_hashes())  # after every clientside callback is known
+    from dashboard.callback_guard import init_app as guard_callbacks
+
+    guard_callbacks(app)
     _share_refresh_answers(app, live)
     return app
+
+
+#: The pages Dash serves its index for (``/embed/<panel-id>`` is checked by the embed page itself).
+PAGE_PATHS = ("/", "/wall")
+
+
+def _refuse_unknown_pages(app: Dash) -> None:
+    """Answer 404 for a path no page shows, instead of Dash's index (its catch-all route takes any path)."""
+    from flask import request
+
+    from dashboard.pages.embed import PREFIX
+
+    catchall = app.config.routes_pathname_prefix + "<path:path>"
+
+    @app.server.before_request
+    def not_a_page():
+        if request.endpoint != catchall:
+            return None
+        if request.path in PAGE_PATHS or request.path.startswith(PREFIX):
+            return None
+        from dashboard.pages.embed import error_html
+
+        return error_html(404, f"no page at {request.path[:80]}", title="Page not found"), 404
 
 
 def _share_refresh_answers(app: Dash, live: LiveData) -> None:
@@ -104,8 +131,10 @@ def _shell(live: LiveData):
 
 def _render_page(live: LiveData, pathname: str, search: str):
     """Return the layout of the page for a URL path and query."""
+    from dashboard.pages.embed import PREFIX
+
     for page in sorted(_pages(), key=lambda p: -len(p.PATH)):
-        if pathname == page.PATH or pathname.startswith(page.PATH.rstrip("/") + "/") or page.PATH == "/":
+        if pathname == page.PATH or page.PATH + "/" == PREFIX and pathname.startswith(PREFIX):
             return page.layout(live, pathname, search)
     return html.Div("Not found", className="error-page")
 
@@ -136,6 +165,9 @@ def _register_router(app: Dash, live: LiveData) -> None:
                   Input("url", "pathname"), State("url", "search"), State("rendered", "data"))
     def route(pathname, search, rendered):
         """Render the page for the URL, unless the layout already holds it."""
+        if not isinstance(pathname, (str, type(None))) or not isinstance(search, (str, type(None))) \
+                or len(pathname or "") + len(search or "") > 4096:
+            return no_update, None
         path = pathname or "/"
         if rendered is not None and rendered == path + (search or ""):
             return no_update, None

@@ -30,10 +30,10 @@ def panel_id_of(pathname: str) -> str:
     return unquote((pathname or "")[len(PREFIX):]).rstrip("/")
 
 
-def error_html(status: int, message: str, theme: str = "dark") -> str:
+def error_html(status: int, message: str, theme: str = "dark", title: str | None = None) -> str:
     """Return a short, self-contained error page (the message escaped)."""
     t = THEMES.get(theme, THEMES["dark"])
-    title = {400: "Bad request", 404: "Panel not found"}.get(status, "Unavailable")
+    title = title or {400: "Bad request", 404: "Panel not found"}.get(status, "Unavailable")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title></head>"
             f"<body style='margin:0;font:15px sans-serif;background:{t['bg']};color:{t['text']}'>"
             f"<div style='padding:16px'><h1 style='font-size:18px;margin:0 0 8px'>{status} · {title}</h1>"
@@ -101,6 +101,16 @@ def layout(live: LiveData, pathname: str = PREFIX, search: str = ""):
                         className="embed error-page")
 
 
+def _spec(spec) -> tuple[str, dict]:
+    """Return (panel id, query args) of the ``embed-spec`` store; raise BadParameter if it is not one."""
+    if not (isinstance(spec, dict) and isinstance(spec.get("panel"), str) and isinstance(spec.get("args", {}), dict)):
+        raise BadParameter("not an embed spec")
+    args = spec.get("args") or {}
+    if len(args) > 20 or not all(isinstance(v, str) for v in args.values()):
+        raise BadParameter("embed args must be a few strings")
+    return spec["panel"], args
+
+
 LIVE_TICKS = ("embed-kpi-tick", "embed-map-tick")  # live refreshes whose answers viewers share
 
 
@@ -133,7 +143,7 @@ def register(app: Dash, live: LiveData) -> None:
     def refresh_kpi(_n, spec):
         """Send the KPI's new number, change, age, status and sparkline points."""
         try:
-            req = parse_request(live, spec["panel"], spec.get("args") or {})
+            req = parse_request(live, *_spec(spec))
             k = kpi_value(live, req)
         except (UnknownPanel, BadParameter, StoreUnavailable, KeyError, TypeError):
             return (no_update,) * 7
@@ -147,7 +157,7 @@ def register(app: Dash, live: LiveData) -> None:
     def refresh_map(_n, spec):
         """Send only the map's changing values (colours, hover numbers)."""
         try:
-            req = parse_request(live, spec["panel"], spec.get("args") or {})
+            req = parse_request(live, *_spec(spec))
             frames = live.layer_frames()
         except (UnknownPanel, BadParameter, StoreUnavailable, KeyError, TypeError):
             return no_update, no_update

@@ -7,6 +7,7 @@ from datetime import datetime
 
 import dash_ag_grid as dag
 from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
@@ -127,9 +128,13 @@ def register(app: Dash, live: LiveData) -> None:
         trig = callback_context.triggered_id
         if trig == "whole-city":
             return None
-        pts = (click or {}).get("points") or []
-        loc = next((p.get("location") for p in pts if p.get("location")), None)
-        if loc is None or loc not in live.district_ids():
+        pts = click.get("points") if isinstance(click, dict) else None
+        loc = next((p["location"] for p in pts if isinstance(p, dict) and isinstance(p.get("location"), str)),
+                   None) if isinstance(pts, list) else None
+        try:
+            if loc is None or loc not in live.district_ids():
+                return no_update
+        except StoreUnavailable:
             return no_update
         return None if loc == current else loc
 
@@ -138,12 +143,19 @@ def register(app: Dash, live: LiveData) -> None:
                   prevent_initial_call=True)
     def sync_url(window, district, layers_on):
         """Keep the URL a bookmark of the view."""
-        return view_query(window, district, layers_on or [])
+        try:
+            return view_query(check_window(window), check_district(district, live.district_ids()),
+                              check_layers(layers_on or []))
+        except (BadParameter, StoreUnavailable):
+            return no_update
 
     @app.callback(Output("legend", "children"), Input("layers", "value"), prevent_initial_call=True)
     def legend(layers_on):
         """Show the legend of the visible layers."""
-        return views.legend_block(live.params(time.time()), layers_on or [])
+        try:
+            return views.legend_block(live.params(time.time()), check_layers(layers_on or []))
+        except (BadParameter, StoreUnavailable):
+            return no_update
 
     kpi_all = {"type": "kpi", "id": ALL}
 
@@ -164,13 +176,20 @@ def register(app: Dash, live: LiveData) -> None:
         cards: per-component outputs would repeat every component id in every response.
         """
         now = time.time()
-        layers_on = [x for x in (layers_on or []) if x in LAYER_IDS]
-        order = [i["id"] for i in ids]
         try:
+            layers_on = [lid for lid in LAYER_BY_ID if lid in check_layers(layers_on or [])]  # one order: one key
             window = check_window(window)
+        except BadParameter:
+            raise PreventUpdate from None  # a forged request: nothing to show
+        order = [i.get("id") for i in ids if isinstance(i, dict)] if isinstance(ids, list) else []
+        shown = list(live.kpi_ids)  # the cards the page has: the answer holds them all, whatever the order asked
+        if len(order) != len(ids) or not all(isinstance(i, str) and i in shown for i in order):
+            raise PreventUpdate
+        try:
             district = check_district(district, live.district_ids())
-            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}:{'|'.join(order)}"
-            out = live.cached(key, lambda: _render(live, window, district, layers_on, order))
+            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}"
+            patch, every, updated = live.cached(key, lambda: _render(live, window, district, layers_on, shown))
+            out = patch, {i: every[i] for i in order}, updated
         except (StoreUnavailable, BadParameter) as exc:
             since = live.stale_since = live.stale_since or now
             msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
@@ -199,17 +218,24 @@ def register(app: Dash, live: LiveData) -> None:
     def open_drill(clicks, _close):
         """Open the drill-down of the clicked KPI, or close it."""
         trig = callback_context.triggered_id
-        if trig == "drill-close" or not any(clicks or []):
+        if trig == "drill-close" or not (isinstance(clicks, list) and any(clicks)):
             return None
-        return trig["id"] if isinstance(trig, dict) else no_update
+        kid = trig.get("id") if isinstance(trig, dict) else None
+        return kid if isinstance(kid, str) and kid in KPI_BY_ID else no_update
 
     @app.callback(Output("drill", "hidden"), Output("drill-title", "children"), Output("drill-trend", "figure"),
                   Output("drill-grid", "rowData"), Output("drill-grid", "columnDefs"),
                   Input("drill-kpi", "data"), Input("window", "value"), Input("district", "value"))
     def drill(kid, window, district):
         """Show a KPI's trend over the window and the worst places now."""
-        if not kid or kid not in KPI_BY_ID:
+        if not isinstance(kid, str) or kid not in KPI_BY_ID:
             return True, "", {}, [], []
+        try:  # validated before anything is computed or cached for it
+            window, district = check_window(window), check_district(district, live.district_ids())
+        except BadParameter:
+            return True, "", {}, [], []
+        except StoreUnavailable:
+            return no_update, no_update, no_update, no_update, no_update
         try:
             kv = next(k for k in live.kpis(window, district) if k.id == kid)
             frames = live.layer_frames()
