@@ -42,34 +42,42 @@ def _spec_id(spec_id: str):
     return json.loads(spec_id) if spec_id.startswith("{") else spec_id
 
 
+def _prop(p) -> str | None:
+    """Return a property name without Dash's ``@<hash>`` suffix (outputs with allow_duplicate)."""
+    return p.split("@")[0] if isinstance(p, str) else None
+
+
 def _check_item(item, spec: dict, where: str) -> None:
-    """Check one entry of ``inputs`` or ``state`` against its dependency ``spec`` (id, property)."""
-    want = _spec_id(spec["id"])
-    if isinstance(want, dict):  # pattern-matching: a list of {id: {...}, property, value}
+    """Check one entry of ``inputs``, ``state`` or ``outputs`` against its dependency ``spec`` (id, property)."""
+    want, prop = _spec_id(spec["id"]), _prop(spec["property"])
+    if isinstance(want, dict):  # pattern-matching: a list of {id: {...}, property[, value]}
         if not isinstance(item, list) or len(item) > MAX_MATCHES:
             raise BadCallback(f"{where} must be a list of at most {MAX_MATCHES} components")
         for x in item:
-            if not (isinstance(x, dict) and isinstance(x.get("id"), dict) and x.get("property") == spec["property"]
+            if not (isinstance(x, dict) and isinstance(x.get("id"), dict) and _prop(x.get("property")) == prop
                     and set(x["id"]) == set(want)
                     and all(isinstance(x["id"][k], str) for k, v in want.items() if v == ["ALL"])
                     and all(x["id"][k] == v for k, v in want.items() if v != ["ALL"])):
-                raise BadCallback(f"{where} does not match {spec['id']}.{spec['property']}")
-    elif not (isinstance(item, dict) and item.get("id") == want and item.get("property") == spec["property"]):
-        raise BadCallback(f"{where} must be {spec['id']}.{spec['property']}")
+                raise BadCallback(f"{where} does not match {spec['id']}.{prop}")
+    elif not (isinstance(item, dict) and item.get("id") == want and _prop(item.get("property")) == prop):
+        raise BadCallback(f"{where} must be {spec['id']}.{prop}")
 
 
-def _check_outputs(outputs, output: str, n: int) -> None:
-    many = output.startswith("..")
-    items = outputs if many else [outputs]
-    if many and not (isinstance(outputs, list) and len(outputs) == n):
-        raise BadCallback(f"outputs must be a list of {n}")
-    for o in items:
-        if isinstance(o, list):
-            if len(o) > MAX_MATCHES or not all(isinstance(x, dict) and isinstance(x.get("id"), dict)
-                                               and isinstance(x.get("property"), str) for x in o):
-                raise BadCallback("outputs has a malformed pattern-matching entry")
-        elif not (isinstance(o, dict) and isinstance(o.get("id"), (str, dict)) and isinstance(o.get("property"), str)):
-            raise BadCallback("outputs has a malformed entry")
+def _output_specs(output: str) -> list[dict]:
+    """Return the (id, property) of each output of a callback's output key (``..a.b...c.d..`` or ``a.b``)."""
+    parts = output[2:-2].split("...") if output.startswith("..") else [output]
+    return [dict(zip(("id", "property"), p.rsplit(".", 1))) for p in parts]
+
+
+def _check_outputs(outputs, output: str) -> None:
+    specs = _output_specs(output)
+    if not output.startswith(".."):
+        _check_item(outputs, specs[0], "outputs")
+        return
+    if not (isinstance(outputs, list) and len(outputs) == len(specs)):
+        raise BadCallback(f"outputs must be a list of {len(specs)}")
+    for i, (item, spec) in enumerate(zip(outputs, specs)):
+        _check_item(item, spec, f"outputs[{i}]")
 
 
 def check_body(app: Dash, body) -> None:
@@ -80,10 +88,9 @@ def check_body(app: Dash, body) -> None:
         raise BadCallback(f"the body is nested deeper than {MAX_DEPTH} levels")
     output = body.get("output")
     cb = app.callback_map.get(output) if isinstance(output, str) else None
-    if cb is None:
+    if cb is None or cb.get("callback") is None:  # clientside callbacks run in the browser only
         raise BadCallback("unknown callback output")
-    n_out = output.count("...") + 1 if output.startswith("..") else 1
-    _check_outputs(body.get("outputs"), output, n_out)
+    _check_outputs(body.get("outputs"), output)
     for part, specs in (("inputs", cb.get("inputs", [])), ("state", cb.get("state", []))):
         items = body.get(part, [])
         if not isinstance(items, list) or len(items) != len(specs):

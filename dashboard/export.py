@@ -43,6 +43,8 @@ SCALE = (0.5, 4.0, 1.0)
 #: Image sizes are snapped to these steps, so that nearly equal sizes share one cached image.
 SIZE_STEP = 20
 SCALE_STEP = 0.25
+#: The most pixels an image may have (width × height × scale²): 4000 × 4000 at scale 1.
+MAX_PIXELS = 16_000_000
 REFRESH = (1, 3600)
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "png": "image/png",
                  "svg": "image/svg+xml"}
@@ -146,11 +148,12 @@ def parse_request(live, panel_id: str, args: dict, default_refresh: int | None =
         layers = panel.layer_ids
     else:
         layers = tuple(check_layers(args.get("layers")))
-    return PanelRequest(panel, window, district, theme, int(refresh), layers,
-                        width=int(_snap(_number("width", args.get("width"), *WIDTH), SIZE_STEP, *WIDTH[:2])),
-                        height=int(_snap(_number("height", args.get("height"), *HEIGHT), SIZE_STEP, *HEIGHT[:2])),
-                        scale=float(_snap(_number("scale", args.get("scale"), *SCALE, integer=False), SCALE_STEP,
-                                          *SCALE[:2])))
+    width = int(_snap(_number("width", args.get("width"), *WIDTH), SIZE_STEP, *WIDTH[:2]))
+    height = int(_snap(_number("height", args.get("height"), *HEIGHT), SIZE_STEP, *HEIGHT[:2]))
+    scale = float(_snap(_number("scale", args.get("scale"), *SCALE, integer=False), SCALE_STEP, *SCALE[:2]))
+    if width * height * scale ** 2 > MAX_PIXELS:
+        raise BadParameter(f"width × height × scale² must be at most {MAX_PIXELS / 1e6:g} million pixels")
+    return PanelRequest(panel, window, district, theme, int(refresh), layers, width=width, height=height, scale=scale)
 
 
 # ------------------------------------------------------------------------------ data

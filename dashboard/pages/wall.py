@@ -330,8 +330,8 @@ def _refresh_request_ok(focus, traces, cfg, ids, worst_ids) -> bool:
     domains = [w.get("domain") if isinstance(w, dict) else None for w in worst_ids]
     if not all(isinstance(d, str) and d in DOMAINS for d in domains) or len(set(domains)) != len(domains):
         return False
-    outs = ctx.outputs_list  # the components the answer's lists are for
-    return len(outs[2]) == len(ids) and len(outs[6]) == len(worst_ids)
+    outs = ctx.outputs_list  # the components the answer's lists are for: one per KPI, one per domain
+    return all(len(o) == len(ids) for o in outs[2:6]) and all(len(o) == len(worst_ids) for o in outs[6:9])
 
 
 _ROTATE_JS = """
