@@ -128,3 +128,24 @@ def test_cache006_unreachable_redis_degrades_not_fails():
     bc = redis_cache("redis://127.0.0.1:1/0")  # nothing listens there
     assert bc.compute_once("k", 1, lambda: {"x": 1}) == {"x": 1}
     assert not bc.healthy
+
+
+def test_cache007_per_key_locks_are_bounded():
+    bc = make_cache()
+    for i in range(3000):  # e.g. one forged district per request
+        assert bc.compute_once(f"kpis:forged-{i}", 1, lambda i=i: i) == i
+    assert len(bc._locks) <= 1024, len(bc._locks)
+
+
+def test_cache008_a_held_lock_is_never_dropped():
+    from dashboard import cache as cachemod
+
+    bc = make_cache()
+    held = bc._lock_for("busy")
+    held.acquire()
+    try:
+        for i in range(cachemod.MAX_LOCKS + 10):
+            bc._lock_for(f"k{i}")
+        assert bc._lock_for("busy") is held  # a caller waiting on it and a new one share one lock
+    finally:
+        held.release()

@@ -63,10 +63,14 @@ ROUTES = {
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("fuzz")
-    url = build_demo_store(folder, hours=2)
-    return create_app(Settings(data_dir=folder, database_url=url, refresh_seconds=3600))
+def store_url(tmp_path_factory):
+    return build_demo_store(tmp_path_factory.mktemp("fuzz"), hours=2)
+
+
+@pytest.fixture(scope="module")
+def app(store_url, tmp_path_factory):
+    return create_app(Settings(data_dir=tmp_path_factory.mktemp("fuzz-data"), database_url=store_url,
+                               refresh_seconds=3600))
 
 
 @st.composite
@@ -187,3 +191,56 @@ def test_fuzz004_malformed_callback_bodies_are_4xx(app, raw):
     r = app.server.test_client().post("/_dash-update-component", data=raw, content_type="application/json")
     assert 400 <= r.status_code < 500, (raw[:40], r.status_code)
     assert b"Traceback" not in r.data
+
+
+def _forged_drill(app, district: str) -> dict:
+    output = next(k for k in app.callback_map if k.startswith("..drill.hidden"))
+    return {"output": output, "outputs": [{"id": i, "property": p} for i, p in (
+                ("drill", "hidden"), ("drill-title", "children"), ("drill-trend", "figure"),
+                ("drill-grid", "rowData"), ("drill-grid", "columnDefs"))],
+            "inputs": [{"id": "drill-kpi", "property": "data", "value": "traffic.tti"},
+                       {"id": "window", "property": "value", "value": "24h"},
+                       {"id": "district", "property": "value", "value": district}],
+            "changedPropIds": ["district.value"]}
+
+
+def _forged_wall_refresh(app, district: str) -> dict:
+    output = next(k for k in app.callback_map if "wall-traces.data" in k)
+    from dashboard.pages.wall import DOMAIN_IDS, HEADLINE
+
+    kpis = [{"type": "wall-kpi", "kpi": k, "slot": "tile"} for d in DOMAIN_IDS for k in HEADLINE[d]]
+    worst = [{"type": "wall-worst", "domain": d} for d in DOMAIN_IDS]
+    specs = output[2:-2].split("...")
+    outputs = []
+    for s in specs:
+        cid, _, prop = s.rpartition(".")
+        if cid.startswith("{"):
+            pattern = json.loads(cid)
+            ids = kpis if "kpi" in pattern else worst
+            outputs.append([{"id": {**i, "type": pattern["type"]}, "property": prop} for i in ids])
+        else:
+            outputs.append({"id": cid.split("@")[0], "property": prop})
+    return {"output": output, "outputs": outputs, "changedPropIds": ["wall-tick.n_intervals"],
+            "inputs": [{"id": "wall-tick", "property": "n_intervals", "value": 1}],
+            "state": [{"id": "wall-focus", "property": "data", "value": "traffic"},
+                      {"id": "wall-traces", "property": "data", "value": ["districts", "traffic"]},
+                      {"id": "wall-config", "property": "data", "value": {"district": district}},
+                      [{"id": i, "property": "id", "value": i} for i in kpis],
+                      [{"id": w, "property": "id", "value": w} for w in worst]]}
+
+
+@pytest.mark.parametrize("forge", [_forged_drill, _forged_wall_refresh])
+def test_fuzz005_forged_districts_are_neither_computed_nor_kept(store_url, tmp_path, forge):
+    app = create_app(Settings(data_dir=tmp_path, database_url=store_url, refresh_seconds=3600,
+                              background_refresh=True))  # whose keys the refresher would recompute
+    live = app.server.extensions["panorama"]
+    client = app.server.test_client()
+    live.stop()  # the keys it would refresh are what counts, not its running
+    assert client.post("/_dash-update-component", json=forge(app, "chaoyang")).status_code == 200  # the real one
+    for i in range(40):
+        district = f"forged-{i}-" + "x" * (2000 if i % 2 else 10)
+        r = client.post("/_dash-update-component", json=forge(app, district))
+        assert r.status_code in (200, 204), r.data[:200]
+    kept = " ".join([*live.cache._mem, *live.cache._locks, *live._recent])
+    assert "forged" not in kept, "a forged district got a cache key"
+    assert "chaoyang" in kept
