@@ -393,7 +393,7 @@ def register(app: Dash, live: LiveData) -> None:
                   prevent_initial_call=True)
     def show_focus(domain, traces):
         """Show the focused domain's layer (and the district outlines) on the map: visibility only."""
-        if not isinstance(domain, str) or domain not in DOMAINS or not _trace_list(traces):
+        if not isinstance(domain, str) or domain not in DOMAINS or not traces or not _trace_list(traces):
             return no_update
         on = set(layers_for(domain))
         p = Patch()
