@@ -57,15 +57,26 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
 
 #: The pages Dash serves its index for (``/embed/<panel-id>`` is checked by the embed page itself).
 PAGE_PATHS = ("/", "/wall")
+#: The longest query string any URL may have, in bytes (every parameter list is short).
+MAX_QUERY = 2048
 
 
 def _refuse_unknown_pages(app: Dash) -> None:
-    """Answer 404 for a path no page shows, instead of Dash's index (its catch-all route takes any path)."""
+    """Answer 404 for a path no page shows, instead of Dash's index (its catch-all route takes any path),
+    and 414 for an overlong query string, before any route parses it."""
     from flask import request
 
     from dashboard.pages.embed import PREFIX
 
     catchall = app.config.routes_pathname_prefix + "<path:path>"
+
+    @app.server.before_request
+    def query_too_long():
+        if len(request.query_string) > MAX_QUERY:
+            from dashboard.api import _error
+
+            return _error(414, f"query string longer than {MAX_QUERY} bytes")
+        return None
 
     @app.server.before_request
     def not_a_page():

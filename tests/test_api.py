@@ -151,3 +151,10 @@ def test_api008_unknown_paths_are_404(client, url):
                                  "/api/geo/districts.geojson", "/_dash-layout", "/_dash-dependencies"])
 def test_api009_every_current_url_still_answers(client, url):
     assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize("url", ["/api/kpis?district=", "/api/panels/map.json?layers=traffic,", "/wall?focus=traffic,",
+                                 "/?layers=traffic,", "/embed/map?layers=traffic,"])
+def test_api010_overlong_query_strings_are_414(client, url):
+    r = client.get(url + "traffic," * 1000)
+    assert r.status_code == 414 and "longer than" in r.get_json()["error"]

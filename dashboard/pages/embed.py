@@ -8,6 +8,7 @@ before Dash serves its index (Dash renders pages client-side, so the status must
 from __future__ import annotations
 
 import html as htmlmod
+import logging
 import time
 from urllib.parse import unquote
 
@@ -20,6 +21,8 @@ from dashboard.export import UnknownPanel, kpi_value, local_time, parse_request
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, parse_query
 from dashboard.theme import THEMES
+
+log = logging.getLogger("panorama.embed")
 
 PATH = "/embed"
 PREFIX = "/embed/"
@@ -97,7 +100,8 @@ def layout(live: LiveData, pathname: str = PREFIX, search: str = ""):
     except (UnknownPanel, BadParameter) as exc:
         return html.Div([html.H1("Panel unavailable"), html.P(str(exc))], className="embed error-page")
     except StoreUnavailable as exc:
-        return html.Div([html.H1("Data store unreachable"), html.P(f"{exc}. Retrying on reload.")],
+        log.warning("embed: store unavailable: %s", exc)  # the driver's text stays in the log
+        return html.Div([html.H1("Data store unreachable"), html.P("Retrying on reload.")],
                         className="embed error-page")
 
 
@@ -131,7 +135,8 @@ def register(app: Dash, live: LiveData) -> None:
         except BadParameter as exc:
             return Response(error_html(400, str(exc), theme), 400, mimetype="text/html")
         except StoreUnavailable as exc:
-            return Response(error_html(503, f"the data store cannot be reached: {exc}", theme), 503,
+            log.warning("embed: store unavailable: %s", exc)
+            return Response(error_html(503, "the data store cannot be reached; retry shortly", theme), 503,
                             mimetype="text/html")
         return None
 

@@ -2,6 +2,7 @@
 drill-down, live refresh. The URL carries district, window and layers."""
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 
@@ -20,6 +21,7 @@ from dashboard.theme import THEMES
 from layers import LAYER_BY_ID, LAYERS
 
 LAYER_IDS = set(LAYER_BY_ID)
+log = logging.getLogger("panorama.manager")
 
 PATH = "/"
 #: The clock shows the city's time, whatever the browser's timezone.
@@ -65,8 +67,9 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         kpis = [k for k in live.kpis(window, district) if k.id in live.kpi_ids]
         fig = views.map_figure(live, frames, params, layers_on)
     except StoreUnavailable as exc:
+        log.warning("manager: store unavailable: %s", exc)  # the driver's text stays in the log
         return html.Div([html.H1("City Panorama"),
-                         html.Div(f"The data store cannot be reached: {exc}. This page retries on reload.",
+                         html.Div("The data store cannot be reached. This page retries on reload.",
                                   className="banner banner-error")], className="error-page")
     d = live.districts()
     refresh_ms = live.settings.refresh_seconds * 1000
@@ -191,8 +194,11 @@ def register(app: Dash, live: LiveData) -> None:
             patch, every, updated = live.cached(key, lambda: _render(live, window, district, layers_on, shown))
             out = patch, {i: every[i] for i in order}, updated
         except (StoreUnavailable, BadParameter) as exc:
+            if live.stale_since is None:
+                log.warning("manager refresh failed: %s", exc)
             since = live.stale_since = live.stale_since or now
-            msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
+            why = exc if isinstance(exc, BadParameter) else "the data store cannot be reached"  # driver text: log
+            msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {why}"
             return no_update, no_update, no_update, msg, False
         live.stale_since = None
         mark_shareable()
