@@ -244,3 +244,73 @@ def test_fuzz005_forged_districts_are_neither_computed_nor_kept(store_url, tmp_p
     kept = " ".join([*live.cache._mem, *live.cache._locks, *live._recent])
     assert "forged" not in kept, "a forged district got a cache key"
     assert "chaoyang" in kept
+
+
+def _body(app, output_part: str, values: dict, changed: str | None = None) -> dict:
+    """A well-formed request for the callback whose output key contains ``output_part``: each input or
+    state ``id.property`` gets ``values`` (None when absent; pattern-matching ones a list of entries)."""
+    output = next(k for k in app.callback_map if output_part in k and app.callback_map[k].get("callback"))
+    cb = app.callback_map[output]
+
+    def entry(spec):
+        key = f"{spec['id']}.{spec['property']}"
+        if spec["id"].startswith("{"):
+            return values.get(key, [])
+        return {"id": spec["id"], "property": spec["property"], "value": values.get(key)}
+
+    outs = []
+    for p in (output[2:-2].split("...") if output.startswith("..") else [output]):
+        cid, _, prop = p.rpartition(".")
+        outs.append([] if cid.startswith("{") else {"id": cid, "property": prop})
+    first = cb["inputs"][0]
+    return {"output": output, "outputs": outs if output.startswith("..") else outs[0],
+            "inputs": [entry(s) for s in cb["inputs"]], "state": [entry(s) for s in cb.get("state", [])],
+            "changedPropIds": [changed or f"{first['id']}.{first['property']}"]}
+
+
+def _kpi_ids(*ids):
+    return [{"id": {"type": "kpi", "id": i}, "property": "id", "value": v} for i, v in ids]
+
+
+NEST = [[[[[[[[[[[[[[[[[[[["deep"]]]]]]]]]]]]]]]]]]]]
+#: Forged callback requests of issue 14: unknown ids, lists where strings belong, malformed clickData,
+#: deep nesting (18 of these 20 answered 500 on 32185ea).
+FORGED = {
+    "drill unknown window": ("drill.hidden", {"drill-kpi.data": "traffic.tti", "window.value": "2y"}),
+    "drill kpi as a list": ("drill.hidden", {"drill-kpi.data": ["traffic.tti"], "window.value": "24h"}),
+    "drill window as a list": ("drill.hidden", {"drill-kpi.data": "traffic.tti", "window.value": ["24h"]}),
+    "refresh unknown KPI id": ("kpi-live.data", {"tick.n_intervals": 1, "window.value": "24h", "layers.value": [],
+                                                 '{"id":["ALL"],"type":"kpi"}.id':
+                                                     _kpi_ids(("traffic.tti", {"type": "kpi", "id": "nope"}))}),
+    "refresh KPI id not an object": ("kpi-live.data", {"tick.n_intervals": 1, "layers.value": ["traffic"],
+                                                       '{"id":["ALL"],"type":"kpi"}.id':
+                                                           _kpi_ids(("traffic.tti", "traffic.tti"))}),
+    "refresh layers as objects": ("kpi-live.data", {"tick.n_intervals": 1, "layers.value": [{"a": 1}]}),
+    "sync_url window as a number": ("url.search", {"window.value": 1, "layers.value": ["traffic"]}),
+    "sync_url layers nested": ("url.search", {"window.value": "24h", "layers.value": NEST}),
+    "legend layers as a bool": ("legend.children", {"layers.value": True}),
+    "clickData points a string": ("district.value", {"map.clickData": {"points": "x"}}),
+    "clickData points numbers": ("district.value", {"map.clickData": {"points": [1, 2]}}),
+    "clickData location a list": ("district.value", {"map.clickData": {"points": [{"location": ["x"]}]}}),
+    "wall focus an object": ("wall-map.figure@b", {"wall-focus.data": {"a": 1}, "wall-traces.data": ["traffic"]}),
+    "wall traces nested": ("wall-map.figure@b", {"wall-focus.data": "traffic", "wall-traces.data": NEST}),
+    "wall unknown domain": ("wall-traces.data", {"wall-tick.n_intervals": 1, "wall-config.data": {},
+                                                 '{"domain":["ALL"],"type":"wall-worst"}.id': [
+                                                     {"id": {"type": "wall-worst", "domain": "x"}, "property": "id",
+                                                      "value": {"type": "wall-worst", "domain": "mars"}}]}),
+    "wall config a list": ("wall-traces.data", {"wall-tick.n_intervals": 1, "wall-config.data": ["x"]}),
+    "embed spec args a string": ("embed-value", {"embed-kpi-tick.n_intervals": 1,
+                                                 "embed-spec.data": {"panel": "traffic.tti", "args": "x"}}),
+    "embed spec panel a list": ("embed-map.figure", {"embed-map-tick.n_intervals": 1,
+                                                     "embed-spec.data": {"panel": ["map"], "args": {}}}),
+    "router pathname a list": ("page.children", {"url.pathname": ["/wall"]}),
+    "router pathname a number": ("page.children", {"url.pathname": 7, "url.search": 1}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FORGED))
+def test_fuzz006_forged_callback_inputs_are_4xx_or_no_update(app, case):
+    part, values = FORGED[case]
+    r = app.server.test_client().post("/_dash-update-component", json=_body(app, part, values))
+    assert r.status_code in (200, 204, 400), (case, r.status_code, r.data[:300])
+    assert b"Traceback" not in r.data
