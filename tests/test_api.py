@@ -107,8 +107,8 @@ def _inline_script_hashes(html: str) -> set[str]:
     import re
 
     out = set()
-    html = re.sub(r"<!--.*?-->", "", html, flags=re.S)  # Dash's IE-only alert is in a conditional comment
-    for attrs, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S):
+    html = re.sub(r"<!--.*?-->", "", html, flags=re.DOTALL)  # Dash's IE-only alert is in a conditional comment
+    for attrs, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL):
         if "src=" in attrs or "application/json" in attrs:
             continue
         out.add("'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'")
