@@ -184,7 +184,9 @@ def register(app: Dash, live: LiveData) -> None:
             window = check_window(window)
         except BadParameter:
             raise PreventUpdate from None  # a forged request: nothing to show
-        order = [i.get("id") for i in ids if isinstance(i, dict)] if isinstance(ids, list) else []
+        if not isinstance(ids, list):
+            raise PreventUpdate
+        order = [i.get("id") for i in ids if isinstance(i, dict)]
         shown = list(live.kpi_ids)  # the cards the page has: the answer holds them all, whatever the order asked
         if len(order) != len(ids) or not all(isinstance(i, str) and i in shown for i in order):
             raise PreventUpdate
@@ -192,7 +194,7 @@ def register(app: Dash, live: LiveData) -> None:
             district = check_district(district, live.district_ids())
             key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}"
             patch, every, updated = live.cached(key, lambda: _render(live, window, district, layers_on, shown))
-            out = patch, {i: every[i] for i in order}, updated
+            out = patch, {i: every[i] for i in order if i in every}, updated
         except (StoreUnavailable, BadParameter) as exc:
             if live.stale_since is None:
                 log.warning("manager refresh failed: %s", exc)
@@ -265,7 +267,7 @@ def _render(live: LiveData, window: str, district: str | None, layers_on: list[s
     params = live.params(now, window, district)
     patch = views.map_patch(live, frames, params, layers_on)
     states = {}
-    for i in order:
+    for i in (i for i in order if i in kpis):  # a KPI the city lists but the store cannot compute has no card
         s = views.kpi_state(kpis[i], now)
         states[i] = [s["value"], s["delta"], s["age"], s["note"], s["status"], s["class"], views.spark_points(kpis[i])]
     updated = "updated " + datetime.fromtimestamp(now, live.tz()).strftime("%H:%M:%S")
