@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import secrets
 import socket
 import time
 
@@ -30,6 +32,40 @@ def _wait_at_most(conn, seconds: float):
 #: Where pages fetch the district shapes from (the choropleth layers reference it by URL).
 GEOJSON_URL = "/api/geo/districts.geojson"
 
+log = logging.getLogger("panorama.api")
+
+
+def _unavailable(exc: Exception):
+    """Return 503 for a store outage: the driver's error goes to the log, the client gets a short reason."""
+    log.warning("store unavailable: %s", exc)
+    return _error(503, "store unavailable: retry shortly")
+
+
+def worker_id(salt: bytes, host: str, pid: int) -> str:
+    """Return an opaque id of a worker process: equal for one process, different between processes,
+    revealing neither the host name nor the pid."""
+    return hashlib.blake2b(f"{host}:{pid}".encode(), key=salt, digest_size=6).hexdigest()
+
+
+def client_gone(environ: dict):
+    """Return a function telling whether the client of a request has closed its connection (False
+    when the server does not say which socket it is)."""
+    sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+
+    def gone() -> bool:
+        if sock is None:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False  # open, nothing sent: still waiting for its answer
+        except ValueError:
+            return False  # a TLS socket cannot peek: assume the client waits
+        except OSError:
+            return True
+
+    return gone
+
 
 def _error(status: int, message: str, **extra):
     """Return a JSON error; ``<``, ``>`` and ``&`` escaped so echoed input is inert even if sniffed as HTML."""
@@ -45,11 +81,12 @@ def init_app(server: Flask, live: LiveData) -> None:
     """Register the API routes on ``server``."""
 
     host = socket.gethostname()
+    salt = secrets.token_bytes(16)
 
     @server.after_request
     def which_worker(resp):
-        """Say which host and process answered (behind a load balancer, with several workers)."""
-        resp.headers["X-Panorama-Worker"] = f"{host}:{os.getpid()}"  # the pid after gunicorn's fork
+        """Say which process answered (behind a load balancer, with several workers), by an opaque id."""
+        resp.headers["X-Panorama-Worker"] = worker_id(salt, host, os.getpid())  # the pid after gunicorn's fork
         return resp
 
     @server.get("/api/kpis")
@@ -62,7 +99,7 @@ def init_app(server: Flask, live: LiveData) -> None:
         except BadParameter as exc:
             return _error(400, str(exc))
         except StoreUnavailable as exc:
-            return _error(503, f"store unavailable: {exc}")
+            return _unavailable(exc)
         now = time.time()
         out = []
         for k in values:
@@ -87,7 +124,8 @@ def init_app(server: Flask, live: LiveData) -> None:
         """Return a panel as .json, .csv, .png or .svg with the embed parameters (+ width, height, scale)."""
         from flask import Response
 
-        from dashboard.export import FORMATS, UnknownPanel, get_panel, panel_bytes, parse_request
+        from dashboard.export import (FORMATS, RenderAbandoned, RendererBusy, UnknownPanel, get_panel, panel_bytes,
+                                      parse_request)
 
         pid, dot, fmt = name.rpartition(".")
         if not dot:
@@ -97,13 +135,17 @@ def init_app(server: Flask, live: LiveData) -> None:
             if fmt not in FORMATS:
                 raise BadParameter(f"unknown format {fmt[:20]!r}: choose one of {', '.join(FORMATS)}")
             req = parse_request(live, pid, {k: request.args.get(k) for k in request.args})
-            body, ctype = panel_bytes(live, req, fmt)
+            body, ctype = panel_bytes(live, req, fmt, gone=client_gone(request.environ))
+        except (RendererBusy, RenderAbandoned) as exc:
+            resp = _error(503, str(exc))
+            resp.headers["Retry-After"] = str(RendererBusy.retry_after)
+            return resp
         except UnknownPanel as exc:
             return _error(404, str(exc))
         except BadParameter as exc:
             return _error(400, str(exc))
         except StoreUnavailable as exc:
-            return _error(503, f"store unavailable: {exc}")
+            return _unavailable(exc)
         resp = Response(body, mimetype=ctype.split(";")[0])
         resp.headers["Content-Type"] = ctype
         resp.headers["Cache-Control"] = f"max-age={req.refresh}"
@@ -119,7 +161,7 @@ def init_app(server: Flask, live: LiveData) -> None:
         try:
             body = json.dumps(build(live.static("districts")), separators=(",", ":"))
         except StoreUnavailable as exc:
-            return _error(503, f"store unavailable: {exc}")
+            return _unavailable(exc)
         etag = hashlib.sha1(body.encode()).hexdigest()[:16]
         if request.if_none_match.contains(etag):
             return Response(status=304)
@@ -181,4 +223,7 @@ def init_app(server: Flask, live: LiveData) -> None:
     def health():
         """Return the store's reachability and the newest data age per domain."""
         h = live.health()
+        if h["store"] != "ok":
+            log.warning("health: store %s", h["store"])  # the driver's text stays in the log
+            h["store"] = "unreachable"
         return jsonify(h), 200 if h["store"] == "ok" else 503

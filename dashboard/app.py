@@ -43,17 +43,55 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     from dashboard import api, security
 
     api.init_app(server, live)
-    security.init_app(server, settings)
     from dashboard import page_meta
 
     city_name = city.name if city is not None else None
     page_meta.install(app, city_name, page_meta.city_lang(city.config if city is not None else None))
+    _refuse_unknown_pages(app)
     app.layout = lambda: _shell(live, city_name)
     for page in _pages():
         page.register(app, live)
     _register_router(app, live, city_name)
+    security.init_app(server, settings, app.csp_hashes())  # after every clientside callback is known
+    from dashboard.callback_guard import init_app as guard_callbacks
+
+    guard_callbacks(app)
     _share_refresh_answers(app, live)
     return app
+
+
+#: The pages Dash serves its index for (``/embed/<panel-id>`` is checked by the embed page itself).
+PAGE_PATHS = ("/", "/wall")
+#: The longest query string any URL may have, in bytes (every parameter list is short).
+MAX_QUERY = 2048
+
+
+def _refuse_unknown_pages(app: Dash) -> None:
+    """Answer 404 for a path no page shows, instead of Dash's index (its catch-all route takes any path),
+    and 414 for an overlong query string, before any route parses it."""
+    from flask import request
+
+    from dashboard.pages.embed import PREFIX
+
+    catchall = app.config.routes_pathname_prefix + "<path:path>"
+
+    @app.server.before_request
+    def query_too_long():
+        if len(request.query_string) > MAX_QUERY:
+            from dashboard.api import _error
+
+            return _error(414, f"query string longer than {MAX_QUERY} bytes")
+        return None
+
+    @app.server.before_request
+    def not_a_page():
+        if request.endpoint != catchall:
+            return None
+        if request.path in PAGE_PATHS or request.path.startswith(PREFIX):
+            return None
+        from dashboard.pages.embed import error_html
+
+        return error_html(404, f"no page at {request.path[:80]}", title="Page not found"), 404
 
 
 def _share_refresh_answers(app: Dash, live: LiveData) -> None:
@@ -116,8 +154,10 @@ def _titled_page(live: LiveData, pathname: str, search: str, city_name: str | No
 
 def _render_page(live: LiveData, pathname: str, search: str):
     """Return the layout of the page for a URL path and query."""
+    from dashboard.pages.embed import PREFIX
+
     for page in sorted(_pages(), key=lambda p: -len(p.PATH)):
-        if pathname == page.PATH or pathname.startswith(page.PATH.rstrip("/") + "/") or page.PATH == "/":
+        if pathname == page.PATH or page.PATH + "/" == PREFIX and pathname.startswith(PREFIX):
             return page.layout(live, pathname, search)
     return html.Div("Not found", className="error-page")
 
@@ -199,6 +239,9 @@ def _register_router(app: Dash, live: LiveData, city_name: str | None = None) ->
                   Input("url", "pathname"), State("url", "search"), State("rendered", "data"))
     def route(pathname, search, rendered):
         """Render the page for the URL, unless the layout already holds it."""
+        if not isinstance(pathname, (str, type(None))) or not isinstance(search, (str, type(None))) \
+                or len(pathname or "") + len(search or "") > 4096:
+            return no_update, None
         path = pathname or "/"
         if rendered is not None and rendered == path + (search or ""):
             return no_update, None

@@ -31,6 +31,8 @@ log = logging.getLogger("panorama.cache")
 
 #: How many keys a process keeps in memory before dropping those of older buckets.
 MAX_LOCAL_KEYS = 256
+#: How many per-key locks a process keeps before dropping those nobody holds.
+MAX_LOCKS = 1024
 
 
 # ----------------------------------------------------------------- data-only serialisation
@@ -290,6 +292,10 @@ class BucketCache:
 
     def _lock_for(self, key: str) -> threading.Lock:
         with self._local:
+            if key not in self._locks and len(self._locks) >= MAX_LOCKS:
+                for k, lk in list(self._locks.items()):  # idle locks go; a held one stays with its key
+                    if not lk.locked():
+                        del self._locks[k]
             return self._locks.setdefault(key, threading.Lock())
 
     def compute_once(self, key: str, bucket: int, fn, wait_s: float = 10.0):

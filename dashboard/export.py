@@ -19,6 +19,7 @@ import io
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ THEME_NAMES = tuple(THEMES)
 WIDTH = (200, 4000, 800)
 HEIGHT = (150, 4000, 450)
 SCALE = (0.5, 4.0, 1.0)
+#: Image sizes are snapped to these steps, so that nearly equal sizes share one cached image.
+SIZE_STEP = 20
+SCALE_STEP = 0.25
+#: The most pixels an image may have (width × height × scale²): 4000 × 4000 at scale 1.
+MAX_PIXELS = 16_000_000
 REFRESH = (1, 3600)
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "png": "image/png",
                  "svg": "image/svg+xml"}
@@ -115,6 +121,11 @@ def _number(name: str, raw: str | None, lo: float, hi: float, default: float, in
     return v
 
 
+def _snap(v: float, step: float, lo: float, hi: float) -> float:
+    """Return ``v`` rounded to the nearest multiple of ``step`` within [lo, hi]."""
+    return min(hi, max(lo, round(v / step) * step))
+
+
 def check_theme(theme: str | None) -> str:
     """Return a valid theme name or raise :class:`BadParameter`."""
     if theme in (None, ""):
@@ -137,10 +148,12 @@ def parse_request(live, panel_id: str, args: dict, default_refresh: int | None =
         layers = panel.layer_ids
     else:
         layers = tuple(check_layers(args.get("layers")))
-    return PanelRequest(panel, window, district, theme, int(refresh), layers,
-                        width=_number("width", args.get("width"), *WIDTH),
-                        height=_number("height", args.get("height"), *HEIGHT),
-                        scale=_number("scale", args.get("scale"), *SCALE, integer=False))
+    width = int(_snap(_number("width", args.get("width"), *WIDTH), SIZE_STEP, *WIDTH[:2]))
+    height = int(_snap(_number("height", args.get("height"), *HEIGHT), SIZE_STEP, *HEIGHT[:2]))
+    scale = float(_snap(_number("scale", args.get("scale"), *SCALE, integer=False), SCALE_STEP, *SCALE[:2]))
+    if width * height * scale ** 2 > MAX_PIXELS:
+        raise BadParameter(f"width × height × scale² must be at most {MAX_PIXELS / 1e6:g} million pixels")
+    return PanelRequest(panel, window, district, theme, int(refresh), layers, width=width, height=height, scale=scale)
 
 
 # ------------------------------------------------------------------------------ data
@@ -221,17 +234,21 @@ def _cell(v) -> str:
     return repr(float(v)) if isinstance(v, float) else str(v)
 
 
+#: A text cell starting with one of these is read as a formula by spreadsheets (OWASP CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _safe_csv(v: str) -> str:
-    """Defuse spreadsheet formulas in text cells (CSV injection)."""
-    return "'" + v if isinstance(v, str) and v[:1] in ("=", "+", "@") and not _is_num(v) else v
+    """Defuse spreadsheet formulas in text cells (CSV injection): prefix ``'``; plain numbers stay numbers."""
+    return "'" + v if isinstance(v, str) and v.startswith(FORMULA_STARTS) and not _is_num(v) else v
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def _is_num(s: str) -> bool:
-    try:
-        float(s)
-        return True
-    except ValueError:
-        return False
+    """Return True for a plain decimal number such as ``-3.5`` or ``1e-3`` (not ``-inf``, ``-1+1`` or ``-1_0``)."""
+    return _NUMBER.fullmatch(s) is not None
 
 
 # ------------------------------------------------------------------------------ figures
@@ -384,12 +401,32 @@ def browser_path() -> str | None:
     return "/usr/bin/chromium" if os.path.exists("/usr/bin/chromium") else None
 
 
+class RendererBusy(RuntimeError):
+    """The image renderer cannot take this image now; the message is one line, safe to show."""
+
+    retry_after = 10  # seconds a client should wait before asking again
+
+
+class RenderAbandoned(RuntimeError):
+    """The request of a queued image gave up before its turn: the image was not drawn."""
+
+
 class Renderer:
-    """One long-lived kaleido Chromium for the whole process; calls are serialised."""
+    """One long-lived kaleido Chromium for the whole process; calls are serialised.
+
+    At most :attr:`max_waiting` images wait for their turn (another one is refused with
+    :class:`RendererBusy`), each at most :attr:`wait_s` seconds; an image whose request gave up
+    meanwhile (``gone()`` is true when its turn comes) is skipped, not drawn.
+    """
 
     _lock = threading.Lock()
+    _queue = threading.Lock()
     _started = False
     renders = 0
+    waiting = 0  # images waiting for their turn now
+    skipped = 0  # images not drawn because their request gave up or waited too long
+    max_waiting = 4
+    wait_s = 20.0
 
     @classmethod
     def start(cls) -> None:
@@ -402,6 +439,8 @@ class Renderer:
                 cli = [a for a in super().get_cli() if a != "--disable-gpu"]
                 return [*cli, *CLOSED_NETWORK_FLAGS, *SOFTWARE_GL_FLAGS]
 
+        if cls._started:
+            return
         with cls._lock:
             if cls._started:
                 return
@@ -412,14 +451,36 @@ class Renderer:
             log.info("kaleido renderer started")
 
     @classmethod
-    def render(cls, fig: dict, fmt: str, width: int, height: int, scale: float = 1.0) -> bytes:
-        """Return the figure as PNG or SVG bytes."""
+    def render(cls, fig: dict, fmt: str, width: int, height: int, scale: float = 1.0, gone=None) -> bytes:
+        """Return the figure as PNG or SVG bytes; raise :class:`RendererBusy` when the queue is full or
+        the turn does not come in time, :class:`RenderAbandoned` when ``gone()`` says nobody waits."""
+        cls.start()
+        with cls._queue:
+            if cls.waiting >= cls.max_waiting:
+                raise RendererBusy(f"the image renderer is busy ({cls.waiting} images queued): retry shortly")
+            cls.waiting += 1
+        try:
+            turn = cls._lock.acquire(timeout=cls.wait_s)
+        finally:
+            with cls._queue:
+                cls.waiting -= 1
+        if not turn:
+            cls.skipped += 1
+            raise RendererBusy("the image renderer is busy: retry shortly")
+        try:
+            if gone is not None and gone():
+                cls.skipped += 1
+                raise RenderAbandoned("the request gave up before its image was drawn")
+            cls.renders += 1
+            return cls._draw(fig, fmt, width, height, scale)
+        finally:
+            cls._lock.release()
+
+    @classmethod
+    def _draw(cls, fig: dict, fmt: str, width: int, height: int, scale: float) -> bytes:
         import kaleido
 
-        cls.start()
-        with cls._lock:
-            cls.renders += 1
-            return kaleido.calc_fig_sync(fig, opts={"format": fmt, "width": width, "height": height, "scale": scale})
+        return kaleido.calc_fig_sync(fig, opts={"format": fmt, "width": width, "height": height, "scale": scale})
 
     @classmethod
     def stop(cls) -> None:
@@ -432,8 +493,10 @@ class Renderer:
                 cls._started = False
 
 
-def panel_bytes(live, req: PanelRequest, fmt: str) -> tuple[bytes, str]:
-    """Return the panel in ``fmt`` (json|csv|png|svg) and its content type, cached per refresh bucket."""
+def panel_bytes(live, req: PanelRequest, fmt: str, gone=None) -> tuple[bytes, str]:
+    """Return the panel in ``fmt`` (json|csv|png|svg) and its content type, cached per refresh bucket.
+
+    ``gone()``, when given, says whether the asking client has gone: then its image is not drawn."""
     import json
 
     if fmt not in FORMATS:
@@ -446,7 +509,7 @@ def panel_bytes(live, req: PanelRequest, fmt: str) -> tuple[bytes, str]:
         if fmt == "csv":
             return panel_csv(live, req).encode()
         fig = panel_figure(live, req)
-        return Renderer.render(fig, fmt, req.width, req.height, req.scale)
+        return Renderer.render(fig, fmt, req.width, req.height, req.scale, gone=gone)
 
     return live.cache.compute_once(req.key(fmt), bucket, make), CONTENT_TYPES[fmt]
 

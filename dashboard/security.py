@@ -3,6 +3,10 @@
 ``/embed/*`` may be framed by the origins of the ``frame_ancestors`` setting (CSP ``frame-ancestors``;
 default ``'self'``, the app's own origin); every other response denies framing
 (``X-Frame-Options: DENY`` and ``frame-ancestors 'none'``).
+
+Every response also carries a script policy (scripts from the app's origin and Dash's own inline
+scripts, by hash: no ``eval``, no other inline script; MapLibre's workers from ``blob:``),
+``Referrer-Policy`` and ``X-Content-Type-Options: nosniff``.
 """
 from __future__ import annotations
 
@@ -39,11 +43,20 @@ def embed_policy(frame_ancestors: str) -> str:
     return "frame-ancestors " + " ".join(parse_origins(frame_ancestors))
 
 
-def init_app(server: Flask, settings) -> None:
-    """Send the framing headers on every response."""
-    from flask import request
+def script_policy(script_hashes=()) -> str:
+    """Return the CSP directives for scripts: the app's own files and the inline scripts of ``script_hashes``
+    (Dash's ``app.csp_hashes()``); workers from ``blob:`` (MapLibre); no plugins, no ``<base>`` elsewhere."""
+    return (f"script-src 'self' {' '.join(script_hashes)}".rstrip() + "; worker-src 'self' blob:; "
+            "object-src 'none'; base-uri 'self'")
 
-    embed_csp = embed_policy(settings.frame_ancestors)
+
+REFERRER_POLICY = "strict-origin-when-cross-origin"
+
+
+def init_app(server: Flask, settings, script_hashes=()) -> None:
+    """Send the framing, script and referrer headers on every response."""
+    scripts = script_policy(script_hashes)
+    embed_csp = scripts + "; " + embed_policy(settings.frame_ancestors)
 
     @server.after_request
     def framing_headers(resp):
@@ -52,7 +65,8 @@ def init_app(server: Flask, settings) -> None:
             resp.headers["Content-Security-Policy"] = embed_csp
             resp.headers.pop("X-Frame-Options", None)
         else:
-            resp.headers["Content-Security-Policy"] = "frame-ancestors 'none'"
+            resp.headers["Content-Security-Policy"] = scripts + "; frame-ancestors 'none'"
             resp.headers["X-Frame-Options"] = "DENY"
         resp.headers.setdefault("X-Content-Type-Options", "nosniff")
+        resp.headers.setdefault("Referrer-Policy", REFERRER_POLICY)
         return resp

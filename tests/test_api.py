@@ -160,3 +160,75 @@ def test_api005_notify_while_the_store_is_busy_is_503_retry_after_and_the_retry_
                                     "WHERE a.id = 'chang-an-1' AND r.metric = 'speed_kmh' ORDER BY r.ts DESC")).first()
         assert got[0] == speed
     app.server.extensions["panorama"].writer().dispose()
+
+
+def test_api011_dead_store_reason_is_short_and_the_driver_text_is_logged(tmp_path, caplog):
+    app = create_app(Settings(data_dir=tmp_path, database_url=f"sqlite:///{tmp_path}/missing/dir/x.sqlite"))
+    c = app.server.test_client()
+    with caplog.at_level("WARNING", logger="panorama"):
+        health, kpis = c.get("/health"), c.get("/api/kpis")
+    assert health.status_code == 503 and health.get_json()["store"] == "unreachable"
+    assert kpis.status_code == 503 and kpis.get_json()["error"] == "store unavailable: retry shortly"
+    for r in (health, kpis):
+        assert "sqlite" not in r.get_data(as_text=True).lower() and "OperationalError" not in r.get_data(as_text=True)
+    assert "sqlite3.OperationalError" in caplog.text  # the operator still sees why
+
+
+def _inline_script_hashes(html: str) -> set[str]:
+    """Return the CSP hash of every inline script a page runs (not JSON data blocks)."""
+    import base64
+    import hashlib
+    import re
+
+    out = set()
+    html = re.sub(r"<!--.*?-->", "", html, flags=re.DOTALL)  # Dash's IE-only alert is in a conditional comment
+    for attrs, body in re.findall(r"<script([^>]*)>(.*?)</script>", html, re.DOTALL):
+        if "src=" in attrs or "application/json" in attrs:
+            continue
+        out.add("'sha256-" + base64.b64encode(hashlib.sha256(body.encode()).digest()).decode() + "'")
+    return out
+
+
+@pytest.mark.parametrize("url", ["/", "/wall", "/embed/traffic.tti", "/api/kpis", "/health", "/nonexistent"])
+def test_api006_security_headers_on_every_answer(client, url):
+    r = client.get(url)
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+    assert r.headers["Referrer-Policy"] in ("strict-origin-when-cross-origin", "no-referrer")
+    csp = r.headers["Content-Security-Policy"]
+    scripts = next(d for d in csp.split(";") if d.strip().startswith("script-src")).split()
+    assert "'self'" in scripts and "'unsafe-eval'" not in scripts and "'unsafe-inline'" not in scripts
+    if r.mimetype == "text/html" and r.status_code == 200:  # every inline script of the page is allowed by hash
+        assert _inline_script_hashes(r.get_data(as_text=True)) <= set(scripts)
+
+
+def test_api007_worker_header_is_an_opaque_stable_id(client):
+    import os
+    import socket
+
+    ids = {client.get(u).headers["X-Panorama-Worker"] for u in ("/health", "/api/panels", "/")}
+    assert len(ids) == 1
+    wid = ids.pop()
+    assert socket.gethostname() not in wid and str(os.getpid()) not in wid and len(wid) >= 8
+
+
+@pytest.mark.parametrize("url", ["/nonexistent", "/wall/extra", "/api/kpis/", "/embed", "/embed/", "/api/nope",
+                                 "/wall/", "/index.html", "/..%2F..%2Fetc%2Fpasswd"])
+def test_api008_unknown_paths_are_404(client, url):
+    r = client.get(url)
+    assert r.status_code == 404, (url, r.status_code)
+    assert "_dash-renderer" not in r.get_data(as_text=True)  # not the app's page
+
+
+@pytest.mark.parametrize("url", ["/", "/?window=1h&district=chaoyang&layers=traffic", "/wall",
+                                 "/wall?rotate=0&focus=traffic", "/embed/traffic.tti", "/embed/map?layers=traffic",
+                                 "/api/kpis", "/api/kpis?window=7d", "/api/panels", "/health",
+                                 "/api/geo/districts.geojson", "/_dash-layout", "/_dash-dependencies"])
+def test_api009_every_current_url_still_answers(client, url):
+    assert client.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize("url", ["/api/kpis?district=", "/api/panels/map.json?layers=traffic,", "/wall?focus=traffic,",
+                                 "/?layers=traffic,", "/embed/map?layers=traffic,"])
+def test_api010_overlong_query_strings_are_414(client, url):
+    r = client.get(url + "traffic," * 1000)
+    assert r.status_code == 414 and "longer than" in r.get_json()["error"]

@@ -308,3 +308,24 @@ def test_cache013_a_value_the_format_cannot_hold_is_served_but_not_shared(own_re
     assert workers[1].compute_once("odd", 1, lambda: calls.append(1) or {"s": {3}}) == {"s": {3}}
     assert calls == [1], "the other worker found a miss and computed its own"
     assert all(w.healthy for w in workers), "not a backend failure"
+
+
+def test_cache014_per_key_locks_are_bounded():
+    bc = make_cache()
+    for i in range(3000):  # e.g. one forged district per request
+        assert bc.compute_once(f"kpis:forged-{i}", 1, lambda i=i: i) == i
+    assert len(bc._locks) <= 1024, len(bc._locks)
+
+
+def test_cache015_a_held_lock_is_never_dropped():
+    from dashboard import cache as cachemod
+
+    bc = make_cache()
+    held = bc._lock_for("busy")
+    held.acquire()
+    try:
+        for i in range(cachemod.MAX_LOCKS + 10):
+            bc._lock_for(f"k{i}")
+        assert bc._lock_for("busy") is held  # a caller waiting on it and a new one share one lock
+    finally:
+        held.release()

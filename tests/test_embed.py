@@ -107,3 +107,30 @@ def test_embed002_other_origin_refused(dash_duo, host, store_url, tmp_path):
     r = requests.get(f"{base}/embed/traffic.tti?window=%3Cscript%3Ex%3C/script%3E")
     assert r.status_code == 400 and "&lt;script&gt;" in r.text and "<script>x" not in r.text
     assert requests.get(f"{base}/").headers["X-Frame-Options"] == "DENY"
+
+
+def _csp_violations(dash_duo) -> list[str]:
+    """Return the console's Content-Security-Policy complaints (refused scripts, eval, workers)."""
+    return [e["message"] for e in dash_duo.get_logs() or []
+            if "Content Security Policy" in e["message"] or "unsafe-eval" in e["message"]]
+
+
+def test_embed003_pages_render_and_maps_draw_under_the_script_policy(dash_duo, store_url, tmp_path):
+    app = create_app(Settings(data_dir=tmp_path, database_url=store_url, refresh_seconds=2))
+    dash_duo.start_server(app)
+    import requests
+
+    csp = requests.get(dash_duo.server_url + "/").headers["Content-Security-Policy"]
+    assert "script-src 'self'" in csp and "unsafe-eval" not in csp and "unsafe-inline" not in csp
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?layers=districts,traffic,air_quality")
+    dash_duo.wait_for_element(".maplibregl-canvas", timeout=30)  # the map drew (MapLibre, its worker)
+    deadline = time.time() + 20
+    while time.time() < deadline and not re.search(r"\d", dash_duo.find_element(".kpi-value").text):
+        time.sleep(0.2)
+    assert re.search(r"\d", dash_duo.find_element(".kpi-value").text), "KPIs never filled in"
+    assert dash_duo.find_element("#clock").text, "the clientside clock did not run"
+    dash_duo.driver.get(f"{dash_duo.server_url}/embed/map?layers=traffic&refresh=2")
+    dash_duo.wait_for_element("#embed-map .maplibregl-canvas", timeout=30)
+    dash_duo.driver.get(f"{dash_duo.server_url}/wall")
+    dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=30)
+    assert _csp_violations(dash_duo) == []

@@ -194,12 +194,12 @@ def test_export007_injection_never_reaches_sql_or_html(client, store_url, value)
 def test_export008_framing_headers(client):
     page = client.get("/")
     assert page.headers["X-Frame-Options"] == "DENY"
-    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert page.headers["Content-Security-Policy"].endswith("; frame-ancestors 'none'")
     api = client.get("/api/panels/traffic.tti.json")
     assert api.headers["X-Frame-Options"] == "DENY"
     emb = client.get("/embed/traffic.tti")
     assert emb.status_code == 200 and "X-Frame-Options" not in emb.headers
-    assert emb.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert emb.headers["Content-Security-Policy"].endswith("; frame-ancestors 'self'")
     assert parse_origins("'self', https://intranet.example:8443 http://127.0.0.1:9000") == [
         "'self'", "https://intranet.example:8443", "http://127.0.0.1:9000"]
     assert embed_policy("") == "frame-ancestors 'self'"
@@ -351,3 +351,100 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     off = views.map_figure(live, frames, params, ["energy"], layer_ids=on, view=views.asset_extent(live))
     off["layout"].update(width=900, height=600)
     assert not [a for a in static_map_figure(off)["layout"].get("annotations", []) if a.get("name", "").startswith("label:")]
+
+
+def _wait(cond, timeout: float = 30.0):
+    """Poll ``cond`` until it is truthy (returned) or the deadline passes (AssertionError)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = cond()
+        if v:
+            return v
+        time.sleep(0.02)
+    raise AssertionError("condition not met before the deadline")
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "svg"])
+@pytest.mark.parametrize("layers,reason", [("traffic,traffic", "listed twice"), ("traffic," * 200, "too long"),
+                                           ("traffic,nope", "unknown layer")])
+def test_export012_repeated_unknown_or_endless_layers_are_400(client, fmt, layers, reason):
+    r = client.get(f"/api/panels/map.{fmt}?layers={layers}")
+    assert r.status_code == 400, (fmt, layers[:40], r.status_code, len(r.data))
+    msg = r.get_json()["error"]
+    assert reason in msg and "\n" not in msg and len(msg) < 200
+
+
+def test_export013_image_sizes_snap_to_a_grid_and_share_one_render(client):
+    from dashboard.export import Renderer
+
+    first = client.get("/api/panels/energy.capacity_share.png?width=801&height=301")
+    assert first.status_code == 200
+    assert png_pixels(first.data)[:2] == (800, 300)  # snapped to the 20 px grid
+    n = Renderer.renders
+    for w, h in ((800, 300), (799, 299), (808, 295)):
+        again = client.get(f"/api/panels/energy.capacity_share.png?width={w}&height={h}")
+        assert again.data == first.data, (w, h)
+    assert Renderer.renders == n, "a size 1 px away from a cached one was rendered again"
+
+
+def test_export014_full_render_queue_answers_503_with_retry_after(client, monkeypatch):
+    import threading
+
+    from dashboard.export import Renderer
+
+    monkeypatch.setattr(Renderer, "max_waiting", 1)
+    app = client.application
+    answers = {}
+    Renderer._lock.acquire()  # an image is being drawn
+    try:
+        t = threading.Thread(target=lambda: answers.setdefault(
+            "queued", app.test_client().get("/api/panels/energy.load.png?width=420")))
+        t.start()
+        _wait(lambda: Renderer.waiting == 1)
+        r = app.test_client().get("/api/panels/traffic.tti.png?width=440")
+        assert r.status_code == 503 and "busy" in r.get_json()["error"]
+        assert int(r.headers["Retry-After"]) > 0
+    finally:
+        Renderer._lock.release()
+    t.join(60)
+    assert answers["queued"].status_code == 200  # the one in the queue got its turn
+
+
+def test_export015_a_render_whose_client_hung_up_is_not_drawn(client):
+    import socket
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from dashboard.export import Renderer
+
+    server = make_server("127.0.0.1", 0, client.application, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    skipped, renders = Renderer.skipped, Renderer.renders
+    Renderer._lock.acquire()  # an image is being drawn
+    try:
+        s = socket.create_connection(("127.0.0.1", server.server_port))
+        s.sendall(b"GET /api/panels/air.over_limit.png?width=460 HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        _wait(lambda: Renderer.waiting == 1)
+        s.close()  # the client gives up while its image waits
+    finally:
+        Renderer._lock.release()
+    try:
+        _wait(lambda: Renderer.skipped == skipped + 1)
+        assert Renderer.renders == renders, "the abandoned image was drawn"
+    finally:
+        server.shutdown()
+
+
+def test_export016_csv_cells_cannot_start_a_formula():
+    from dashboard.export import _safe_csv
+
+    for cell in ("=1+1", "+cmd", "-2+3", "-cmd|' /C calc'!A0", "@SUM(A1)", "\t=1", "\r=1", "-", "-inf", "-1_0"):
+        assert _safe_csv(cell) == "'" + cell, cell
+    for cell in ("-3.5", "-12", "4.25", "1e-3", "-2.5E+4", "Chaoyang", "", "a-b"):
+        assert _safe_csv(cell) == cell, cell
+
+
+def test_export017_image_pixels_are_bounded(client):
+    r = client.get("/api/panels/map.png?width=4000&height=4000&scale=4")
+    assert r.status_code == 400 and "million pixels" in r.get_json()["error"]

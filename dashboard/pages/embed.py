@@ -8,6 +8,7 @@ before Dash serves its index (Dash renders pages client-side, so the status must
 from __future__ import annotations
 
 import html as htmlmod
+import logging
 import time
 from urllib.parse import unquote
 
@@ -21,6 +22,8 @@ from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, parse_query
 from dashboard.theme import THEMES
 
+log = logging.getLogger("panorama.embed")
+
 PATH = "/embed"
 PREFIX = "/embed/"
 
@@ -30,10 +33,10 @@ def panel_id_of(pathname: str) -> str:
     return unquote((pathname or "")[len(PREFIX):]).rstrip("/")
 
 
-def error_html(status: int, message: str, theme: str = "dark") -> str:
+def error_html(status: int, message: str, theme: str = "dark", title: str | None = None) -> str:
     """Return a short, self-contained error page (the message escaped)."""
     t = THEMES.get(theme, THEMES["dark"])
-    title = {400: "Bad request", 404: "Panel not found"}.get(status, "Unavailable")
+    title = title or {400: "Bad request", 404: "Panel not found"}.get(status, "Unavailable")
     return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{title}</title></head>"
             f"<body style='margin:0;font:15px sans-serif;background:{t['bg']};color:{t['text']}'>"
             f"<div style='padding:16px'><h1 style='font-size:18px;margin:0 0 8px'>{status} · {title}</h1>"
@@ -97,8 +100,19 @@ def layout(live: LiveData, pathname: str = PREFIX, search: str = ""):
     except (UnknownPanel, BadParameter) as exc:
         return html.Div([html.H1("Panel unavailable"), html.P(str(exc))], className="embed error-page")
     except StoreUnavailable as exc:
-        return html.Div([html.H1("Data store unreachable"), html.P(f"{exc}. Retrying on reload.")],
+        log.warning("embed: store unavailable: %s", exc)  # the driver's text stays in the log
+        return html.Div([html.H1("Data store unreachable"), html.P("Retrying on reload.")],
                         className="embed error-page")
+
+
+def _spec(spec) -> tuple[str, dict]:
+    """Return (panel id, query args) of the ``embed-spec`` store; raise BadParameter if it is not one."""
+    if not (isinstance(spec, dict) and isinstance(spec.get("panel"), str) and isinstance(spec.get("args", {}), dict)):
+        raise BadParameter("not an embed spec")
+    args = spec.get("args") or {}
+    if len(args) > 20 or not all(isinstance(v, str) for v in args.values()):
+        raise BadParameter("embed args must be a few strings")
+    return spec["panel"], args
 
 
 LIVE_TICKS = ("embed-kpi-tick", "embed-map-tick")  # live refreshes whose answers viewers share
@@ -121,7 +135,8 @@ def register(app: Dash, live: LiveData) -> None:
         except BadParameter as exc:
             return Response(error_html(400, str(exc), theme), 400, mimetype="text/html")
         except StoreUnavailable as exc:
-            return Response(error_html(503, f"the data store cannot be reached: {exc}", theme), 503,
+            log.warning("embed: store unavailable: %s", exc)
+            return Response(error_html(503, "the data store cannot be reached; retry shortly", theme), 503,
                             mimetype="text/html")
         return None
 
@@ -133,7 +148,7 @@ def register(app: Dash, live: LiveData) -> None:
     def refresh_kpi(_n, spec):
         """Send the KPI's new number, change, age, status and sparkline points."""
         try:
-            req = parse_request(live, spec["panel"], spec.get("args") or {})
+            req = parse_request(live, *_spec(spec))
             k = kpi_value(live, req)
         except (UnknownPanel, BadParameter, StoreUnavailable, KeyError, TypeError):
             return (no_update,) * 7
@@ -147,7 +162,7 @@ def register(app: Dash, live: LiveData) -> None:
     def refresh_map(_n, spec):
         """Send only the map's changing values (colours, hover numbers)."""
         try:
-            req = parse_request(live, spec["panel"], spec.get("args") or {})
+            req = parse_request(live, *_spec(spec))
             frames = live.layer_frames()
         except (UnknownPanel, BadParameter, StoreUnavailable, KeyError, TypeError):
             return no_update, no_update

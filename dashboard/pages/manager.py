@@ -2,11 +2,13 @@
 drill-down, live refresh. The URL carries district, window and layers."""
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 
 import dash_ag_grid as dag
 from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
@@ -19,6 +21,7 @@ from dashboard.theme import THEMES
 from layers import LAYER_BY_ID, LAYERS
 
 LAYER_IDS = set(LAYER_BY_ID)
+log = logging.getLogger("panorama.manager")
 
 PATH = "/"
 #: The clock shows the city's time, whatever the browser's timezone.
@@ -64,8 +67,9 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         kpis = [k for k in live.kpis(window, district) if k.id in live.kpi_ids]
         fig = views.map_figure(live, frames, params, layers_on)
     except StoreUnavailable as exc:
+        log.warning("manager: store unavailable: %s", exc)  # the driver's text stays in the log
         return html.Div([html.H1("City Panorama"),
-                         html.Div(f"The data store cannot be reached: {exc}. This page retries on reload.",
+                         html.Div("The data store cannot be reached. This page retries on reload.",
                                   className="banner banner-error")], className="error-page")
     d = live.districts()
     refresh_ms = live.settings.refresh_seconds * 1000
@@ -127,9 +131,13 @@ def register(app: Dash, live: LiveData) -> None:
         trig = callback_context.triggered_id
         if trig == "whole-city":
             return None
-        pts = (click or {}).get("points") or []
-        loc = next((p.get("location") for p in pts if p.get("location")), None)
-        if loc is None or loc not in live.district_ids():
+        pts = click.get("points") if isinstance(click, dict) else None
+        loc = next((p["location"] for p in pts if isinstance(p, dict) and isinstance(p.get("location"), str)),
+                   None) if isinstance(pts, list) else None
+        try:
+            if loc is None or loc not in live.district_ids():
+                return no_update
+        except StoreUnavailable:
             return no_update
         return None if loc == current else loc
 
@@ -138,12 +146,19 @@ def register(app: Dash, live: LiveData) -> None:
                   prevent_initial_call=True)
     def sync_url(window, district, layers_on):
         """Keep the URL a bookmark of the view."""
-        return view_query(window, district, layers_on or [])
+        try:
+            return view_query(check_window(window), check_district(district, live.district_ids()),
+                              check_layers(layers_on or []))
+        except (BadParameter, StoreUnavailable):
+            return no_update
 
     @app.callback(Output("legend", "children"), Input("layers", "value"), prevent_initial_call=True)
     def legend(layers_on):
         """Show the legend of the visible layers."""
-        return views.legend_block(live.params(time.time()), layers_on or [])
+        try:
+            return views.legend_block(live.params(time.time()), check_layers(layers_on or []))
+        except (BadParameter, StoreUnavailable):
+            return no_update
 
     kpi_all = {"type": "kpi", "id": ALL}
 
@@ -164,16 +179,28 @@ def register(app: Dash, live: LiveData) -> None:
         cards: per-component outputs would repeat every component id in every response.
         """
         now = time.time()
-        layers_on = [x for x in (layers_on or []) if x in LAYER_IDS]
-        order = [i["id"] for i in ids]
         try:
+            layers_on = [lid for lid in LAYER_BY_ID if lid in check_layers(layers_on or [])]  # one order: one key
             window = check_window(window)
+        except BadParameter:
+            raise PreventUpdate from None  # a forged request: nothing to show
+        if not isinstance(ids, list):
+            raise PreventUpdate
+        order = [i.get("id") for i in ids if isinstance(i, dict)]
+        shown = list(live.kpi_ids)  # the cards the page has: the answer holds them all, whatever the order asked
+        if len(order) != len(ids) or not all(isinstance(i, str) and i in shown for i in order):
+            raise PreventUpdate
+        try:
             district = check_district(district, live.district_ids())
-            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}:{'|'.join(order)}"
-            out = live.cached(key, lambda: _render(live, window, district, layers_on, order))
+            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}"
+            patch, every, updated = live.cached(key, lambda: _render(live, window, district, layers_on, shown))
+            out = patch, {i: every[i] for i in order if i in every}, updated
         except (StoreUnavailable, BadParameter) as exc:
+            if live.stale_since is None:
+                log.warning("manager refresh failed: %s", exc)
             since = live.stale_since = live.stale_since or now
-            msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {exc}"
+            why = exc if isinstance(exc, BadParameter) else "the data store cannot be reached"  # driver text: log
+            msg = f"STALE since {datetime.fromtimestamp(since, live.tz()).strftime('%H:%M:%S')} — {why}"
             return no_update, no_update, no_update, msg, False
         live.stale_since = None
         mark_shareable()
@@ -199,17 +226,24 @@ def register(app: Dash, live: LiveData) -> None:
     def open_drill(clicks, _close):
         """Open the drill-down of the clicked KPI, or close it."""
         trig = callback_context.triggered_id
-        if trig == "drill-close" or not any(clicks or []):
+        if trig == "drill-close" or not (isinstance(clicks, list) and any(clicks)):
             return None
-        return trig["id"] if isinstance(trig, dict) else no_update
+        kid = trig.get("id") if isinstance(trig, dict) else None
+        return kid if isinstance(kid, str) and kid in KPI_BY_ID else no_update
 
     @app.callback(Output("drill", "hidden"), Output("drill-title", "children"), Output("drill-trend", "figure"),
                   Output("drill-grid", "rowData"), Output("drill-grid", "columnDefs"),
                   Input("drill-kpi", "data"), Input("window", "value"), Input("district", "value"))
     def drill(kid, window, district):
         """Show a KPI's trend over the window and the worst places now."""
-        if not kid or kid not in KPI_BY_ID:
+        if not isinstance(kid, str) or kid not in KPI_BY_ID:
             return True, "", {}, [], []
+        try:  # validated before anything is computed or cached for it
+            window, district = check_window(window), check_district(district, live.district_ids())
+        except BadParameter:
+            return True, "", {}, [], []
+        except StoreUnavailable:
+            return no_update, no_update, no_update, no_update, no_update
         try:
             kv = next(k for k in live.kpis(window, district) if k.id == kid)
             frames = live.layer_frames()
@@ -233,7 +267,7 @@ def _render(live: LiveData, window: str, district: str | None, layers_on: list[s
     params = live.params(now, window, district)
     patch = views.map_patch(live, frames, params, layers_on)
     states = {}
-    for i in order:
+    for i in (i for i in order if i in kpis):  # a KPI the city lists but the store cannot compute has no card
         s = views.kpi_state(kpis[i], now)
         states[i] = [s["value"], s["delta"], s["age"], s["note"], s["status"], s["class"], views.spark_points(kpis[i])]
     updated = "updated " + datetime.fromtimestamp(now, live.tz()).strftime("%H:%M:%S")

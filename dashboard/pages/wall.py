@@ -12,6 +12,7 @@ import time
 from datetime import datetime
 
 from dash import ALL, Dash, Input, Output, Patch, State, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
@@ -20,7 +21,9 @@ from dashboard.live import LiveData, StoreUnavailable
 from dashboard.metrics import DOMAINS
 from dashboard.params import BadParameter, check_district, parse_query
 from dashboard.theme import STATUS, THEMES
-from layers import LAYERS
+from layers import LAYER_BY_ID, LAYERS
+
+LAYER_IDS = frozenset(LAYER_BY_ID)
 
 log = logging.getLogger("panorama.wall")
 
@@ -308,6 +311,29 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
 
 
 # ------------------------------------------------------------------------------- callbacks
+def _trace_list(traces) -> bool:
+    """Return True for a list of layer ids, one per trace of the wall's map (as the layout stores it)."""
+    return (isinstance(traces, list) and len(traces) <= 8 * len(LAYERS)
+            and all(isinstance(t, str) and t in LAYER_IDS for t in traces))
+
+
+def _refresh_request_ok(focus, traces, cfg, ids, worst_ids) -> bool:
+    """Return True when the wall refresh's inputs have the shapes and values the wall's layout gives them
+    (each KPI and domain id known, one output per component asked about)."""
+    from dash import callback_context as ctx
+
+    if not (isinstance(cfg, dict) and (focus is None or isinstance(focus, str))
+            and (traces is None or _trace_list(traces)) and isinstance(ids, list) and isinstance(worst_ids, list)):
+        return False
+    if not all(isinstance(i, dict) and isinstance(i.get("kpi"), str) and i["kpi"] in KPI_BY_ID for i in ids):
+        return False
+    domains = [w.get("domain") if isinstance(w, dict) else None for w in worst_ids]
+    if not all(isinstance(d, str) and d in DOMAINS for d in domains) or len(set(domains)) != len(domains):
+        return False
+    outs = ctx.outputs_list  # the components the answer's lists are for: one per KPI, one per domain
+    return all(len(o) == len(ids) for o in outs[2:6]) and all(len(o) == len(worst_ids) for o in outs[6:9])
+
+
 _ROTATE_JS = """
 function(n, cfg) {
     const f = cfg.focus, d = f[n % f.length];
@@ -367,7 +393,7 @@ def register(app: Dash, live: LiveData) -> None:
                   prevent_initial_call=True)
     def show_focus(domain, traces):
         """Show the focused domain's layer (and the district outlines) on the map: visibility only."""
-        if domain not in DOMAINS or not traces:
+        if not isinstance(domain, str) or domain not in DOMAINS or not traces or not _trace_list(traces):
             return no_update
         on = set(layers_for(domain))
         p = Patch()
@@ -399,8 +425,11 @@ def register(app: Dash, live: LiveData) -> None:
     def refresh(_n, focus, traces, cfg, ids, worst_ids):
         """Send only what changed: map colours, numbers, ages, lists. Keep the last picture on failure."""
         now = time.time()
-        district = (cfg or {}).get("district")
+        if not _refresh_request_ok(focus, traces, cfg, ids, worst_ids):
+            raise PreventUpdate  # a forged request: nothing to compute, nothing to cache
+        district = cfg.get("district")
         try:
+            district = check_district(district, live.district_ids())  # before any value is cached for it
             kpis = {k.id: k for k in live.kpis(WINDOW, district)}
             tz = live.tz()
             city = live.meta().get("city", "City")
@@ -420,9 +449,11 @@ def register(app: Dash, live: LiveData) -> None:
                 worst = [worst_rows(live, d, frames, params) for d in domains]
                 return fig, traces_out, worst, attention_rows(live.attention(district))
 
-            key = f"wall:{district or '*'}:{','.join(on)}:{'|'.join(traces or ['-'])}:{'|'.join(domains)}"
+            key = f"wall:{district or '*'}:{','.join(on)}:{'patch' if traces else 'full'}:{'|'.join(domains)}"
             fig, traces_out, worst, attention = live.cached(key, render)
             traces_out = no_update if traces_out is None else traces_out
+        except BadParameter:
+            raise PreventUpdate from None  # a district the city does not have
         except Exception as exc:  # noqa: BLE001 - the wall never shows a stack trace: keep the last picture
             if not isinstance(exc, StoreUnavailable):
                 log.exception("wall refresh failed")
