@@ -55,6 +55,8 @@ REFERRER_POLICY = "strict-origin-when-cross-origin"
 
 def init_app(server: Flask, settings, script_hashes=()) -> None:
     """Send the framing, script and referrer headers on every response."""
+    from flask import request
+
     scripts = script_policy(script_hashes)
     embed_csp = scripts + "; " + embed_policy(settings.frame_ancestors)
 
