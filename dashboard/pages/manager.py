@@ -92,7 +92,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                     "scrollZoom": True, "displaylogo": False,
                     "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}),
                 dcc.Checklist(id="layers", value=layers_on, className="layer-toggles", inline=True,
-                              options=[{"label": layer.name, "value": layer.id} for layer in LAYERS]),
+                              options=[{"label": layer_label(live, layer), "value": layer.id} for layer in LAYERS]),
                 html.Div(views.legend_block(params, layers_on), id="legend", className="legend"),
             ], className="map-wrap"),
             html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
@@ -111,6 +111,12 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
     ], className="manager")
+
+
+def layer_label(live: LiveData, layer) -> str:
+    """Return a layer toggle's label; a layer whose domain has no assets in the city says so."""
+    empty = live.no_assets(layer.domain) if layer.domain else ""
+    return f"{layer.name} ({empty})" if empty else layer.name
 
 
 LIVE_TICKS = ("tick",)  # intervals of the live refresh, whose answers screens share (refresh_cache)
@@ -232,6 +238,11 @@ def _render(live: LiveData, window: str, district: str | None, layers_on: list[s
     kpis = {k.id: k for k in live.kpis(window, district)}
     params = live.params(now, window, district)
     patch = views.map_patch(live, frames, params, layers_on)
+    # the view of the district picked (or the whole city): the same on every tick, so a view the user
+    # moved stays where it is (plotly keeps it while the figure's own value does not change)
+    view = views.view_for(live, district)
+    patch["layout"]["map"]["center"] = view["center"]
+    patch["layout"]["map"]["zoom"] = view["zoom"]
     states = {}
     for i in order:
         s = views.kpi_state(kpis[i], now)
