@@ -298,13 +298,19 @@ def kpi_card(k: KpiValue, theme: str = "dark", big: bool = False) -> html.Div:
 
 
 def kpi_sections(values: list[KpiValue], theme: str = "dark") -> list:
-    """Return the KPI cards grouped by domain, in registry order."""
+    """Return the KPI cards grouped by domain, in registry order; a domain with no assets in the city
+    is one line that says so ("no stations in this city"), not a row of empty cards."""
     out = []
     for dom, meta in DOMAINS.items():
-        cards = [kpi_card(k, theme) for k in values if k.domain == dom]
-        if cards:
+        ks = [k for k in values if k.domain == dom]
+        if ks and all(k.no_assets for k in ks):
             out.append(html.Section([html.H2(meta["label"], className="domain-title"),
-                                     html.Div(cards, className="kpi-row")], className=f"domain domain-{dom}"))
+                                     html.Div(ks[0].no_assets, className="domain-empty")],
+                                    className=f"domain domain-{dom} noassets"))
+        elif ks:
+            out.append(html.Section([html.H2(meta["label"], className="domain-title"),
+                                     html.Div([kpi_card(k, theme) for k in ks], className="kpi-row")],
+                                    className=f"domain domain-{dom}"))
     return out
 
 

@@ -51,7 +51,18 @@ def _initial(live: LiveData, search: str):
         layers_on = check_layers(q.get("layers"))
     except BadParameter as exc:
         layers_on, _ = check_layers(None), notices.append(str(exc))
+    if q.get("layers") in (None, ""):
+        layers_on = default_layers(live, layers_on)
     return window, district, layers_on, notices
+
+
+def default_layers(live: LiveData, defaults: list[str]) -> list[str]:
+    """Return the default layers without those of domains that have no assets in the city; when no
+    domain layer is left, the service satisfaction layer (requests need no assets)."""
+    on = [lid for lid in defaults if not (LAYER_BY_ID[lid].domain and live.no_assets(LAYER_BY_ID[lid].domain))]
+    if not any(LAYER_BY_ID[lid].domain for lid in on):
+        on.append("satisfaction")
+    return on
 
 
 def layout(live: LiveData, pathname: str = "/", search: str = ""):

@@ -248,6 +248,9 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     except StoreUnavailable:
         districts = None
     rotate, focus, district, notices = parse_params(search, districts)
+    if districts is not None and not parse_query(search).get("focus"):
+        # by default the playlist skips the domains the city has nothing to measure for
+        focus = [d for d in focus if not live.no_assets(d)] or focus
     first = focus[0]
     banner = ""
     try:
@@ -276,13 +279,19 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     config = {"tz": str(tz) if tz else "UTC", "focus": focus, "district": district, "refresh_ms": refresh_ms,
               "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view}
 
+    def blocks(ks: list[KpiValue], slot: str) -> list:
+        """The domain's KPIs; or one line when the city has no assets for it ("no stations in this city")."""
+        if ks and all(k.no_assets for k in ks):
+            return [html.Div(ks[0].no_assets, className=f"wall-empty empty-{slot}")]
+        return [kpi_block(k, slot, now) for k in ks]
+
     tiles = [html.Section([
         html.H2(TILE_TITLE[dom], className="tile-title"),
-        html.Div([kpi_block(kpis[kid], "tile", now) for kid in HEADLINE[dom]], className="tile-kpis"),
+        html.Div(blocks([kpis[kid] for kid in HEADLINE[dom]], "tile"), className="tile-kpis"),
     ], className=f"wall-tile tile-{dom}") for dom in DOMAIN_IDS]
     panels = [html.Section([
         html.H2(["FOCUS ", html.Span(DOMAINS[dom]["label"], className="focus-dom")], className="focus-title"),
-        html.Div([kpi_block(k, "focus", now) for k in kpis.values() if k.domain == dom], className="focus-kpis"),
+        html.Div(blocks([k for k in kpis.values() if k.domain == dom], "focus"), className="focus-kpis"),
         html.H3("Worst now", className="worst-title"),
         html.Ol(worst_rows(live, dom, frames, params) if frames is not None else [],
                 id={"type": "wall-worst", "domain": dom}, className="worst-list"),
