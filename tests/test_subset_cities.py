@@ -186,24 +186,27 @@ def test_view004_a_bad_map_section_is_a_clear_error(tmp_path, section, error):
         load_city(tmp_path).map_view
 
 
+def _assigned(patch) -> dict:
+    return {tuple(o["location"]): o["params"]["value"] for o in patch.to_plotly_json()["operations"]
+            if o["operation"] == "Assign"}
+
+
 def test_view005_picking_a_district_zooms_to_it_and_dims_the_rest(subset):
     live = subset["live"]
     district = sorted(live.district_ids())[0]
-    patch, _, _ = manager._render(live, "24h", district, ["districts"], [])
-    ops = {tuple(o["location"]): o["params"]["value"] for o in patch.to_plotly_json()["operations"]
-           if o["operation"] == "Assign"}
+    ops = _assigned(manager.view_patch(live, district))
     view = {"center": ops[("layout", "map", "center")], "zoom": ops[("layout", "map", "zoom")]}
     assert view["zoom"] > views.view_for(live)["zoom"] + 0.5
     assert _in_view(view, live.bounds(district), views.MAP_PX, views.MAP_INSETS)
     ids = list(live.static("districts")["id"])
     i = next(i for i, t in enumerate(views.map_figure(live, live.layer_frames(), live.params(time.time()),
                                                       ["districts"])["data"]) if t["meta"]["layer"] == "districts")
-    z = ops[("data", i, "z")]
-    assert z == [0 if d == district else 1 for d in ids], "the other districts are dimmed"
+    patch, _, _ = manager._render(live, "24h", district, ["districts"], [])
+    assert _assigned(patch)[("data", i, "z")] == [0 if d == district else 1 for d in ids], "the others are dimmed"
+    assert ("layout", "map", "zoom") not in _assigned(patch), "a refresh leaves the view alone"
+    assert _assigned(manager.view_patch(live, None))[("layout", "map", "zoom")] == views.view_for(live)["zoom"]
     patch, _, _ = manager._render(live, "24h", None, ["districts"], [])
-    ops = {tuple(o["location"]): o["params"]["value"] for o in patch.to_plotly_json()["operations"]
-           if o["operation"] == "Assign"}
-    assert ops[("layout", "map", "zoom")] == views.view_for(live)["zoom"] and set(ops[("data", i, "z")]) == {0}
+    assert set(_assigned(patch)[("data", i, "z")]) == {0}
 
 
 # ------------------------------------------------------------------ 3. stale values are not current

@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 
 import dash_ag_grid as dag
-from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, callback_context, dcc, html, no_update
 
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
@@ -150,6 +150,16 @@ def register(app: Dash, live: LiveData) -> None:
             return no_update
         return None if loc == current else loc
 
+    @app.callback(Output("map", "figure", allow_duplicate=True), Input("district", "value"),
+                  prevent_initial_call=True)
+    def fly_to(district):
+        """Zoom the map to the picked district, or back to the whole city (only when the pick changes:
+        the live refreshes leave a view the user moved alone)."""
+        try:
+            return view_patch(live, check_district(district, live.district_ids()))
+        except (StoreUnavailable, BadParameter):
+            return no_update
+
     @app.callback(Output("url", "search"),
                   Input("window", "value"), Input("district", "value"), Input("layers", "value"),
                   prevent_initial_call=True)
@@ -241,6 +251,15 @@ def register(app: Dash, live: LiveData) -> None:
         return False, title, views.trend_figure(kv, live.tz()), rows, cols
 
 
+def view_patch(live: LiveData, district: str | None) -> Patch:
+    """Return a Patch of the map's view: fitted to ``district``, or the whole city's."""
+    view = views.view_for(live, district)
+    p = Patch()
+    p["layout"]["map"]["center"] = view["center"]
+    p["layout"]["map"]["zoom"] = view["zoom"]
+    return p
+
+
 def _render(live: LiveData, window: str, district: str | None, layers_on: list[str], order: list[str]) -> tuple:
     """Return the refresh outputs: map Patch, KPI states {id: [value, delta, age, note, status, class,
     sparkline]}, 'updated' text."""
@@ -249,11 +268,6 @@ def _render(live: LiveData, window: str, district: str | None, layers_on: list[s
     kpis = {k.id: k for k in live.kpis(window, district)}
     params = live.params(now, window, district)
     patch = views.map_patch(live, frames, params, layers_on)
-    # the view of the district picked (or the whole city): the same on every tick, so a view the user
-    # moved stays where it is (plotly keeps it while the figure's own value does not change)
-    view = views.view_for(live, district)
-    patch["layout"]["map"]["center"] = view["center"]
-    patch["layout"]["map"]["zoom"] = view["zoom"]
     states = {}
     for i in order:
         s = views.kpi_state(kpis[i], now)
