@@ -262,7 +262,19 @@ def test_wall007_map_fits_the_screen_and_live_refreshes_keep_the_fit(dash_duo, s
             return None
         return v if fits(f) else None
 
-    first = wait_for(fitted, timeout=20)
+    since = {}
+
+    def settled():
+        """A fitted view that a refresh left alone (after the resize, plotly redraws at its own pace)."""
+        v = fitted()
+        if not v:
+            return None
+        if not since or abs(since["zoom"] - v["zoom"]) > 0.01:
+            since.update(v)
+            return None
+        return v if v["updated"] != since["updated"] else None
+
+    first = wait_for(settled, timeout=30)
     assert first["zoom"] > 7.5  # the whole municipality, not the world
     seen = {first["updated"]}
     while len(seen) < 3:  # two live refreshes later

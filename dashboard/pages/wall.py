@@ -371,8 +371,13 @@ function(n, cfg, lastOk, bannerHidden) {
                 const box = gd.getBoundingClientRect();
                 const shown = (sel) => Array.from(document.querySelectorAll(sel)).find(e => e.offsetParent !== null);
                 const cap = shown('.wall-map .map-caption'), leg = shown('.wall-map .wall-legend');
-                const top = cap ? Math.max(0, cap.getBoundingClientRect().bottom - box.top) : 0;
-                const bottom = leg ? Math.max(0, box.bottom - leg.getBoundingClientRect().top) : 0;
+                // the largest seen at this size: the view stays put as the playlist turns
+                const seen = (window.panoramaWallInsets && window.panoramaWallInsets.w === w
+                              && window.panoramaWallInsets.h === h) ? window.panoramaWallInsets : {w: w, h: h, t: 0, b: 0};
+                seen.t = Math.max(seen.t, cap ? cap.getBoundingClientRect().bottom - box.top : 0);
+                seen.b = Math.max(seen.b, leg ? box.bottom - leg.getBoundingClientRect().top : 0);
+                window.panoramaWallInsets = seen;
+                const top = seen.t, bottom = seen.b;
                 const fh = Math.max(h - top - bottom, h / 3);
                 const merc = (lat) => Math.log(Math.tan(Math.PI / 4
                     + Math.max(-85, Math.min(85, lat)) * Math.PI / 360));
