@@ -277,7 +277,8 @@ def kpi_figure(live, req: PanelRequest, k: KpiValue | None = None) -> dict:
          "x": 0.02, "y": 0.80, "xref": "paper", "yref": "paper", "xanchor": "left", "yanchor": "top",
          "showarrow": False, "font": {"size": big, "color": t["text"]}},
         _corner(_esc(s["delta"]), t, 0.02, 0.80 - (big + 8) / h, "left", "top", max(11, big // 4)),
-        _corner(f"as of {local_time(live, k.as_of)}", t, 0.98, 0.01, "right", "bottom", max(10, big // 5)),
+        _corner(_esc(k.no_assets) if k.no_assets else f"as of {local_time(live, k.as_of)}", t, 0.98, 0.01, "right",
+                "bottom", max(10, big // 5)),
         _corner(f"window {req.window}", t, 0.02, 0.01, "left", "bottom", max(10, big // 5)),
     ]
     layout = {

@@ -73,6 +73,8 @@ def test_subset002_every_panel_export_and_the_kpis_answer(subset):
     for p in ("map", "map-air_quality", "map-traffic", "air.aqi_worst", "service.satisfaction"):
         r = c.get(f"/api/panels/{p}.png?width=400&height=300")
         assert r.status_code == 200 and r.data[:4] == b"\x89PNG", p
+    svg = c.get("/api/panels/air.aqi_worst.svg?width=400&height=300").data.decode()
+    assert "no stations in this city" in svg and "as of no data" not in svg
     r = c.get("/api/kpis")
     assert r.status_code == 200
     notes = {k["id"]: k["note"] for k in r.get_json()["kpis"]}
