@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,43 @@ class City:
         if unknown:
             raise ValueError(f"{self.folder / 'city.toml'}: [kpis] show names unknown KPI(s) {', '.join(unknown)}")
         return [k.id for k in KPIS if k.id in show]
+
+    @property
+    def map_view(self) -> dict:
+        """Return the city's ``[map]`` section, checked: ``center = [lon, lat]`` with ``zoom``, and/or
+        ``bounds = [west, south, east, north]`` (the view the screens fit); {} when absent."""
+        m = self.config.get("map") or {}
+        where = f"{self.folder / 'city.toml'}: [map]"
+        if not isinstance(m, dict):
+            raise ValueError(f"{where} must be a table")
+        unknown = sorted(set(m) - {"center", "zoom", "bounds"})
+        if unknown:
+            raise ValueError(f"{where} has unknown key(s) {', '.join(unknown)} (use center, zoom, bounds)")
+
+        def numbers(key, n):
+            v = m[key]
+            if not (isinstance(v, list) and len(v) == n and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                                  and math.isfinite(x) for x in v)):
+                raise ValueError(f"{where} {key} must be a list of {n} numbers")
+            return [float(x) for x in v]
+
+        out: dict = {}
+        if "center" in m or "zoom" in m:
+            if not {"center", "zoom"} <= set(m):
+                raise ValueError(f"{where} center and zoom go together")
+            lon, lat = numbers("center", 2)
+            z = m["zoom"]
+            if isinstance(z, bool) or not isinstance(z, (int, float)) or not 0 <= z <= 22:
+                raise ValueError(f"{where} zoom must be a number from 0 to 22")
+            if not (-180 <= lon <= 180 and -85 <= lat <= 85):
+                raise ValueError(f"{where} center must be [longitude, latitude] inside [-180, 180] × [-85, 85]")
+            out.update(center={"lon": lon, "lat": lat}, zoom=float(z))
+        if "bounds" in m:
+            w, s, e, n = numbers("bounds", 4)
+            if not (-180 <= w < e <= 180 and -85 <= s < n <= 85):
+                raise ValueError(f"{where} bounds must be [west, south, east, north] with west < east, south < north")
+            out["bounds"] = {"lon": [w, e], "lat": [s, n]}
+        return out
 
     def path(self, key: str) -> Path:
         """Return the path of the file the city names under ``key``."""

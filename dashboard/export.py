@@ -46,6 +46,8 @@ SCALE_STEP = 0.25
 #: The most pixels an image may have (width × height × scale²): 4000 × 4000 at scale 1.
 MAX_PIXELS = 16_000_000
 REFRESH = (1, 3600)
+#: Width (px) the legend takes at the left of a map image: the fitted view stays clear of it.
+LEGEND_W = 170
 CONTENT_TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "png": "image/png",
                  "svg": "image/svg+xml"}
 
@@ -175,6 +177,8 @@ def place_values(live, req: PanelRequest):
     """Return the per-place values of the panel's layers now (one row per place, ``layer`` column first)."""
     import pandas as pd
 
+    from dashboard import views
+
     frames = live.layer_frames()
     names = dict(zip(live.districts()["id"], live.districts()["name"]))
     out = []
@@ -182,6 +186,8 @@ def place_values(live, req: PanelRequest):
         layer = LAYER_BY_ID[lid]
         static = live.static(lid)
         kw = {"std": live.settings.aqi_standard} if lid == "air_quality" else {}
+        if lid in views.STALE_AWARE:  # with as_of, age_s and stale: an old value never passes for current
+            kw["now"] = frames["now"]
         df = layer.worst(static, frames.get(lid), max(len(static), 1), **kw)
         if req.district:
             df = df[df["district"] == req.district]
@@ -288,7 +294,8 @@ def kpi_figure(live, req: PanelRequest, k: KpiValue | None = None) -> dict:
          "x": 0.02, "y": 0.80, "xref": "paper", "yref": "paper", "xanchor": "left", "yanchor": "top",
          "showarrow": False, "font": {"size": big, "color": t["text"]}},
         _corner(_esc(s["delta"]), t, 0.02, 0.80 - (big + 8) / h, "left", "top", max(11, big // 4)),
-        _corner(f"as of {local_time(live, k.as_of)}", t, 0.98, 0.01, "right", "bottom", max(10, big // 5)),
+        _corner(_esc(k.no_assets) if k.no_assets else f"as of {local_time(live, k.as_of)}", t, 0.98, 0.01, "right",
+                "bottom", max(10, big // 5)),
         _corner(f"window {req.window}", t, 0.02, 0.01, "left", "bottom", max(10, big // 5)),
     ]
     layout = {
@@ -319,7 +326,8 @@ def map_panel_figure(live, req: PanelRequest, webgl: bool = False) -> dict:
     frames = live.layer_frames()
     params = live.params(now, req.window, req.district, req.theme)
     title_h = 34
-    view = _view(live, req, (req.width, max(50, req.height - title_h)))
+    legend_w = LEGEND_W if any(lid != "districts" for lid in req.layers) or len(req.layers) == 1 else 0
+    view = _view(live, req, (req.width, max(50, req.height - title_h)), {"l": min(legend_w, req.width // 3)})
     fig = views.map_figure(live, frames, params, list(req.layers), view=view, layer_ids=list(req.layers))
     lay = fig["layout"]
     lay.update(width=req.width, height=req.height, margin={"l": 0, "r": 0, "t": title_h, "b": 0},
@@ -335,7 +343,9 @@ def map_panel_figure(live, req: PanelRequest, webgl: bool = False) -> dict:
         items = LAYER_BY_ID[lid].legend(params)
         if items and lid != "districts" or len(req.layers) == 1:
             lines.append(f"<b>{_esc(LAYER_BY_ID[lid].name)}</b>")
-            lines += [f"<span style='color:{c}'>■</span> {_esc(lbl)}" for lbl, c in items]
+            empty = live.no_assets(LAYER_BY_ID[lid].domain) if LAYER_BY_ID[lid].domain else ""
+            lines += [f"<i>{_esc(empty)}</i>"] if empty else [f"<span style='color:{c}'>■</span> {_esc(lbl)}"
+                                                              for lbl, c in items]
     if lines:
         ann.append({"text": "<br>".join(lines), "x": 0.01, "y": 0.01, "xref": "paper", "yref": "paper",
                     "xanchor": "left", "yanchor": "bottom", "align": "left", "showarrow": False,
@@ -345,22 +355,10 @@ def map_panel_figure(live, req: PanelRequest, webgl: bool = False) -> dict:
     return fig if webgl else static_map_figure(fig)
 
 
-def _view(live, req: PanelRequest, px) -> dict:
+def _view(live, req: PanelRequest, px, insets: dict | None = None) -> dict:
     from dashboard import views
 
-    if req.district:
-        d = live.districts()
-        row = d[d["id"] == req.district].iloc[0]
-        from shapely.geometry import shape
-
-        x0, y0, x1, y1 = shape(row["geometry"]).bounds
-        return views.fit_view([x0, x1], [y0, y1], px=px)
-    lons, lats = [], []
-    for lid in ("traffic", "air_quality"):
-        st = live.static(lid)
-        lons += list(st["lon"])
-        lats += list(st["lat"])
-    return views.fit_view(lons, lats, px=px)
+    return views.view_for(live, req.district, px=px, insets=insets)
 
 
 def panel_figure(live, req: PanelRequest) -> dict:

@@ -49,6 +49,7 @@ class KpiValue:
     spark_y: list[float] = field(default_factory=list)
     note: str = ""
     decimals: int = 0
+    no_assets: str = ""  # e.g. "no stations in this city": the domain has nothing to measure (not "no data yet")
 
     def as_json(self) -> dict:
         """Return the API form of this KPI (no sparkline)."""
@@ -60,7 +61,7 @@ class KpiValue:
                 "delta_label": self.delta_label, "status": self.status, "stale": self.stale,
                 "data_age_s": None if self.age_s is None else round(self.age_s, 1),
                 "as_of": None if self.as_of is None else datetime.fromtimestamp(self.as_of, timezone.utc).isoformat().replace("+00:00", "Z"),
-                "note": self.note}
+                "note": self.note or self.no_assets}
 
     def formatted(self) -> str:
         """Return the value as shown on screen ('—' when unknown)."""

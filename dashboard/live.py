@@ -8,6 +8,7 @@ import logging
 import os
 import threading
 import time
+from dataclasses import replace
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine, text
@@ -23,6 +24,11 @@ from layers import LAYER_BY_ID, LAYERS, LayerParams
 log = logging.getLogger("panorama.live")
 
 
+#: The asset kind each asset-based domain measures, and its words for "no … in this city".
+ASSET_KINDS = {"traffic": "road_segment", "air_quality": "aq_station", "energy": "substation"}
+ASSET_WORDS = {"traffic": "road segments", "air_quality": "stations", "energy": "substations"}
+
+
 class StoreUnavailable(RuntimeError):
     """The store cannot be reached right now."""
 
@@ -36,6 +42,9 @@ class LiveData:
         self.cache = cache
         self.thresholds = city.thresholds if city else {}
         self.kpi_ids = city.kpi_ids if city else [k.id for k in KPIS]
+        self.map_config = city.map_view if city else {}
+        self._bounds: dict = {}
+        self._asset_counts: dict | None = None
         self._static: dict[str, object] = {}
         self._districts = None
         self._meta = None
@@ -92,6 +101,34 @@ class LiveData:
     def district_ids(self) -> set[str]:
         """Return the valid district ids."""
         return set(self.districts()["id"])
+
+    def bounds(self, district: str | None = None) -> dict | None:
+        """Return ``{"lon": [w, e], "lat": [s, n]}`` around the districts (or one district), or None."""
+        key = district or "*"
+        if key not in self._bounds:
+            from shapely.geometry import shape
+
+            d = self.districts()
+            if district:
+                d = d[d["id"] == district]
+            boxes = [shape(g).bounds for g in d["geometry"] if g]
+            self._bounds[key] = None if not boxes else {
+                "lon": [min(b[0] for b in boxes), max(b[2] for b in boxes)],
+                "lat": [min(b[1] for b in boxes), max(b[3] for b in boxes)]}
+        return self._bounds[key]
+
+    def asset_counts(self) -> dict[str, int]:
+        """Return how many assets each asset-based domain has in the city (read once)."""
+        if self._asset_counts is None:
+            self._asset_counts = self._run(
+                lambda c: {dom: rm.asset_count(c, kind) for dom, kind in ASSET_KINDS.items()})
+        return self._asset_counts
+
+    def no_assets(self, domain: str) -> str:
+        """Return "no stations in this city" when ``domain`` has no assets at all, else ""."""
+        if domain not in ASSET_KINDS or self.asset_counts()[domain]:
+            return ""
+        return f"no {ASSET_WORDS[domain]} in this city"
 
     def static(self, layer_id: str):
         """Return a layer's static geometry, read once per process."""
@@ -162,9 +199,12 @@ class LiveData:
     def kpis(self, window: str, district: str | None, now: float | None = None):
         """Return every KPI for the window and district, computed once per bucket."""
         key = f"kpis:{self.settings.aqi_standard}:{window}:{district or '*'}"
-        return self.cached(key, lambda: self._run(lambda c: compute_all(
+        values = self.cached(key, lambda: self._run(lambda c: compute_all(
             c, time.time() if now is None else now, window, district, self.settings.aqi_standard,
             thresholds=self.thresholds)), now)
+        # a domain with no assets at all says so (its notes such as "0 stations" would only repeat it)
+        return [replace(k, no_assets=self.no_assets(k.domain), note="") if self.no_assets(k.domain) else k
+                for k in values]
 
     def layer_frames(self, now: float | None = None) -> dict:
         """Return each layer's live frame, computed once per bucket."""
@@ -220,14 +260,25 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
     """Return everything in a bad band now, most severe first (pure: frames in, dicts out).
 
     Each item: ``level`` (bad | warn), ``domain``, ``place``, ``district`` (id), ``detail`` and
-    ``score`` (0–1, how deep into its band, for sorting within a level).
+    ``score`` (0–1, how deep into its band, for sorting within a level). A value older than its
+    feed's stale age is never an alert: it comes last, as ``level`` "stale" (score: its age in s).
     """
     from dashboard import aqi as aqimod
+    from layers._common import age_text
     from dashboard.theme import CONGESTION_BANDS
 
     items: list[dict] = []
     tr = LAYER_BY_ID["traffic"]
-    w = tr.worst(statics["traffic"], frames.get("traffic"), n=len(statics["traffic"]))
+    stale: list[dict] = []
+
+    def current(w, domain):
+        """The rows of ``w`` whose values are current; stale ones are noted as stale sensors."""
+        for r in w[w["stale"]].itertuples(index=False):
+            stale.append({"level": "stale", "domain": domain, "place": r.place, "district": r.district,
+                          "score": float(r.age_s), "detail": f"last value {age_text(r.age_s)} old"})
+        return w[~w["stale"]]
+
+    w = current(tr.worst(statics["traffic"], frames.get("traffic"), n=len(statics["traffic"]), now=now), "traffic")
     jammed, heavy = CONGESTION_BANDS[0][2], CONGESTION_BANDS[1][2]
     for r in w.itertuples(index=False):
         if r.band not in (jammed, heavy):
@@ -238,7 +289,8 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
                       "detail": f"{'jammed' if r.band == jammed else 'heavy'} · {r.value:.0f} km/h, {pct:.0f}% of free flow"
                                 + (" · incident" if r.incident else "")})
     aq = LAYER_BY_ID["air_quality"]
-    w = aq.worst(statics["air_quality"], frames.get("air_quality"), n=len(statics["air_quality"]), std=aqi_standard)
+    w = current(aq.worst(statics["air_quality"], frames.get("air_quality"), n=len(statics["air_quality"]),
+                         std=aqi_standard, now=now), "air_quality")
     lim = aqimod.limit(aqi_standard)
     for r in w.itertuples(index=False):
         if r.value > lim:
@@ -246,7 +298,7 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
                           "district": r.district, "score": min(1.0, float(r.value) / 500),
                           "detail": f"AQI {r.value:.0f} > {lim} · {r.band} · {r.dominant}"})
     en = LAYER_BY_ID["energy"]
-    w = en.worst(statics["energy"], frames.get("energy"), n=len(statics["energy"]))
+    w = current(en.worst(statics["energy"], frames.get("energy"), n=len(statics["energy"]), now=now), "energy")
     for r in w.itertuples(index=False):
         share = r[4]
         if share > NEAR_CAPACITY:
@@ -264,7 +316,9 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
                           "place": str(names.get(dist, dist)), "district": dist,
                           "score": 0.5 * min(1.0, float(hours) / 168),
                           "detail": f"{n} overdue request{'s' if n != 1 else ''} · oldest {hours:.0f} h past SLA"})
+    stale.sort(key=lambda i: i["score"])  # the most recently silent first
+    items.sort(key=lambda i: (-_LEVEL_RANK[i["level"]], -i["score"]))
+    items += stale
     if district:
         items = [i for i in items if i["district"] == district]
-    items.sort(key=lambda i: (-_LEVEL_RANK[i["level"]], -i["score"]))
     return items

@@ -13,37 +13,82 @@ from dashboard.kpis import FEED_PERIOD, STALE_PERIODS, KpiValue
 from dashboard.metrics import DOMAINS
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
 from layers import LAYERS, LayerParams
+from layers._common import age_text as _age_text
 
 SPARK_POINTS = 16
+#: Layers whose ``worst`` takes ``now`` and marks values older than their feed's stale age.
+STALE_AWARE = ("traffic", "air_quality", "energy")
 MAP_PX = (1100, 760)  # the map's typical size on the manager page, for the initial zoom
 
 
-def fit_view(lons, lats, px=MAP_PX, pad=0.04) -> dict:
-    """Return map center and zoom that fit the given coordinates in a ``px`` sized map."""
+#: Room (px) the manager's overlays take from the map: the layer toggles on top, the legend at the
+#: bottom left. A fitted view keeps the city clear of them.
+MAP_INSETS = {"t": 56, "r": 0, "b": 0, "l": 240}
+MAX_ZOOM = 17
+
+
+def fit_view(lons, lats, px=MAP_PX, pad=0.04, insets: dict | None = None) -> dict:
+    """Return map center and zoom that fit the given coordinates in a ``px`` sized map, inside the
+    part of it that ``insets`` (px taken at the top, right, bottom, left) leave free."""
     lons, lats = np.asarray(lons, float), np.asarray(lats, float)
     lons, lats = lons[np.isfinite(lons)], lats[np.isfinite(lats)]
-    if not len(lons):
+    if not len(lons) or not len(lats):
         return {"center": {"lon": 0, "lat": 0}, "zoom": 1}
     lo0, lo1, la0, la1 = lons.min(), lons.max(), lats.min(), lats.max()
+    ins = {"t": 0, "r": 0, "b": 0, "l": 0, **(insets or {})}
+    w = max(px[0] - ins["l"] - ins["r"], px[0] / 3)
+    h = max(px[1] - ins["t"] - ins["b"], px[1] / 3)
 
     def merc(lat):
-        return math.log(math.tan(math.pi / 4 + math.radians(lat) / 2))
+        return math.log(math.tan(math.pi / 4 + math.radians(max(-85.0, min(85.0, lat))) / 2))
 
     dx = max(lo1 - lo0, 1e-3) * (1 + 2 * pad) / 360
     dy = max(merc(la1) - merc(la0), 1e-3) * (1 + 2 * pad) / (2 * math.pi)
-    zoom = min(math.log2(px[0] / 512 / dx), math.log2(px[1] / 512 / dy))
-    cy = math.degrees(2 * math.atan(math.exp((merc(la0) + merc(la1)) / 2)) - math.pi / 2)
-    return {"center": {"lon": round((lo0 + lo1) / 2, 4), "lat": round(cy, 4)}, "zoom": round(zoom, 2)}
+    zoom = max(0.0, min(MAX_ZOOM, math.log2(w / 512 / dx), math.log2(h / 512 / dy)))
+    # the box's centre goes to the centre of the free part: the map's centre moves by half the
+    # difference of opposite insets (a px is 360° / (512·2^zoom) of longitude, 2π/(512·2^zoom) in mercator y)
+    per_px = 1 / (512 * 2 ** zoom)
+    cx = (lo0 + lo1) / 2 - (ins["l"] - ins["r"]) / 2 * 360 * per_px
+    my = (merc(la0) + merc(la1)) / 2 + (ins["t"] - ins["b"]) / 2 * 2 * math.pi * per_px
+    cy = math.degrees(2 * math.atan(math.exp(my)) - math.pi / 2)
+    return {"center": {"lon": round(cx, 4), "lat": round(cy, 4)}, "zoom": round(zoom, 2)}
 
 
 def asset_extent(live) -> dict:
     """Return the view that fits the city's assets (the dense core stays legible)."""
+    b = asset_bounds(live)
+    return fit_view(b["lon"], b["lat"]) if b else fit_view([], [])
+
+
+def asset_bounds(live) -> dict | None:
+    """Return the lon/lat ranges of the city's road segments and stations, or None without any."""
     lons, lats = [], []
     for lid in ("traffic", "air_quality"):
         st = live.static(lid)
-        lons += list(st["lon"])
-        lats += list(st["lat"])
-    return fit_view(lons, lats)
+        lons += [float(x) for x in st["lon"]]
+        lats += [float(x) for x in st["lat"]]
+    return {"lon": [min(lons), max(lons)], "lat": [min(lats), max(lats)]} if lons else None
+
+
+def view_bounds(live, district: str | None = None) -> dict | None:
+    """Return the lon/lat ranges a map of the city (or of ``district``) fits: the district, else
+    ``[map] bounds`` of city.toml, else the districts (assets outside every district never widen
+    it), else the assets; None when there is nothing to fit."""
+    if district:
+        b = live.bounds(district)
+        if b:
+            return b
+    return live.map_config.get("bounds") or live.bounds() or asset_bounds(live)
+
+
+def view_for(live, district: str | None = None, px=MAP_PX, insets: dict | None = MAP_INSETS) -> dict:
+    """Return the map view (center, zoom) of the city or of ``district``: ``[map] center`` and ``zoom``
+    of city.toml when given (the whole city), else :func:`view_bounds` fitted clear of ``insets``."""
+    cfg = live.map_config
+    if not district and "center" in cfg:
+        return {"center": dict(cfg["center"]), "zoom": cfg["zoom"]}
+    b = view_bounds(live, district)
+    return fit_view(b["lon"], b["lat"], px=px, insets=insets) if b else fit_view([], [])
 
 
 def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], view: dict | None = None,
@@ -57,7 +102,7 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
             t["visible"] = layer.id in layers_on
             traces.append(t)
     t = THEMES.get(params.theme, THEMES["dark"])
-    view = view or asset_extent(live)
+    view = view or view_for(live, params.district)
     return {
         "data": traces,
         "layout": {
@@ -207,16 +252,7 @@ def spark_patch(k: KpiValue) -> Patch:
 
 def age_text(seconds: float | None) -> str:
     """Return a data age as '12 s', '4 min', '3 h', '2 d'."""
-    if seconds is None:
-        return "no data"
-    s = max(0, seconds)
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    if s < 172_800:
-        return f"{s / 3600:.0f} h"
-    return f"{s / 86400:.0f} d"
+    return _age_text(seconds)
 
 
 def kpi_state(k: KpiValue, now: float | None = None) -> dict:
@@ -231,8 +267,10 @@ def kpi_state(k: KpiValue, now: float | None = None) -> dict:
     else:
         arrow = "▲" if k.delta > 0 else ("▼" if k.delta < 0 else "■")
         delta = f"{arrow} {abs(k.delta):,.{k.decimals}f} {k.delta_label}"
-    cls = f"kpi status-{k.status}" + (" stale" if stale else "") + (" nodata" if k.value is None else "")
-    age_s = "no data yet" if k.as_of is None else (f"STALE · {age_text(age)} old" if stale else f"{age_text(age)} ago")
+    cls = (f"kpi status-{k.status}" + (" stale" if stale else "") + (" nodata" if k.value is None else "")
+           + (" noassets" if k.no_assets else ""))
+    age_s = (k.no_assets or "no data yet") if k.as_of is None else (
+        f"STALE · {age_text(age)} old" if stale else f"{age_text(age)} ago")
     return {"value": k.formatted(), "delta": delta, "age": age_s, "class": cls,
             "status": STATUS[k.status][1], "note": "" if isinstance(k.value, str) else k.note}
 
@@ -260,13 +298,19 @@ def kpi_card(k: KpiValue, theme: str = "dark", big: bool = False) -> html.Div:
 
 
 def kpi_sections(values: list[KpiValue], theme: str = "dark") -> list:
-    """Return the KPI cards grouped by domain, in registry order."""
+    """Return the KPI cards grouped by domain, in registry order; a domain with no assets in the city
+    is one line that says so ("no stations in this city"), not a row of empty cards."""
     out = []
     for dom, meta in DOMAINS.items():
-        cards = [kpi_card(k, theme) for k in values if k.domain == dom]
-        if cards:
+        ks = [k for k in values if k.domain == dom]
+        if ks and all(k.no_assets for k in ks):
             out.append(html.Section([html.H2(meta["label"], className="domain-title"),
-                                     html.Div(cards, className="kpi-row")], className=f"domain domain-{dom}"))
+                                     html.Div(ks[0].no_assets, className="domain-empty")],
+                                    className=f"domain domain-{dom} noassets"))
+        elif ks:
+            out.append(html.Section([html.H2(meta["label"], className="domain-title"),
+                                     html.Div([kpi_card(k, theme) for k in ks], className="kpi-row")],
+                                    className=f"domain domain-{dom}"))
     return out
 
 
@@ -298,15 +342,23 @@ def trend_figure(k: KpiValue, tz, theme: str = "dark") -> dict:
     }
 
 
-def worst_places(live, domain: str, frames: dict, params: LayerParams, n: int = 10):
-    """Return the worst places now for a domain, from its layer."""
+def worst_places(live, domain: str, frames: dict, params: LayerParams, n: int = 10, current_only: bool = False):
+    """Return the worst places now for a domain, from its layer: places whose value is older than the
+    feed's stale age come after every current one (band "stale", with ``as_of`` and ``age_s``), or,
+    ``current_only``, not at all."""
     layer = next((layer for layer in LAYERS if layer.domain == domain), None)
     if layer is None:
         return None
     kw = {"std": params.aqi_standard} if layer.id == "air_quality" else {}
-    df = layer.worst(live.static(layer.id), frames.get(layer.id), n, **kw)
+    if layer.id in STALE_AWARE:
+        kw["now"] = params.now
+    static = live.static(layer.id)
+    df = layer.worst(static, frames.get(layer.id), max(len(static), n), **kw)
+    if current_only and "stale" in df.columns:  # a value too old to be current is no place's state "now"
+        df = df[~df["stale"].astype(bool)]
     if params.district:
         df = df[df["district"] == params.district]
+    df = df.head(n)
     names = dict(zip(live.districts()["id"], live.districts()["name"]))
     df = df.assign(district=df["district"].map(names).fillna(df["district"]))
     return df

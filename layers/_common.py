@@ -32,6 +32,56 @@ def aligned(keys, frame: pd.DataFrame | None, key: str, columns: list[str]) -> d
     return out
 
 
+#: Colour of a value too old to count as current (the feed's stale age passed): grey, as "no data", lighter.
+STALE_COLOUR = "#8a94a3"
+
+
+def stale_after(domain: str) -> float:
+    """Return the age in seconds beyond which a value of ``domain``'s feed is stale (as the KPI cards)."""
+    from dashboard.kpis import FEED_PERIOD, STALE_PERIODS
+
+    return float(FEED_PERIOD[domain] * STALE_PERIODS)
+
+
+def freshness(ts, now: float | None, domain: str) -> tuple[np.ndarray, np.ndarray]:
+    """Return each value's age in seconds (NaN when unknown) and whether it is stale at ``now``.
+
+    Without ``now`` nothing is stale (ages unknown).
+    """
+    ts = np.asarray(ts, dtype=float)
+    if now is None:
+        return np.full(len(ts), np.nan), np.zeros(len(ts), dtype=bool)
+    age = np.maximum(0.0, float(now) - ts)
+    with np.errstate(invalid="ignore"):
+        return age, np.isfinite(age) & (age > stale_after(domain))
+
+
+def with_age(df: pd.DataFrame, ts, age, stale) -> pd.DataFrame:
+    """Return ``df`` with ``as_of`` (UTC ISO time of the value), ``age_s`` and ``stale`` columns."""
+    iso = [None if not np.isfinite(t) else datetime.fromtimestamp(int(t), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+           for t in np.asarray(ts, dtype=float)]
+    return df.assign(as_of=iso, age_s=np.round(np.asarray(age, dtype=float), 0), stale=np.asarray(stale, dtype=bool))
+
+
+def fresh_first(df: pd.DataFrame, by: str, ascending: bool, n: int) -> pd.DataFrame:
+    """Return the ``n`` first rows of ``df``: current values first (sorted ``by``), stale ones after."""
+    return df.sort_values(["stale", by], ascending=[True, ascending], kind="stable").head(n)
+
+
+def age_text(seconds) -> str:
+    """Return a data age as '12 s', '4 min', '3 h', '2 d' ('no data' when unknown)."""
+    if seconds is None or not np.isfinite(seconds):
+        return "no data"
+    s = max(0, seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    if s < 172_800:
+        return f"{s / 3600:.0f} h"
+    return f"{s / 86400:.0f} d"
+
+
 def hhmm(ts, tz=None) -> str:
     """Return a reading time as 'YYYY-MM-DD HH:MM' in ``tz`` (UTC when unknown), or '—'."""
     if ts is None or pd.isna(ts):

@@ -8,6 +8,12 @@ from layers import LayerParams
 from layers._common import district_geometry, static_districts
 
 
+def dim_colour(bg: str, alpha: float = 0.6) -> str:
+    """Return the theme background ``bg`` ('#rrggbb') as a translucent veil over unselected districts."""
+    r, g, b = (int(bg[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
 class DistrictsLayer:
     """District outlines (transparent fill that catches clicks and hovers)."""
 
@@ -25,9 +31,11 @@ class DistrictsLayer:
         return pd.DataFrame(columns=["district_id"])
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
-        """Return the outline widths: thicker for the selected district."""
+        """Return the outline widths (thicker for the selected district) and the fill: with a district
+        selected, every other one is dimmed (z = 1)."""
         sel = params.district
-        return [{"marker": {"line": {"width": [4 if i == sel else 1.2 for i in static["id"]]}}}]
+        return [{"z": [0 if sel is None or i == sel else 1 for i in static["id"]],
+                 "marker": {"line": {"width": [4 if i == sel else 1.2 for i in static["id"]]}}}]
 
     def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return one transparent choropleth with outlines."""
@@ -39,7 +47,7 @@ class DistrictsLayer:
             # the names, drawn over the map by assets/district_labels.js (no glyphs offline)
             "meta": {"layer": self.id, "labels": self.labels(static)},
             "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
-            "z": [0] * len(static), "colorscale": [[0, "rgba(0,0,0,0.01)"], [1, "rgba(0,0,0,0.01)"]],
+            "z": v["z"], "zmin": 0, "zmax": 1, "colorscale": [[0, "rgba(0,0,0,0.01)"], [1, dim_colour(t["bg"])]],
             "showscale": False, "showlegend": False, "text": static["name"].tolist(), "customdata": pop,
             "marker": {"line": {"color": t["district_line"], "width": v["marker"]["line"]["width"]}},
             "hovertemplate": "<b>%{text}</b><br>population %{customdata}<extra>District</extra>",

@@ -6,7 +6,8 @@ import pandas as pd
 
 from dashboard.theme import LOAD_SCALE
 from layers import LayerParams
-from layers._common import aligned, district_geometry, hhmm, static_districts
+from layers._common import (age_text, aligned, district_geometry, fresh_first, freshness, hhmm, static_districts,
+                            with_age)
 
 
 class EnergyLayer:
@@ -46,23 +47,28 @@ class EnergyLayer:
                for m in ("load_mw", "renewable_mw")},
             "ts": ts})
 
-    def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame, now: float | None = None) -> pd.DataFrame:
+        """Per district: load, capacity and their share; a district whose newest reading is stale at
+        ``now`` keeps its numbers but its share is not coloured (``stale``)."""
         v = aligned(static["id"], frame, "district_id", ["load_mw", "renewable_mw", "ts"])
         cap = static["capacity_mw"].to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):
             share = 100 * v["load_mw"] / cap
+        age, stale = freshness(v["ts"], now, self.domain)
         return pd.DataFrame({"id": static["id"].to_numpy(), "name": static["name"].to_numpy(), "capacity_mw": cap,
                              "load_mw": v["load_mw"], "renewable_mw": v["renewable_mw"], "ts": v["ts"],
-                             "share": share})
+                             "share": share, "age_s": age, "stale": stale})
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return the load share per district and hover values."""
-        s = self._state(static, frame)
+        s = self._state(static, frame, params.now)
         tz = params.extra.get("tz")
-        z = [None if not np.isfinite(v) else round(float(v), 1) for v in s["share"]]
+        # a stale share is left uncoloured (as no data): its hover says how old it is
+        z = [None if not np.isfinite(v) or old else round(float(v), 1) for v, old in zip(s["share"], s["stale"])]
         custom = [[None if not np.isfinite(r.load_mw) else round(float(r.load_mw)),
                    None if not np.isfinite(r.capacity_mw) else round(float(r.capacity_mw)),
-                   hhmm(r.ts, tz)] for r in s.itertuples()]
+                   hhmm(r.ts, tz) + (f" · STALE, {age_text(r.age_s)} old" if r.stale else "")]
+                  for r in s.itertuples()]
         return [{"z": z, "customdata": custom}]
 
     def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
@@ -82,9 +88,10 @@ class EnergyLayer:
         """Return the colour stops of the load share."""
         return [(f"{int(100 * p)} % of capacity", c) for p, c in LOAD_SCALE]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-        """Return the districts closest to their capacity."""
-        s = self._state(static, frame)
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
+        """Return the districts closest to their capacity (stale ones, at ``now``, after every current one)."""
+        s = self._state(static, frame, now)
         df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["load_mw"].round(0), "unit": "MW",
-                           "% of capacity": s["share"].round(1)})
-        return df[np.isfinite(df["% of capacity"])].sort_values("% of capacity", ascending=False).head(n)
+                           "% of capacity": s["share"].round(1), "band": np.where(s["stale"], "stale", "")})
+        df = with_age(df, s["ts"], s["age_s"], s["stale"])
+        return fresh_first(df[np.isfinite(df["% of capacity"])], "% of capacity", False, n)

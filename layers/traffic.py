@@ -13,11 +13,12 @@ import pandas as pd
 
 from dashboard.theme import CONGESTION_BANDS
 from layers import LayerParams
-from layers._common import aligned, hhmm, typed
+from layers._common import STALE_COLOUR, aligned, fresh_first, freshness, typed, with_age
 
 DOT_SPACING_M = 600
 SIDE_OFFSET_M = 160
 _M_PER_DEG = 111_320.0
+STALE = -2  # band number of a reading older than the feed's stale age
 
 
 def band_index(ratio: np.ndarray) -> np.ndarray:
@@ -82,46 +83,50 @@ class TrafficLayer:
 
         return latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
 
-    def _state(self, static: pd.DataFrame, frame: pd.DataFrame):
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame, now: float | None = None):
+        """Per segment: speed, ratio, band (-2 where the reading is stale at ``now``), time, incident, age."""
         v = aligned(static["id"], frame, "asset_id", ["speed_kmh", "ts", "incident"])
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = v["speed_kmh"] / static["free_flow_kmh"].to_numpy(dtype=float)
-        return v["speed_kmh"], ratio, band_index(ratio), pd.Series(v["ts"], index=static.index), v["incident"]
+        band = band_index(ratio)
+        age, stale = freshness(v["ts"], now, self.domain)
+        band[stale & (band >= 0)] = STALE
+        return v["speed_kmh"], ratio, band, pd.Series(v["ts"], index=static.index), v["incident"], age
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return the dots' band numbers and the midpoints' hover values."""
-        speed, ratio, band, ts, inc = self._state(static, frame)
+        speed, ratio, band, ts, inc, age = self._state(static, frame, params.now)
         _, _, seg = static.attrs.get("dots", (np.array([]), np.array([]), np.array([], dtype=int)))
-        # speeds and % of free flow fit in a byte; 255 marks "no reading"
-        custom = np.full((len(speed), 2), 255, dtype=np.uint8)
+        # speed, % of free flow and the reading's age in minutes, two bytes each; 65535 marks "unknown"
+        custom = np.full((len(speed), 3), 65535, dtype=np.uint16)
         ok = np.isfinite(speed) & np.isfinite(ratio)
-        custom[ok, 0] = np.clip(np.round(speed[ok]), 0, 254)
-        custom[ok, 1] = np.clip(np.round(100 * ratio[ok]), 0, 254)
-        newest = ts.max() if len(ts) and ts.notna().any() else None
-        tz = params.extra.get("tz")
+        custom[ok, 0] = np.clip(np.round(speed[ok]), 0, 65534)
+        custom[ok, 1] = np.clip(np.round(100 * ratio[ok]), 0, 65534)
+        known = np.isfinite(age)
+        custom[known, 2] = np.clip(np.round(age[known] / 60), 0, 65534)
         dot_colour = band[seg] if len(seg) else np.array([], dtype=np.int8)
         return [
             {"marker": {"color": typed(dot_colour, "i1")}},
             # the hover card takes the band's colour (as in the legend): a label per segment would
             # cost more bytes per refresh than every other value of the map together
-            {"customdata": typed(custom, "u1"), "marker": {"color": typed(band, "i1")},
+            {"customdata": typed(custom, "u2"), "marker": {"color": typed(band, "i1")},
               "hovertemplate": "<b>%{text}</b><br>%{customdata[0]} km/h · %{customdata[1]}% of free flow"
-                              "<br>reading " + hhmm(newest, tz) + "<extra>Traffic</extra>"},
+                              "<br>reading %{customdata[2]} min old (grey: stale)<extra>Traffic</extra>"},
         ]
 
     def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return the dots trace and the invisible hover trace at segment midpoints."""
         lon, lat, _ = static.attrs.get("dots", (np.array([]), np.array([]), None))
         n = len(CONGESTION_BANDS)
-        colours = ["#5c6775"] + [b[3] for b in CONGESTION_BANDS]  # value -1 (no data), 0 … n-1
+        colours = [STALE_COLOUR, "#5c6775"] + [b[3] for b in CONGESTION_BANDS]  # -2 stale, -1 no data, 0 … n-1
         scale = []
-        for k, c in enumerate(colours):  # stepwise: value k sits at k / n, inside slot k
-            scale += [[k / (n + 1), c], [(k + 1) / (n + 1), c]]
+        for k, c in enumerate(colours):  # stepwise: value k - 2 sits at k / (n + 2), inside slot k
+            scale += [[k / (n + 2), c], [(k + 1) / (n + 2), c]]
         v = self.values(static, frame, params)
         dots = {
             "type": "scattermap", "mode": "markers", "name": "Traffic", "uid": "traffic-dots",
             "meta": {"layer": self.id}, "lon": lon.tolist(), "lat": lat.tolist(), "hoverinfo": "skip",
-            "marker": {"size": 6, "color": v[0]["marker"]["color"], "colorscale": scale, "cmin": -1, "cmax": n - 1,
+            "marker": {"size": 6, "color": v[0]["marker"]["color"], "colorscale": scale, "cmin": STALE, "cmax": n - 1,
                        "showscale": False},
             "showlegend": False,
         }
@@ -130,21 +135,22 @@ class TrafficLayer:
             "meta": {"layer": self.id}, "lon": static["lon"].round(5).tolist(), "lat": static["lat"].round(5).tolist(),
             "text": (static["name"] + " · " + static["direction"]).tolist(),
             "showlegend": False, **v[1],
-            "marker": {**v[1]["marker"], "size": 12, "opacity": 0, "colorscale": scale, "cmin": -1, "cmax": n - 1},
+            "marker": {**v[1]["marker"], "size": 12, "opacity": 0, "colorscale": scale, "cmin": STALE, "cmax": n - 1},
         }
         return [dots, hover]
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
-        """Return the congestion bands, worst first."""
-        return [(b[2], b[3]) for b in CONGESTION_BANDS]
+        """Return the congestion bands, worst first, and the grey of a stale reading."""
+        return [(b[2], b[3]) for b in CONGESTION_BANDS] + [("stale reading", STALE_COLOUR)]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-        """Return the slowest segments relative to free flow."""
-        speed, ratio, band, ts, inc = self._state(static, frame)
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
+        """Return the slowest segments relative to free flow (stale ones, at ``now``, after every current one)."""
+        speed, ratio, band, ts, inc, age = self._state(static, frame, now)
         labels = [b[2] for b in CONGESTION_BANDS]
         df = pd.DataFrame({"place": static["name"] + " · " + static["direction"], "district": static["district_id"],
                            "value": np.round(speed, 1), "unit": "km/h", "score": np.round(100 * ratio, 0),
-                           "band": [labels[b] if b >= 0 else "no data" for b in band],
+                           "band": [labels[b] if b >= 0 else "stale" if b == STALE else "no data" for b in band],
                            "incident": np.where(inc == 1, "yes", "")})
-        df = df[np.isfinite(ratio)].sort_values("score").head(n)
+        df = with_age(df, ts, age, band == STALE)
+        df = fresh_first(df[np.isfinite(ratio)], "score", True, n)
         return df.rename(columns={"score": "% of free flow"})

@@ -56,13 +56,54 @@ def test_layer002_works_on_demo_and_empty(layer, store, request):
 
 def test_layer003_traffic_is_few_traces_and_coloured_by_band(demo):
     layer = LAYER_BY_ID["traffic"]
-    params = LayerParams(now=NOW)
     with demo.connect() as conn:
-        static, frame = layer.static(conn), layer.query(conn, params)
+        static, frame = layer.static(conn), layer.query(conn, LayerParams(now=NOW))
+    params = LayerParams(now=float(frame["ts"].max()))  # the readings are current (the demo steps 5 min)
     traces = layer.traces(static, frame, params)
     assert len(traces) <= 3 < len(static)
     colours = set(untyped(traces[0]["marker"]["color"]).tolist())
     assert colours <= {-1, 0, 1, 2, 3} and colours - {-1}, "dots carry congestion bands"
+
+
+@pytest.mark.parametrize("lid", ["traffic", "air_quality", "energy"])
+def test_layer006_values_older_than_the_stale_age_are_drawn_and_ranked_stale(demo, lid):
+    """The same readings, current at their own time and an hour (traffic, energy) or a day (air) later:
+    later, no place keeps a current colour, every row says stale with its age."""
+    from layers._common import STALE_COLOUR, stale_after
+
+    layer = LAYER_BY_ID[lid]
+    with demo.connect() as conn:
+        static, frame = layer.static(conn), layer.query(conn, LayerParams(now=NOW))
+    t = float(frame["ts"].max())
+    late = t + stale_after(layer.domain) + 60
+    kw = {"std": "cn"} if lid == "air_quality" else {}
+    fresh, old = (layer.worst(static, frame, len(static), now=x, **kw) for x in (t, late))
+    assert len(fresh) and not fresh["stale"].any() and (fresh["age_s"] < stale_after(layer.domain)).all()
+    assert len(old) == len(fresh) and old["stale"].all() and (old["age_s"] > stale_after(layer.domain)).all()
+    assert set(old["as_of"]) == set(fresh["as_of"]) and all(str(x).endswith("Z") for x in old["as_of"])
+    assert set(old["band"]) == {"stale"}
+    v = layer.values(static, frame, LayerParams(now=late))
+    if lid == "traffic":
+        assert set(untyped(v[0]["marker"]["color"]).tolist()) <= {-2, -1} and -2 in untyped(v[0]["marker"]["color"])
+        assert (untyped(v[1]["customdata"])[:, 2] >= (late - t) // 60).all()
+    elif lid == "air_quality":
+        assert set(v[0]["marker"]["color"]) <= {STALE_COLOUR, "#5c6775"}
+        marks = zip(v[0]["customdata"], v[0]["marker"]["color"])
+        assert all("STALE" in c[4] for c, col in marks if col == STALE_COLOUR)
+    else:
+        assert all(z is None for z in v[0]["z"]) and any("STALE" in c[2] for c in v[0]["customdata"])
+
+
+def test_layer007_picking_a_district_dims_the_others(demo):
+    layer = LAYER_BY_ID["districts"]
+    with demo.connect() as conn:
+        static = layer.static(conn)
+    ids = list(static["id"])
+    v = layer.values(static, None, LayerParams(now=NOW, district=ids[2]))[0]
+    assert v["z"] == [0 if i == ids[2] else 1 for i in ids]
+    t = layer.traces(static, None, LayerParams(now=NOW, district=ids[2]))[0]
+    assert t["zmin"] == 0 and t["zmax"] == 1 and t["colorscale"][-1][1].startswith("rgba(")
+    assert set(layer.values(static, None, LayerParams(now=NOW))[0]["z"]) == {0}
 
 
 def test_layer005_district_names_travel_with_the_districts_trace(demo):

@@ -248,3 +248,47 @@ def test_mgr007_district_names_on_the_map_follow_it_and_its_layer(dash_duo, app,
     dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='districts']").click()
     wait_for(lambda: dash_duo.driver.execute_script(LABELS_JS)["hidden"] is False)
     assert console_errors(dash_duo) == []
+
+
+MAP_VIEW_JS = """
+const gd = document.querySelector('#map .js-plotly-plot');
+const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+if (!sp || !sp.map || !gd.data) return null;
+const d = gd.data.find(t => t.meta && t.meta.layer === 'districts');
+const c = sp.map.getCenter();
+return {zoom: sp.map.getZoom(), lon: c.lng, lat: c.lat, z: d ? Array.from(d.z) : null,
+        ids: d ? Array.from(d.locations) : null, updated: document.getElementById('updated').textContent};
+"""
+
+
+def test_mgr010_picking_a_district_zooms_to_it_and_dims_the_others(dash_duo, app):
+    """The map flies to the picked district and veils the others; a view the user then moves stays
+    through the live refreshes; 'Whole city' brings the city's view back."""
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element("#map .maplibregl-canvas", timeout=20)
+    city = wait_for(lambda: (v := dash_duo.driver.execute_script(MAP_VIEW_JS)) and v["z"] is not None and v)
+    assert set(city["z"]) == {0}
+    pick_district(dash_duo, "Dongcheng")
+    near = wait_for(lambda: (v := dash_duo.driver.execute_script(MAP_VIEW_JS)) and v["zoom"] > city["zoom"] + 1.5
+                    and v["z"] and set(v["z"]) == {0, 1} and v, timeout=20)
+    assert near["z"] == [0 if i == "dongcheng" else 1 for i in near["ids"]]
+    assert 116.35 < near["lon"] < 116.45 and 39.85 < near["lat"] < 39.98, near  # on Dongcheng
+    # the user drags the map: two refreshes later it is still where the user left it
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = dash_duo.find_element("#map .maplibregl-canvas")
+    ActionChains(dash_duo.driver).move_to_element(canvas).click_and_hold().move_by_offset(60, 0) \
+        .move_by_offset(60, 0).release().perform()
+    moved = wait_for(lambda: (v := dash_duo.driver.execute_script(MAP_VIEW_JS)) and v["lon"] < near["lon"] - 0.005
+                     and v)
+    seen = {moved["updated"]}
+    while len(seen) < 3:
+        v = wait_for(lambda: (x := dash_duo.driver.execute_script(MAP_VIEW_JS)) and x["updated"] not in seen and x,
+                     timeout=4 * REFRESH + 10)
+        seen.add(v["updated"])
+    assert abs(v["lon"] - moved["lon"]) < 1e-4 and abs(v["lat"] - moved["lat"]) < 1e-4, (v, moved)
+    dash_duo.find_element("#whole-city").click()
+    back = wait_for(lambda: (v := dash_duo.driver.execute_script(MAP_VIEW_JS)) and set(v["z"]) == {0}
+                    and abs(v["zoom"] - city["zoom"]) < 0.05 and v, timeout=20)
+    assert abs(back["lon"] - city["lon"]) < 1e-3 and abs(back["lat"] - city["lat"]) < 1e-3
+    assert console_errors(dash_duo) == []

@@ -245,36 +245,92 @@ return {zoom: sp.map.getZoom(), kept: gd.layout.map.zoom, w: [b.getWest(), b.get
 
 
 def test_wall007_map_fits_the_screen_and_live_refreshes_keep_the_fit(dash_duo, store_url, tmp_path):
-    """On a screen larger than the server's guess the map is refitted to the city's assets, and the
-    refreshes that follow (which re-render the figure Dash keeps) leave that view alone."""
-    from layers import LAYER_BY_ID  # the wall's view: the extent of the traffic and air-quality assets
-
-    with make_engine(store_url).connect() as conn:
-        lons, lats = [], []
-        for lid in ("traffic", "air_quality"):
-            st = LAYER_BY_ID[lid].static(conn)
-            lons += list(st["lon"])
-            lats += list(st["lat"])
-    dash_duo.start_server(make_app(store_url, tmp_path))
+    """On a screen larger than the server's guess the map is refitted to the city's districts, clear of
+    the caption and the legend, and the refreshes that follow (which re-render the figure Dash keeps)
+    leave that view alone."""
+    app = make_app(store_url, tmp_path)
+    box = app.server.extensions["panorama"].bounds()  # the districts' extent
+    dash_duo.start_server(app)
     set_viewport(dash_duo, 2560, 1440)
     dash_duo.wait_for_page(f"{dash_duo.server_url}/wall")
     dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
 
     def fitted():
         v = dash_duo.driver.execute_script(VIEW_JS)
-        if not v or abs(v["zoom"] - v["kept"]) > 0.01:
+        f = dash_duo.driver.execute_script(FIT_JS, box)
+        if not v or not f or abs(v["zoom"] - v["kept"]) > 0.01:
             return None
-        inside = v["w"][0] <= min(lons) and max(lons) <= v["w"][1] and v["s"][0] <= min(lats) and max(lats) <= v["s"][1]
-        # tight: the assets span most of the width or the height (a 4 % margin each side)
-        tight = max((max(lons) - min(lons)) / (v["w"][1] - v["w"][0]), (max(lats) - min(lats)) / (v["s"][1] - v["s"][0]))
-        return v if inside and tight > 0.85 else None
+        return v if fits(f) else None
 
-    first = wait_for(fitted, timeout=20)
-    assert first["zoom"] > 9.0  # the server's first guess, for a map of about 1100 × 760 px, is lower
+    since = {}
+
+    def settled():
+        """A fitted view that a refresh left alone (after the resize, plotly redraws at its own pace)."""
+        v = fitted()
+        if not v:
+            return None
+        if not since or abs(since["zoom"] - v["zoom"]) > 0.01:
+            since.update(v)
+            return None
+        return v if v["updated"] != since["updated"] else None
+
+    first = wait_for(settled, timeout=30)
+    assert first["zoom"] > 7.5  # the whole municipality, not the world
     seen = {first["updated"]}
     while len(seen) < 3:  # two live refreshes later
         v = wait_for(lambda: (x := dash_duo.driver.execute_script(VIEW_JS)) and x["updated"] not in seen and x,
                      timeout=4 * REFRESH + 10)
         seen.add(v["updated"])
         assert fitted() is not None and abs(v["zoom"] - first["zoom"]) < 0.01, v
+    assert console_errors(dash_duo) == []
+
+
+def fits(f: dict) -> bool:
+    """True when the box measured by FIT_JS lies between the caption and the legend, and fills the
+    free width or the free height (a 4 % margin each side)."""
+    inside = -1 <= f["nw"][0] and f["se"][0] <= f["w"] + 1 and f["cap"] - 1 <= f["nw"][1] and f["se"][1] <= f["leg"] + 1
+    tight = (f["se"][0] - f["nw"][0] > 0.8 * f["w"]) or (f["se"][1] - f["nw"][1] > 0.8 * (f["leg"] - f["cap"]))
+    return inside and tight
+
+
+FIT_JS = """
+const gd = document.querySelector('#wall-map .js-plotly-plot');
+const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
+if (!sp || !sp.map) return null;
+const b = arguments[0], box = gd.getBoundingClientRect();
+const p0 = sp.map.project([b.lon[0], b.lat[1]]), p1 = sp.map.project([b.lon[1], b.lat[0]]);
+const shown = (sel) => Array.from(document.querySelectorAll(sel)).find(e => e.offsetParent !== null);
+const cap = shown('.wall-map .map-caption'), leg = shown('.wall-map .wall-legend');
+return {zoom: gd.layout.map.zoom, w: box.width, h: box.height, nw: [p0.x, p0.y], se: [p1.x, p1.y],
+        cap: cap.getBoundingClientRect().bottom - box.top, leg: leg.getBoundingClientRect().top - box.top,
+        text: document.body.innerText};
+"""
+
+
+def test_wall010_requests_only_city_fits_its_districts_clear_of_caption_and_legend(dash_duo, tmp_path):
+    """A city with boundaries and service requests only: the wall draws (no "Error loading layout"),
+    says which domains have no assets, and fits its districts between the caption and the legend at
+    1920×1080 and at 1366×768."""
+    from _subset_city import build_subset_city
+
+    city = build_subset_city(tmp_path / "city", with_requests=True)
+    app = create_app(Settings(data_dir=tmp_path / "data", database_url=city["url"], city=str(city["folder"]),
+                              refresh_seconds=REFRESH))
+    box = app.server.extensions["panorama"].bounds()
+    dash_duo.start_server(app)
+    for width, height in ((1920, 1080), (1366, 768)):
+        set_viewport(dash_duo, width, height)
+        if width == 1920:
+            dash_duo.wait_for_page(f"{dash_duo.server_url}/wall")
+
+        def fitted():
+            f = dash_duo.driver.execute_script(FIT_JS, box)
+            return f if f and f["w"] > width / 4 and fits(f) else None
+
+        f = wait_for(fitted, timeout=30)
+        assert f["zoom"] > 8, f
+        assert "Error loading layout" not in f["text"]
+        for msg in ("no road segments in this city", "no stations in this city", "no substations in this city"):
+            assert msg in f["text"], msg
+        assert "Service satisfaction" in dash_duo.find_element("#wall-focus-name").text
     assert console_errors(dash_duo) == []

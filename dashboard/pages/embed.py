@@ -21,6 +21,7 @@ from dashboard.export import UnknownPanel, kpi_value, local_time, parse_request
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, parse_query
 from dashboard.theme import THEMES
+from layers import LAYER_BY_ID
 
 log = logging.getLogger("panorama.embed")
 
@@ -68,9 +69,11 @@ def _map_panel(live: LiveData, req, spec: dict):
     params = live.params(now, req.window, req.district, req.theme)
     fig = views.map_figure(live, frames, params, list(req.layers), layer_ids=list(req.layers))
     legend_layers = [lid for lid in req.layers if lid != "districts"] or list(req.layers)
+    empty = [live.no_assets(LAYER_BY_ID[lid].domain) for lid in legend_layers if LAYER_BY_ID[lid].domain]
     return html.Div(id="embed-map-panel", className=f"embed embed-map theme-{req.theme}", children=[
         html.Div([html.Span(req.panel.label, className="embed-title"),
                   html.Span(_where(live, req.district), className="embed-where"),
+                  *[html.Span(e, className="embed-empty") for e in empty if e],
                   html.Span("as of " + local_time(live, frames.get("now")), id="embed-updated",
                             className="embed-asof")], className="embed-head"),
         dcc.Graph(id="embed-map", figure=fig, className="embed-graph", responsive=True,

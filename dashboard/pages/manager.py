@@ -7,7 +7,7 @@ import time
 from datetime import datetime
 
 import dash_ag_grid as dag
-from dash import ALL, Dash, Input, Output, State, callback_context, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, callback_context, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import views
@@ -54,7 +54,18 @@ def _initial(live: LiveData, search: str):
         layers_on = check_layers(q.get("layers"))
     except BadParameter as exc:
         layers_on, _ = check_layers(None), notices.append(str(exc))
+    if q.get("layers") in (None, ""):
+        layers_on = default_layers(live, layers_on)
     return window, district, layers_on, notices
+
+
+def default_layers(live: LiveData, defaults: list[str]) -> list[str]:
+    """Return the default layers without those of domains that have no assets in the city; when no
+    domain layer is left, the service satisfaction layer (requests need no assets)."""
+    on = [lid for lid in defaults if not (LAYER_BY_ID[lid].domain and live.no_assets(LAYER_BY_ID[lid].domain))]
+    if not any(LAYER_BY_ID[lid].domain for lid in on):
+        on.append("satisfaction")
+    return on
 
 
 def layout(live: LiveData, pathname: str = "/", search: str = ""):
@@ -96,7 +107,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                     "scrollZoom": True, "displaylogo": False,
                     "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}),
                 dcc.Checklist(id="layers", value=layers_on, className="layer-toggles", inline=True,
-                              options=[{"label": layer.name, "value": layer.id} for layer in LAYERS]),
+                              options=[{"label": layer_label(live, layer), "value": layer.id} for layer in LAYERS]),
                 html.Div(views.legend_block(params, layers_on), id="legend", className="legend"),
             ], className="map-wrap"),
             html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
@@ -115,6 +126,12 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
     ], className="manager")
+
+
+def layer_label(live: LiveData, layer) -> str:
+    """Return a layer toggle's label; a layer whose domain has no assets in the city says so."""
+    empty = live.no_assets(layer.domain) if layer.domain else ""
+    return f"{layer.name} ({empty})" if empty else layer.name
 
 
 LIVE_TICKS = ("tick",)  # intervals of the live refresh, whose answers screens share (refresh_cache)
@@ -140,6 +157,16 @@ def register(app: Dash, live: LiveData) -> None:
         except StoreUnavailable:
             return no_update
         return None if loc == current else loc
+
+    @app.callback(Output("map", "figure", allow_duplicate=True), Input("district", "value"),
+                  prevent_initial_call=True)
+    def fly_to(district):
+        """Zoom the map to the picked district, or back to the whole city (only when the pick changes:
+        the live refreshes leave a view the user moved alone)."""
+        try:
+            return view_patch(live, check_district(district, live.district_ids()))
+        except (StoreUnavailable, BadParameter):
+            return no_update
 
     @app.callback(Output("url", "search"),
                   Input("window", "value"), Input("district", "value"), Input("layers", "value"),
@@ -256,6 +283,15 @@ def register(app: Dash, live: LiveData) -> None:
         where = dict(zip(live.districts()["id"], live.districts()["name"])).get(district, "whole city")
         title = f"{kv.label} — {WINDOW_LABELS[window].lower()}, {where}"
         return False, title, views.trend_figure(kv, live.tz()), rows, cols
+
+
+def view_patch(live: LiveData, district: str | None) -> Patch:
+    """Return a Patch of the map's view: fitted to ``district``, or the whole city's."""
+    view = views.view_for(live, district)
+    p = Patch()
+    p["layout"]["map"]["center"] = view["center"]
+    p["layout"]["map"]["zoom"] = view["zoom"]
+    return p
 
 
 def _render(live: LiveData, window: str, district: str | None, layers_on: list[str], order: list[str]) -> tuple:

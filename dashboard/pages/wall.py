@@ -157,14 +157,14 @@ def _fmt(v) -> str:
 
 def worst_rows(live: LiveData, domain: str, frames: dict, params) -> list:
     """Return the focused domain's worst places now as list items."""
-    df = views.worst_places(live, domain, frames, params, n=WORST_ROWS)
+    df = views.worst_places(live, domain, frames, params, n=WORST_ROWS, current_only=True)
     if df is None or df.empty:
-        return [html.Li("no data", className="worst-empty")]
+        return [html.Li(live.no_assets(domain) or "no current data", className="worst-empty")]
     out = []
     for r in df.to_dict("records"):
         extra = []
         for c, v in r.items():
-            if c in ("place", "district", "value", "unit") or v in ("", None):
+            if c in ("place", "district", "value", "unit", "as_of", "age_s", "stale") or v in ("", None):
                 continue
             extra.append((c if v == "yes" else str(v)) if isinstance(v, str) else f"{_fmt(v)} {c}")
         out.append(html.Li([
@@ -176,11 +176,15 @@ def worst_rows(live: LiveData, domain: str, frames: dict, params) -> list:
 
 
 def attention_rows(items: list[dict]) -> list:
-    """Return the "needs attention" list: the most severe rows, then a count of the rest."""
+    """Return the "needs attention" list: the most severe rows, then a count of the rest, then one line
+    of the sensors whose last value is too old to count (never listed as alerts)."""
+    stale = [i for i in items if i["level"] == "stale"]
+    items = [i for i in items if i["level"] != "stale"]
+    tail = [stale_row(stale)] if stale else []
     if not items:
         return [html.Li([html.Span("OK", className="att-badge"),
                          html.Span("All clear: nothing in a bad band right now", className="att-place")],
-                        className="att att-good")]
+                        className="att att-good"), *tail]
     rows = [html.Li([
         html.Span(STATUS[i["level"]][1], className="att-badge"),
         html.Span(SHORT[i["domain"]], className="att-dom"),
@@ -191,13 +195,26 @@ def attention_rows(items: list[dict]) -> list:
     if rest:
         n_bad = sum(i["level"] == "bad" for i in rest)
         rows.append(html.Li(f"+ {len(rest)} more ({n_bad} ALERT, {len(rest) - n_bad} WATCH)", className="att-more"))
-    return rows
+    return rows + tail
+
+
+def stale_row(stale: list[dict]) -> html.Li:
+    """Return the one line of stale sensors: how many, the most recently silent named with their age."""
+    named = ", ".join(f"{i['place']} ({i['detail'].removeprefix('last value ')})" for i in stale[:3])
+    more = f" + {len(stale) - 3} more" if len(stale) > 3 else ""
+    return html.Li([html.Span("STALE", className="att-badge"),
+                    html.Div([html.Span(f"{len(stale)} stale sensor{'s' if len(stale) != 1 else ''}",
+                                        className="att-place"),
+                              html.Span(named + more, className="att-detail")], className="att-text")],
+                   className="att att-stale")
 
 
 def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
     """Return the map caption of a domain's layer (with its data age) and its class."""
     s = views.kpi_state(k, now) if k is not None else {"age": "no data yet", "class": ""}
     stale = " stale" if "stale" in s["class"] else ""
+    if k is not None and k.no_assets:
+        return f"{DOMAINS[domain]['label']} · {k.no_assets}", f"map-caption caption-{domain} noassets"
     return f"{DOMAINS[domain]['label']} · {WHAT[domain]} · data {s['age']}", f"map-caption caption-{domain}{stale}"
 
 
@@ -210,6 +227,15 @@ def _legend(live: LiveData, params) -> list:
                            className="wall-legend-item") for lbl, c in layer.legend(params)]
         out.append(html.Div(items, className=f"wall-legend legend-{dom}"))
     return out
+
+
+def wall_view(live: LiveData, district: str | None) -> dict:
+    """Return what the wall's map fits to its size, clear of the caption and legend: the district's,
+    ``[map] bounds`` or the districts' lon/lat ranges; or city.toml's fixed ``center`` and ``zoom``."""
+    cfg = live.map_config
+    if not district and "center" in cfg:
+        return {"center": cfg["center"], "zoom": cfg["zoom"]}
+    return views.view_bounds(live, district) or {}
 
 
 def _fmt_time(ts: float, tz, fmt="%H:%M:%S") -> str:
@@ -225,13 +251,17 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     except StoreUnavailable:
         districts = None
     rotate, focus, district, notices = parse_params(search, districts)
+    if districts is not None and not parse_query(search).get("focus"):
+        # by default the playlist skips the domains the city has nothing to measure for
+        focus = [d for d in focus if not live.no_assets(d)] or focus
     first = focus[0]
     banner = ""
     try:
         kpis = {k.id: k for k in live.kpis(WINDOW, district)}
         frames = live.layer_frames()
         params = live.params(now, WINDOW, district)
-        fig = views.map_figure(live, frames, params, layers_for(first))
+        fig = views.map_figure(live, frames, params, layers_for(first),
+                               view=views.view_for(live, district, px=(1280, 720), insets=None))
         attention = live.attention(district)
         city, tz = live.meta().get("city", "City"), live.tz()
         live.stale_since = None
@@ -247,25 +277,24 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     if district and districts:
         where = dict(zip(live.districts()["id"], live.districts()["name"])).get(district, district)
     traces = [t["meta"]["layer"] for t in fig["data"]]
-    view = {}
-    if traces:
-        lons, lats = [], []
-        for lid in ("traffic", "air_quality"):
-            st = live.static(lid)
-            lons += [float(x) for x in st["lon"]]
-            lats += [float(x) for x in st["lat"]]
-        view = {"lon": [min(lons), max(lons)], "lat": [min(lats), max(lats)]}
+    view = wall_view(live, district) if traces else {}
     refresh_ms = live.settings.refresh_seconds * 1000
     config = {"tz": str(tz) if tz else "UTC", "focus": focus, "district": district, "refresh_ms": refresh_ms,
               "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view}
 
+    def blocks(ks: list[KpiValue], slot: str) -> list:
+        """The domain's KPIs; or one line when the city has no assets for it ("no stations in this city")."""
+        if ks and all(k.no_assets for k in ks):
+            return [html.Div(ks[0].no_assets, className=f"wall-empty empty-{slot}")]
+        return [kpi_block(k, slot, now) for k in ks]
+
     tiles = [html.Section([
         html.H2(TILE_TITLE[dom], className="tile-title"),
-        html.Div([kpi_block(kpis[kid], "tile", now) for kid in HEADLINE[dom]], className="tile-kpis"),
+        html.Div(blocks([kpis[kid] for kid in HEADLINE[dom]], "tile"), className="tile-kpis"),
     ], className=f"wall-tile tile-{dom}") for dom in DOMAIN_IDS]
     panels = [html.Section([
         html.H2(["FOCUS ", html.Span(DOMAINS[dom]["label"], className="focus-dom")], className="focus-title"),
-        html.Div([kpi_block(k, "focus", now) for k in kpis.values() if k.domain == dom], className="focus-kpis"),
+        html.Div(blocks([k for k in kpis.values() if k.domain == dom], "focus"), className="focus-kpis"),
         html.H3("Worst now", className="worst-title"),
         html.Ol(worst_rows(live, dom, frames, params) if frames is not None else [],
                 id={"type": "wall-worst", "domain": dom}, className="worst-list"),
@@ -342,7 +371,7 @@ function(n, cfg) {
 
 # Every second: the clock in the city's timezone; "server not responding" when the last good
 # refresh is older than four refresh intervals (at least 30 s: a slow answer is not a dead
-# server); the map view fitted to the map's size.
+# server); the map view fitted to the map's size, clear of the focused layer's caption and legend.
 _CLOCK_JS = """
 function(n, cfg, lastOk, bannerHidden) {
     const nu = window.dash_clientside.no_update;
@@ -359,20 +388,44 @@ function(n, cfg, lastOk, bannerHidden) {
     const v = cfg.view;
     const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
     // fit only a map whose style has loaded: a new view racing the first draw breaks plotly
-    if (sp && sp.map && sp.map.isStyleLoaded() && v && v.lon && gd.layout && gd.layout.map) {
+    if (sp && sp.map && sp.map.isStyleLoaded() && v && (v.lon || v.center) && gd.layout && gd.layout.map) {
         const w = gd.clientWidth, h = gd.clientHeight;
         if (w > 0 && h > 0) {
-            const merc = (lat) => Math.log(Math.tan(Math.PI / 4 + lat * Math.PI / 360));
-            const pad = 1.08;
-            const dx = Math.max(v.lon[1] - v.lon[0], 1e-3) * pad / 360;
-            const dy = Math.max(merc(v.lat[1]) - merc(v.lat[0]), 1e-3) * pad / (2 * Math.PI);
-            const zoom = Math.round(100 * Math.min(Math.log2(w / 512 / dx), Math.log2(h / 512 / dy))) / 100;
-            const cy = (2 * Math.atan(Math.exp((merc(v.lat[0]) + merc(v.lat[1])) / 2)) - Math.PI / 2) * 180 / Math.PI;
+            let center = v.center, zoom = v.zoom;
+            if (v.lon) {
+                // the part of the map the focused layer's caption (top) and legend (bottom) leave free
+                const box = gd.getBoundingClientRect();
+                const shown = (sel) => Array.from(document.querySelectorAll(sel)).find(e => e.offsetParent !== null);
+                const cap = shown('.wall-map .map-caption'), leg = shown('.wall-map .wall-legend');
+                // the largest seen at this size: the view stays put as the playlist turns
+                const seen = (window.panoramaWallInsets && window.panoramaWallInsets.w === w
+                              && window.panoramaWallInsets.h === h) ? window.panoramaWallInsets : {w: w, h: h, t: 0, b: 0};
+                seen.t = Math.max(seen.t, cap ? cap.getBoundingClientRect().bottom - box.top : 0);
+                seen.b = Math.max(seen.b, leg ? box.bottom - leg.getBoundingClientRect().top : 0);
+                window.panoramaWallInsets = seen;
+                const top = seen.t, bottom = seen.b;
+                const fh = Math.max(h - top - bottom, h / 3);
+                const merc = (lat) => Math.log(Math.tan(Math.PI / 4
+                    + Math.max(-85, Math.min(85, lat)) * Math.PI / 360));
+                const pad = 1.08;
+                const dx = Math.max(v.lon[1] - v.lon[0], 1e-3) * pad / 360;
+                const dy = Math.max(merc(v.lat[1]) - merc(v.lat[0]), 1e-3) * pad / (2 * Math.PI);
+                zoom = Math.max(0, Math.min(17, Math.log2(w / 512 / dx), Math.log2(fh / 512 / dy)));
+                zoom = Math.round(100 * zoom) / 100;
+                // the box's centre at the centre of the free part: the map's centre moves north by half
+                // the difference of the top and bottom insets
+                const my = (merc(v.lat[0]) + merc(v.lat[1])) / 2
+                    + (top - bottom) / 2 * 2 * Math.PI / (512 * Math.pow(2, zoom));
+                center = {lon: (v.lon[0] + v.lon[1]) / 2,
+                          lat: (2 * Math.atan(Math.exp(my)) - Math.PI / 2) * 180 / Math.PI};
+            }
+            const cur = gd.layout.map.center || {};
             // into the figure Dash keeps, not a Plotly.relayout: the next refresh re-renders that figure
             // and would put the view back; a wall has no user to move it, so any other view is refitted
-            if (Math.abs((gd.layout.map.zoom || 0) - zoom) > 0.005) {
+            if (Math.abs((gd.layout.map.zoom || 0) - zoom) > 0.005 || Math.abs((cur.lat || 0) - center.lat) > 1e-4
+                    || Math.abs((cur.lon || 0) - center.lon) > 1e-4) {
                 window.dash_clientside.set_props('""" + MAP + """', {figure: new window.dash_clientside.Patch()
-                    .merge(['layout', 'map'], {center: {lon: (v.lon[0] + v.lon[1]) / 2, lat: cy}, zoom: zoom}).build()});
+                    .merge(['layout', 'map'], {center: center, zoom: zoom}).build()});
             }
         }
     }
