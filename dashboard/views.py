@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from urllib.parse import quote
 
 import numpy as np
-from dash import Patch, dcc, html
+from dash import Patch, html
 
 from dashboard.kpis import FEED_PERIOD, STALE_PERIODS, KpiValue
 from dashboard.metrics import DOMAINS

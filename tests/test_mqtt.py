@@ -9,7 +9,7 @@ import json
 import secrets
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import paho.mqtt.client as mqtt

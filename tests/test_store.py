@@ -13,7 +13,6 @@ from dashboard.store.schema import (
     assets,
     create_schema,
     districts,
-    meta,
     metadata,
     readings,
     service_categories,

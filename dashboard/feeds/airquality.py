@@ -7,7 +7,6 @@ gaps: a missing value produces no reading.
 from __future__ import annotations
 
 import functools
-import warnings
 from pathlib import Path
 
 import numpy as np
