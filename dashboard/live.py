@@ -250,8 +250,6 @@ class LiveData:
 # --------------------------------------------------------------- the wall's "needs attention" list
 #: Share of rated capacity above which a district counts as near its energy capacity.
 NEAR_CAPACITY = 85.0
-#: Open requests older than this are not counted as open (same look-back as the KPIs).
-SERVICE_LOOKBACK_S = 90 * 86_400
 _LEVEL_RANK = {"bad": 2, "warn": 1}
 
 
@@ -306,7 +304,7 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
                           "district": r.district, "score": min(1.0, float(share) / 100),
                           "detail": f"{share:.0f}% of capacity · {r.value:,.0f} MW"})
     if overdue is not None and len(overdue):
-        late = overdue[(overdue["due_at"] < now) & (overdue["opened_at"] > now - SERVICE_LOOKBACK_S)]
+        late = overdue[overdue["due_at"] < now]  # open until it closes, however old (as the KPIs count)
         names = dict(zip(statics["energy"]["id"], statics["energy"]["name"]))
         for dist, g in late.groupby("district_id"):
             hours = (now - g["due_at"].min()) / 3600

@@ -281,3 +281,26 @@ def test_stale003_never_a_current_alert_but_listed_as_stale(stale_city):
     assert list(df["place"])[-1] == stale_city["old_name"] and list(df["band"])[-1] == "stale"
     assert stale_city["old_name"] not in json.dumps(
         wall.worst_rows(live, "air_quality", frames, params), default=lambda o: o.to_plotly_json())
+
+
+def test_stale004_a_request_open_for_months_is_still_overdue_on_the_wall(tmp_path):
+    """The wall's attention list counts every open request past its SLA, however old (as the KPIs do)."""
+    from sqlalchemy import text as sql
+
+    from dashboard.store import make_engine
+
+    city = build_subset_city(tmp_path, with_requests=True)
+    engine = make_engine(city["url"])
+    now = int(time.time())
+    with engine.begin() as conn:
+        conn.execute(sql("DELETE FROM service_requests"))
+        district = conn.execute(sql("SELECT id FROM districts ORDER BY id LIMIT 1")).scalar()
+        category = conn.execute(sql("SELECT id FROM service_categories LIMIT 1")).scalar()
+        for i, age_days in enumerate((120, 200)):  # opened last summer, never closed
+            opened = now - age_days * DAY
+            conn.execute(sql("INSERT INTO service_requests (id, category_id, district_id, opened_at, due_at, status) "
+                             "VALUES (:id, :c, :d, :o, :due, 'open')"),
+                         {"id": f"old-{i}", "c": category, "d": district, "o": opened, "due": opened + 3 * DAY})
+    live = _app(city, tmp_path / "data").server.extensions["panorama"]
+    rows = [i for i in live.attention() if i["domain"] == "satisfaction"]
+    assert [(i["district"], i["detail"].split(" ·")[0]) for i in rows] == [(district, "2 overdue requests")]
