@@ -10,6 +10,7 @@ import socket
 import time
 
 from flask import Flask, Response, jsonify, request
+from sqlalchemy import text
 
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_window
@@ -25,7 +26,7 @@ def _wait_at_most(conn, seconds: float):
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
     elif conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(seconds * 1000)}ms'")
+        conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": f"{int(seconds * 1000)}ms"})
     return conn
 
 
