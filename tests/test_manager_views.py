@@ -47,7 +47,7 @@ def test_mgrv002_control_change_writes_url_with_drill_down_once(live):
 
 
 def test_mgrv003_trend_draws_watch_and_alert_thresholds_city_overrides_first():
-    k = next(k for k in views.KPI_BY_ID.values() if k.id == "traffic.tti")
+    k = views.KPI_BY_ID["traffic.tti"]
     assert views.kpi_thresholds(k.id) == (1.3, 1.6)
     assert views.kpi_thresholds(k.id, {"traffic.tti": (1.1, 1.4)}) == (1.1, 1.4)
     assert views.kpi_thresholds("energy.load") is None  # judged by its share of capacity, not in MW
@@ -61,8 +61,7 @@ def test_mgrv003_trend_draws_watch_and_alert_thresholds_city_overrides_first():
     lay = views.trend_figure(kv, ZoneInfo("UTC"), thresholds=(1.1, 1.4))["layout"]
     assert [(s["y0"], s["y1"]) for s in lay["shapes"]] == [(1.1, 1.1), (1.4, 1.4)]
     assert [a["text"] for a in lay["annotations"]] == ["WATCH 1.1", "ALERT 1.4"]
-    assert "shapes" not in views.trend_figure(kv, ZoneInfo("UTC"))["layout"] or \
-        not views.trend_figure(kv, ZoneInfo("UTC"))["layout"]["shapes"]
+    assert views.trend_figure(kv, ZoneInfo("UTC"))["layout"]["shapes"] == []  # none without thresholds
 
 
 def test_mgrv004_district_hover_shows_the_visible_layers_values(live):
