@@ -69,10 +69,12 @@ def check_layers(layers: str | list | None) -> list[str]:
     return list(ids)
 
 
-def view_query(window: str, district: str | None, layers: list[str]) -> str:
-    """Return the ``?…`` query string that bookmarks a view."""
+def view_query(window: str, district: str | None, layers: list[str], kpi: str | None = None) -> str:
+    """Return the ``?…`` query string that bookmarks a view (and the KPI whose drill-down is open)."""
     q = {"window": window}
     if district:
         q["district"] = district
     q["layers"] = ",".join(layers)
+    if kpi:
+        q["kpi"] = kpi
     return "?" + urlencode(q, safe=",")

@@ -4,12 +4,14 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime, timezone
+from html import escape
 from urllib.parse import quote
 
 import numpy as np
+import pandas as pd
 from dash import Patch, html
 
-from dashboard.kpis import FEED_PERIOD, STALE_PERIODS, KpiValue
+from dashboard.kpis import FEED_PERIOD, KPI_BY_ID, STALE_PERIODS, KpiValue
 from dashboard.metrics import DOMAINS
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
 from layers import LAYERS, LayerParams
@@ -100,6 +102,8 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
             continue
         for t in layer.traces(live.static(layer.id), frames.get(layer.id), params):
             t["visible"] = layer.id in layers_on
+            if layer.id == "districts":
+                _with_district_hover(live, frames, params, layers_on, t)
             traces.append(t)
     t = THEMES.get(params.theme, THEMES["dark"])
     view = view or view_for(live, params.district)
@@ -114,6 +118,54 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
             "font": {"color": t["text"]},
         },
     }
+
+
+def district_hover(live, frames: dict, params: LayerParams, layers_on: list[str]) -> list[str]:
+    """Return, per district (in the districts layer's order), the hover lines of the visible layers:
+    energy load as % of capacity, satisfaction score, traffic speed as % of free flow (the mean of
+    the district's segments), worst AQI; the population when no such layer is on. A stale or
+    missing value says so."""
+    from layers import LAYER_BY_ID
+
+    ids = live.static("districts")["id"].tolist()
+    out: dict[str, list[str]] = {i: [] for i in ids}
+
+    def add(name: str, per: dict[str, str], missing: str = "no data") -> None:
+        for i in ids:
+            out[i].append(f"{name} {per.get(i, missing)}")
+
+    on = [lid for lid in LAYER_BY_ID if lid in layers_on and LAYER_BY_ID[lid].domain]
+    for lid in on:
+        layer, static, frame = LAYER_BY_ID[lid], live.static(lid), frames.get(lid)
+        if lid == "energy":
+            s = layer._state(static, frame, params.now)
+            add("energy load", {r.id: "stale" if r.stale else f"{r.share:.0f}% of capacity ({r.load_mw:,.0f} MW)"
+                                for r in s.itertuples() if np.isfinite(r.share)})
+        elif lid == "satisfaction":
+            s = layer._state(static, frame)
+            add("satisfaction", {r.id: f"{r.satisfaction:.2f} / 5 ({r.n:,} rated)"
+                                 for r in s.itertuples() if np.isfinite(r.satisfaction)})
+        elif lid == "traffic":
+            _, ratio, band, *_ = layer._state(static, frame, params.now)
+            d = pd.DataFrame({"district": static["district_id"], "ratio": np.where(band >= 0, ratio, np.nan)})
+            g = d.dropna().groupby("district")["ratio"].agg(["mean", "size"])
+            add("traffic speed", {i: f"{100 * m:.0f}% of free flow ({n} segments)"
+                                  for i, m, n in zip(g.index, g["mean"], g["size"].astype(int))})
+        elif lid == "air_quality":
+            w = layer._state(static, frame, params.aqi_standard, params.now)
+            w = w.assign(district=static["district_id"].to_numpy())
+            w = w[np.isfinite(w["aqi"]) & ~w["stale"].astype(bool)].sort_values("aqi", ascending=False)
+            add("worst AQI", {r.district: f"{r.aqi:.0f} at {escape(str(r.name))}"
+                              for r in w.drop_duplicates("district").itertuples()})
+    if not on:
+        pop = dict(zip(ids, live.static("districts")["population"]))
+        add("population", {i: f"{int(p):,}" for i, p in pop.items() if pd.notna(p)}, "—")
+    return ["<br>".join(out[i]) for i in ids]
+
+
+def _with_district_hover(live, frames: dict, params: LayerParams, layers_on: list[str], traces) -> None:
+    """Put :func:`district_hover` into the districts trace (a figure's dict, or a Patch's entry)."""
+    traces["customdata"] = district_hover(live, frames, params, layers_on)
 
 
 def _assign(node, values: dict) -> None:
@@ -134,6 +186,8 @@ def map_patch(live, frames: dict, params: LayerParams, layers_on: list[str],
             continue
         for vals in layer.values(live.static(layer.id), frames.get(layer.id), params):
             _assign(p["data"][i], vals)
+            if layer.id == "districts":
+                _with_district_hover(live, frames, params, layers_on, p["data"][i])
             if set_visibility:
                 p["data"][i]["visible"] = layer.id in layers_on
             i += 1
@@ -326,8 +380,31 @@ def legend_block(params: LayerParams, layers_on: list[str]) -> list:
     return out
 
 
-def trend_figure(k: KpiValue, tz, theme: str = "dark") -> dict:
-    """Return the drill-down trend chart of a KPI (SVG)."""
+def kpi_thresholds(kid: str, overrides: dict | None = None) -> tuple[float, float] | None:
+    """Return the (warn, bad) thresholds a KPI's own values are judged by (the city's ``overrides``
+    first), or None: a KPI without thresholds, or whose status is judged on another value
+    (the load in MW by its share of capacity in %)."""
+    k = KPI_BY_ID.get(kid)
+    if k is None or k.status_from is not None:
+        return None
+    warn, bad = (overrides or {}).get(kid, (k.warn, k.bad))
+    return None if warn is None or bad is None else (float(warn), float(bad))
+
+
+def threshold_lines(thresholds: tuple[float, float] | None) -> dict:
+    """Return layout shapes and annotations: a dashed line at each threshold, labelled WATCH / ALERT."""
+    shapes, notes = [], []
+    for status, y in zip(("warn", "bad"), thresholds or ()):
+        colour, word = STATUS[status]
+        shapes.append({"type": "line", "xref": "paper", "x0": 0, "x1": 1, "yref": "y", "y0": y, "y1": y,
+                       "line": {"color": colour, "width": 1.5, "dash": "dash"}, "layer": "below"})
+        notes.append({"xref": "paper", "x": 0, "xanchor": "left", "yref": "y", "y": y, "yanchor": "bottom",
+                      "text": f"{word} {y:g}", "showarrow": False, "font": {"color": colour, "size": 12}})
+    return {"shapes": shapes, "annotations": notes}
+
+
+def trend_figure(k: KpiValue, tz, theme: str = "dark", thresholds: tuple[float, float] | None = None) -> dict:
+    """Return the drill-down trend chart of a KPI (SVG), with its ``thresholds`` (warn, bad) as lines."""
     t = THEMES.get(theme, THEMES["dark"])
     xs = [datetime.fromtimestamp(x, timezone.utc).astimezone(tz).strftime("%Y-%m-%d %H:%M") for x in k.spark_x]
     return {
@@ -335,10 +412,10 @@ def trend_figure(k: KpiValue, tz, theme: str = "dark") -> dict:
                   "line": {"color": STATUS[k.status][0], "width": 3}, "connectgaps": False,
                   "hovertemplate": "%{x}<br>%{y:,.2f} " + k.unit + "<extra></extra>"}],
         "layout": figure_layout(
-            theme, height=300, margin=dict(l=60, r=20, t=10, b=40),
+            theme, height=300, margin=dict(l=60, r=20, t=28 if thresholds else 10, b=40),
             xaxis=dict(visible=True, gridcolor=t["grid"], color=t["muted"], type="date"),
             yaxis=dict(visible=True, gridcolor=t["grid"], color=t["muted"], title=k.unit or None, fixedrange=True),
-            hovermode="x unified", font=dict(color=t["text"], size=14)),
+            hovermode="x unified", font=dict(color=t["text"], size=14), **threshold_lines(thresholds)),
     }
 
 

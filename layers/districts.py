@@ -41,7 +41,8 @@ class DistrictsLayer:
         """Return one transparent choropleth with outlines."""
         t = THEMES.get(params.theme, THEMES["dark"])
         v = self.values(static, frame, params)[0]
-        pop = [f"{int(p):,}" if pd.notna(p) else "—" for p in static["population"]]
+        # the map puts the visible layers' values per district here (views.district_hover)
+        pop = [f"population {int(p):,}" if pd.notna(p) else "population —" for p in static["population"]]
         return [{
             "type": "choroplethmap", "name": "Districts", "uid": "districts",
             # the names, drawn over the map by assets/district_labels.js (no glyphs offline)
@@ -50,7 +51,7 @@ class DistrictsLayer:
             "z": v["z"], "zmin": 0, "zmax": 1, "colorscale": [[0, "rgba(0,0,0,0.01)"], [1, dim_colour(t["bg"])]],
             "showscale": False, "showlegend": False, "text": static["name"].tolist(), "customdata": pop,
             "marker": {"line": {"color": t["district_line"], "width": v["marker"]["line"]["width"]}},
-            "hovertemplate": "<b>%{text}</b><br>population %{customdata}<extra>District</extra>",
+            "hovertemplate": "<b>%{text}</b><br>%{customdata}<extra>District</extra>",
         }]
 
     @staticmethod

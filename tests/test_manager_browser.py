@@ -292,3 +292,174 @@ def test_mgr010_picking_a_district_zooms_to_it_and_dims_the_others(dash_duo, app
                     and abs(v["zoom"] - city["zoom"]) < 0.05 and v, timeout=20)
     assert abs(back["lon"] - city["lon"]) < 1e-3 and abs(back["lat"] - city["lat"]) < 1e-3
     assert console_errors(dash_duo) == []
+
+
+VIEW_JS = """
+const checked = (sel) => [...document.querySelectorAll(sel + ' input:checked')].map(i => i.value);
+const drill = document.getElementById('drill');
+const pick = document.querySelector('#district');
+return {url: location.search, window: checked('#window')[0] || null, layers: checked('#layers').sort(),
+        district: pick ? pick.textContent.trim() : null,
+        drill: drill && !drill.hidden ? document.getElementById('drill-title').textContent : null};
+"""
+
+
+def view_state(dash_duo) -> dict:
+    """Return what the page shows: window, district picker text, layers ticked, drill-down title."""
+    return dash_duo.driver.execute_script(VIEW_JS)
+
+
+def click_kpi(dash_duo, kid: str) -> None:
+    """Click a KPI card as a user would (scrolled into view first)."""
+    card = dash_duo.driver.execute_script("const e = document.getElementById(arguments[0]);"
+                                          " e.scrollIntoView({block: 'center'}); return e;", _pid("kpi", kid))
+    card.click()
+
+
+def test_mgr011_back_and_forward_restore_window_district_layers_and_drill_down(dash_duo, app, store_url):
+    """Each change of the view is a history entry; the browser's back and forward buttons bring
+    the screen (not only the URL) back to each, the drill-down included."""
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    wait_for(lambda: map_layers(dash_duo))
+    start = wait_for(lambda: (v := view_state(dash_duo)) and v)
+    assert start["window"] == "24h" and start["drill"] is None and "traffic" in start["layers"]
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#window input[value='7d']").click()
+    wait_for(lambda: "window=7d" in view_state(dash_duo)["url"])
+    pick_district(dash_duo, "Haidian")
+    wait_for(lambda: "district=haidian" in view_state(dash_duo)["url"])
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='traffic']").click()
+    wait_for(lambda: "traffic" not in view_state(dash_duo)["url"].split("layers=")[1])
+    click_kpi(dash_duo, "traffic.tti")
+    wait_for(lambda: "kpi=traffic.tti" in view_state(dash_duo)["url"])
+    states = [wait_for(lambda: (v := view_state(dash_duo))["drill"] and "Travel-time" in v["drill"]
+                       and "—" in v["drill"] and v)]
+    want = expected(store_url, "haidian", "7d")
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == want["energy.load"])
+    checks = [  # what each step back shows
+        lambda v: v["drill"] is None and "kpi=" not in v["url"] and "traffic" not in v["layers"],
+        lambda v: "traffic" in v["layers"] and map_layers(dash_duo).get("traffic") is True and v["district"] == "Haidian",
+        lambda v: v["district"] != "Haidian" and "district=" not in v["url"] and v["window"] == "7d",
+        lambda v: v["window"] == "24h" and v["url"] == "",
+    ]
+    for step, check in enumerate(checks, 1):
+        dash_duo.driver.back()
+        seen = []
+        try:
+            states.append(wait_for(lambda: seen.append(v := view_state(dash_duo)) or (check(v) and v)))
+        except AssertionError:
+            raise AssertionError(f"back {step}: the page shows {seen[-1]}") from None
+    assert states[-1]["layers"] == start["layers"] and states[-1]["drill"] is None
+    want = expected(store_url, None, "24h")
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == want["energy.load"])
+    # forward again, step by step, to the drill-down of Haidian over 7 days with traffic off
+    for before in reversed(states[:-1]):
+        dash_duo.driver.forward()
+        wait_for(lambda: (v := view_state(dash_duo)) and v["url"] == before["url"] and v["window"] == before["window"]
+                 and v["layers"] == before["layers"] and v["district"] == before["district"]
+                 and (v["drill"] is None) == (before["drill"] is None))
+    wait_for(lambda: (v := view_state(dash_duo)["drill"]) and "Travel-time" in v and "Haidian" in v)
+    want = expected(store_url, "haidian", "7d")
+    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == want["energy.load"])
+    assert console_errors(dash_duo) == []
+
+
+DRILL_JS = """
+const r = document.getElementById('drill-title').getBoundingClientRect();
+const grid = document.querySelector('#drill .ag-root-wrapper');
+const vp = document.querySelector('#drill .ag-center-cols-viewport');
+const gd = document.querySelector('#drill-trend .js-plotly-plot');
+return {top: r.top, bottom: r.bottom, left: r.left, right: r.right, vw: innerWidth, vh: innerHeight,
+        text: document.getElementById('drill-title').textContent,
+        bg: grid ? getComputedStyle(grid).backgroundColor : null,
+        cut: vp ? vp.scrollWidth - vp.clientWidth : null, rows: document.querySelectorAll('#drill .ag-row').length,
+        notes: gd && gd.layout && gd.layout.annotations ? gd.layout.annotations.map(a => a.text) : [],
+        lines: gd && gd.layout && gd.layout.shapes ? gd.layout.shapes.map(s => s.y0) : []};
+"""
+
+
+def luminance(css: str) -> float:
+    """Return the relative brightness (0–1) of a CSS rgb()/rgba() colour."""
+    r, g, b = (float(x) for x in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+    return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255
+
+
+@pytest.mark.parametrize("size", [(1920, 1080), (1366, 768)], ids=["1920x1080", "1366x768"])
+def test_mgr012_drill_down_opens_in_view_dark_fitted_with_thresholds(dash_duo, app, size):
+    """Clicking a KPI shows its drill-down where it is seen (its title inside the viewport), its
+    table dark like the page with every column in its width, its trend with the WATCH and ALERT
+    thresholds drawn."""
+    dash_duo.driver.set_window_size(*size)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    click_kpi(dash_duo, "service.satisfaction")  # a card low on the page
+    got = wait_for(lambda: (v := dash_duo.driver.execute_script(DRILL_JS)) and "Satisfaction —" in v["text"]
+                   and v["rows"] > 0 and v["lines"] and v)
+    assert 0 <= got["top"] and got["bottom"] <= got["vh"] and 0 <= got["left"] and got["right"] <= got["vw"], got
+    assert luminance(got["bg"]) < 0.25, got["bg"]
+    assert got["cut"] == 0, "the table's columns are cut"
+    assert sorted(got["lines"]) == [3.5, 4.0] and sorted(got["notes"]) == ["ALERT 3.5", "WATCH 4"]
+    dash_duo.find_element("#drill-close").click()
+    wait_for(lambda: dash_duo.driver.execute_script("return document.getElementById('drill').hidden"))
+    assert console_errors(dash_duo) == []
+
+
+def test_mgr013_a_slow_answer_shows_a_loading_state(dash_duo, app, monkeypatch):
+    """While the drill-down or the KPIs are being computed the page says so: a spinner over the
+    drill-down, the panels marked "loading" after a change of window; both go when the answer comes."""
+    import threading
+
+    from dashboard import views
+    from dashboard.pages import manager
+
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".kpi", timeout=20)
+    gate = threading.Event()
+    worst, render = views.worst_places, manager._render
+
+    def slow_worst(*a, **kw):
+        gate.wait(60)
+        return worst(*a, **kw)
+
+    def slow_render(*a, **kw):
+        gate.wait(60)
+        return render(*a, **kw)
+
+    monkeypatch.setattr(views, "worst_places", slow_worst)
+    monkeypatch.setattr(manager, "_render", slow_render)
+    try:
+        click_kpi(dash_duo, "traffic.tti")
+        wait_for(lambda: dash_duo.driver.execute_script(
+            "const d = document.getElementById('drill'); return d && !d.hidden"
+            " && d.querySelector('.dash-spinner') !== null;"))
+        dash_duo.driver.find_element(By.CSS_SELECTOR, "#window input[value='1h']").click()
+        wait_for(lambda: "loading" in dash_duo.find_element("#main").get_attribute("class").split())
+    finally:
+        gate.set()
+    dash_duo.wait_for_element("#drill .ag-row", timeout=20)
+    wait_for(lambda: not dash_duo.driver.find_elements(By.CSS_SELECTOR, "#drill .dash-spinner"))
+    wait_for(lambda: "loading" not in dash_duo.find_element("#main").get_attribute("class").split())
+    assert console_errors(dash_duo) == []
+
+
+DISTRICT_HOVER_JS = """
+const gd = document.querySelector('#map .js-plotly-plot');
+const d = gd && gd.data && gd.data.find(t => t.meta && t.meta.layer === 'districts');
+return d ? {ids: Array.from(d.locations), hover: Array.from(d.customdata), template: d.hovertemplate} : null;
+"""
+
+
+def test_mgr014_district_hover_shows_the_visible_layers_values(dash_duo, app):
+    """Hovering a district shows the values of the layers on screen for it (the districts trace's
+    hover lines, the top trace over a district), following the toggles."""
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
+    got = wait_for(lambda: dash_duo.driver.execute_script(DISTRICT_HOVER_JS))
+    assert all("energy load" in h and "worst AQI" in h and "traffic speed" in h for h in got["hover"]), got
+    assert not any("satisfaction" in h for h in got["hover"])
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='satisfaction']").click()
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='energy']").click()
+    got = wait_for(lambda: (g := dash_duo.driver.execute_script(DISTRICT_HOVER_JS))
+                   and all("satisfaction" in h and "energy" not in h for h in g["hover"]) and g)
+    assert "%{customdata}" in got["template"]  # the hover card is these lines
+    assert console_errors(dash_duo) == []

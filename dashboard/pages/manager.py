@@ -37,6 +37,29 @@ KPI_JS = """function(data, ids) {
     return [col(0), col(1), col(2), col(3), col(4), col(5), sparks];
 }""" % THEMES["dark"]["accent"]
 WINDOW_LABELS = {"1h": "Last hour", "24h": "24 hours", "7d": "7 days"}
+#: The drill-down opens at once on a click (its KPI's name, "…" until the server's answer), and closes.
+DRILL_JS = """function(kid, labels) {
+    if (!kid) { return [true, ""]; }
+    return [false, (labels[kid] || kid) + " …"];
+}"""
+#: The panels being recomputed after a change of window, district or layers are marked "loading"
+#: until the answer (new KPI values, or the outage banner) arrives. Set on the element itself: a
+#: callback that reads the refresh's outputs would wait for the refresh to finish.
+LOADING_JS = """function(w, d, l) {
+    const m = document.getElementById('main');
+    if (m) { m.classList.add('loading'); }
+    return window.dash_clientside.no_update;
+}"""
+LOADED_JS = """function(kpis, banner) {
+    const m = document.getElementById('main');
+    if (m) { m.classList.remove('loading'); }
+    return window.dash_clientside.no_update;
+}"""
+#: The drill-down's table in the page's dark colours (dash-ag-grid's Theming API, AG Grid ≥ 33).
+GRID_THEME = ("themeAlpine.withParams({backgroundColor: '#1b2533', foregroundColor: '#e8eef6', "
+              "headerBackgroundColor: '#131b26', headerTextColor: '#9fb0c3', borderColor: '#2a3647', "
+              "accentColor: '#4cc3ff', oddRowBackgroundColor: '#172030', fontSize: 14, cellHorizontalPadding: 8, "
+              "fontFamily: 'Inter, DejaVu Sans, sans-serif'})")
 
 
 def _initial(live: LiveData, search: str):
@@ -59,6 +82,23 @@ def _initial(live: LiveData, search: str):
     return window, district, layers_on, notices
 
 
+def url_kpi(live: LiveData, search: str) -> tuple[str | None, str | None]:
+    """Return the KPI whose drill-down the URL opens (``kpi=``), None for none, and a notice when
+    the URL names a KPI this city's page does not show."""
+    kid = parse_query(search).get("kpi")
+    if kid in (None, ""):
+        return None, None
+    if kid in KPI_BY_ID and kid in live.kpi_ids:
+        return kid, None
+    return None, f"unknown KPI {kid[:40]!r}"
+
+
+def url_view(live: LiveData, search: str) -> tuple:
+    """Return the (window, district, layers, drill-down KPI) a URL shows; invalid parts as the defaults."""
+    window, district, layers_on, _ = _initial(live, search)
+    return window, district, layers_on, url_kpi(live, search)[0]
+
+
 def default_layers(live: LiveData, defaults: list[str]) -> list[str]:
     """Return the default layers without those of domains that have no assets in the city; when no
     domain layer is left, the service satisfaction layer (requests need no assets)."""
@@ -72,6 +112,8 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
     """Return the manager page for the query string ``search``."""
     try:
         window, district, layers_on, notices = _initial(live, search)
+        kid, bad_kpi = url_kpi(live, search)
+        notices += [bad_kpi] if bad_kpi else []
         now = time.time()
         params = live.params(now, window, district, geojson_url=GEOJSON_URL)
         frames = live.layer_frames()
@@ -111,21 +153,34 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                 html.Div(views.legend_block(params, layers_on), id="legend", className="legend"),
             ], className="map-wrap"),
             html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
-        ], className="main"),
-        html.Section(id="drill", className="drill", hidden=True, children=[
-            html.Div([html.H2(id="drill-title"),
-                      html.Button("Close", id="drill-close", n_clicks=0, className="btn")], className="drill-head"),
-            html.Div([
-                dcc.Graph(id="drill-trend", config={"displaylogo": False}, className="drill-trend"),
-                dag.AgGrid(id="drill-grid", className="ag-theme-alpine-dark drill-grid", rowData=[], columnDefs=[],
-                           dashGridOptions={"domLayout": "autoHeight"}, columnSize="sizeToFit"),
-            ], className="drill-body"),
-        ]),
-        dcc.Store(id="drill-kpi"),
+        ], id="main", className="main"),
+        drill_panel(kid),
+        dcc.Store(id="drill-kpi", data=kid),
         dcc.Store(id="kpi-live"),
+        dcc.Store(id="loading-mark"),
+        dcc.Store(id="kpi-labels", data={k.id: k.label for k in KPI_BY_ID.values()}),
         dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
     ], className="manager")
+
+
+def drill_panel(kid: str | None) -> html.Section:
+    """Return the drill-down: a panel over the right of the page (seen wherever the KPI clicked
+    was), a spinner over its chart and table while they are computed."""
+    return html.Section(id="drill", className="drill", hidden=not kid, role="dialog", children=[
+        html.Div([html.H2(id="drill-title"),
+                  html.Button("Close", id="drill-close", n_clicks=0, className="btn")], className="drill-head"),
+        dcc.Loading(id="drill-loading", type="circle", color=THEMES["dark"]["accent"],
+                    overlay_style={"visibility": "visible", "opacity": 0.35}, children=html.Div([
+                        dcc.Graph(id="drill-trend", config={"displaylogo": False}, className="drill-trend"),
+                        dag.AgGrid(id="drill-grid", className="drill-grid", rowData=[], columnDefs=[],
+                                   dashGridOptions={"domLayout": "autoHeight", "theme": {"function": GRID_THEME}},
+                                   # every column in the panel's width: long names and headers wrap
+                                   defaultColDef={"wrapText": True, "autoHeight": True, "wrapHeaderText": True,
+                                                  "autoHeaderHeight": True, "resizable": True, "minWidth": 72},
+                                   columnSize="responsiveSizeToFit"),
+                    ], className="drill-body")),
+    ])
 
 
 def layer_label(live: LiveData, layer) -> str:
@@ -168,16 +223,20 @@ def register(app: Dash, live: LiveData) -> None:
         except (StoreUnavailable, BadParameter):
             return no_update
 
-    @app.callback(Output("url", "search"),
-                  Input("window", "value"), Input("district", "value"), Input("layers", "value"),
+    @app.callback(Output("url", "search"), Output("window", "value"),
+                  Output("district", "value", allow_duplicate=True), Output("layers", "value"),
+                  Output("drill-kpi", "data", allow_duplicate=True),
+                  Input("url", "search"), Input("window", "value"), Input("district", "value"),
+                  Input("layers", "value"), Input("drill-kpi", "data"),
                   prevent_initial_call=True)
-    def sync_url(window, district, layers_on):
-        """Keep the URL a bookmark of the view."""
+    def sync_url(search, window, district, layers_on, kid):
+        """Keep the URL a bookmark of the view; when the URL changes (the browser's back and forward
+        buttons), the controls and the drill-down follow it. One callback both ways (two would be
+        a circular dependency)."""
         try:
-            return view_query(check_window(window), check_district(district, live.district_ids()),
-                              check_layers(layers_on or []))
+            return url_sync(live, callback_context.triggered_id, search, window, district, layers_on, kid)
         except (BadParameter, StoreUnavailable):
-            return no_update
+            return (no_update,) * 5
 
     @app.callback(Output("legend", "children"), Input("layers", "value"), prevent_initial_call=True)
     def legend(layers_on):
@@ -258,31 +317,57 @@ def register(app: Dash, live: LiveData) -> None:
         kid = trig.get("id") if isinstance(trig, dict) else None
         return kid if isinstance(kid, str) and kid in KPI_BY_ID else no_update
 
-    @app.callback(Output("drill", "hidden"), Output("drill-title", "children"), Output("drill-trend", "figure"),
+    app.clientside_callback(DRILL_JS, Output("drill", "hidden"), Output("drill-title", "children", allow_duplicate=True),
+                            Input("drill-kpi", "data"), State("kpi-labels", "data"), prevent_initial_call=True)
+    app.clientside_callback(LOADING_JS, Output("loading-mark", "data"),
+                            Input("window", "value"), Input("district", "value"), Input("layers", "value"),
+                            prevent_initial_call=True)
+    app.clientside_callback(LOADED_JS, Output("loading-mark", "data", allow_duplicate=True),
+                            Input("kpi-live", "data"), Input("banner", "children"), prevent_initial_call=True)
+
+    @app.callback(Output("drill-title", "children"), Output("drill-trend", "figure"),
                   Output("drill-grid", "rowData"), Output("drill-grid", "columnDefs"),
                   Input("drill-kpi", "data"), Input("window", "value"), Input("district", "value"))
     def drill(kid, window, district):
-        """Show a KPI's trend over the window and the worst places now."""
+        """Show a KPI's trend over the window (its thresholds drawn) and the worst places now."""
         if not isinstance(kid, str) or kid not in KPI_BY_ID:
-            return True, "", {}, [], []
+            return "", {}, [], []
         try:  # validated before anything is computed or cached for it
             window, district = check_window(window), check_district(district, live.district_ids())
         except BadParameter:
-            return True, "", {}, [], []
+            return "", {}, [], []
         except StoreUnavailable:
-            return no_update, no_update, no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         try:
             kv = next(k for k in live.kpis(window, district) if k.id == kid)
             frames = live.layer_frames()
         except StoreUnavailable:
-            return no_update, no_update, no_update, no_update, no_update
+            return no_update, no_update, no_update, no_update
         params = live.params(time.time(), window, district)
         df = views.worst_places(live, kv.domain, frames, params)
         rows = [] if df is None else df.to_dict("records")
-        cols = [] if df is None else [{"field": c, "headerName": c.replace("_", " ")} for c in df.columns]
+        cols = [] if df is None else [{"field": c, "headerName": c.replace("_", " "), "flex": 2 if c == "place" else 1}
+                                      for c in df.columns]
         where = dict(zip(live.districts()["id"], live.districts()["name"])).get(district, "whole city")
         title = f"{kv.label} — {WINDOW_LABELS[window].lower()}, {where}"
-        return False, title, views.trend_figure(kv, live.tz()), rows, cols
+        trend = views.trend_figure(kv, live.tz(), thresholds=views.kpi_thresholds(kid, live.thresholds))
+        return title, trend, rows, cols
+
+
+def url_sync(live: LiveData, trigger, search, window, district, layers_on, kid) -> tuple:
+    """Return (URL query, window, district, layers, drill-down KPI) to set: the controls' view as
+    the URL when they changed, the URL's view in the controls when it changed (no_update where a
+    value is already shown, so nothing is recomputed for it and no history entry is added)."""
+    shown = url_view(live, search if isinstance(search, str) else "")
+    if trigger == "url":
+        now = (window, district, layers_on, kid)
+        same = [a == b if i != 2 else set(a or []) == set(b or []) for i, (a, b) in enumerate(zip(shown, now))]
+        return (no_update, *(no_update if s else v for s, v in zip(same, shown)))
+    view = (check_window(window), check_district(district, live.district_ids()), check_layers(layers_on or []),
+            kid if isinstance(kid, str) and kid in KPI_BY_ID and kid in live.kpi_ids else None)
+    if view[:2] == shown[:2] and set(view[2]) == set(shown[2]) and view[3] == shown[3]:
+        return (no_update,) * 5  # the URL shows this view already (e.g. it came from the URL)
+    return (view_query(*view), *(no_update,) * 4)
 
 
 def view_patch(live: LiveData, district: str | None) -> Patch:
