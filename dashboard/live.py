@@ -141,8 +141,8 @@ class LiveData:
                geojson_url: str | None = None) -> LayerParams:
         """Return layer parameters for a request (``geojson_url``: district shapes by URL, not inline)."""
         extra = {"tz": self.tz()}
-        if "air.aqi_worst" in self.thresholds:  # the map's station colours follow the AQI tile's thresholds
-            extra["aqi_thresholds"] = tuple(self.thresholds["air.aqi_worst"])
+        if self.thresholds:  # the map colours a value by the status its KPI tile gives it
+            extra["thresholds"] = dict(self.thresholds)
         if geojson_url:
             extra["geojson_url"] = geojson_url
         return LayerParams(now=now, window=window, district=district, aqi_standard=self.settings.aqi_standard,

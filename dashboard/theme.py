@@ -91,9 +91,39 @@ def aqi_status(aqi, thresholds: tuple[float, float] | None = None) -> str:
     return threshold_status(aqi, warn, bad)
 
 
-#: Sequential, colour-blind-safe scales (cividis-like / blue–orange) for the choropleths.
-LOAD_SCALE = [[0.0, "#1d3b6e"], [0.5, "#5b7a99"], [0.75, "#c9b25a"], [0.9, "#f3a712"], [1.0, "#ff5a1f"]]
-SATISFACTION_SCALE = [[0.0, "#e8590c"], [0.5, "#b9a27a"], [1.0, "#2f7fd1"]]
+def status_scale(warn: float, bad: float, lo: float, hi: float, higher_is_worse: bool = True) -> list:
+    """Return a stepped plotly colour scale over ``lo``..``hi``: each value in the colour of the
+    status its KPI's ``warn``/``bad`` thresholds give it (the district's colour = the tile's)."""
+    def pos(v):
+        return min(1.0, max(0.0, (float(v) - lo) / (hi - lo)))
+
+    g, w, b = (STATUS_COLOURS["dark"][k] for k in ("good", "warn", "bad"))
+    e = 1e-6  # a threshold itself takes the worse status, as on the tile
+    if higher_is_worse:
+        pw, pb = pos(warn), pos(bad)
+        return [[0.0, g], [max(0.0, pw - e), g], [pw, w], [max(pw, pb - e), w], [pb, b], [1.0, b]]
+    pb, pw = pos(bad), pos(warn)
+    return [[0.0, b], [pb, b], [min(1.0, pb + e), w], [pw, w], [min(1.0, max(pw + e, pb + e)), g], [1.0, g]]
+
+
+def status_legend(warn: float, bad: float, unit: str, higher_is_worse: bool = True) -> list[tuple[str, str]]:
+    """Return the legend of a :func:`status_scale`: each status's range and its colour."""
+    c = STATUS_COLOURS["dark"]
+    if higher_is_worse:
+        return [(f"< {warn:g}{unit} {STATUS_WORDS['good']}", c["good"]),
+                (f"{warn:g}–{bad:g}{unit} {STATUS_WORDS['warn']}", c["warn"]),
+                (f"≥ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
+    return [(f"> {warn:g}{unit} {STATUS_WORDS['good']}", c["good"]),
+            (f"{bad:g}–{warn:g}{unit} {STATUS_WORDS['warn']}", c["warn"]),
+            (f"≤ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
+
+
+#: The choropleths' thresholds when the city sets none: the registry's "Of capacity" and
+#: "Satisfaction" KPI thresholds (a test checks they match), so a district's fill is its status.
+LOAD_THRESHOLDS = (75.0, 90.0)
+SATISFACTION_THRESHOLDS = (4.0, 3.5)
+LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
+SATISFACTION_SCALE = status_scale(*SATISFACTION_THRESHOLDS, 1, 5, higher_is_worse=False)
 
 
 def map_style(theme: str = "dark") -> dict:

@@ -38,6 +38,12 @@ def aligned(keys, frame: pd.DataFrame | None, key: str, columns: list[str]) -> d
 STALE_COLOUR = status_colour("stale")
 
 
+def kpi_thresholds(params, kpi_id: str, default: tuple[float, float]) -> tuple[float, float]:
+    """Return KPI ``kpi_id``'s (warn, bad): the city's (``params.extra["thresholds"]``), else ``default``
+    (the registry's), so that the map colours a value by the status its KPI tile gives it."""
+    return tuple((params.extra.get("thresholds") or {}).get(kpi_id) or default)
+
+
 def stale_after(domain: str) -> float:
     """Return the age in seconds beyond which a value of ``domain``'s feed is stale (as the KPI cards)."""
     from dashboard.kpis import FEED_PERIOD, STALE_PERIODS

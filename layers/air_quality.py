@@ -8,7 +8,8 @@ import pandas as pd
 from dashboard import aqi as aqimod
 from dashboard.theme import AQI_STATUS_THRESHOLDS, STATUS_WORDS, aqi_status, status_colour
 from layers import LayerParams
-from layers._common import STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, with_age
+from layers._common import (STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, kpi_thresholds,
+                            with_age)
 
 POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
 LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
@@ -68,7 +69,8 @@ class AirQualityLayer:
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return marker colours and sizes and the hover values."""
-        w = self._state(static, frame, params.aqi_standard, params.now, params.extra.get("aqi_thresholds"))
+        w = self._state(static, frame, params.aqi_standard, params.now,
+                        kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS))
         tz = params.extra.get("tz")
         custom = [[None if not np.isfinite(a) else int(a), LABEL.get(d, "—"), b,
                    None if not np.isfinite(p) else round(p),
@@ -98,7 +100,7 @@ class AirQualityLayer:
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
         """Return the AQI ranges of each status (the AQI KPI's thresholds) with the standard's band names."""
-        warn, bad = params.extra.get("aqi_thresholds") or AQI_STATUS_THRESHOLDS
+        warn, bad = kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS)
         bands = aqimod.BANDS[params.aqi_standard]
         out = []
         for st, lo, hi in (("good", 0, warn), ("warn", warn, bad), ("bad", bad, float("inf"))):

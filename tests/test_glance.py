@@ -24,10 +24,13 @@ from dashboard.settings import Settings
 from dashboard.theme import (
     AQI_STATUS_THRESHOLDS,
     CONGESTION_BANDS,
+    LOAD_THRESHOLDS,
+    SATISFACTION_THRESHOLDS,
     STATUS,
     STATUS_COLOURS,
 )
 from layers import LAYER_BY_ID, LayerParams
+from layers._common import stale_after
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
@@ -66,9 +69,12 @@ def demo(tmp_path_factory):
                            url=url, root=root)
 
 
-def _with_data(live, frames, lid: str, district: str) -> int:
-    """Count ``district``'s places of layer ``lid`` that have a value (independently of the layers)."""
+def _with_data(live, frames, lid: str, district: str, current_at: float | None = None) -> int:
+    """Count ``district``'s places of layer ``lid`` that have a value (independently of the layers);
+    with ``current_at``, only values younger than the feed's stale age then."""
     static, f = live.static(lid), frames.get(lid)
+    if current_at is not None and "ts" in f.columns:
+        f = f[f["ts"] >= current_at - stale_after(lid)]
     if lid == "traffic":
         ids = set(static.loc[static["district_id"] == district, "id"])
         return int(f[f["asset_id"].isin(ids)]["speed_kmh"].notna().sum())
@@ -106,14 +112,17 @@ def test_glance001_drill_down_list_is_the_districts_own_top_n(demo):
 
 
 def test_glance002_wall_worst_rows_are_the_districts_own(demo):
-    for dom, d, name, params, have in _every_district(demo):
+    listed = 0
+    for dom, d, name, params, _ in _every_district(demo):
         rows = wall.worst_rows(demo.live, dom, demo.frames, params)
-        want = min(wall.WORST_ROWS, have)  # nothing is stale at the store's end
+        want = min(wall.WORST_ROWS, _with_data(demo.live, demo.frames, dom, d, demo.now))  # current ones only
         details = _texts(rows, "worst-detail")
         assert len(details) == want, (dom, d, _html(rows)[:300])
         assert all(t.startswith(name) for t in details), (dom, d, details)
         if not want:
             assert _texts(rows, "worst-empty"), (dom, d)
+        listed += len(details)
+    assert listed >= 16  # at least every district's energy and satisfaction rows
 
 
 def test_glance003_panel_exports_list_every_place_of_the_district(demo):
@@ -148,7 +157,7 @@ def test_glance004_a_value_has_its_kpi_status_colour_on_the_map(thresholds):
     status the AQI KPI gives the same value (the registry's thresholds, or the city's)."""
     pm25 = [0, 20, 35, 60, 75, 88, 93, 115, 150, 200, 300, 400]
     static, frame, now = _aq_frame(pm25)
-    extra = {"aqi_thresholds": thresholds} if thresholds else {}
+    extra = {"thresholds": {"air.aqi_worst": thresholds}} if thresholds else {}
     v = LAYER_BY_ID["air_quality"].values(static, frame, LayerParams(now=now, extra=extra))[0]
     aqis, _ = aqimod.aqi_frame(frame[["pm25"]].assign(pm10=np.nan, so2=np.nan, no2=np.nan, co=np.nan, o3=np.nan), "cn")
     kpi = KPI_BY_ID["air.aqi_worst"]
@@ -160,6 +169,33 @@ def test_glance004_a_value_has_its_kpi_status_colour_on_the_map(thresholds):
         assert colour == STATUS[status][0], (a, status, colour)
     assert seen == {"good", "warn", "bad"}
     assert 123 in {int(a) for a in aqis}  # the issue's example: yellow WATCH on the tile, orange on the map
+
+
+@pytest.mark.parametrize("lid, kid, values, lo, hi", [
+    ("energy", "energy.capacity_share", [0, 40, 74, 76, 80, 89, 91, 99, 100, 130], 0, 100),
+    ("satisfaction", "service.satisfaction", [1, 2.5, 3.4, 3.6, 3.9, 4.1, 4.8, 5], 1, 5),
+])
+@pytest.mark.parametrize("city", [None, "own"])
+def test_glance014_a_district_has_its_kpi_status_colour_on_the_map(lid, kid, values, lo, hi, city):
+    """A choropleth fills each district in the colour of the status its KPI tile gives the value
+    (the registry's thresholds, or the city's own), as the map image draws it."""
+    from dashboard.map_image import scale_colour
+
+    kpi = KPI_BY_ID[kid]
+    own = {kid: (80.0, 95.0) if kpi.higher_is_worse else (3.0, 2.0)} if city else {}
+    static = pd.DataFrame({"id": [f"d{i}" for i in range(len(values))], "name": "x", "population": 1,
+                           "area_km2": 1.0, "label_lon": 0.0, "label_lat": 0.0, "geometry": None})
+    trace = LAYER_BY_ID[lid].traces(static.assign(capacity_mw=100.0), pd.DataFrame(),
+                                    LayerParams(now=time.time(), extra={"geojson_url": "/x", "thresholds": own}))[0]
+    ctx = SimpleNamespace(thresholds=own)
+    for v in values:
+        status = kpi.status(ctx, float(v))
+        rgba = scale_colour(trace["colorscale"], float(v), trace["zmin"], trace["zmax"])
+        got = "#" + "".join(f"{round(c):02x}" for c in rgba[:3])
+        assert got == STATUS[status][0], (lid, v, status, got)
+    legend = dict(LAYER_BY_ID[lid].legend(LayerParams(now=time.time(), extra={"thresholds": own})))
+    assert set(legend.values()) == {STATUS[k][0] for k in ("good", "warn", "bad")}
+    assert (LOAD_THRESHOLDS if lid == "energy" else SATISFACTION_THRESHOLDS) == (kpi.warn, kpi.bad)
 
 
 def test_glance005_map_legend_and_attention_levels_use_the_status_colours():
