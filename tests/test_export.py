@@ -316,7 +316,7 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     assert len(drawn) == len(dots_lon)
     assert np.abs(np.array(drawn) - np.c_[dots_lon, mercator_y(dots_lat)]).max() < 1e-4
     assert drawn_colour == [_rgb(colours[b + 1]) for b in band]
-    assert len(set(drawn_colour)) >= 4
+    assert len(set(drawn_colour)) >= 3  # the status colours (slow and free flow are both "good")
 
     # stations: a circle each, in the layer's own marker colour, size (px) and opacity
     aq = next(t for t in live_map["data"] if t.get("uid") == "air-quality")
