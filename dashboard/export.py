@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 
 from dashboard.kpis import KPI_BY_ID, KpiValue
 from dashboard.params import BadParameter, check_district, check_layers, check_window
-from dashboard.theme import STATUS, THEMES
+from dashboard.theme import STATUS, THEMES, status_colour
 from layers import LAYER_BY_ID, LAYERS
 
 log = logging.getLogger("panorama.export")
@@ -279,7 +279,7 @@ def kpi_figure(live, req: PanelRequest, k: KpiValue | None = None) -> dict:
     k = k or kpi_value(live, req)
     t = THEMES[req.theme]
     s = views.kpi_state(k)
-    colour, word = STATUS[k.status]
+    colour, word = status_colour(k.status, req.theme), STATUS[k.status][1]  # as theme.css draws it
     where = _where(live, req.district)
     h = req.height
     big = max(18, min(int(h * 0.22), int(req.width * 0.14)))

@@ -141,6 +141,8 @@ class LiveData:
                geojson_url: str | None = None) -> LayerParams:
         """Return layer parameters for a request (``geojson_url``: district shapes by URL, not inline)."""
         extra = {"tz": self.tz()}
+        if self.thresholds:  # the map colours a value by the status its KPI tile gives it
+            extra["thresholds"] = dict(self.thresholds)
         if geojson_url:
             extra["geojson_url"] = geojson_url
         return LayerParams(now=now, window=window, district=district, aqi_standard=self.settings.aqi_standard,
@@ -242,7 +244,8 @@ class LiveData:
             frames = self.layer_frames(now)
             overdue = self._run(lambda c: rm.service_open_list(c, int(t), district, limit=2000))
             statics = {lid: self.static(lid) for lid in ("traffic", "air_quality", "energy")}
-            return attention_items(statics, frames, overdue, t, district, self.settings.aqi_standard)
+            return attention_items(statics, frames, overdue, t, district, self.settings.aqi_standard,
+                                   self.thresholds.get("air.aqi_worst"))
 
         return self.cached(f"attention:{self.settings.aqi_standard}:{district or '*'}", compute, now)
 
@@ -251,19 +254,66 @@ class LiveData:
 #: Share of rated capacity above which a district counts as near its energy capacity.
 NEAR_CAPACITY = 85.0
 _LEVEL_RANK = {"bad": 2, "warn": 1}
+#: How far past its threshold an item is, made comparable between domains: the distance from the
+#: level's threshold, divided by the domain's "full" distance (past which every item is as urgent),
+#: clipped to 0–1. Per domain and level: (threshold, full distance, direction: +1 higher is worse).
+#: Traffic: % of free flow (jammed < 25, heavy < 50; 0 km/h is the worst). Energy: % of capacity
+#: (alert from 90 to 110, watch across 85–90). Service: overdue requests in the district (alert
+#: from 5 to 100). Air is set in attention_items from the AQI KPI's thresholds: alert from its
+#: threshold to 300 (hazardous), watch across its band.
+EXCESS = {
+    ("traffic", "bad"): (25.0, 25.0, -1), ("traffic", "warn"): (50.0, 25.0, -1),
+    ("energy", "bad"): (90.0, 20.0, 1), ("energy", "warn"): (NEAR_CAPACITY, 5.0, 1),
+    ("satisfaction", "bad"): (5.0, 95.0, 1), ("satisfaction", "warn"): (0.0, 5.0, 1),
+}
+
+
+def excess(domain: str, level: str, value: float, spec: tuple | None = None) -> float:
+    """Return how far ``value`` is past the threshold of ``level`` in ``domain`` (or ``spec``, a
+    (threshold, full distance, direction) of its own), 0 (just past) – 1 (far past)."""
+    thr, full, sign = spec or EXCESS[(domain, level)]
+    return float(min(1.0, max(0.0, sign * (float(value) - thr) / full)))
+
+
+def attention_order(item: dict) -> tuple:
+    """Sort key of a "needs attention" item: alerts before watches, then the farthest past its
+    threshold (``score``, comparable between domains), then the larger raw amount (``magnitude``)."""
+    return -_LEVEL_RANK[item["level"]], -item["score"], -item.get("magnitude", 0.0), item["place"]
+
+
+def visible_attention(items: list[dict], rows: int) -> tuple[list[dict], list[dict]]:
+    """Return the ``rows`` items a screen shows and the rest, from ``items`` in :func:`attention_order`.
+
+    The top item of every domain that has one gets a place first (a polluted station never hides
+    behind a screenful of overdue requests); the other places go by severity; shown in that order.
+    """
+    if rows <= 0:
+        return [], list(items)
+    leaders = []
+    for i in items:
+        if i["domain"] not in {x["domain"] for x in leaders}:
+            leaders.append(i)
+    picked = {id(i) for i in leaders[:rows]}
+    for i in items:
+        if len(picked) >= rows:
+            break
+        picked.add(id(i))
+    return [i for i in items if id(i) in picked], [i for i in items if id(i) not in picked]
 
 
 def attention_items(statics: dict, frames: dict, overdue, now: float, district: str | None = None,
-                    aqi_standard: str = "cn") -> list[dict]:
+                    aqi_standard: str = "cn", aqi_thresholds: tuple[float, float] | None = None) -> list[dict]:
     """Return everything in a bad band now, most severe first (pure: frames in, dicts out).
 
-    Each item: ``level`` (bad | warn), ``domain``, ``place``, ``district`` (id), ``detail`` and
-    ``score`` (0–1, how deep into its band, for sorting within a level). A value older than its
-    feed's stale age is never an alert: it comes last, as ``level`` "stale" (score: its age in s).
+    Each item: ``level`` (bad | warn), ``domain``, ``place``, ``district`` (id), ``detail``,
+    ``score`` (0–1, how far past the level's threshold, normalised per domain by :data:`EXCESS` so
+    domains compare) and ``magnitude`` (the raw amount, to break ties); sorted by
+    :func:`attention_order`. An AQI's level is its status by the AQI KPI's thresholds (as the tile
+    and the map). A value older than its feed's stale age is never an alert: it comes last, as
+    ``level`` "stale" (score: its age in s).
     """
-    from dashboard import aqi as aqimod
+    from dashboard.theme import AQI_STATUS_THRESHOLDS, CONGESTION_BANDS, aqi_status
     from layers._common import age_text
-    from dashboard.theme import CONGESTION_BANDS
 
     items: list[dict] = []
     tr = LAYER_BY_ID["traffic"]
@@ -276,46 +326,53 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
                           "score": float(r.age_s), "detail": f"last value {age_text(r.age_s)} old"})
         return w[~w["stale"]]
 
+    def add(level, domain, place, dist, score, magnitude, detail):
+        items.append({"level": level, "domain": domain, "place": str(place), "district": dist,
+                      "score": score, "magnitude": float(magnitude), "detail": detail})
+
     w = current(tr.worst(statics["traffic"], frames.get("traffic"), n=len(statics["traffic"]), now=now), "traffic")
     jammed, heavy = CONGESTION_BANDS[0][2], CONGESTION_BANDS[1][2]
     for r in w.itertuples(index=False):
         if r.band not in (jammed, heavy):
             continue
-        pct = r[4]  # % of free flow
-        items.append({"level": "bad" if r.band == jammed else "warn", "domain": "traffic", "place": r.place,
-                      "district": r.district, "score": 1 - float(pct) / 100,
-                      "detail": f"{'jammed' if r.band == jammed else 'heavy'} · {r.value:.0f} km/h, {pct:.0f}% of free flow"
-                                + (" · incident" if r.incident else "")})
+        pct = float(r[4])  # % of free flow
+        level = "bad" if r.band == jammed else "warn"
+        add(level, "traffic", r.place, r.district, excess("traffic", level, pct), 100 - pct,
+            f"{'jammed' if r.band == jammed else 'heavy'} · {r.value:.0f} km/h, {pct:.0f}% of free flow"
+            + (" · incident" if r.incident else ""))
     aq = LAYER_BY_ID["air_quality"]
     w = current(aq.worst(statics["air_quality"], frames.get("air_quality"), n=len(statics["air_quality"]),
                          std=aqi_standard, now=now), "air_quality")
-    lim = aqimod.limit(aqi_standard)
+    warn, bad = aqi_thresholds or AQI_STATUS_THRESHOLDS
     for r in w.itertuples(index=False):
-        if r.value > lim:
-            items.append({"level": "bad" if r.value > 150 else "warn", "domain": "air_quality", "place": r.place,
-                          "district": r.district, "score": min(1.0, float(r.value) / 500),
-                          "detail": f"AQI {r.value:.0f} > {lim} · {r.band} · {r.dominant}"})
+        level = aqi_status(r.value, (warn, bad))
+        if level in _LEVEL_RANK:
+            thr = warn if level == "warn" else bad
+            # past the threshold, over the level's span: watch across its band, alert up to 300 (hazardous)
+            score = excess("air_quality", level, r.value, (thr, (bad - warn) if level == "warn" else max(300 - bad, 1), 1))
+            add(level, "air_quality", r.place, r.district, score, r.value,
+                f"AQI {r.value:.0f} ≥ {thr:g} · {r.band} · {r.dominant}")
     en = LAYER_BY_ID["energy"]
     w = current(en.worst(statics["energy"], frames.get("energy"), n=len(statics["energy"]), now=now), "energy")
     for r in w.itertuples(index=False):
-        share = r[4]
+        share = float(r[4])
         if share > NEAR_CAPACITY:
-            items.append({"level": "bad" if share >= 90 else "warn", "domain": "energy", "place": r.place,
-                          "district": r.district, "score": min(1.0, float(share) / 100),
-                          "detail": f"{share:.0f}% of capacity · {r.value:,.0f} MW"})
+            level = "bad" if share >= 90 else "warn"
+            add(level, "energy", r.place, r.district, excess("energy", level, share), share,
+                f"{share:.0f}% of capacity · {r.value:,.0f} MW")
     if overdue is not None and len(overdue):
         late = overdue[overdue["due_at"] < now]  # open until it closes, however old (as the KPIs count)
         names = dict(zip(statics["energy"]["id"], statics["energy"]["name"]))
         for dist, g in late.groupby("district_id"):
-            hours = (now - g["due_at"].min()) / 3600
+            past = float(now - g["due_at"].min())  # seconds the oldest is past its SLA
             n = len(g)
-            # an overdue request ranks below a jammed road or polluted air of the same level
-            items.append({"level": "bad" if n >= 5 or hours > 24 else "warn", "domain": "satisfaction",
-                          "place": str(names.get(dist, dist)), "district": dist,
-                          "score": 0.5 * min(1.0, float(hours) / 168),
-                          "detail": f"{n} overdue request{'s' if n != 1 else ''} · oldest {hours:.0f} h past SLA"})
+            level = "bad" if n >= 5 or past > 86_400 else "warn"
+            # ranks by how many are overdue; the oldest one's age breaks ties
+            add(level, "satisfaction", names.get(dist, dist), dist, excess("satisfaction", level, n),
+                n + min(past, 1e9) / 1e9,
+                f"{n} overdue request{'s' if n != 1 else ''} · oldest {age_text(past)} past SLA")
     stale.sort(key=lambda i: i["score"])  # the most recently silent first
-    items.sort(key=lambda i: (-_LEVEL_RANK[i["level"]], -i["score"]))
+    items.sort(key=attention_order)
     items += stale
     if district:
         items = [i for i in items if i["district"] == district]

@@ -27,7 +27,7 @@ from dashboard.kpis import KPI_BY_ID, KPIS, compute_all
 from dashboard.metrics import CITY, DOMAINS
 from dashboard.settings import PROJECT_ROOT
 from dashboard.store import readmodel as rm
-from dashboard.theme import STATUS, THEMES
+from dashboard.theme import STATUS, STATUS_COLOURS, THEMES
 
 SPAN = rm.WINDOWS["7d"]
 THEME = "light"  # reports are read on paper and in documents
@@ -139,8 +139,8 @@ TOTAL_KPIS = {"energy.consumption_today": ("energy.load", "Energy used in period
 #: district rollups compared for "what changed" and the map: metric -> (label, unit, decimals, higher is worse)
 MOVERS = {"tti": ("Travel-time index", "×", 2, True), "speed_kmh": ("Mean speed", "km/h", 1, False),
           "pm25": ("PM2.5", "µg/m³", 1, True), "load_mw": ("Substation load", "MW", 1, None)}
-LINE_STATUS = {"warn": "#8a6d00", "bad": "#c2410c"}  # threshold lines, readable on white
-LIGHT_STATUS = {"good": "#9fd3f0", "warn": "#f0e442", "bad": "#ff8a65", "unknown": "#d5dbe3"}
+LINE_STATUS = STATUS_COLOURS["light"]  # threshold lines: the status hues darkened to read on white
+LIGHT_STATUS = {k: c for k, (c, _) in STATUS.items()}  # chips: the screens' own fills, dark text on them
 
 
 def default_paper(config: dict | None) -> str:
@@ -388,7 +388,7 @@ h1 {{ font-size: 21px; margin: 0 0 6px; }} h2 {{ font-size: 16px; margin: 22px 0
 .muted {{ color: {t['muted']}; }}
 .period {{ background: {t['panel']}; border-left: 4px solid {t['accent']}; padding: 8px 12px; margin: 8px 0; }}
 .period b {{ white-space: nowrap; }}
-.warning {{ background: #fff4c2; border-left: 4px solid #8a6d00; padding: 6px 12px; margin: 6px 0; }}
+.warning {{ background: #fff4c2; border-left: 4px solid {LINE_STATUS['warn']}; padding: 6px 12px; margin: 6px 0; }}
 table {{ border-collapse: collapse; width: 100%; background: {t['panel']}; }}
 th, td {{ border-bottom: 1px solid {t['grid']}; padding: 3px 6px; text-align: left; vertical-align: top; }}
 thead {{ display: table-header-group; }} tr {{ break-inside: avoid; page-break-inside: avoid; }}

@@ -6,6 +6,8 @@ carries a word, not only a colour.
 """
 from __future__ import annotations
 
+import math
+
 DARK = {
     "bg": "#0b1017",
     "panel": "#131b26",
@@ -30,35 +32,98 @@ LIGHT = {
 }
 THEMES = {"dark": DARK, "light": LIGHT}
 
-#: KPI status colours (Okabe–Ito based) and the word shown beside them.
-STATUS = {
-    "good": ("#56b4e9", "OK"),
-    "warn": ("#f0e442", "WATCH"),
-    "bad": ("#ff7043", "ALERT"),
-    "unknown": ("#7f8c9d", "NO DATA"),
+#: The status colours: ONE table that every screen, embed, export and report reads (the CSS
+#: variables --good/--warn/--bad/--unknown in assets/theme.css carry the same values; a test checks).
+#:
+#: Scheme: Okabe & Ito's colour-blind-safe palette ("Color Universal Design", 2008), the one most
+#: plotting tools ship for deuteranopia/protanopia: good = bluish green, watch = orange, alert =
+#: vermillion. Orange against vermillion differ in lightness as well as hue, and bluish green is
+#: far from both for every common colour-vision deficiency; grey means "no data" or "too old to
+#: count" (stale, lighter). Every status also carries a word (OK / WATCH / ALERT / NO DATA).
+#: ``dark`` is drawn on the dark screens; ``light`` is the same hue darkened to stay legible as
+#: text and thin lines on white (the light theme and the printed report's lines).
+STATUS_COLOURS = {
+    "dark": {"good": "#009e73", "warn": "#e69f00", "bad": "#d55e00", "unknown": "#7f8c9d", "stale": "#a3adb9"},
+    "light": {"good": "#00795a", "warn": "#9a6700", "bad": "#b34f00", "unknown": "#6b7785", "stale": "#8a94a3"},
 }
+STATUS_WORDS = {"good": "OK", "warn": "WATCH", "bad": "ALERT", "unknown": "NO DATA", "stale": "STALE"}
+#: KPI status colour (dark screens) and the word shown beside it.
+STATUS = {k: (STATUS_COLOURS["dark"][k], STATUS_WORDS[k]) for k in ("good", "warn", "bad", "unknown")}
 
-#: Traffic congestion bands by speed ÷ free-flow speed: (upper bound of ratio, key, label, colour).
+
+def status_colour(status: str, theme: str = "dark") -> str:
+    """Return the colour of ``status`` (good | warn | bad | unknown | stale) in ``theme``."""
+    return STATUS_COLOURS.get(theme, STATUS_COLOURS["dark"])[status]
+
+
+def threshold_status(value, warn: float, bad: float, higher_is_worse: bool = True) -> str:
+    """Return good/warn/bad for ``value`` against ``warn``/``bad`` as the KPI cards decide (unknown if NaN)."""
+    if value is None or math.isnan(value):
+        return "unknown"
+    sign = 1 if higher_is_worse else -1
+    return "bad" if sign * value >= sign * bad else "warn" if sign * value >= sign * warn else "good"
+
+
+#: Traffic congestion bands by speed ÷ free-flow speed and the status each stands for: jammed is an
+#: alert and heavy a watch, as in the wall's "needs attention" list; slow and free flow are fine.
+CONGESTION_STATUS = {"jammed": "bad", "heavy": "warn", "slow": "good", "free": "good"}
+#: (upper bound of ratio, key, label, colour — its status's colour).
 CONGESTION_BANDS = [
-    (0.25, "jammed", "Jammed (< 25 %)", "#d03c8f"),
-    (0.50, "heavy", "Heavy (25–50 %)", "#e8590c"),
-    (0.75, "slow", "Slow (50–75 %)", "#f0c419"),
-    (1.01, "free", "Free flow (> 75 %)", "#4cb5f5"),
+    (0.25, "jammed", "Jammed (< 25 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["jammed"]]),
+    (0.50, "heavy", "Heavy (25–50 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["heavy"]]),
+    (0.75, "slow", "Slow (50–75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["slow"]]),
+    (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
 ]
 
-#: AQI band colours: the standards' own palette (known to operators), brightened for a dark map.
-AQI_COLOURS = {
-    "good": "#00c853",
-    "moderate": "#ffeb3b",
-    "usg": "#ff9800",
-    "unhealthy": "#f44336",
-    "very_unhealthy": "#ab47bc",
-    "hazardous": "#b0375a",
-}
+#: AQI thresholds (warn, bad) of the map's station colours when the city sets none: the
+#: registry's "AQI worst" KPI thresholds, so a station and the KPI tile agree on a value's status.
+#: (Kept here, not imported, so the theme has no dependency; a test checks they match.)
+AQI_STATUS_THRESHOLDS = (101, 151)
 
-#: Sequential, colour-blind-safe scales (cividis-like / blue–orange) for the choropleths.
-LOAD_SCALE = [[0.0, "#1d3b6e"], [0.5, "#5b7a99"], [0.75, "#c9b25a"], [0.9, "#f3a712"], [1.0, "#ff5a1f"]]
-SATISFACTION_SCALE = [[0.0, "#e8590c"], [0.5, "#b9a27a"], [1.0, "#2f7fd1"]]
+
+def aqi_status(aqi, thresholds: tuple[float, float] | None = None) -> str:
+    """Return the status of an AQI value (the AQI KPI's own thresholds): good, warn, bad or unknown.
+
+    The standards' six bands map onto it: good and moderate are good, the next band (101–150) a
+    watch, everything from 151 up an alert.
+    """
+    warn, bad = thresholds or AQI_STATUS_THRESHOLDS
+    return threshold_status(aqi, warn, bad)
+
+
+def status_scale(warn: float, bad: float, lo: float, hi: float, higher_is_worse: bool = True) -> list:
+    """Return a stepped plotly colour scale over ``lo``..``hi``: each value in the colour of the
+    status its KPI's ``warn``/``bad`` thresholds give it (the district's colour = the tile's)."""
+    def pos(v):
+        return min(1.0, max(0.0, (float(v) - lo) / (hi - lo)))
+
+    g, w, b = (STATUS_COLOURS["dark"][k] for k in ("good", "warn", "bad"))
+    e = 1e-6  # a threshold itself takes the worse status, as on the tile
+    if higher_is_worse:
+        pw, pb = pos(warn), pos(bad)
+        return [[0.0, g], [max(0.0, pw - e), g], [pw, w], [max(pw, pb - e), w], [pb, b], [1.0, b]]
+    pb, pw = pos(bad), pos(warn)
+    return [[0.0, b], [pb, b], [min(1.0, pb + e), w], [pw, w], [min(1.0, max(pw + e, pb + e)), g], [1.0, g]]
+
+
+def status_legend(warn: float, bad: float, unit: str, higher_is_worse: bool = True) -> list[tuple[str, str]]:
+    """Return the legend of a :func:`status_scale`: each status's range and its colour."""
+    c = STATUS_COLOURS["dark"]
+    if higher_is_worse:
+        return [(f"< {warn:g}{unit} {STATUS_WORDS['good']}", c["good"]),
+                (f"{warn:g}–{bad:g}{unit} {STATUS_WORDS['warn']}", c["warn"]),
+                (f"≥ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
+    return [(f"> {warn:g}{unit} {STATUS_WORDS['good']}", c["good"]),
+            (f"{bad:g}–{warn:g}{unit} {STATUS_WORDS['warn']}", c["warn"]),
+            (f"≤ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
+
+
+#: The choropleths' thresholds when the city sets none: the registry's "Of capacity" and
+#: "Satisfaction" KPI thresholds (a test checks they match), so a district's fill is its status.
+LOAD_THRESHOLDS = (75.0, 90.0)
+SATISFACTION_THRESHOLDS = (4.0, 3.5)
+LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
+SATISFACTION_SCALE = status_scale(*SATISFACTION_THRESHOLDS, 1, 5, higher_is_worse=False)
 
 
 def map_style(theme: str = "dark") -> dict:

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from shapely.geometry import mapping, shape
 
+from dashboard.theme import status_colour
+
 #: Simplification tolerance for district outlines drawn on the map (degrees, ≈ 50 m).
 SIMPLIFY_DEG = 0.0008
 
@@ -33,7 +35,13 @@ def aligned(keys, frame: pd.DataFrame | None, key: str, columns: list[str]) -> d
 
 
 #: Colour of a value too old to count as current (the feed's stale age passed): grey, as "no data", lighter.
-STALE_COLOUR = "#8a94a3"
+STALE_COLOUR = status_colour("stale")
+
+
+def kpi_thresholds(params, kpi_id: str, default: tuple[float, float]) -> tuple[float, float]:
+    """Return KPI ``kpi_id``'s (warn, bad): the city's (``params.extra["thresholds"]``), else ``default``
+    (the registry's), so that the map colours a value by the status its KPI tile gives it."""
+    return tuple((params.extra.get("thresholds") or {}).get(kpi_id) or default)
 
 
 def stale_after(domain: str) -> float:

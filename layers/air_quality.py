@@ -1,17 +1,19 @@
-"""Air quality: monitoring stations coloured by AQI band of the configured standard, sized by AQI."""
+"""Air quality: monitoring stations coloured by the status of their AQI (the AQI KPI's thresholds, as
+the tiles), labelled with the configured standard's band, sized by AQI."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
 from dashboard import aqi as aqimod
-from dashboard.theme import AQI_COLOURS
+from dashboard.theme import AQI_STATUS_THRESHOLDS, STATUS_WORDS, aqi_status, status_colour
 from layers import LayerParams
-from layers._common import STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, with_age
+from layers._common import (STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, kpi_thresholds,
+                            with_age)
 
 POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
 LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
-NO_DATA = "#5c6775"
+NO_DATA = status_colour("unknown")
 
 
 def marker_size(aqi_values: np.ndarray) -> np.ndarray:
@@ -26,12 +28,12 @@ def english(label: str) -> str:
 
 
 class AirQualityLayer:
-    """Stations coloured by AQI band."""
+    """Stations coloured by the status of their AQI."""
 
     id = "air_quality"
     name = "Air quality"
     domain = "air_quality"
-    description = "Monitoring stations coloured by AQI band, sized by AQI."
+    description = "Monitoring stations coloured by AQI status (OK / watch / alert), sized by AQI."
 
     def static(self, conn) -> pd.DataFrame:
         """Return the stations."""
@@ -45,9 +47,12 @@ class AirQualityLayer:
 
         return latest_wide(conn, "aq_station", POLLUTANTS)
 
-    def _state(self, static: pd.DataFrame, frame: pd.DataFrame, std: str, now: float | None = None) -> pd.DataFrame:
-        """Per station: pollutants, AQI, band and colour; a reading older than the feed's stale age
-        (at ``now``) keeps its AQI but is drawn and labelled "stale", never as a current band."""
+    def _state(self, static: pd.DataFrame, frame: pd.DataFrame, std: str, now: float | None = None,
+               thresholds: tuple[float, float] | None = None) -> pd.DataFrame:
+        """Per station: pollutants, AQI, band, status and colour; a reading older than the feed's stale
+        age (at ``now``) keeps its AQI but is drawn and labelled "stale", never as a current band.
+
+        The colour is the status colour the AQI KPI's ``thresholds`` give the value (the tile's)."""
         v = aligned(static["id"], frame, "asset_id", [*POLLUTANTS, "ts"])
         w = pd.DataFrame({"id": static["id"].to_numpy(), "name": static["name"].to_numpy(), **v})
         a, dom = aqimod.aqi_frame(w[POLLUTANTS], std)
@@ -57,13 +62,15 @@ class AirQualityLayer:
         bands = [aqimod.band(x, std) if np.isfinite(x) else None for x in w["aqi"]]
         w["band"] = ["stale" if old and b else english(b.label) if b else "no data"
                      for b, old in zip(bands, w["stale"])]
-        w["colour"] = [STALE_COLOUR if old and b else AQI_COLOURS[b.key] if b else NO_DATA
-                       for b, old in zip(bands, w["stale"])]
+        w["status"] = ["stale" if old and b else aqi_status(x, thresholds) if b else "unknown"
+                       for x, b, old in zip(w["aqi"], bands, w["stale"])]
+        w["colour"] = [STALE_COLOUR if s == "stale" else status_colour(s) for s in w["status"]]
         return w
 
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return marker colours and sizes and the hover values."""
-        w = self._state(static, frame, params.aqi_standard, params.now)
+        w = self._state(static, frame, params.aqi_standard, params.now,
+                        kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS))
         tz = params.extra.get("tz")
         custom = [[None if not np.isfinite(a) else int(a), LABEL.get(d, "—"), b,
                    None if not np.isfinite(p) else round(p),
@@ -92,9 +99,17 @@ class AirQualityLayer:
         }]
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
-        """Return the AQI bands of the configured standard."""
-        return [(f"{b.lo:g}–{b.hi:g} {english(b.label)}", AQI_COLOURS[b.key])
-                for b in aqimod.BANDS[params.aqi_standard]]
+        """Return the AQI ranges of each status (the AQI KPI's thresholds) with the standard's band names."""
+        warn, bad = kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS)
+        bands = aqimod.BANDS[params.aqi_standard]
+        out = []
+        for st, lo, hi in (("good", 0, warn), ("warn", warn, bad), ("bad", bad, float("inf"))):
+            names = [english(b.label) for b in bands if lo <= b.lo < hi or b.lo < lo <= b.hi]
+            rng = f"{lo:g}–{hi - 1:g}" if hi != float("inf") else f"{lo:g}+"
+            what = f"{names[0]} and worse" if st == "bad" and len(names) > 1 else ", ".join(names)
+            out.append((f"{rng} {STATUS_WORDS[st]} ({what})" if what else f"{rng} {STATUS_WORDS[st]}",
+                        status_colour(st)))
+        return out
 
     def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, std: str = "cn",
               now: float | None = None) -> pd.DataFrame:

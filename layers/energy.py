@@ -1,13 +1,18 @@
-"""Energy: districts coloured by electrical load as a share of rated capacity."""
+"""Energy: districts coloured by the status of their load as a share of rated capacity (the "Of
+capacity" KPI's thresholds, as the tile)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import LOAD_SCALE
+from dashboard.theme import LOAD_THRESHOLDS, status_legend, status_scale
 from layers import LayerParams
-from layers._common import (age_text, aligned, district_geometry, fresh_first, freshness, hhmm, static_districts,
-                            with_age)
+from layers._common import (age_text, aligned, district_geometry, fresh_first, freshness, hhmm, kpi_thresholds,
+                            static_districts, with_age)
+
+
+def _thresholds(params: LayerParams) -> tuple[float, float]:
+    return kpi_thresholds(params, "energy.capacity_share", LOAD_THRESHOLDS)  # the "Of capacity" tile's
 
 
 class EnergyLayer:
@@ -77,7 +82,8 @@ class EnergyLayer:
         return [{
             "type": "choroplethmap", "name": "Energy load", "uid": "energy", "meta": {"layer": self.id},
             "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
-            "text": static["name"].tolist(), "colorscale": LOAD_SCALE, "zmin": 0, "zmax": 100,
+            "text": static["name"].tolist(), "colorscale": status_scale(*_thresholds(params), 0, 100),
+            "zmin": 0, "zmax": 100,
             "marker": {"opacity": 0.55, "line": {"width": 0}}, "showscale": False, "showlegend": False,
             "hovertemplate": "<b>%{text}</b><br>load %{customdata[0]} MW of %{customdata[1]} MW"
                              "<br>%{z:.1f}% of capacity<br>reading %{customdata[2]}<extra>Energy</extra>",
@@ -85,8 +91,8 @@ class EnergyLayer:
         }]
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
-        """Return the colour stops of the load share."""
-        return [(f"{int(100 * p)} % of capacity", c) for p, c in LOAD_SCALE]
+        """Return the load share's statuses (the "Of capacity" KPI's thresholds) and their colours."""
+        return status_legend(*_thresholds(params), " % of capacity")
 
     def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
         """Return the districts closest to their capacity (stale ones, at ``now``, after every current one)."""

@@ -4,11 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import SATISFACTION_SCALE
+from dashboard.theme import SATISFACTION_THRESHOLDS, status_legend, status_scale
 from layers import LayerParams
-from layers._common import aligned, district_geometry, static_districts
+from layers._common import aligned, district_geometry, kpi_thresholds, static_districts
 
 WINDOW_S = 30 * 86_400
+
+
+def _thresholds(params: LayerParams) -> tuple[float, float]:
+    return kpi_thresholds(params, "service.satisfaction", SATISFACTION_THRESHOLDS)  # the "Satisfaction" tile's
 
 
 class SatisfactionLayer:
@@ -47,7 +51,8 @@ class SatisfactionLayer:
         return [{
             "type": "choroplethmap", "name": "Satisfaction", "uid": "satisfaction", "meta": {"layer": self.id},
             "geojson": district_geometry(static, params), "locations": static["id"].tolist(), "featureidkey": "id",
-            "text": static["name"].tolist(), "colorscale": SATISFACTION_SCALE, "zmin": 1, "zmax": 5,
+            "text": static["name"].tolist(), "zmin": 1, "zmax": 5,
+            "colorscale": status_scale(*_thresholds(params), 1, 5, higher_is_worse=False),
             "marker": {"opacity": 0.6, "line": {"width": 0}}, "showscale": False, "showlegend": False,
             "hovertemplate": "<b>%{text}</b><br>satisfaction %{z:.2f} / 5<br>%{customdata[0]} rated closures, "
                              "last 30 days<extra>Satisfaction</extra>",
@@ -55,8 +60,8 @@ class SatisfactionLayer:
         }]
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
-        """Return the colour stops of the score."""
-        return [(f"{1 + 4 * p:.0f} / 5", c) for p, c in SATISFACTION_SCALE]
+        """Return the score's statuses (the "Satisfaction" KPI's thresholds) and their colours."""
+        return status_legend(*_thresholds(params), " / 5", higher_is_worse=False)
 
     def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
         """Return the districts with the lowest satisfaction."""

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import CONGESTION_BANDS
+from dashboard.theme import CONGESTION_BANDS, status_colour
 from layers import LayerParams
 from layers._common import STALE_COLOUR, aligned, fresh_first, freshness, typed, with_age
 
@@ -118,7 +118,7 @@ class TrafficLayer:
         """Return the dots trace and the invisible hover trace at segment midpoints."""
         lon, lat, _ = static.attrs.get("dots", (np.array([]), np.array([]), None))
         n = len(CONGESTION_BANDS)
-        colours = [STALE_COLOUR, "#5c6775"] + [b[3] for b in CONGESTION_BANDS]  # -2 stale, -1 no data, 0 … n-1
+        colours = [STALE_COLOUR, status_colour("unknown")] + [b[3] for b in CONGESTION_BANDS]  # -2 stale, -1 no data, 0 … n-1
         scale = []
         for k, c in enumerate(colours):  # stepwise: value k - 2 sits at k / (n + 2), inside slot k
             scale += [[k / (n + 2), c], [(k + 1) / (n + 2), c]]
@@ -141,7 +141,10 @@ class TrafficLayer:
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
         """Return the congestion bands, worst first, and the grey of a stale reading."""
-        return [(b[2], b[3]) for b in CONGESTION_BANDS] + [("stale reading", STALE_COLOUR)]
+        out: dict[str, list[str]] = {}  # bands of one status share its colour: one legend entry
+        for b in CONGESTION_BANDS:
+            out.setdefault(b[3], []).append(b[2])
+        return [(" / ".join(labels), c) for c, labels in out.items()] + [("stale reading", STALE_COLOUR)]
 
     def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
         """Return the slowest segments relative to free flow (stale ones, at ``now``, after every current one)."""

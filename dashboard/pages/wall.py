@@ -17,7 +17,7 @@ from dash.exceptions import PreventUpdate
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID, KPIS, KpiValue
-from dashboard.live import LiveData, StoreUnavailable
+from dashboard.live import LiveData, StoreUnavailable, visible_attention
 from dashboard.metrics import DOMAINS
 from dashboard.params import BadParameter, check_district, parse_query
 from dashboard.theme import STATUS, THEMES
@@ -46,6 +46,12 @@ WHAT = {"traffic": "road congestion", "air_quality": "AQI by station", "energy":
         "satisfaction": "satisfaction by district"}
 ATTENTION_ROWS = 9
 WORST_ROWS = 4
+#: Characters of a list row's name and detail that fit the attention column of a 1920×1080 wall
+#: (about 335 px of text: a 31 % column less its badge and domain; names bold at 2.1vmin ≈ 23 px,
+#: details at 1.65vmin ≈ 18 px in DejaVu Sans, ~14 and ~10 px a character). Longer texts are cut
+#: here, on a word boundary with an ellipsis, never mid-word by the browser.
+PLACE_CHARS = 24
+DETAIL_CHARS = 34
 PARAMS = ("rotate", "focus", "district")
 
 # component ids, in one place
@@ -149,6 +155,17 @@ def kpi_block(k: KpiValue, slot: str, now: float) -> html.Div:
     ])
 
 
+def fit(text: str, limit: int) -> str:
+    """Return ``text`` cut to at most ``limit`` characters on a word boundary, ending in "…"
+    (a single word longer than ``limit`` is cut in it: there is no boundary to cut at)."""
+    text = " ".join(str(text).split())
+    if len(text) <= limit:
+        return text
+    head = text[:limit - 1]
+    cut = head.rsplit(" ", 1)[0] if " " in head and text[limit - 1] != " " else head
+    return cut.rstrip(" ·,;:-–(") + "…"
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.0f}" if abs(v) >= 10 else f"{v:,.2f}"
@@ -168,16 +185,17 @@ def worst_rows(live: LiveData, domain: str, frames: dict, params) -> list:
                 continue
             extra.append((c if v == "yes" else str(v)) if isinstance(v, str) else f"{_fmt(v)} {c}")
         out.append(html.Li([
-            html.Span(str(r["place"]), className="worst-place"),
+            html.Span(fit(r["place"], PLACE_CHARS), className="worst-place"),
             html.Span(f"{_fmt(r['value'])} {r['unit']}", className="worst-value"),
-            html.Span(" · ".join([str(r["district"]), *extra]), className="worst-detail"),
+            html.Span(fit(" · ".join([str(r["district"]), *extra]), DETAIL_CHARS), className="worst-detail"),
         ]))
     return out
 
 
 def attention_rows(items: list[dict]) -> list:
-    """Return the "needs attention" list: the most severe rows, then a count of the rest, then one line
-    of the sensors whose last value is too old to count (never listed as alerts)."""
+    """Return the "needs attention" list: the most severe rows (the worst of every domain with one
+    among them), then a count of the rest, then one line of the sensors whose last value is too old
+    to count (never listed as alerts). Texts are cut to fit a 1080p wall on a word boundary."""
     stale = [i for i in items if i["level"] == "stale"]
     items = [i for i in items if i["level"] != "stale"]
     tail = [stale_row(stale)] if stale else []
@@ -185,13 +203,14 @@ def attention_rows(items: list[dict]) -> list:
         return [html.Li([html.Span("OK", className="att-badge"),
                          html.Span("All clear: nothing in a bad band right now", className="att-place")],
                         className="att att-good"), *tail]
+    shown, rest = visible_attention(items, ATTENTION_ROWS)
     rows = [html.Li([
         html.Span(STATUS[i["level"]][1], className="att-badge"),
         html.Span(SHORT[i["domain"]], className="att-dom"),
-        html.Div([html.Span(i["place"], className="att-place"), html.Span(i["detail"], className="att-detail")],
+        html.Div([html.Span(fit(i["place"], PLACE_CHARS), className="att-place"),
+                  html.Span(fit(i["detail"], DETAIL_CHARS), className="att-detail")],
                  className="att-text"),
-    ], className=f"att att-{i['level']}") for i in items[:ATTENTION_ROWS]]
-    rest = items[ATTENTION_ROWS:]
+    ], className=f"att att-{i['level']}") for i in shown]
     if rest:
         n_bad = sum(i["level"] == "bad" for i in rest)
         rows.append(html.Li(f"+ {len(rest)} more ({n_bad} ALERT, {len(rest) - n_bad} WATCH)", className="att-more"))
@@ -205,7 +224,8 @@ def stale_row(stale: list[dict]) -> html.Li:
     return html.Li([html.Span("STALE", className="att-badge"),
                     html.Div([html.Span(f"{len(stale)} stale sensor{'s' if len(stale) != 1 else ''}",
                                         className="att-place"),
-                              html.Span(named + more, className="att-detail")], className="att-text")],
+                              html.Span(fit(named + more, DETAIL_CHARS), className="att-detail")],
+                             className="att-text")],
                    className="att att-stale")
 
 
