@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 
 from dashboard import cli, kpis, views
+from dashboard.pages import wall
 from dashboard.feeds.simulator import backfill
 from dashboard.store import readmodel as rm
 
@@ -43,6 +44,11 @@ def test_history_loading_note_on_kpis_reaching_unfilled_days_only(small_city):
     assert views.kpi_state(day["service.median_close"])["note"].startswith("history loading (40 %)")
     assert day["service.median_close"].as_json()["note"].startswith("history loading (40 %)")
     assert "history loading" not in views.kpi_state(day["traffic.tti"])["note"]
+    # the wall has no note line: its age says it, first drawn and as the browser rewrites it each second
+    k = day["service.median_close"]
+    assert wall.kpi_view(k, NOW)["age"].endswith(" · history loading (40 %)")
+    assert wall.ages(day, NOW)["kpis"][k.id][4] == "history loading (40 %)"
+    assert wall.ages(day, NOW)["kpis"]["traffic.tti"][4] == ""
     # a 7-day window reaches into the missing days for every KPI
     week = compute(engine, "7d")
     assert all(k.loading.startswith("history loading") for k in week.values()), \
