@@ -415,16 +415,17 @@ function(n, lastOk, cfg, ages, ageIds, capIds, bannerHidden) {
     const tz = cfg.tz || 'UTC';
     const fmt = (t, sec) => new Date(t).toLocaleTimeString('en-GB',
         {timeZone: tz, hour12: false, hour: '2-digit', minute: '2-digit', second: sec ? '2-digit' : undefined});
+    // the browser's clock, as the server's (a wall and its server keep time by NTP); not the time
+    // in an answer: screens share a refresh's answer for its whole bucket
     const W = window.panoramaWall = window.panoramaWall || {};
-    if (lastOk !== W.lastOk) { W.lastOk = lastOk; W.offset = lastOk ? lastOk - Date.now() : 0; }  // server - browser
-    const serverNow = Date.now() + (W.offset || 0);
-    const clock = fmt(serverNow, true);
-    W.loaded = W.loaded || Date.now();
+    const now = Date.now();
+    const clock = fmt(now, true);
+    W.loaded = W.loaded || now;
     const okAt = Math.max(window.panoramaWallOk || 0, W.loaded);
     let offline = true, msg = '';
-    if (bannerHidden !== false && Date.now() - okAt > 2 * cfg.refresh_ms) {
+    if (bannerHidden !== false && now - okAt > 2 * cfg.refresh_ms) {
         offline = false;
-        msg = 'STALE since ' + fmt(okAt + (W.offset || 0), false)
+        msg = 'STALE since ' + fmt(okAt, false)
             + ' · the server is not responding · showing the last good picture';
     }
     // as views.age_text / views.kpi_state: "12 s ago", "STALE · 4 min old", "no data yet"
@@ -435,7 +436,7 @@ function(n, lastOk, cfg, ages, ageIds, capIds, bannerHidden) {
         const [pre, asOf, limit, none, suffix] = e;
         let t = none;
         if (asOf !== null && asOf !== undefined) {
-            const a = Math.max(0, serverNow / 1000 - asOf);
+            const a = Math.max(0, now / 1000 - asOf);
             t = a > limit ? 'STALE · ' + ageText(a) + ' old' : ageText(a) + ' ago';
         }
         return pre + t + (suffix ? ' · ' + suffix : '');
