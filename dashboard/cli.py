@@ -154,12 +154,27 @@ def _fill_history(settings, days: float, before: float) -> None:
     """Backfill ``days`` of history ending at ``before``, behind data already stored (background)."""
     from dashboard.feeds.simulator import backfill
 
+    engine = _engine(settings)
     try:
-        out = backfill(_engine(settings), _city(settings), days=days, seed=settings.seed, end=before,
-                       known_at=time.time(), progress=False)
+        out = backfill(engine, _city(settings), days=days, seed=settings.seed, end=before,
+                       known_at=time.time(), progress=False, record=True)
         log.info("history filled in: %s", out)
     except Exception:  # noqa: BLE001 - a background fill must never take the server down
         log.exception("filling in history failed; the dashboard keeps running on what is stored")
+        _mark_fill_failed(engine)
+
+
+def _mark_fill_failed(engine) -> None:
+    """Say in the store that the history fill stopped (the screens then say "history incomplete")."""
+    from dashboard.store import readmodel as rm
+
+    try:
+        with engine.begin() as conn:
+            fill = rm.history_fill(conn)
+            if fill:
+                rm.record_history_fill(conn, fill["from"], fill["to"], fill["done"], failed=True)
+    except Exception:  # noqa: BLE001
+        log.exception("could not record that the history fill failed")
 
 
 @app.command()

@@ -50,6 +50,7 @@ class KpiValue:
     note: str = ""
     decimals: int = 0
     no_assets: str = ""  # e.g. "no stations in this city": the domain has nothing to measure (not "no data yet")
+    loading: str = ""  # "history loading (40 %)": its window reaches into days a background fill has not written yet
 
     def as_json(self) -> dict:
         """Return the API form of this KPI (no sparkline)."""
@@ -61,7 +62,7 @@ class KpiValue:
                 "delta_label": self.delta_label, "status": self.status, "stale": self.stale,
                 "data_age_s": None if self.age_s is None else round(self.age_s, 1),
                 "as_of": None if self.as_of is None else datetime.fromtimestamp(self.as_of, timezone.utc).isoformat().replace("+00:00", "Z"),
-                "note": self.note or self.no_assets}
+                "note": " · ".join(x for x in (self.loading, self.note or self.no_assets) if x)}
 
     def formatted(self) -> str:
         """Return the value as shown on screen ('—' when unknown)."""
@@ -263,6 +264,12 @@ class Kpi:
     decimals: int = 0
     delta_label: str = "vs {window} ago"
     status_from: Callable[[Ctx, object], float | None] | None = None  # value used for status, if not the value
+    #: the oldest time its value, change and trend read (default: the window's start)
+    reach: Callable[[Ctx], int] | None = None
+
+    def reaches(self, ctx: Ctx) -> int:
+        """Return the oldest time this KPI reads in ``ctx``."""
+        return int(self.reach(ctx)) if self.reach else ctx.start
 
     def status(self, ctx: Ctx, value) -> str:
         """Return good/warn/bad/unknown for ``value`` (the city's thresholds override the registry's)."""
@@ -555,6 +562,19 @@ def _overdue_share(ctx: Ctx, value):
     return None if value is None else (100 * value / o if o else 0.0)
 
 
+def _yesterday_midnight(ctx: Ctx) -> int:
+    now = datetime.fromtimestamp(ctx.now, ctx.tz)
+    return int((now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp())
+
+
+def _svc_reach(ctx: Ctx) -> int:
+    return int(ctx.now) + 1 - 2 * SERVICE_WINDOW  # this 30 days and the previous 30
+
+
+def _any_age(_ctx: Ctx) -> int:
+    return 0  # requests still open, opened at any time
+
+
 def _median_close(ctx: Ctx):
     cur, prev = _svc_periods(ctx)
     v, p = cur["median_hours"], prev["median_hours"]
@@ -567,28 +587,30 @@ KPIS: list[Kpi] = [
     Kpi("traffic.tti", "traffic", "Travel-time idx", "×", _tti, warn=1.3, bad=1.6, decimals=2),
     Kpi("traffic.mean_speed", "traffic", "Mean speed", "km/h", _mean_speed, warn=50, bad=35, higher_is_worse=False),
     Kpi("traffic.congested", "traffic", "Congested", "%", _congested, warn=10, bad=25, decimals=1),
-    Kpi("traffic.incidents", "traffic", "Incidents", "", _incidents, warn=2, bad=5),
+    Kpi("traffic.incidents", "traffic", "Incidents", "", _incidents, warn=2, bad=5,
+        reach=lambda c: c.start - 3600),
     Kpi("air.aqi_worst", "air_quality", "AQI worst", "AQI", _aqi_worst, warn=101, bad=151),
     Kpi("air.aqi_weighted", "air_quality", "AQI weighted", "AQI", _aqi_weighted, warn=101, bad=151),
     Kpi("air.dominant", "air_quality", "Main pollutant", "", _dominant, delta_label=""),
     Kpi("air.over_limit", "air_quality", "Over limit", "", _over_limit, warn=1, bad=4),
     Kpi("air.pm25_24h", "air_quality", "PM2.5 24 h", "µg/m³", _pm25_24h, warn=35, bad=75,
-        delta_label="vs previous 24 h"),
+        delta_label="vs previous 24 h", reach=lambda c: int(c.now) - 2 * 86_400 - 3600),
     Kpi("energy.load", "energy", "Load now", "MW", _load_now,
         status_from=lambda c, v: None if v is None else _capacity_share(c)[0], warn=75, bad=90),
     Kpi("energy.capacity_share", "energy", "Of capacity", "%", _capacity_share, warn=75, bad=90, decimals=1),
     Kpi("energy.consumption_today", "energy", "Used today", "MWh", _consumption_today,
-        delta_label="vs yesterday by this hour"),
+        delta_label="vs yesterday by this hour", reach=_yesterday_midnight),
     Kpi("energy.renewable_share", "energy", "Renewables", "%", _renewable_share, warn=5, bad=2,
         higher_is_worse=False, decimals=1),
     Kpi("service.satisfaction", "satisfaction", "Satisfaction", "/ 5", _satisfaction, warn=4.0, bad=3.5,
-        higher_is_worse=False, decimals=2, delta_label="vs previous 30 d"),
+        higher_is_worse=False, decimals=2, delta_label="vs previous 30 d", reach=_svc_reach),
     Kpi("service.pct_satisfied", "satisfaction", "Satisfied", "%", _pct_satisfied, warn=75, bad=60,
-        higher_is_worse=False, decimals=1, delta_label="vs previous 30 d"),
-    Kpi("service.open", "satisfaction", "Open", "", _open_requests),
-    Kpi("service.overdue", "satisfaction", "Overdue", "", _overdue, warn=10, bad=25, status_from=_overdue_share),
+        higher_is_worse=False, decimals=1, delta_label="vs previous 30 d", reach=_svc_reach),
+    Kpi("service.open", "satisfaction", "Open", "", _open_requests, reach=_any_age),
+    Kpi("service.overdue", "satisfaction", "Overdue", "", _overdue, warn=10, bad=25, status_from=_overdue_share,
+        reach=_any_age),
     Kpi("service.median_close", "satisfaction", "Time to close", "h", _median_close, warn=24, bad=48,
-        decimals=1, delta_label="vs previous 30 d"),
+        decimals=1, delta_label="vs previous 30 d", reach=_svc_reach),
 ]
 KPI_BY_ID = {k.id: k for k in KPIS}
 assert len(KPI_BY_ID) == len(KPIS), "KPI ids must be unique"
@@ -600,4 +622,11 @@ def compute_all(conn: Connection, now: float, window: str = "24h", district: str
     """Compute every KPI (of ``domain``) for the window and district (``thresholds``: per-KPI overrides)."""
     ctx = Ctx(conn, now, window, district, aqi_standard, thresholds)
     with rm.shared_reads():  # the KPIs of a domain share their reads of `latest` and of the assets token
-        return [k.evaluate(ctx) for k in KPIS if domain is None or k.domain == domain]
+        out = [k.evaluate(ctx) for k in KPIS if domain is None or k.domain == domain]
+    fill = rm.history_fill(conn)
+    if fill:  # older days still being written: the numbers that read them will change; say so
+        word = "history incomplete" if fill["failed"] else "history loading"
+        for v in out:
+            if KPI_BY_ID[v.id].reaches(ctx) < fill["to"]:
+                v.loading = f"{word} ({fill['percent']} %)"
+    return out

@@ -254,6 +254,8 @@ class MqttIngest:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # the broker acknowledged every topic filter of this connection
+        self._pending_subs: set[int] = set()
         self.resumed = False  # the broker kept our session (subscriptions, queued messages)
         self._unreachable = False
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False,
@@ -267,6 +269,7 @@ class MqttIngest:
         c.on_disconnect = self._on_disconnect
         c.on_connect_fail = self._on_connect_fail
         c.on_message = self._on_message
+        c.on_subscribe = self._on_subscribe
         self.client = c
 
     # ------------------------------------------------------------- paho callbacks (network thread)
@@ -283,9 +286,18 @@ class MqttIngest:
                         "and not queued are lost (enable persistence on the broker)", self.url)
         else:
             log.info("connected to %s (session %s)", self.url, "resumed" if self.resumed else "new")
-        for t in self.topics:
-            client.subscribe(t, qos=1)
+        self.subscribed.clear()
+        self._pending_subs = {client.subscribe(t, qos=1)[1] for t in self.topics}
         self.connected.set()
+
+    def _on_subscribe(self, _client, _userdata, mid, reason_codes, _props) -> None:
+        if any(rc.is_failure for rc in reason_codes):
+            log.warning("the broker %s refused a subscription: %s", self.url, reason_codes)
+            return
+        self._pending_subs.discard(mid)
+        if not self._pending_subs and not self.subscribed.is_set():
+            log.info("subscribed to %s", ", ".join(self.topics))
+            self.subscribed.set()
 
     def _on_connect_fail(self, _client, _userdata) -> None:
         if not self._unreachable:  # once per outage: paho keeps retrying
@@ -294,6 +306,7 @@ class MqttIngest:
 
     def _on_disconnect(self, _client, _userdata, _flags, reason_code, _props) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("lost the MQTT broker %s (%s); reconnecting", self.url, reason_code)
 

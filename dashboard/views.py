@@ -326,7 +326,8 @@ def kpi_state(k: KpiValue, now: float | None = None) -> dict:
     age_s = (k.no_assets or "no data yet") if k.as_of is None else (
         f"STALE · {age_text(age)} old" if stale else f"{age_text(age)} ago")
     return {"value": k.formatted(), "delta": delta, "age": age_s, "class": cls,
-            "status": STATUS[k.status][1], "note": "" if isinstance(k.value, str) else k.note}
+            "status": STATUS[k.status][1],
+            "note": " · ".join(x for x in (k.loading, "" if isinstance(k.value, str) else k.note) if x)}
 
 
 def kpi_card(k: KpiValue, theme: str = "dark", big: bool = False) -> html.Div:

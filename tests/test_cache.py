@@ -2,6 +2,7 @@
 failure, and the background refresher that keeps what screens ask for warm."""
 from __future__ import annotations
 
+import sys
 import threading
 import time
 
@@ -19,19 +20,47 @@ def make_cache() -> BucketCache:
     return BucketCache(cache, ttl=60)
 
 
+def wait_until(cond, timeout: float = 20.0, what: str = "condition"):
+    """Return cond()'s first truthy value, polling until ``timeout`` seconds have passed (then fail)."""
+    deadline = time.monotonic() + timeout
+    while not (v := cond()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+    return v
+
+
+def inside(thread: threading.Thread, function: str) -> bool:
+    """Return True while ``thread`` runs (or waits) somewhere inside ``function``."""
+    f = sys._current_frames().get(thread.ident)
+    while f is not None:
+        if f.f_code.co_name == function:
+            return True
+        f = f.f_back
+    return False
+
+
+def all_arrived(threads, computing: dict) -> bool:
+    """True once one thread computes (``computing["thread"]``) and every other waits in compute_once."""
+    first = computing.get("thread")
+    return first is not None and all(inside(t, "compute_once") for t in threads if t is not first)
+
+
 def test_cache001_many_threads_one_computation():
     bc = make_cache()
-    calls = []
+    calls, computing, release = [], {}, threading.Event()
 
     def slow():
         calls.append(1)
-        time.sleep(0.2)
+        computing["thread"] = threading.current_thread()
+        release.wait(20)  # computing until every other caller has arrived
         return {"v": 42}
 
     results = []
     threads = [threading.Thread(target=lambda: results.append(bc.compute_once("k", 7, slow))) for _ in range(12)]
     for t in threads:
         t.start()
+    wait_until(lambda: all_arrived(threads, computing), what="every caller to arrive during the computation")
+    release.set()
     for t in threads:
         t.join()
     assert len(calls) == 1 and results == [{"v": 42}] * 12
@@ -40,19 +69,22 @@ def test_cache001_many_threads_one_computation():
 def test_cache002_turnover_serves_previous_bucket_while_one_computes():
     bc = make_cache()
     bc.compute_once("k", 1, lambda: {"b": 1})
-    started = threading.Event()
+    started, release = threading.Event(), threading.Event()
 
     def slow():
         started.set()
-        time.sleep(0.5)
+        release.wait(20)  # still computing while the other caller asks
         return {"b": 2}
 
     t = threading.Thread(target=lambda: bc.compute_once("k", 2, slow))
     t.start()
-    started.wait(2)
-    t0 = time.perf_counter()
-    assert bc.compute_once("k", 2, lambda: {"b": "other"}) == {"b": 1}, "previous bucket, no second computation"
-    assert time.perf_counter() - t0 < 0.2
+    assert started.wait(20)
+    got = []
+    other = threading.Thread(target=lambda: got.append(bc.compute_once("k", 2, lambda: {"b": "other"})))
+    other.start()
+    other.join(20)  # answered while the computation still runs: the caller does not wait for it
+    assert not release.is_set() and got == [{"b": 1}], "previous bucket, no second computation, no waiting"
+    release.set()
     t.join()
     assert bc.compute_once("k", 2, lambda: {"b": "other"}) == {"b": 2}
 
@@ -88,11 +120,21 @@ def test_cache004_background_refresher_keeps_asked_keys_warm(beijing_engine, tmp
     try:
         live.kpis("24h", None)
         n = live.cache.computations
-        time.sleep(2.6)
-        assert live.cache.computations >= n + 2, "the refresher recomputed the key for new buckets"
-        before = live.cache.computations
-        live.kpis("24h", None)
-        assert live.cache.computations == before, "a screen's request finds the bucket ready"
+        # the refresher recomputes the key for new buckets, by itself
+        wait_until(lambda: live.cache.computations >= n + 2, what="the refresher to compute two new buckets")
+        key = next(k for k in live.cache._mem if k.startswith("kpis:"))
+
+        def ready_and_asked():
+            """A screen's request in a bucket the refresher has computed: None if the bucket turned meanwhile."""
+            bucket = live.bucket()
+            if live.cache._mem[key][0] != bucket:
+                return None
+            before = live.cache.computations
+            live.kpis("24h", None)
+            return (live.cache.computations == before,) if live.bucket() == bucket else None
+
+        assert wait_until(ready_and_asked, what="a request inside a computed bucket") == (True,), \
+            "a screen's request finds the bucket ready"
     finally:
         live.stop()
 
@@ -106,11 +148,12 @@ def redis_cache(url: str) -> BucketCache:
 
 def test_cache005_workers_sharing_redis_compute_a_bucket_once(redis_url):
     workers = [redis_cache(redis_url) for _ in range(2)]  # two processes' worth of caches
-    calls = []
+    calls, computing, release = [], {}, threading.Event()
 
     def compute():
         calls.append(1)
-        time.sleep(0.2)
+        computing["thread"] = threading.current_thread()
+        release.wait(20)  # computing until every other caller, of both workers, has arrived
         return {"v": len(calls)}
 
     key = f"test:{time.time()}"
@@ -119,6 +162,8 @@ def test_cache005_workers_sharing_redis_compute_a_bucket_once(redis_url):
                for w in workers for _ in range(3)]
     for t in threads:
         t.start()
+    wait_until(lambda: all_arrived(threads, computing), what="every caller to arrive during the computation")
+    release.set()
     for t in threads:
         t.join()
     assert len(calls) == 1 and results == [{"v": 1}] * 6

@@ -292,8 +292,7 @@ FORGED = {
     "clickData points a string": ("district.value", {"map.clickData": {"points": "x"}}),
     "clickData points numbers": ("district.value", {"map.clickData": {"points": [1, 2]}}),
     "clickData location a list": ("district.value", {"map.clickData": {"points": [{"location": ["x"]}]}}),
-    "wall focus an object": ("wall-map.figure@b", {"wall-focus.data": {"a": 1}, "wall-traces.data": ["traffic"]}),
-    "wall traces nested": ("wall-map.figure@b", {"wall-focus.data": "traffic", "wall-traces.data": NEST}),
+    # (the wall's layer switch on a rotation runs in the browser: no server callback to forge)
     "wall unknown domain": ("wall-traces.data", {"wall-tick.n_intervals": 1, "wall-config.data": {},
                                                  '{"domain":["ALL"],"type":"wall-worst"}.id': [
                                                      {"id": {"type": "wall-worst", "domain": "x"}, "property": "id",

@@ -151,10 +151,47 @@ def test_mgr004_new_readings_show_within_two_refreshes(dash_duo, app, store_url)
                          "value": [round(0.5 * a["capacity_mw"], 1) for a in subs["attributes"]]})
     Ingestor(engine).ingest(rows, source="test", now=now + 1)
     total = f"{rows['value'].sum():,.0f}"
-    t0 = time.time()
-    wait_for(lambda: kpi_texts(dash_duo)["energy.load"] == total, timeout=2 * REFRESH + 2)
-    assert time.time() - t0 <= 2 * REFRESH + 2
+    # the server has computed the new value (how long that takes is bench_refresh's business) …
+    live = app.server.extensions["panorama"]
+    wait_for(lambda: next(k for k in live.kpis("24h", None) if k.id == "energy.load").formatted() == total,
+             timeout=60)
+    dash_duo.driver.execute_script(COUNT_TICKS_JS)
+    before = dash_duo.driver.execute_script("return window.panoramaTicks.started")
+
+    def ticks_after() -> int:
+        """The refresh ticks sent after the readings were stored whose answers have come back."""
+        return len({n for n in dash_duo.driver.execute_script("return window.panoramaTicks.answered") if n > before})
+
+    # … and the page shows it within two of its refreshes: counted in refreshes, not seconds (a busy
+    # machine answers slowly); by the third answer it must be there (the deadline only ends a stuck page)
+    shown = wait_for(lambda: (kpi_texts(dash_duo)["energy.load"] == total and "shown")
+                     or (ticks_after() >= 3 and "not shown"), timeout=120)
+    assert shown == "shown", f"energy.load still {kpi_texts(dash_duo)['energy.load']!r}, not {total!r}, " \
+                             f"after {ticks_after()} refreshes"
+    assert ticks_after() >= 1  # it came with a refresh answer (and the count sees them)
     assert console_errors(dash_duo) == []
+
+
+#: Counts the manager's live refreshes: the "tick" interval's n_intervals of each request it triggers
+#: (several callbacks may ask on one tick), and of the answers that came back.
+COUNT_TICKS_JS = """
+if (!window.panoramaTicks) {
+    window.panoramaTicks = {started: 0, answered: []};
+    const fetch0 = window.fetch;
+    window.fetch = function (input, init) {
+        const answer = fetch0.apply(this, arguments);
+        const body = init && typeof init.body === 'string' ? init.body : '';
+        if (body.indexOf('"tick.n_intervals"') >= 0) {
+            const tick = (JSON.parse(body).inputs || []).flat()
+                .find(i => i && i.id === 'tick' && i.property === 'n_intervals');
+            const n = tick ? tick.value : -1;
+            window.panoramaTicks.started = Math.max(window.panoramaTicks.started, n);
+            answer.then(() => window.panoramaTicks.answered.push(n), () => window.panoramaTicks.answered.push(n));
+        }
+        return answer;
+    };
+}
+"""
 
 
 def test_mgr005_kpi_drill_down_shows_trend_and_worst_places(dash_duo, app):

@@ -64,9 +64,11 @@ class Publisher:
 def forget_session(host: str, port: int, client_id: str) -> None:
     """Drop a persistent session the broker keeps for ``client_id``."""
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    connected = threading.Event()
+    c.on_connect = lambda *_a: connected.set()  # the broker has dropped the old session by its CONNACK
     c.connect(host, port)
     c.loop_start()
-    time.sleep(0.2)
+    wait_for(connected.is_set, 10, f"{client_id} to connect with a clean session")
     c.disconnect()
     c.loop_stop()
 
@@ -149,8 +151,7 @@ def test_mqtt_ingest_stores_valid_and_rejects_invalid(small_city, mqtt_host_port
     sub = MqttIngest(eng, f"mqtt://{host}:{port}", [f"{prefix}/#"], client_id=client_id,
                      allow_outside=True).start()  # the FIWARE example is in Madrid
     try:
-        wait_for(sub.connected.is_set, 10, "the subscriber to connect")
-        time.sleep(0.2)  # subscription registered
+        wait_for(sub.subscribed.is_set, 10, "the subscriber to connect and subscribe")
         pub = Publisher(host, port)
         for topic, body in messages:
             pub.send(topic, body)
@@ -218,27 +219,29 @@ def test_every_acknowledged_message_is_stored_once_through_broker_and_database_r
             for i in range(lo, hi):
                 pub.send(f"city/traffic/r{1 + i % 3}", {"asset": f"r{1 + i % 3}", "metric": "speed_kmh",
                                                          "ts": int(start + 60 * i), "value": 20 + i % 50})
-                time.sleep(0.002)
+                time.sleep(0.002)  # sensors publish over time: the outages below come mid-stream
 
         publish(0, 200)
         broker.stop()                       # the broker goes away mid-stream …
         th = threading.Thread(target=publish, args=(200, 300))  # … while sensors keep publishing
         th.start()
-        time.sleep(1.0)
-        broker.start()                      # … and comes back on the same port, with its queue
+        wait_for(lambda: not sub.connected.is_set(), 30, "the subscriber to notice the broker is gone")
         th.join()
+        broker.start()                      # … and comes back on the same port, with its queue
         wait_for(lambda: sub.stats.connects >= 2, 30, "the subscriber to reconnect")
         assert sub.resumed, "the broker lost the subscriber's session"
         publish(300, 400)
         pg.stop()                           # the database goes away mid-stream …
         publish(400, 500)
-        time.sleep(1.5)
+        wait_for(lambda: sub.stats.store_failures > 0, 60, "the subscriber to fail a store")
         pg.start()                          # … and comes back
         publish(500, n)
         pub.wait_all()
         wait_for(lambda: sub.stats.store_failures > 0 and stored() >= n, 60,
                  lambda: f"every reading to be stored: {stored()} of {n}, {sub.stats.summary()}")
-        time.sleep(0.5)
+        # every message received (redeliveries too) taken from the queue before the count; stop()
+        # then finishes the batch in hand: a reading stored twice would show below
+        wait_for(sub._q.empty, 30, lambda: f"the subscriber's queue to drain: {sub.stats.summary()}")
     finally:
         pub.close()
         sub.stop()
@@ -301,9 +304,8 @@ def test_panorama_ingest_mqtt_command(small_city, mqtt_host_port, tmp_path):
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # until the command ends
     reader.start()
     try:
-        wait_for(lambda: any("connected to" in ln for ln in lines) or proc.poll() is not None, 60,
-                 "the command to connect")
-        time.sleep(0.2)  # subscription registered (it is sent right after the connection is logged)
+        wait_for(lambda: any("subscribed to" in ln for ln in lines) or proc.poll() is not None, 60,
+                 "the command to connect and subscribe")
         pub = Publisher(host, port)
         t0 = int(time.time()) - 600
         pub.send(f"{prefix}/r1", [{"asset": "r1", "metric": "speed_kmh", "ts": t0 + i, "value": 40 + i} for i in range(5)])
@@ -364,8 +366,7 @@ def test_a_malformed_message_is_rejected_and_every_later_message_is_stored(small
     ]
     sub = MqttIngest(eng, f"mqtt://{host}:{port}", [f"{prefix}/#"], client_id=client_id, batch_messages=3).start()
     try:
-        wait_for(sub.connected.is_set, 10, "the subscriber to connect")
-        time.sleep(0.2)  # subscription registered
+        wait_for(sub.subscribed.is_set, 10, "the subscriber to connect and subscribe")
         pub = Publisher(host, port)
         for i, body in enumerate(poison):
             pub.send(f"{prefix}/bad/{i}", body)

@@ -22,6 +22,7 @@ from dashboard.feeds.airquality import AirQualityReplay
 from dashboard.feeds.energy import EnergySim
 from dashboard.feeds.services import CLOSURE_LOOKBACK_S, ServiceSim
 from dashboard.feeds.traffic import TrafficSim
+from dashboard.store import readmodel as rm
 from dashboard.store.ingest import IngestResult, Ingestor
 from dashboard.store.schema import assets, districts, service_categories
 from dashboard.store.services import ingest_service_requests
@@ -115,8 +116,11 @@ def _ticks(t0: int, t1: int, step: int) -> np.ndarray:
 
 def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float | None = None,
              progress: bool = True, step: int = BACKFILL_STEP_S, chunk_s: int = 3600,
-             known_at: float | None = None) -> dict[str, int]:
+             known_at: float | None = None, record: bool = False) -> dict[str, int]:
     """Write ``days`` of history ending at ``end`` (default now), one transaction per ``chunk_s``.
+
+    ``record``: keep the progress in the store's meta table, in each chunk's transaction (a
+    background fill behind live data: the screens say which numbers still lack their history).
 
     Traffic and energy every ``step`` seconds, air quality every hour, and the service requests
     opened in the period (plus earlier ones still open or closed in it) in their state at
@@ -136,6 +140,9 @@ def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float |
     res, sres = IngestResult(), IngestResult()
     bounds = list(range(start, end, chunk_s))
     bar = _progress() if progress else nullcontext()
+    if record:
+        with engine.begin() as conn:
+            rm.record_history_fill(conn, start, end, start)
     with bar as prog:
         task = prog.add_task(f"Backfilling {days:g} days of {city.name}", total=len(bounds)) if prog else None
         for k, c0 in enumerate(bounds):
@@ -153,6 +160,8 @@ def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float |
                 res += ing.ingest(readings, source="simulator:backfill", now=known, conn=conn)
                 if reqs is not None and len(reqs):
                     sres += ingest_service_requests(conn, reqs, source="simulator:backfill", now=known)
+                if record:
+                    rm.record_history_fill(conn, start, end, c1)
             if prog:
                 prog.update(task, advance=1)
     if res.rejected or sres.rejected:

@@ -11,12 +11,12 @@ import logging
 import time
 from datetime import datetime
 
-from dash import ALL, Dash, Input, Output, Patch, State, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, State, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
-from dashboard.kpis import KPI_BY_ID, KPIS, KpiValue
+from dashboard.kpis import FEED_PERIOD, KPI_BY_ID, KPIS, STALE_PERIODS, KpiValue
 from dashboard.live import LiveData, StoreUnavailable, visible_attention
 from dashboard.metrics import DOMAINS
 from dashboard.params import BadParameter, check_district, parse_query
@@ -60,6 +60,7 @@ BANNER, OFFLINE, NOTICE, MAP, ATTENTION = "wall-banner", "wall-offline", "wall-n
 TICK, ROTATE, CLOCK_TICK = "wall-tick", "wall-rotate", "wall-clock-tick"
 LIVE_TICKS = (TICK,)  # intervals of the live refresh, whose answers screens share (refresh_cache)
 CONFIG, FOCUS, TRACES, LAST_OK = "wall-config", "wall-focus", "wall-traces", "wall-last-ok"
+AGES = "wall-ages"  # the as-of times the browser renders every age from, every second
 
 
 def _kid(kind: str, kpi: str, slot: str) -> dict:
@@ -135,7 +136,8 @@ def kpi_view(k: KpiValue, now: float) -> dict:
     """Return what a wall KPI shows: value, status word, age and its classes."""
     s = views.kpi_state(k, now)
     cls = "wall-kpi " + s["class"].removeprefix("kpi ").strip()
-    return {"value": s["value"], "status": s["status"], "age": s["age"], "class": cls}
+    age = f"{s['age']} · {k.loading}" if k.loading else s["age"]  # as the browser writes it (_CLOCK_JS)
+    return {"value": s["value"], "status": s["status"], "age": age, "class": cls}
 
 
 def label_with_unit(k: KpiValue) -> str:
@@ -238,6 +240,26 @@ def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
     return f"{DOMAINS[domain]['label']} · {WHAT[domain]} · data {s['age']}", f"map-caption caption-{domain}{stale}"
 
 
+def _age_entry(k: KpiValue | None, prefix: str = "") -> list:
+    """Return what the browser needs to write an age ("12 s ago", "STALE · 3 min old") every second:
+    [prefix, as_of, seconds until stale, text without data, suffix]."""
+    if k is None:
+        return [prefix, None, 0, "no data yet", ""]
+    return [prefix, k.as_of, STALE_PERIODS * FEED_PERIOD[k.domain], k.no_assets or "no data yet", k.loading]
+
+
+def ages(kpis: dict, now: float) -> dict:
+    """Return the wall's ages as the browser renders them (see ``_CLOCK_JS``): of each KPI and of each
+    domain's map caption, so they keep ticking while the server cannot be reached."""
+    caps = {}
+    for dom in DOMAIN_IDS:
+        k = kpis.get(HEADLINE[dom][0])
+        text = caption(k, dom, now)[0]
+        caps[dom] = ([text, None, 0, "", ""] if k is not None and k.no_assets
+                     else _age_entry(k, f"{DOMAINS[dom]['label']} · {WHAT[dom]} · data "))
+    return {"now": now, "kpis": {kid: _age_entry(k) for kid, k in kpis.items()}, "captions": caps}
+
+
 def _legend(live: LiveData, params) -> list:
     out = []
     for dom in DOMAIN_IDS:
@@ -300,7 +322,8 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     view = wall_view(live, district) if traces else {}
     refresh_ms = live.settings.refresh_seconds * 1000
     config = {"tz": str(tz) if tz else "UTC", "focus": focus, "district": district, "refresh_ms": refresh_ms,
-              "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view}
+              "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view,
+              "layers": {d: layers_for(d) for d in DOMAIN_IDS}}
 
     def blocks(ks: list[KpiValue], slot: str) -> list:
         """The domain's KPIs; or one line when the city has no assets for it ("no stations in this city")."""
@@ -330,6 +353,9 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
             html.Div([html.Span("FOCUS", className="wall-focus-label"),
                       html.Span(DOMAINS[first]["label"], id=FOCUS_NAME, className="wall-focus-name")],
                      className="wall-focus-now"),
+            # in the header, not over the picture: the values it warns about stay readable
+            html.Div(banner, id=BANNER, className="wall-banner", hidden=not banner, role="alert"),
+            html.Div("", id=OFFLINE, className="wall-banner wall-offline", hidden=True, role="alert"),
             html.Div([html.Div(_fmt_time(now, tz) if tz else "", id=CLOCK, className="wall-clock"),
                       html.Div("updated " + _fmt_time(now, tz) if tz else "waiting for data", id=UPDATED,
                                className="wall-updated")], className="wall-time"),
@@ -347,8 +373,6 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
         html.Section([html.H2("Needs attention", className="att-title"),
                       html.Ol(attention_rows(attention), id=ATTENTION, className="att-list")],
                      className="wall-attention"),
-        html.Div(banner, id=BANNER, className="wall-banner", hidden=not banner, role="alert"),
-        html.Div("", id=OFFLINE, className="wall-banner wall-offline", hidden=True, role="alert"),
         dcc.Interval(id=TICK, interval=refresh_ms, n_intervals=0),
         dcc.Interval(id=ROTATE, interval=max(rotate, 1) * 1000, n_intervals=0, disabled=rotate == 0 or len(focus) < 2),
         dcc.Interval(id=CLOCK_TICK, interval=1000, n_intervals=0),
@@ -356,6 +380,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
         dcc.Store(id=FOCUS, data=first),
         dcc.Store(id=TRACES, data=traces),
         dcc.Store(id=LAST_OK, data=now * 1000),
+        dcc.Store(id=AGES, data=ages(kpis, now)),
     ])
 
 
@@ -380,7 +405,7 @@ def _refresh_request_ok(focus, traces, cfg, ids, worst_ids) -> bool:
     if not all(isinstance(d, str) and d in DOMAINS for d in domains) or len(set(domains)) != len(domains):
         return False
     outs = ctx.outputs_list  # the components the answer's lists are for: one per KPI, one per domain
-    return all(len(o) == len(ids) for o in outs[2:6]) and all(len(o) == len(worst_ids) for o in outs[6:9])
+    return all(len(o) == len(ids) for o in outs[2:5]) and all(len(o) == len(worst_ids) for o in outs[5:7])
 
 
 _ROTATE_JS = """
@@ -389,21 +414,55 @@ function(n, cfg) {
     return [d, 'wall focus-' + d, cfg.labels[d]];
 }"""
 
-# Every second: the clock in the city's timezone; "server not responding" when the last good
-# refresh is older than four refresh intervals (at least 30 s: a slow answer is not a dead
-# server); the map view fitted to the map's size, clear of the focused layer's caption and legend.
+# The focused domain's layer (and the district outlines) on the map, in the browser: the map
+# matches its caption even while the server cannot be reached. Visibility only.
+_SHOW_JS = """
+function(domain, traces, cfg) {
+    const on = cfg && cfg.layers && cfg.layers[domain];
+    if (!on || !Array.isArray(traces) || !traces.length) { return window.dash_clientside.no_update; }
+    const p = new window.dash_clientside.Patch();
+    traces.forEach((lid, i) => p.assign(['data', i, 'visible'], on.includes(lid)));
+    return p.build();
+}"""
+
+# Every second (and on each refresh answer): the clock in the city's timezone; every age on the
+# wall from its as-of time (they tick on with the server away); "STALE since" when no refresh
+# answer has come for two refresh intervals (assets/wall_live.js notes each answer's arrival); the
+# map view fitted to the map's size, clear of the focused layer's caption and legend.
 _CLOCK_JS = """
-function(n, cfg, lastOk, bannerHidden) {
+function(n, lastOk, cfg, ages, ageIds, capIds, bannerHidden) {
     const nu = window.dash_clientside.no_update;
     const tz = cfg.tz || 'UTC';
     const fmt = (t, sec) => new Date(t).toLocaleTimeString('en-GB',
         {timeZone: tz, hour12: false, hour: '2-digit', minute: '2-digit', second: sec ? '2-digit' : undefined});
-    const clock = fmt(Date.now(), true);
+    // the browser's clock, as the server's (a wall and its server keep time by NTP); not the time
+    // in an answer: screens share a refresh's answer for its whole bucket
+    const W = window.panoramaWall = window.panoramaWall || {};
+    const now = Date.now();
+    const clock = fmt(now, true);
+    W.loaded = W.loaded || now;
+    const okAt = Math.max(window.panoramaWallOk || 0, W.loaded);
     let offline = true, msg = '';
-    if (bannerHidden !== false && lastOk && Date.now() - lastOk > Math.max(4 * cfg.refresh_ms, cfg.refresh_ms + 25000)) {
+    if (bannerHidden !== false && now - okAt > 2 * cfg.refresh_ms) {
         offline = false;
-        msg = 'STALE since ' + fmt(lastOk, false) + ': the server is not responding; showing the last good picture';
+        msg = 'STALE since ' + fmt(okAt, false)
+            + ' · the server is not responding · showing the last good picture';
     }
+    // as views.age_text / views.kpi_state: "12 s ago", "STALE · 4 min old", "no data yet"
+    const ageText = (s) => s < 90 ? Math.round(s) + ' s' : s < 5400 ? Math.round(s / 60) + ' min'
+        : s < 172800 ? Math.round(s / 3600) + ' h' : Math.round(s / 86400) + ' d';
+    const text = (e) => {
+        if (!e) { return nu; }
+        const [pre, asOf, limit, none, suffix] = e;
+        let t = none;
+        if (asOf !== null && asOf !== undefined) {
+            const a = Math.max(0, now / 1000 - asOf);
+            t = a > limit ? 'STALE · ' + ageText(a) + ' old' : ageText(a) + ' ago';
+        }
+        return pre + t + (suffix ? ' · ' + suffix : '');
+    };
+    const kpiAges = (ageIds || []).map(i => text(ages && ages.kpis && ages.kpis[i.kpi]));
+    const capTexts = (capIds || []).map(i => text(ages && ages.captions && ages.captions[i.domain]));
     const gd = document.querySelector('#wall-map .js-plotly-plot');
     const v = cfg.view;
     const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
@@ -449,7 +508,7 @@ function(n, cfg, lastOk, bannerHidden) {
             }
         }
     }
-    return [clock, offline, msg];
+    return [clock, offline, msg, kpiAges, capTexts];
 }"""
 
 
@@ -458,31 +517,22 @@ def register(app: Dash, live: LiveData) -> None:
     app.clientside_callback(_ROTATE_JS, Output(FOCUS, "data"), Output(WALL, "className"),
                             Output(FOCUS_NAME, "children"), Input(ROTATE, "n_intervals"), State(CONFIG, "data"),
                             prevent_initial_call=True)
+    app.clientside_callback(_SHOW_JS, Output(MAP, "figure", allow_duplicate=True), Input(FOCUS, "data"),
+                            State(TRACES, "data"), State(CONFIG, "data"), prevent_initial_call=True)
     app.clientside_callback(_CLOCK_JS, Output(CLOCK, "children"), Output(OFFLINE, "hidden"),
-                            Output(OFFLINE, "children"), Input(CLOCK_TICK, "n_intervals"), State(CONFIG, "data"),
-                            State(LAST_OK, "data"), State(BANNER, "hidden"))
-
-    @app.callback(Output(MAP, "figure", allow_duplicate=True), Input(FOCUS, "data"), State(TRACES, "data"),
-                  prevent_initial_call=True)
-    def show_focus(domain, traces):
-        """Show the focused domain's layer (and the district outlines) on the map: visibility only."""
-        if not isinstance(domain, str) or domain not in DOMAINS or not traces or not _trace_list(traces):
-            return no_update
-        on = set(layers_for(domain))
-        p = Patch()
-        for i, lid in enumerate(traces):
-            p["data"][i]["visible"] = lid in on
-        return p
+                            Output(OFFLINE, "children"), Output(_all("wall-age"), "children"),
+                            Output({"type": "wall-caption", "domain": ALL}, "children"),
+                            Input(CLOCK_TICK, "n_intervals"), Input(LAST_OK, "data"), State(CONFIG, "data"),
+                            State(AGES, "data"), State(_all("wall-age"), "id"),
+                            State({"type": "wall-caption", "domain": ALL}, "id"), State(BANNER, "hidden"))
 
     @app.callback(
         Output(MAP, "figure", allow_duplicate=True),
         Output(TRACES, "data"),
         Output(_all("wall-value"), "children"),
         Output(_all("wall-status"), "children"),
-        Output(_all("wall-age"), "children"),
         Output(_all("wall-kpi"), "className"),
         Output({"type": "wall-worst", "domain": ALL}, "children"),
-        Output({"type": "wall-caption", "domain": ALL}, "children"),
         Output({"type": "wall-caption", "domain": ALL}, "className"),
         Output(ATTENTION, "children"),
         Output(CITY, "children"),
@@ -490,6 +540,7 @@ def register(app: Dash, live: LiveData) -> None:
         Output(BANNER, "children"),
         Output(BANNER, "hidden"),
         Output(LAST_OK, "data"),
+        Output(AGES, "data"),
         Input(TICK, "n_intervals"),
         State(FOCUS, "data"), State(TRACES, "data"), State(CONFIG, "data"),
         State(_all("wall-kpi"), "id"), State({"type": "wall-worst", "domain": ALL}, "id"),
@@ -538,14 +589,13 @@ def register(app: Dash, live: LiveData) -> None:
             what = "the data store cannot be reached" if isinstance(exc, StoreUnavailable) else "the refresh failed"
             msg = f"STALE since {_fmt_time(since, tz, '%H:%M')}: {what}; showing the last good picture, retrying"
             n, nw = len(ids), len(worst_ids)
-            return (no_update, no_update, [no_update] * n, [no_update] * n, [no_update] * n, [no_update] * n,
-                    [no_update] * nw, [no_update] * nw, [no_update] * nw, no_update, no_update, no_update,
-                    msg, False, no_update)
+            return (no_update, no_update, [no_update] * n, [no_update] * n, [no_update] * n,
+                    [no_update] * nw, [no_update] * nw, no_update, no_update, no_update,
+                    msg, False, no_update, no_update)
         live.stale_since = None
         mark_shareable()  # every screen asking this in this bucket may get this very answer
         views_ = [kpi_view(kpis[i["kpi"]], now) for i in ids]
         caps = [caption(kpis.get(HEADLINE[w["domain"]][0]), w["domain"], now) for w in worst_ids]
         return (fig, traces_out, [v["value"] for v in views_], [v["status"] for v in views_],
-                [v["age"] for v in views_], [v["class"] for v in views_], worst,
-                [c[0] for c in caps], [c[1] for c in caps], attention, city,
-                "updated " + _fmt_time(now, tz), "", True, now * 1000)
+                [v["class"] for v in views_], worst, [c[1] for c in caps], attention, city,
+                "updated " + _fmt_time(now, tz), "", True, now * 1000, ages(kpis, now))

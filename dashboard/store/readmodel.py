@@ -17,6 +17,7 @@ from sqlalchemy import Connection, func, select
 from dashboard.metrics import CITY
 from dashboard.store.schema import (
     ASSETS_REV_KEY,
+    HISTORY_FILL_KEY,
     assets,
     districts,
     latest,
@@ -61,7 +62,33 @@ def assets_frame(conn: Connection, kind: str, district: str | None = None) -> pd
 
 def city_meta(conn: Connection) -> dict[str, str]:
     """Return the key/value facts stored about the city (name, timezone); not the store's own bookkeeping."""
-    return {r.key: r.value for r in conn.execute(select(meta).where(meta.c.key != ASSETS_REV_KEY)).all()}
+    return {r.key: r.value for r in conn.execute(
+        select(meta).where(meta.c.key.not_in([ASSETS_REV_KEY, HISTORY_FILL_KEY]))).all()}
+
+
+def history_fill(conn: Connection) -> dict | None:
+    """Return the progress of a background history fill still under way (or failed), else None.
+
+    ``{"from", "to", "done", "failed", "percent"}``: the days [from, to) are being written oldest
+    first and are complete up to ``done``.
+    """
+    raw = conn.execute(select(meta.c.value).where(meta.c.key == HISTORY_FILL_KEY)).scalar()
+    try:
+        p = json.loads(raw) if raw else None
+        lo, hi, done = int(p["from"]), int(p["to"]), int(p["done"])
+    except (TypeError, ValueError, KeyError):
+        return None
+    if done >= hi:
+        return None
+    pct = int(100 * max(0, done - lo) / (hi - lo)) if hi > lo else 0
+    return {"from": lo, "to": hi, "done": done, "failed": bool(p.get("failed")), "percent": min(pct, 99)}
+
+
+def record_history_fill(conn: Connection, start: int, end: int, done: int, failed: bool = False) -> None:
+    """Record a background history fill's progress (see :func:`history_fill`)."""
+    value = json.dumps({"from": int(start), "to": int(end), "done": int(done), "failed": bool(failed)})
+    conn.execute(meta.delete().where(meta.c.key == HISTORY_FILL_KEY))
+    conn.execute(meta.insert().values(key=HISTORY_FILL_KEY, value=value))
 
 
 def latest_values(conn: Connection, kind: str, metrics: list[str] | None = None,

@@ -219,6 +219,10 @@ meta = Table(
 
 #: The ``meta`` row that triggers renew (a random token) on every change to ``assets`` (migration 0003).
 ASSETS_REV_KEY = "assets_rev"
+#: The ``meta`` row of a background history fill's progress (``panorama run``'s first start): JSON
+#: ``{"from": ts, "to": ts, "done": ts, "failed": bool}``, the days [from, to) being written oldest
+#: first and filled up to ``done``. In the store, so every worker process reads the same.
+HISTORY_FILL_KEY = "history_fill"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
