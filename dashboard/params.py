@@ -4,7 +4,7 @@ from __future__ import annotations
 from urllib.parse import parse_qs, urlencode
 
 from dashboard.store.readmodel import WINDOWS
-from layers import DEFAULT_LAYERS, LAYER_BY_ID
+from layers import DEFAULT_LAYERS, LAYER_BY_ID, exclusive_areas
 
 
 class BadParameter(ValueError):
@@ -66,7 +66,7 @@ def check_layers(layers: str | list | None) -> list[str]:
     twice = next((x for i, x in enumerate(ids) if x in ids[:i]), None)
     if twice is not None:
         raise BadParameter(f"layer {twice!r} is listed twice")
-    return list(ids)
+    return exclusive_areas(list(ids))
 
 
 def view_query(window: str, district: str | None, layers: list[str], kpi: str | None = None) -> str:

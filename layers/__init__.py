@@ -61,3 +61,13 @@ from layers.traffic import TrafficLayer  # noqa: E402
 LAYERS: list[Layer] = [EnergyLayer(), SatisfactionLayer(), DistrictsLayer(), TrafficLayer(), AirQualityLayer()]
 LAYER_BY_ID: dict[str, Layer] = {layer.id: layer for layer in LAYERS}
 DEFAULT_LAYERS = ["districts", "traffic", "air_quality", "energy"]
+
+
+def exclusive_areas(ids: list[str]) -> list[str]:
+    """Return ``ids`` with at most one area layer (a fill of the districts): the last one listed.
+
+    Two fills on top of each other make a uniform wash, so choosing one area layer turns the other
+    off (a checklist appends what was just ticked); point and line layers stack.
+    """
+    areas = [i for i in ids if getattr(LAYER_BY_ID[i], "area", False)]
+    return [i for i in ids if i not in areas[:-1]]

@@ -21,6 +21,7 @@ class EnergyLayer:
     id = "energy"
     name = "Energy load"
     domain = "energy"
+    area = True  # fills the districts: one area layer at a time (see layers.exclusive_areas)
     description = "Districts coloured by the load of their substations as a share of rated capacity."
 
     def static(self, conn) -> pd.DataFrame:

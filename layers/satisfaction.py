@@ -19,6 +19,7 @@ class SatisfactionLayer:
     """Districts coloured by citizen satisfaction."""
 
     id = "satisfaction"
+    area = True  # fills the districts: one area layer at a time (see layers.exclusive_areas)
     name = "Service satisfaction"
     domain = "satisfaction"
     description = "Districts coloured by the mean satisfaction score (1–5) of requests closed in the last 30 days."

@@ -151,3 +151,16 @@ def test_kpi003_unknown_is_never_zero(empty):
     for k in values:
         assert k.value is None, f"{k.id} shows {k.value!r} with no data"
         assert k.status == "unknown" and k.formatted() == "—"
+
+
+def test_layer008_area_layers_are_exclusive_in_every_layer_list():
+    """One district fill at a time, the last listed (a ticked box is appended); points and lines stack."""
+    from dashboard.params import check_layers
+    from layers import exclusive_areas
+
+    areas = [lid for lid, layer in LAYER_BY_ID.items() if getattr(layer, "area", False)]
+    assert set(areas) == {"energy", "satisfaction"}
+    assert exclusive_areas(["energy", "traffic", "satisfaction", "air_quality"]) == \
+        ["traffic", "satisfaction", "air_quality"]
+    assert check_layers("satisfaction,districts,energy") == ["districts", "energy"]
+    assert check_layers(["traffic", "air_quality", "districts"]) == ["traffic", "air_quality", "districts"]

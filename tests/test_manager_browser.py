@@ -100,7 +100,8 @@ def test_mgr001_map_with_every_layer_and_every_kpi_matches_read_model(dash_duo, 
     dash_duo.wait_for_page(f"{dash_duo.server_url}/?layers={ALL_LAYERS}")
     dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
     vis = wait_for(lambda: map_layers(dash_duo))
-    assert vis == {lid: True for lid in LAYER_BY_ID}
+    # every layer, but one area fill at a time: the last listed (satisfaction) wins over energy
+    assert vis == {lid: lid != "energy" for lid in LAYER_BY_ID}
     page = wait_for(lambda: (t := kpi_texts(dash_duo)) and all(t.values()) and t)
     assert all(v not in ("—", "", None) for v in page.values()), page
     assert_same(page, expected(store_url))
@@ -499,4 +500,23 @@ def test_mgr014_district_hover_shows_the_visible_layers_values(dash_duo, app):
     got = wait_for(lambda: (g := dash_duo.driver.execute_script(DISTRICT_HOVER_JS))
                    and all("satisfaction" in h and "energy" not in h for h in g["hover"]) and g)
     assert "%{customdata}" in got["template"]  # the hover card is these lines
+    assert console_errors(dash_duo) == []
+
+
+def test_mgr015_area_layers_are_exclusive_points_and_lines_stack(dash_duo, app):
+    """Ticking one area layer (a district fill) turns the other off; point and line layers stay on."""
+    dash_duo.start_server(app)
+    dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
+    wait_for(lambda: (v := map_layers(dash_duo)) and v.get("energy") and v.get("traffic"))
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='satisfaction']").click()
+    vis = wait_for(lambda: (v := map_layers(dash_duo)) and v["satisfaction"] and not v["energy"] and v)
+    assert vis["traffic"] and vis["air_quality"] and vis["districts"]
+    wait_for(lambda: "layers=" in dash_duo.driver.current_url
+             and "energy" not in dash_duo.driver.current_url.split("layers=")[1])
+    boxes = {b.get_attribute("value"): b.is_selected()
+             for b in dash_duo.driver.find_elements(By.CSS_SELECTOR, "#layers input")}
+    assert boxes["satisfaction"] and not boxes["energy"] and boxes["traffic"]
+    dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='energy']").click()
+    vis = wait_for(lambda: (v := map_layers(dash_duo)) and v["energy"] and not v["satisfaction"] and v)
+    assert vis["traffic"] and vis["air_quality"]
     assert console_errors(dash_duo) == []

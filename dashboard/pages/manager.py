@@ -361,13 +361,22 @@ def url_sync(live: LiveData, trigger, search, window, district, layers_on, kid) 
     shown = url_view(live, search if isinstance(search, str) else "")
     if trigger == "url":
         now = (window, district, layers_on, kid)
-        same = [a == b if i != 2 else set(a or []) == set(b or []) for i, (a, b) in enumerate(zip(shown, now))]
+        same = [a == b if i != 2 else _layer_set(a) == _layer_set(b) for i, (a, b) in enumerate(zip(shown, now))]
         return (no_update, *(no_update if s else v for s, v in zip(same, shown)))
     view = (check_window(window), check_district(district, live.district_ids()), check_layers(layers_on or []),
             kid if isinstance(kid, str) and kid in KPI_BY_ID and kid in live.kpi_ids else None)
+    # ticking an area layer turns the other one off (check_layers keeps the one just ticked)
+    layers_out = view[2] if set(view[2]) != _layer_set(layers_on) else no_update
     if view[:2] == shown[:2] and set(view[2]) == set(shown[2]) and view[3] == shown[3]:
-        return (no_update,) * 5  # the URL shows this view already (e.g. it came from the URL)
-    return (view_query(*view), *(no_update,) * 4)
+        return (no_update, no_update, no_update, layers_out, no_update)  # the URL shows this view already
+    return (view_query(*view), no_update, no_update, layers_out, no_update)
+
+
+def _layer_set(layers) -> set | None:
+    """Return a layer list as a set (None when it is not a list of ids: a forged request)."""
+    if not layers:
+        return set()
+    return set(layers) if isinstance(layers, list) and all(isinstance(x, str) for x in layers) else None
 
 
 def view_patch(live: LiveData, district: str | None) -> Patch:
