@@ -182,8 +182,7 @@ def worst_rows(live: LiveData, domain: str, frames: dict, params) -> list:
 
 
 def attention_rows(items: list[dict]) -> list:
-    """Return the "needs attention" list: the most severe rows, then a count of the rest, then one line
-    of the sensors whose last value is too old to count (never listed as alerts)."""
+    """Return the "needs attention" list: how many, the most severe rows, then one line of the sensors whose last value is too old to count (never listed as alerts)."""
     stale = [i for i in items if i["level"] == "stale"]
     items = [i for i in items if i["level"] != "stale"]
     tail = [stale_row(stale)] if stale else []
@@ -197,10 +196,10 @@ def attention_rows(items: list[dict]) -> list:
         html.Div([html.Span(i["place"], className="att-place"), html.Span(i["detail"], className="att-detail")],
                  className="att-text"),
     ], className=f"att att-{i['level']}") for i in items[:ATTENTION_ROWS]]
-    rest = items[ATTENTION_ROWS:]
-    if rest:
-        n_bad = sum(i["level"] == "bad" for i in rest)
-        rows.append(html.Li(f"+ {len(rest)} more ({n_bad} ALERT, {len(rest) - n_bad} WATCH)", className="att-more"))
+    if len(items) > 1:  # the count first: it stays on screen however few rows fit below it
+        n_bad = sum(i["level"] == "bad" for i in items)
+        rows.insert(0, html.Li(f"{len(items)} in a bad band ({n_bad} ALERT, {len(items) - n_bad} WATCH), "
+                               "most severe first", className="att-more"))
     return rows + tail
 
 
