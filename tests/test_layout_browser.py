@@ -75,7 +75,7 @@ def _wall_ready(dash_duo) -> bool:
     return dash_duo.driver.execute_script(
         "return !!document.querySelector('.wall .maplibregl-canvas')"
         " && [...document.querySelectorAll('.wall-tile .wk-value')].every(v => v.textContent.trim() !== '—')"
-        " && !!document.querySelector('#wall-date') && document.querySelector('#wall-date').textContent !== ''")
+        " && document.querySelector('#wall-clock').textContent !== ''")
 
 
 def _manager_ready(dash_duo) -> bool:
