@@ -5,7 +5,7 @@
  * absolutely placed <span> per name over every plotly map that has such a trace, moves them with
  * the map, hides them with the districts layer, and drops a name that would overlap one placed
  * before it (the most populous districts keep theirs) or one of the map's overlays (legend,
- * layer toggles, captions). */
+ * layer toggles, captions). On the wall, the air-quality stations' names go beside their dots first. */
 (function () {
     "use strict";
 
@@ -20,13 +20,61 @@
         return (gd.data || []).find((t) => t && t.meta && Array.isArray(t.meta.labels));
     }
 
+    const shown = (t) => !!t && (t.visible === undefined || t.visible === true);
+
+    // On the wall, the air-quality stations carry their names beside their dots (placed before the
+    // district names, never over a dot, another name or an overlay; a name that fits nowhere is left out).
+    function placeStations(gd, map, taken) {
+        let sbox = gd.__stationBox;
+        const st = gd.closest(".wall-map") && (gd.data || []).find((t) => t && t.meta && t.meta.layer === "air_quality");
+        const on = shown(st) && Array.isArray(st.text);
+        if (!on) { if (sbox) { sbox.hidden = true; } return; }
+        if (!sbox || sbox.parentElement !== map.getContainer()) {
+            sbox = gd.__stationBox = document.createElement("div");
+            sbox.className = "district-labels station-labels";
+            map.getContainer().appendChild(sbox);
+        }
+        sbox.hidden = false;
+        if (sbox.__names !== st.text) {
+            sbox.textContent = "";
+            for (const name of st.text) {
+                const s = document.createElement("span");
+                s.className = "station-label";
+                s.textContent = name;
+                sbox.appendChild(s);
+            }
+            sbox.__names = st.text;
+        }
+        const w = sbox.clientWidth, h = sbox.clientHeight;
+        const pts = st.text.map((_, i) => map.project([st.lon[i], st.lat[i]]));
+        const dot = Math.max(6, ...[].concat(st.marker && st.marker.size || 10)) / 2 + 2;
+        pts.forEach((p) => taken.push({l: p.x - dot, r: p.x + dot, t: p.y - dot, b: p.y + dot}));
+        pts.forEach((p, i) => {
+            const s = sbox.children[i], sw = s.offsetWidth, sh = s.offsetHeight;
+            let spot = null;
+            for (const l of [p.x + dot + 2, p.x - dot - 2 - sw]) {  // right of its dot, else left of it
+                const r = {l: l, r: l + sw, t: p.y - sh / 2, b: p.y + sh / 2};
+                const inside = r.l >= 0 && r.t >= 0 && r.r <= w && r.b <= h;
+                if (inside && !taken.some((o) => r.l < o.r && o.l < r.r && r.t < o.b && o.t < r.b)) { spot = r; break; }
+            }
+            s.style.visibility = spot ? "visible" : "hidden";
+            if (spot) {
+                s.style.transform = "translate(" + Math.round(spot.l) + "px," + Math.round(spot.t) + "px)";
+                taken.push(spot);
+            }
+        });
+    }
+
     function place(gd) {
         const map = gd.__districtMap, box = gd.__districtBox;
         if (!map || !box) { return; }
         const tr = labelsTrace(gd);
-        const on = !!tr && (tr.visible === undefined || tr.visible === true);
+        const on = shown(tr);
         box.hidden = !on;
-        if (!on) { return; }
+        if (!on) {
+            placeStations(gd, map, []);
+            return;
+        }
         if (box.__labels !== tr.meta.labels) {  // a new figure: new spans
             box.textContent = "";
             for (const [name] of tr.meta.labels) {
@@ -43,6 +91,7 @@
         const taken = [...wrap.querySelectorAll(OVERLAYS)].map((e) => e.getBoundingClientRect())
             .filter((r) => r.width > 0 && r.height > 0)
             .map((r) => ({l: r.left - at.left, r: r.right - at.left, t: r.top - at.top, b: r.bottom - at.top}));
+        placeStations(gd, map, taken);
         tr.meta.labels.forEach(([, lon, lat], i) => {
             const s = box.children[i];
             const p = map.project([lon, lat]);

@@ -328,6 +328,11 @@ def _delta_vs_start(now_value, xs, ys):
     return None if first is None or not np.isfinite(first) else float(now_value) - float(first)
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """Return "1 station", "2 stations" (``many`` for an irregular plural)."""
+    return f"{n:,} {word if n == 1 else (many or word + 's')}"
+
+
 def _ts(df: pd.DataFrame) -> int | None:
     return None if df.empty or df["ts"].isna().all() else int(df["ts"].max())
 
@@ -396,7 +401,7 @@ def _aqi_weighted(ctx: Ctx):
         v = float(np.average(st["aqi"], weights=w)) if w.sum() > 0 else float(st["aqi"].mean())
     t = ctx.aqi_trend
     return v, _delta_vs_start(v, t.bucket, t["weighted"].to_numpy()), t.bucket, t["weighted"], _ts(st), \
-        f"{len(st)} stations"
+        plural(len(st), "station")
 
 
 def _dominant(ctx: Ctx):
@@ -423,7 +428,7 @@ def _over_limit(ctx: Ctx):
     v = float((st["aqi"] > aqimod.limit(ctx.std)).sum()) if len(st) else None
     t = ctx.aqi_trend
     return v, _delta_vs_start(v, t.bucket, t["over"].to_numpy()), t.bucket, t["over"], _ts(st), \
-        f"of {len(st)} stations, AQI > {aqimod.limit(ctx.std)}"
+        f"of {plural(len(st), 'station')}, AQI > {aqimod.limit(ctx.std)}"
 
 
 def _pm25_24h(ctx: Ctx):
@@ -445,7 +450,7 @@ def _load_now(ctx: Ctx):
     v = float(ss["load_mw"].sum()) if len(ss) else None
     s, total = ctx.load_series()
     return v, _delta_vs_start(v, s.bucket, total), s.bucket, total, _ts(ss), \
-        f"{len(ss)} substations"
+        plural(len(ss), "substation")
 
 
 def _capacity_share(ctx: Ctx):
@@ -465,6 +470,13 @@ def _capacity_share_of(ctx: Ctx):
 
 
 def _consumption_today(ctx: Ctx):
+    v, d, xs, ys, as_of, note = _consumption_today_of(ctx)
+    if ctx.window != "24h" and v is not None:  # a day's total, the same in every window: say so
+        note = f"since midnight, not the {ctx.window} window" + (f" · {note}" if note else "")
+    return v, d, xs, ys, as_of, note
+
+
+def _consumption_today_of(ctx: Ctx):
     now = datetime.fromtimestamp(ctx.now, ctx.tz)
     midnight = int(now.replace(hour=0, minute=0, second=0, microsecond=0).timestamp())
     y_midnight = int((now.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)).timestamp())
@@ -520,7 +532,7 @@ def _satisfaction(ctx: Ctx):
     v, p = cur["satisfaction"], prev["satisfaction"]
     x, y = _svc_spark(ctx, "satisfaction")
     return v, _change(v, p), x, y, ctx.service_as_of, \
-        f"{cur['rated']:,} rated closures"
+        plural(cur['rated'], "rated closure")
 
 
 def _pct_satisfied(ctx: Ctx):
@@ -613,6 +625,28 @@ KPIS: list[Kpi] = [
         decimals=1, delta_label="vs previous 30 d", reach=_svc_reach),
 ]
 KPI_BY_ID = {k.id: k for k in KPIS}
+#: One line per KPI saying what it measures: the cards' hover text and accessible description.
+DEFINITIONS = {
+    "traffic.tti": "Travel-time index: free-flow speed over current speed, averaged over road segments (1 = free flow)",
+    "traffic.mean_speed": "Mean current speed over the road segments with a reading",
+    "traffic.congested": "Share of road segments slower than half their free-flow speed",
+    "traffic.incidents": "Road segments with an active incident now",
+    "air.aqi_worst": "Highest air quality index of any station now, with its station and main pollutant",
+    "air.aqi_weighted": "Air quality index averaged over stations, weighted by the population they cover",
+    "air.dominant": "The pollutant that sets the AQI at most stations (weighted by population); a category, no status",
+    "air.over_limit": "Stations whose AQI is above the standard's limit now",
+    "air.pm25_24h": "Mean PM2.5 of the hourly station values over the last 24 hours",
+    "energy.load": "Total load on all substations now; status from the share of their rated capacity",
+    "energy.capacity_share": "Total substation load as a share of their rated capacity",
+    "energy.consumption_today": "Energy used since midnight (city time), whatever the window",
+    "energy.renewable_share": "Renewable supply as a share of the total load now",
+    "service.satisfaction": "Mean citizen rating (1–5) of service requests closed in the last 30 days",
+    "service.pct_satisfied": "Share of rated closures in the last 30 days rated 4 or 5",
+    "service.open": "Service requests open now, whatever their age",
+    "service.overdue": "Open service requests past their due time (SLA); status from their share of all open",
+    "service.median_close": "Median hours from opening to closing, for requests closed in the last 30 days",
+}
+assert set(DEFINITIONS) == set(KPI_BY_ID), "every KPI has one definition"
 assert len(KPI_BY_ID) == len(KPIS), "KPI ids must be unique"
 
 

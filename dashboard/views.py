@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from dash import Patch, html
 
-from dashboard.kpis import FEED_PERIOD, KPI_BY_ID, STALE_PERIODS, KpiValue
+from dashboard.kpis import DEFINITIONS, FEED_PERIOD, KPI_BY_ID, STALE_PERIODS, KpiValue
 from dashboard.metrics import DOMAINS
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
 from layers import LAYERS, LayerParams
@@ -314,30 +314,33 @@ def kpi_state(k: KpiValue, now: float | None = None) -> dict:
     now = time.time() if now is None else now
     age = None if k.as_of is None else max(0.0, now - k.as_of)
     stale = age is not None and age > STALE_PERIODS * FEED_PERIOD[k.domain]
+    category = isinstance(k.value, str)  # a word (the main pollutant): no change, no status
     if k.delta is None or k.value is None:
-        delta = "" if k.value is not None and isinstance(k.value, str) else "no change data"
-        if isinstance(k.value, str):
-            delta = k.note
+        delta = k.note if category else ("" if k.value is None else "no earlier value to compare")
     else:
         arrow = "▲" if k.delta > 0 else ("▼" if k.delta < 0 else "■")
         delta = f"{arrow} {abs(k.delta):,.{k.decimals}f} {k.delta_label}"
-    cls = (f"kpi status-{k.status}" + (" stale" if stale else "") + (" nodata" if k.value is None else "")
+    cls = (f"kpi status-{'none' if category else k.status}" + (" stale" if stale else "") + (" nodata" if k.value is None else "")
            + (" noassets" if k.no_assets else ""))
     age_s = (k.no_assets or "no data yet") if k.as_of is None else (
         f"STALE · {age_text(age)} old" if stale else f"{age_text(age)} ago")
     return {"value": k.formatted(), "delta": delta, "age": age_s, "class": cls,
-            "status": STATUS[k.status][1],
-            "note": " · ".join(x for x in (k.loading, "" if isinstance(k.value, str) else k.note) if x)}
+            "status": "" if category else STATUS[k.status][1],
+            "note": " · ".join(x for x in (k.loading, "" if category else k.note) if x)}
 
 
 def kpi_card(k: KpiValue, theme: str = "dark", big: bool = False) -> html.Div:
     """Return one KPI card (clickable: opens the drill-down)."""
     s = kpi_state(k)
     kid = k.id
+    what = DEFINITIONS.get(kid, k.label)
+    def_id = "kpi-def-" + kid.replace(".", "-")
     return html.Div(
         id={"type": "kpi", "id": kid}, n_clicks=0, className=s["class"] + (" big" if big else ""),
-        title=f"{k.label}: click for trend and worst places", role="button", tabIndex="0",
+        title=f"{what}. Click for its trend and worst places.", role="button", tabIndex="0",
+        **{"aria-describedby": def_id},
         children=[
+            html.Span(what, id=def_id, className="kpi-def"),
             html.Div([html.Span(k.label, className="kpi-label"),
                       html.Span(s["status"], id={"type": "kpi-status", "id": kid}, className="kpi-badge")],
                      className="kpi-head"),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pandas as pd
@@ -519,4 +520,42 @@ def test_mgr015_area_layers_are_exclusive_points_and_lines_stack(dash_duo, app):
     dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='energy']").click()
     vis = wait_for(lambda: (v := map_layers(dash_duo)) and v["energy"] and not v["satisfaction"] and v)
     assert vis["traffic"] and vis["air_quality"]
+
+
+def test_mgr016_kpi_cards_say_what_they_measure_in_whole_words(dash_duo, app):
+    """Each card's one-line definition is its title and accessible description; its words are whole
+    (no "Satisfac…"), counts agree in number ("1 station"), no doubled or empty phrases, no status
+    badge on a category (the main pollutant), and a day's total says so in a 7-day window."""
+    from dashboard.kpis import DEFINITIONS
+
+    dash_duo.driver.set_window_size(1920, 1080)
+    dash_duo.start_server(app)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?window=7d&district=huairou")  # one station in Huairou
+    wait_for(lambda: dash_duo.driver.execute_script(
+        "return document.querySelectorAll('.kpi .kpi-value').length >= 18"
+        " && [...document.querySelectorAll('.kpi-age')].every(e => e.textContent !== '')"), timeout=30)
+    cards = dash_duo.driver.execute_script("""
+        const out = {};
+        for (const c of document.querySelectorAll('.kpi')) {
+            const id = JSON.parse(c.id).id, d = document.getElementById(c.getAttribute('aria-describedby') || '-');
+            const cut = [...c.querySelectorAll('.kpi-label, .kpi-delta, .kpi-note, .kpi-age, .kpi-badge')]
+                .filter(e => e.scrollWidth > e.clientWidth + 1 || e.scrollHeight > e.clientHeight + 1)
+                .map(e => e.className + ': ' + e.textContent);
+            const badge = c.querySelector('.kpi-badge');
+            out[id] = {title: c.title, described: d ? d.textContent : null, cut: cut, text: c.innerText,
+                       badge: badge.offsetParent !== null ? badge.textContent : ''};
+        }
+        return out;""")
+    assert set(cards) == set(DEFINITIONS)
+    for kid, c in cards.items():
+        assert c["title"].startswith(DEFINITIONS[kid]), (kid, c["title"])
+        assert c["described"] == DEFINITIONS[kid], (kid, c["described"])
+        assert c["cut"] == [], (kid, c["cut"])
+        assert "no change data" not in c["text"] and "data no data" not in c["text"], (kid, c["text"])
+        assert not re.search(r"(?<![\d,])1 (stations|substations|rated closures)\b", c["text"]), (kid, c["text"])
+    assert "1 station\n" in cards["air.aqi_weighted"]["text"] + "\n", cards["air.aqi_weighted"]
+    assert "of 1 station," in cards["air.over_limit"]["text"], cards["air.over_limit"]
+    assert cards["air.dominant"]["badge"] == "", cards["air.dominant"]
+    assert cards["air.aqi_worst"]["badge"] in ("OK", "WATCH", "ALERT")
+    assert "not the 7d window" in cards["energy.consumption_today"]["text"], cards["energy.consumption_today"]
     assert console_errors(dash_duo) == []

@@ -426,3 +426,75 @@ def test_wall011_server_silent_banner_in_header_values_grey_ages_tick_map_follow
         assert facts()["banner"] is not None
     down["on"] = False
     wait_for(lambda: (x := facts())["banner"] is None and x["colour"] != "rgb(163, 173, 185)", timeout=2 * REFRESH + 4)
+
+
+def test_wall014_clock_has_date_and_zone_names_scale_and_stations_are_named(dash_duo, store_url, tmp_path):
+    """The clock says which day and time zone ("Sun 6 Dec · CST/UTC+8"); district names scale with the
+    screen as the values do; the focused air-quality map names its stations, no two names overlapping."""
+    from zoneinfo import ZoneInfo
+
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    set_viewport(dash_duo, 1920, 1080)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/wall?focus=air_quality&rotate=0")
+    dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
+    tz = ZoneInfo("Asia/Shanghai")  # the demo city, Beijing
+    date = wait_for(lambda: dash_duo.find_element("#wall-date").text)
+    assert date in {wall.date_zone(time.time() - 60, tz), wall.date_zone(time.time(), tz)}, date
+    assert re.fullmatch(r"(Mon|Tue|Wed|Thu|Fri|Sat|Sun) \d{1,2} [A-Z][a-z]{2} · CST/UTC\+8", date), date
+
+    labels_js = """
+        const vis = (sel) => [...document.querySelectorAll(sel)].filter(s => s.style.visibility === 'visible'
+            && s.offsetParent !== null).map(s => { const r = s.getBoundingClientRect();
+            return {text: s.textContent, font: parseFloat(getComputedStyle(s).fontSize), box: [r.left, r.top, r.right, r.bottom]}; });
+        const gd = document.querySelector('#wall-map .js-plotly-plot');
+        const st = gd && gd.data && gd.data.find(t => t.meta && t.meta.layer === 'air_quality');
+        return {districts: vis('.wall-map .district-label'), stations: vis('.wall-map .station-label'),
+                names: st ? st.text : [], vmin: Math.min(innerWidth, innerHeight)};"""
+    f = wait_for(lambda: (x := dash_duo.driver.execute_script(labels_js)) and len(x["stations"]) >= 3
+                 and len(x["districts"]) >= 3 and x, timeout=20)
+    for d in f["districts"]:
+        assert d["font"] >= 0.02 * f["vmin"], f"district name {d['text']} at {d['font']} px on a {f['vmin']} px screen"
+    assert all(s["text"] in f["names"] for s in f["stations"]), f["stations"]
+    shown = f["stations"] + f["districts"]
+    for i, a in enumerate(shown):
+        for b in shown[i + 1:]:
+            overlap = a["box"][0] < b["box"][2] and b["box"][0] < a["box"][2] and a["box"][1] < b["box"][3] \
+                and b["box"][1] < a["box"][3]
+            assert not overlap, f"{a['text']} overlaps {b['text']}"
+    # 4K: the same names, twice as large
+    set_viewport(dash_duo, 3840, 2160)
+    big = wait_for(lambda: (x := dash_duo.driver.execute_script(labels_js)) and x["vmin"] == 2160
+                   and x["districts"] and x, timeout=20)
+    assert min(d["font"] for d in big["districts"]) >= 1.9 * min(d["font"] for d in f["districts"])
+    assert console_errors(dash_duo) == []
+
+
+def test_wall012_parameter_notices_sit_in_the_header_and_cover_nothing(dash_duo, store_url, tmp_path):
+    """A rotation with one domain in focus, or one out of range, says it is ignored, in the header bar
+    (not over the map's legend)."""
+    dash_duo.start_server(make_app(store_url, tmp_path))
+    set_viewport(dash_duo, 1920, 1080)
+    for query, words in (("focus=traffic&rotate=30", ("rotate", "ignored", "Traffic", "nothing to rotate")),
+                         ("rotate=1", ("rotate", "ignored", "2–3600"))):
+        dash_duo.driver.get(f"{dash_duo.server_url}/wall?{query}")
+        notice = dash_duo.wait_for_element("#wall-notice", timeout=20)
+        assert notice.is_displayed(), query
+        for w in words:
+            assert w in notice.text, (query, notice.text)
+        f = dash_duo.driver.execute_script("""
+            const box = (e) => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+            const n = document.getElementById('wall-notice');
+            return {inHead: !!n.closest('.wall-head'), notice: box(n), map: box(document.querySelector('.wall-map')),
+                    head: box(document.querySelector('.wall-head'))};""")
+        n, m, h = f["notice"], f["map"], f["head"]
+        assert f["inHead"] and h[0] <= n[0] and n[2] <= h[2] and h[1] <= n[1] and n[3] <= h[3], (query, f)
+        assert n[3] <= m[1], f"the notice covers the map: {f}"
+    # the header says the focus stays put
+    assert dash_duo.find_element(".wall-focus-rotate").text == "every 30 s"  # rotate=1 fell back to 30 s
+    assert console_errors(dash_duo) == []
+
+
+def test_wall013_a_caption_without_data_says_so_once():
+    k = wall._placeholder("traffic.tti")
+    text, _ = wall.caption(k, "traffic", time.time())
+    assert text == "Traffic · road congestion · no data yet", text

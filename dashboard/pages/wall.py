@@ -56,6 +56,7 @@ PARAMS = ("rotate", "focus", "district")
 
 # component ids, in one place
 WALL, CITY, WHERE, FOCUS_NAME, CLOCK, UPDATED = "wall", "wall-city", "wall-where", "wall-focus-name", "wall-clock", "wall-updated"
+DATE = "wall-date"
 BANNER, OFFLINE, NOTICE, MAP, ATTENTION = "wall-banner", "wall-offline", "wall-notice", "wall-map", "wall-attention"
 TICK, ROTATE, CLOCK_TICK = "wall-tick", "wall-rotate", "wall-clock-tick"
 LIVE_TICKS = (TICK,)  # intervals of the live refresh, whose answers screens share (refresh_cache)
@@ -97,9 +98,7 @@ def parse_params(search: str, districts: set[str] | None) -> tuple[int, list[str
             if rotate != 0 and not ROTATE_RANGE[0] <= rotate <= ROTATE_RANGE[1]:
                 raise ValueError
         except ValueError:
-            rotate = DEFAULT_ROTATE
-            notices.append(f"rotate={raw[:20]!r} ignored (use {ROTATE_RANGE[0]}–{ROTATE_RANGE[1]} seconds, "
-                           f"0 = off); rotating every {DEFAULT_ROTATE} s")
+            rotate = None  # said below, once the playlist is known
     focus = list(DOMAIN_IDS)
     raw = q.get("focus")
     if raw not in (None, ""):
@@ -112,6 +111,13 @@ def parse_params(search: str, districts: set[str] | None) -> tuple[int, list[str
             focus = good
         elif bad:
             notices[-1] += "; rotating all domains"
+    raw = q.get("rotate")
+    if rotate is None:
+        rotate = DEFAULT_ROTATE
+        notices.append(f"rotate={raw[:20]!r} ignored (use {ROTATE_RANGE[0]}–{ROTATE_RANGE[1]} seconds, 0 = off)"
+                       + (f"; rotating every {DEFAULT_ROTATE} s" if len(focus) > 1 else ""))
+    elif len(focus) < 2 and rotate and raw not in (None, ""):
+        notices.append(f"rotate={raw[:20]!r} ignored: only {DOMAINS[focus[0]]['label']} in focus, nothing to rotate")
     district = None
     raw = q.get("district")
     if districts is not None:
@@ -195,9 +201,9 @@ def worst_rows(live: LiveData, domain: str, frames: dict, params) -> list:
 
 
 def attention_rows(items: list[dict]) -> list:
-    """Return the "needs attention" list: the most severe rows (the worst of every domain with one
-    among them), then a count of the rest, then one line of the sensors whose last value is too old
-    to count (never listed as alerts). Texts are cut to fit a 1080p wall on a word boundary."""
+    """Return the "needs attention" list: how many, the most severe rows (the worst of every domain
+    with one among them), then one line of the sensors whose last value is too old to count (never
+    listed as alerts). Texts are cut to fit a 1080p wall on a word boundary."""
     stale = [i for i in items if i["level"] == "stale"]
     items = [i for i in items if i["level"] != "stale"]
     tail = [stale_row(stale)] if stale else []
@@ -205,7 +211,7 @@ def attention_rows(items: list[dict]) -> list:
         return [html.Li([html.Span("OK", className="att-badge"),
                          html.Span("All clear: nothing in a bad band right now", className="att-place")],
                         className="att att-good"), *tail]
-    shown, rest = visible_attention(items, ATTENTION_ROWS)
+    shown, _rest = visible_attention(items, ATTENTION_ROWS)
     rows = [html.Li([
         html.Span(STATUS[i["level"]][1], className="att-badge"),
         html.Span(SHORT[i["domain"]], className="att-dom"),
@@ -213,9 +219,10 @@ def attention_rows(items: list[dict]) -> list:
                   html.Span(fit(i["detail"], DETAIL_CHARS), className="att-detail")],
                  className="att-text"),
     ], className=f"att att-{i['level']}") for i in shown]
-    if rest:
-        n_bad = sum(i["level"] == "bad" for i in rest)
-        rows.append(html.Li(f"+ {len(rest)} more ({n_bad} ALERT, {len(rest) - n_bad} WATCH)", className="att-more"))
+    if len(items) > 1:  # the count first: it stays on screen however few rows fit below it
+        n_bad = sum(i["level"] == "bad" for i in items)
+        rows.insert(0, html.Li(f"{len(items)} in a bad band ({n_bad} ALERT, {len(items) - n_bad} WATCH), "
+                               "most severe first", className="att-more"))
     return rows + tail
 
 
@@ -237,7 +244,9 @@ def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
     stale = " stale" if "stale" in s["class"] else ""
     if k is not None and k.no_assets:
         return f"{DOMAINS[domain]['label']} · {k.no_assets}", f"map-caption caption-{domain} noassets"
-    return f"{DOMAINS[domain]['label']} · {WHAT[domain]} · data {s['age']}", f"map-caption caption-{domain}{stale}"
+    age = s["age"] if k is not None and k.as_of is not None else "no data yet"  # never "data no data yet"
+    return (f"{DOMAINS[domain]['label']} · {WHAT[domain]} · " + (age if age == "no data yet" else f"data {age}"),
+            f"map-caption caption-{domain}{stale}")
 
 
 def _age_entry(k: KpiValue | None, prefix: str = "") -> list:
@@ -284,6 +293,37 @@ def _fmt_time(ts: float, tz, fmt="%H:%M:%S") -> str:
     return datetime.fromtimestamp(ts, tz).strftime(fmt)
 
 
+def utc_offset(minutes: int) -> str:
+    """Return an offset from UTC as "UTC+8", "UTC-3:30", "UTC"."""
+    if not minutes:
+        return "UTC"
+    h, m = divmod(abs(minutes), 60)
+    return f"UTC{'+' if minutes > 0 else '-'}{h}" + (f":{m:02d}" if m else "")
+
+
+def zone_names(tz) -> dict:
+    """Return the city's time zone abbreviations by UTC offset in minutes ("480": "CST"), winter and summer
+    (the clock picks the one of its offset); a numeric abbreviation ("+08") is left out."""
+    if tz is None:
+        return {}
+    year = datetime.now(tz).year
+    out = {}
+    for month in (1, 7):
+        d = datetime(year, month, 1, 12, tzinfo=tz)
+        abbr, off = d.tzname() or "", int(d.utcoffset().total_seconds() // 60)
+        if abbr and abbr[0].isalpha() and abbr != "UTC":
+            out[str(off)] = abbr
+    return out
+
+
+def date_zone(ts: float, tz) -> str:
+    """Return the date and time zone the wall's clock is in: "Sun 6 Dec · CST/UTC+8"."""
+    d = datetime.fromtimestamp(ts, tz)
+    off = utc_offset(int(d.utcoffset().total_seconds() // 60))
+    abbr = zone_names(tz).get(str(int(d.utcoffset().total_seconds() // 60)))
+    return f"{d:%a} {d.day} {d:%b} · " + (f"{abbr}/{off}" if abbr else off)
+
+
 # ------------------------------------------------------------------------------- layout
 def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     """Return the wall for the query string ``search`` (never an error page)."""
@@ -321,8 +361,8 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     traces = [t["meta"]["layer"] for t in fig["data"]]
     view = wall_view(live, district) if traces else {}
     refresh_ms = live.settings.refresh_seconds * 1000
-    config = {"tz": str(tz) if tz else "UTC", "focus": focus, "district": district, "refresh_ms": refresh_ms,
-              "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view,
+    config = {"tz": str(tz) if tz else "UTC", "zones": zone_names(tz), "focus": focus, "district": district,
+              "refresh_ms": refresh_ms, "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view,
               "layers": {d: layers_for(d) for d in DOMAIN_IDS}}
 
     def blocks(ks: list[KpiValue], slot: str) -> list:
@@ -351,14 +391,20 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
             html.Div([html.Div(city, id=CITY, className="wall-cityname"),
                       html.Div(f"City Panorama · {where}", id=WHERE, className="wall-sub")], className="wall-brand"),
             html.Div([html.Span("FOCUS", className="wall-focus-label"),
-                      html.Span(DOMAINS[first]["label"], id=FOCUS_NAME, className="wall-focus-name")],
+                      html.Span(DOMAINS[first]["label"], id=FOCUS_NAME, className="wall-focus-name"),
+                      html.Span(f"every {rotate} s" if rotate and len(focus) > 1 else "fixed",
+                                className="wall-focus-rotate")],
                      className="wall-focus-now"),
-            # in the header, not over the picture: the values it warns about stay readable
+            # notices and banners in the header bar: they cover nothing of the picture, and the
+            # values a banner warns about stay readable
+            html.Div(" · ".join(notices), id=NOTICE, className="wall-notice", hidden=not notices, role="status"),
             html.Div(banner, id=BANNER, className="wall-banner", hidden=not banner, role="alert"),
             html.Div("", id=OFFLINE, className="wall-banner wall-offline", hidden=True, role="alert"),
             html.Div([html.Div(_fmt_time(now, tz) if tz else "", id=CLOCK, className="wall-clock"),
-                      html.Div("updated " + _fmt_time(now, tz) if tz else "waiting for data", id=UPDATED,
-                               className="wall-updated")], className="wall-time"),
+                      html.Div([html.Span(date_zone(now, tz) if tz else "", id=DATE, className="wall-date"),
+                                html.Span("updated " + _fmt_time(now, tz) if tz else "waiting for data", id=UPDATED,
+                                          className="wall-updated")], className="wall-time-sub")],
+                     className="wall-time"),
         ], className="wall-head"),
         html.Div([
             dcc.Graph(id=MAP, figure=fig, className="wall-mapgraph",
@@ -366,7 +412,6 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
                               "responsive": True}),
             *captions,
             html.Div(_legend(live, params) if params is not None else [], className="wall-legends"),
-            html.Div(" · ".join(notices), id=NOTICE, className="wall-notice", hidden=not notices),
         ], className="wall-map"),
         html.Div(tiles, className="wall-tiles"),
         html.Div(panels, className="wall-focus"),
@@ -442,6 +487,24 @@ function(n, lastOk, cfg, ages, ageIds, capIds, bannerHidden) {
     const clock = fmt(now, true);
     W.loaded = W.loaded || now;
     const okAt = Math.max(window.panoramaWallOk || 0, W.loaded);
+    // the date and time zone beside it ("Sun 6 Dec · CST/UTC+8"), written only when it changes
+    const dateEl = document.getElementById('""" + DATE + """');
+    if (dateEl) {
+        const d = new Date(), p = {};
+        new Intl.DateTimeFormat('en-GB', {timeZone: tz, year: 'numeric', month: 'numeric', day: 'numeric',
+            hour: 'numeric', minute: 'numeric', hourCycle: 'h23', weekday: 'short'})
+            .formatToParts(d).forEach((x) => { p[x.type] = x.value; });
+        const off = Math.round((Date.UTC(+p.year, +p.month - 1, +p.day, +p.hour, +p.minute)
+            - Math.floor(d.getTime() / 60000) * 60000) / 60000);
+        const h = Math.floor(Math.abs(off) / 60), m = Math.abs(off) % 60;
+        const utc = off ? 'UTC' + (off > 0 ? '+' : '-') + h + (m ? ':' + String(m).padStart(2, '0') : '') : 'UTC';
+        const abbr = (cfg.zones || {})[String(off)];
+        const month = d.toLocaleString('en-GB', {timeZone: tz, month: 'short'});
+        const text = p.weekday + ' ' + (+p.day) + ' ' + month + ' · ' + (abbr ? abbr + '/' + utc : utc);
+        if (dateEl.textContent !== text) {
+            window.dash_clientside.set_props('""" + DATE + """', {children: text});
+        }
+    }
     let offline = true, msg = '';
     if (bannerHidden !== false && now - okAt > 2 * cfg.refresh_ms) {
         offline = false;
