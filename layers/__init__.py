@@ -60,7 +60,10 @@ from layers.traffic import TrafficLayer  # noqa: E402
 #: Drawing order, bottom to top. Adding a layer = one module + one entry here.
 LAYERS: list[Layer] = [EnergyLayer(), SatisfactionLayer(), DistrictsLayer(), TrafficLayer(), AirQualityLayer()]
 LAYER_BY_ID: dict[str, Layer] = {layer.id: layer for layer in LAYERS}
-DEFAULT_LAYERS = ["districts", "traffic", "air_quality", "energy"]
+#: What a view shows unless asked: the roads and stations over the district outlines. No area fill:
+#: in the status colours an all-OK fill is the same green as free-flowing roads, which vanish on it;
+#: an area layer is one tick away (and one at a time, see exclusive_areas).
+DEFAULT_LAYERS = ["districts", "traffic", "air_quality"]
 
 
 def exclusive_areas(ids: list[str]) -> list[str]:

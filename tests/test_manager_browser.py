@@ -507,6 +507,7 @@ def test_mgr014_district_hover_shows_the_visible_layers_values(dash_duo, app):
 def test_mgr015_area_layers_are_exclusive_points_and_lines_stack(dash_duo, app):
     """Ticking one area layer (a district fill) turns the other off; point and line layers stay on."""
     dash_duo.start_server(app)
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?layers=districts,energy,traffic,air_quality")
     dash_duo.wait_for_element(".maplibregl-canvas", timeout=20)
     wait_for(lambda: (v := map_layers(dash_duo)) and v.get("energy") and v.get("traffic"))
     dash_duo.driver.find_element(By.CSS_SELECTOR, "#layers input[value='satisfaction']").click()
