@@ -284,8 +284,9 @@ def attention_order(item: dict) -> tuple:
 def visible_attention(items: list[dict], rows: int) -> tuple[list[dict], list[dict]]:
     """Return the ``rows`` items a screen shows and the rest, from ``items`` in :func:`attention_order`.
 
-    The top item of every domain that has one gets a place first (a polluted station never hides
-    behind a screenful of overdue requests); the other places go by severity; shown in that order.
+    The top item of every domain that has one comes first, most severe first (a polluted station
+    never hides behind a screenful of overdue requests, also on a screen where fewer rows fit than
+    asked for: the list is cut from the bottom); the other places follow by severity.
     """
     if rows <= 0:
         return [], list(items)
@@ -293,12 +294,9 @@ def visible_attention(items: list[dict], rows: int) -> tuple[list[dict], list[di
     for i in items:
         if i["domain"] not in {x["domain"] for x in leaders}:
             leaders.append(i)
-    picked = {id(i) for i in leaders[:rows]}
-    for i in items:
-        if len(picked) >= rows:
-            break
-        picked.add(id(i))
-    return [i for i in items if id(i) in picked], [i for i in items if id(i) not in picked]
+    lead = {id(i) for i in leaders}
+    order = leaders + [i for i in items if id(i) not in lead]
+    return order[:rows], order[rows:]
 
 
 def attention_items(statics: dict, frames: dict, overdue, now: float, district: str | None = None,

@@ -276,8 +276,10 @@ def test_glance009_every_alerting_domain_is_in_view():
     shown, rest = visible_attention(items, wall.ATTENTION_ROWS)
     assert len(shown) == wall.ATTENTION_ROWS and len(rest) == len(items) - wall.ATTENTION_ROWS
     assert {i["domain"] for i in shown} == {"satisfaction", "air_quality", "traffic"}
-    # shown most severe first: the alerts (service) before the two watches
-    assert [i["level"] for i in shown] == ["bad"] * (wall.ATTENTION_ROWS - 2) + ["warn", "warn"]
+    # the worst of each domain first (most severe first), then the rest by severity: a screen that
+    # fits fewer rows than asked for (the list is cut from the bottom) still shows every domain
+    assert [i["domain"] for i in shown[:3]] == ["satisfaction", "air_quality", "traffic"]
+    assert [i["level"] for i in shown] == ["bad", "warn", "warn"] + ["bad"] * (wall.ATTENTION_ROWS - 3)
     rows = wall.attention_rows(items)
     assert _texts(rows, "att-dom").count("Air") == 1 and _texts(rows, "att-dom").count("Traffic") == 1
     assert _texts(rows, "att-place")[0].startswith("D14")  # the district with the most overdue first

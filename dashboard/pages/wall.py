@@ -222,7 +222,7 @@ def attention_rows(items: list[dict]) -> list:
     if len(items) > 1:  # the count first: it stays on screen however few rows fit below it
         n_bad = sum(i["level"] == "bad" for i in items)
         rows.insert(0, html.Li(f"{len(items)} in a bad band ({n_bad} ALERT, {len(items) - n_bad} WATCH), "
-                               "most severe first", className="att-more"))
+                               "the worst of each domain first", className="att-more"))
     return rows + tail
 
 
