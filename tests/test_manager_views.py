@@ -13,7 +13,7 @@ from dashboard import views
 from dashboard.app import create_app
 from dashboard.pages.manager import url_sync
 from dashboard.settings import Settings
-from layers import LAYER_BY_ID
+from layers import DEFAULT_LAYERS, LAYER_BY_ID
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +26,15 @@ def live(tmp_path_factory):
 def test_mgrv001_url_change_sets_controls_and_drill_down(live):
     """A URL reached by back/forward sets window, district, layers and the drill-down's KPI; values
     already shown are left alone (nothing recomputed, no history entry)."""
-    got = url_sync(live, "url", "?window=7d&district=haidian&layers=energy,traffic&kpi=traffic.tti",
+    got = url_sync(live, "manager-url", "?window=7d&district=haidian&layers=energy,traffic&kpi=traffic.tti",
                    "24h", "haidian", ["traffic", "energy"], None)
     assert got == (no_update, "7d", no_update, no_update, "traffic.tti")
     # back to the bare page: the defaults, the drill-down closed
-    got = url_sync(live, "url", "", "7d", "haidian", ["energy"], "traffic.tti")
+    got = url_sync(live, "manager-url", "", "7d", "haidian", ["energy"], "traffic.tti")
     assert got[0] is no_update and got[1] == "24h" and got[2] is None and got[4] is None
-    assert set(got[3]) == {"districts", "traffic", "air_quality", "energy"}
+    assert set(got[3]) == set(DEFAULT_LAYERS)
     # a KPI the page does not have opens nothing
-    assert url_sync(live, "url", "?kpi=nope", "24h", None, None, "traffic.tti")[4] is None
+    assert url_sync(live, "manager-url", "?kpi=nope", "24h", None, None, "traffic.tti")[4] is None
 
 
 def test_mgrv002_control_change_writes_url_with_drill_down_once(live):

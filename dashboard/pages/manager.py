@@ -24,6 +24,7 @@ LAYER_IDS = set(LAYER_BY_ID)
 log = logging.getLogger("panorama.manager")
 
 PATH = "/"
+URL = "manager-url"  # the manager's own dcc.Location (its bookmarkable query)
 #: The clock shows the city's time, whatever the browser's timezone.
 CLOCK_JS = """function(n, tz){ try { return new Date().toLocaleTimeString('en-GB', {hour12: false, timeZone: tz}); }
 catch (e) { return new Date().toLocaleTimeString('en-GB', {hour12: false}); } }"""
@@ -162,6 +163,9 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         dcc.Store(id="kpi-labels", data={k.id: k.label for k in KPI_BY_ID.values()}),
         dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
+        # the page's own view of the browser's URL: a callback of this page may not take the app
+        # shell's "url" with this page's controls as inputs (on another page those are missing)
+        dcc.Location(id=URL, refresh=False),
     ], className="manager")
 
 
@@ -224,10 +228,10 @@ def register(app: Dash, live: LiveData) -> None:
         except (StoreUnavailable, BadParameter):
             return no_update
 
-    @app.callback(Output("url", "search"), Output("window", "value"),
+    @app.callback(Output(URL, "search"), Output("window", "value"),
                   Output("district", "value", allow_duplicate=True), Output("layers", "value"),
                   Output("drill-kpi", "data", allow_duplicate=True),
-                  Input("url", "search"), Input("window", "value"), Input("district", "value"),
+                  Input(URL, "search"), Input("window", "value"), Input("district", "value"),
                   Input("layers", "value"), Input("drill-kpi", "data"),
                   prevent_initial_call=True)
     def sync_url(search, window, district, layers_on, kid):
@@ -360,7 +364,7 @@ def url_sync(live: LiveData, trigger, search, window, district, layers_on, kid) 
     the URL when they changed, the URL's view in the controls when it changed (no_update where a
     value is already shown, so nothing is recomputed for it and no history entry is added)."""
     shown = url_view(live, search if isinstance(search, str) else "")
-    if trigger == "url":
+    if trigger == URL:
         now = (window, district, layers_on, kid)
         same = [a == b if i != 2 else _layer_set(a) == _layer_set(b) for i, (a, b) in enumerate(zip(shown, now))]
         return (no_update, *(no_update if s else v for s, v in zip(same, shown)))
