@@ -390,6 +390,9 @@ def view_patch(live: LiveData, district: str | None) -> Patch:
     p = Patch()
     p["layout"]["map"]["center"] = view["center"]
     p["layout"]["map"]["zoom"] = view["zoom"]
+    # a new uirevision per pick: plotly drops the view the user dragged to and takes this one; the
+    # refreshes that follow keep it, so a view the user moves after the pick stays
+    p["layout"]["map"]["uirevision"] = f"pick:{district or '*'}"
     return p
 
 
