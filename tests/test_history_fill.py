@@ -3,6 +3,8 @@ window reaches into days not written yet say "history loading (N %)"; the others
 once the fill is done, say nothing of it."""
 from __future__ import annotations
 
+import pytest
+
 import time
 
 from dashboard import cli, kpis, views
@@ -73,7 +75,24 @@ def test_a_failed_fill_says_history_incomplete(small_city):
     assert compute(engine)["service.median_close"].loading == "history incomplete (25 %)"
 
 
-def test_background_fill_records_its_progress_in_the_store(beijing_engine, monkeypatch):
+@pytest.fixture
+def own_beijing(tmp_path):
+    """A Beijing store of this test's own: the fill writes history, which the shared one must not hold."""
+    from dashboard.city import install_city, load_city
+    from dashboard.settings import PROJECT_ROOT
+    from dashboard.store.schema import create_schema, make_engine
+
+    eng = make_engine(f"sqlite:///{tmp_path / 'store.sqlite'}")
+    create_schema(eng)
+    install_city(eng, load_city(PROJECT_ROOT / "data" / "beijing"))
+    try:
+        yield eng
+    finally:
+        eng.dispose()
+
+
+def test_background_fill_records_its_progress_in_the_store(own_beijing, monkeypatch):
+    beijing_engine = own_beijing
     """``backfill(record=True)`` (what ``panorama run`` starts in the background) keeps its progress in
     the meta table, each chunk in that chunk's transaction, and ends done."""
     seen = []
