@@ -57,10 +57,12 @@ LOADED_JS = """function(kpis, banner) {
     return window.dash_clientside.no_update;
 }"""
 #: The drill-down's table in the page's dark colours (dash-ag-grid's Theming API, AG Grid ≥ 33).
-GRID_THEME = ("themeAlpine.withParams({backgroundColor: '#1b2533', foregroundColor: '#e8eef6', "
-              "headerBackgroundColor: '#131b26', headerTextColor: '#9fb0c3', borderColor: '#2a3647', "
-              "accentColor: '#4cc3ff', oddRowBackgroundColor: '#172030', fontSize: 14, cellHorizontalPadding: 8, "
-              "fontFamily: 'Inter, DejaVu Sans, sans-serif'})")
+_T = THEMES["dark"]
+#: The drill-down grid in the dark theme's colours (theme.py), through ag-grid's Theming API.
+GRID_THEME = (f"themeAlpine.withParams({{backgroundColor: '{_T['panel_2']}', foregroundColor: '{_T['text']}', "
+              f"headerBackgroundColor: '{_T['panel']}', headerTextColor: '{_T['muted']}', borderColor: '{_T['grid']}', "
+              f"accentColor: '{_T['accent']}', oddRowBackgroundColor: '#172030', fontSize: 14, "
+              "cellHorizontalPadding: 8, fontFamily: 'Inter, DejaVu Sans, sans-serif'})")
 
 
 def _initial(live: LiveData, search: str):
