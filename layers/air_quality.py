@@ -7,7 +7,7 @@ import pandas as pd
 
 from dashboard import aqi as aqimod
 from dashboard.theme import AQI_STATUS_THRESHOLDS, STATUS_WORDS, aqi_status, status_colour
-from layers import LayerParams
+from layers._layer import LayerParams
 from layers._common import (STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, kpi_thresholds,
                             with_age)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.theme import SATISFACTION_THRESHOLDS, status_legend, status_scale
-from layers import LayerParams
+from layers._layer import LayerParams
 from layers._common import aligned, district_geometry, kpi_thresholds, static_districts
 
 WINDOW_S = 30 * 86_400

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard.theme import CONGESTION_BANDS, status_colour
-from layers import LayerParams
+from layers._layer import LayerParams
 from layers._common import STALE_COLOUR, aligned, fresh_first, freshness, typed, with_age
 
 DOT_SPACING_M = 600

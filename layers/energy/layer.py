@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import LOAD_THRESHOLDS, status_legend, status_scale
-from layers import LayerParams
+from dashboard.theme import status_legend, status_scale
 from layers._common import (age_text, aligned, district_geometry, fresh_first, freshness, hhmm, kpi_thresholds,
                             static_districts, with_age)
 
@@ -29,17 +28,15 @@ class EnergyLayer:
         from dashboard.store.readmodel import assets_frame
 
         d = static_districts(conn)
-        ss = assets_frame(conn, "substation")
+        ss = assets_frame(conn, KIND)
         cap = pd.Series([float(a.get("capacity_mw", np.nan)) for a in ss["attributes"]], index=ss.index)
         d["capacity_mw"] = d["id"].map(cap.groupby(ss["district_id"]).sum())
         return d
 
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return the latest load and renewable supply summed per district."""
-        from dashboard.store.readmodel import latest_wide
-
-        w = latest_wide(conn, "substation", ["load_mw", "renewable_mw"])
-        if w.empty:
+    def prepare(self, latest: dict) -> pd.DataFrame:
+        """Return the latest load and renewable supply summed per district (from the domain's current values)."""
+        w = latest.get("substations")
+        if w is None or w.empty:
             return pd.DataFrame(columns=["district_id", "load_mw", "renewable_mw", "ts"])
         # per district (sorted, as a groupby): sums of load and renewables (unknown counts 0), newest time
         codes, districts = pd.factorize(w["district_id"], sort=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from dashboard.theme import THEMES
-from layers import LayerParams
+from layers._layer import LayerParams
 from layers._common import district_geometry, static_districts
 
 
@@ -26,7 +26,7 @@ class DistrictsLayer:
         """Return the districts."""
         return static_districts(conn)
 
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+    def prepare(self, latest: dict) -> pd.DataFrame:
         """Return nothing: the base layer has no live values."""
         return pd.DataFrame(columns=["district_id"])
 
