@@ -171,6 +171,8 @@ class Domain:
       files (``city.files``): ``assign(geodataframe, districts)`` gives each feature's district.
     - ``records``: a domain whose data are records of its own rather than readings (service
       requests) names the object that stores and reads them (see the satisfaction domain).
+    - ``ingest_hooks``: ((metric ids, hook(conn, asset pks, ts)), …) run in the ingest's transaction
+      after readings of those metrics are stored (air quality keeps its hourly AQI so).
     - ``options``: city.toml settings the domain reads through ``Query.option`` (name → default).
     """
 
@@ -192,6 +194,7 @@ class Domain:
     ngsi: tuple = ()
     city_assets: Callable | None = None
     records: Any = None
+    ingest_hooks: tuple = ()
     options: tuple[tuple[str, Any], ...] = ()
     extra: dict = field(default_factory=dict)
 

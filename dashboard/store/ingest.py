@@ -17,6 +17,7 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, func, select, text
 
 from dashboard.metrics import CITY, DERIVED, DERIVED_ATTRS, METRICS, ROLLUP_RESOLUTIONS
+from layers import DOMAINS as _DOMAINS
 from dashboard.store.schema import assets, rejected
 
 #: Readings further in the future than this (seconds) are rejected.
@@ -171,7 +172,10 @@ def _parse_ts(ts: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 _SERIES = list(METRICS) + [d for d in DERIVED if d not in METRICS]
 _SCODE = {m: i for i, m in enumerate(_SERIES)}
 _NS = len(_SERIES)
-_POLLUTANT_CODES = np.array([_SCODE[p] for p in ("pm25", "pm10", "so2", "no2", "co", "o3")], dtype=np.int64)
+#: After readings are stored: (series codes, hook(conn, asset pks, ts)) of every domain's ``ingest_hooks``,
+#: run in the same transaction (air quality's hourly AQI of the station-hours a batch changed).
+_HOOKS = [(np.array([_SCODE[m] for m in ms if m in _SCODE], dtype=np.int64), fn)
+          for d in _DOMAINS for ms, fn in d.ingest_hooks]
 _KIND_OF = np.array([METRICS[m].kind for m in METRICS], dtype=object)
 _LO = np.array([METRICS[m].lo for m in METRICS], dtype=float)
 _HI = np.array([METRICS[m].hi for m in METRICS], dtype=float)
@@ -538,7 +542,7 @@ class Ingestor:
                 self._insert_readings(conn, good, meanwhile=lambda: payloads.append(self._rollup_payloads(good)))
                 self._update_latest(conn, good)
                 self._write_rollups(conn, good, payloads[0])
-                self._update_aqi(conn, good)
+                self._after_ingest(conn, good)
             result.accepted = len(good)
         if self.ledger is not None:
             self.ledger.stored(frame, reason)
@@ -560,13 +564,12 @@ class Ingestor:
             conn.execute(rejected.insert(), recs)
         return result
 
-    def _update_aqi(self, conn, good: _Batch) -> None:
-        """Recompute the hourly AQI of the station-hours whose pollutant rollups this batch changed."""
-        from dashboard.store import aqi_rollup
-
-        sel = np.isin(good.scode, _POLLUTANT_CODES)
-        if sel.any():
-            aqi_rollup.update(conn, good.pk[sel], good.ts[sel])
+    def _after_ingest(self, conn, good: _Batch) -> None:
+        """Run the domains' ingest hooks on the readings of their metrics in this batch."""
+        for codes, fn in _HOOKS:
+            sel = np.isin(good.scode, codes)
+            if sel.any():
+                fn(conn, good.pk[sel], good.ts[sel])
 
     def _drop_stored(self, conn, good: _Batch):
         """Remove rows already stored; return (new rows, [(row, conflict reason)])."""
