@@ -173,6 +173,8 @@ class Domain:
       requests) names the object that stores and reads them (see the satisfaction domain).
     - ``ingest_hooks``: ((metric ids, hook(conn, asset pks, ts)), …) run in the ingest's transaction
       after readings of those metrics are stored (air quality keeps its hourly AQI so).
+    - ``movers``: ((metric, label, unit, decimals, higher is worse or None), …): district series a
+      report compares between periods ("what changed", its map).
     - ``options``: city.toml settings the domain reads through ``Query.option`` (name → default).
     """
 
@@ -195,6 +197,7 @@ class Domain:
     city_assets: Callable | None = None
     records: Any = None
     ingest_hooks: tuple = ()
+    movers: tuple = ()
     options: tuple[tuple[str, Any], ...] = ()
     extra: dict = field(default_factory=dict)
 

@@ -79,4 +79,5 @@ DOMAIN = Domain(
     attention=attention,
     feed=feed,
     city_assets=city_assets,
+    movers=(("load_mw", "Substation load", "MW", 1, None),),
 )

@@ -92,7 +92,14 @@ class EnergyLayer:
         """Return the load share's statuses (the "Of capacity" KPI's thresholds) and their colours."""
         return status_legend(*_thresholds(params), " % of capacity")
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: load as % of capacity (or stale)."""
+        s = self._state(static, frame, params.now)
+        return "energy load", {r.id: "stale" if r.stale else f"{r.share:.0f}% of capacity ({r.load_mw:,.0f} MW)"
+                               for r in s.itertuples() if np.isfinite(r.share)}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
         """Return the districts closest to their capacity (stale ones, at ``now``, after every current one)."""
         s = self._state(static, frame, now)
         df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["load_mw"].round(0), "unit": "MW",
