@@ -8,6 +8,7 @@ hints. Everything else in the product iterates :data:`DOMAINS`. ``districts`` is
 from __future__ import annotations
 
 import importlib
+import os
 
 from layers._domain import Domain, Query  # noqa: F401 - the registry's public names
 from layers._layer import Layer, LayerParams  # noqa: F401
@@ -17,7 +18,11 @@ DOMAIN_PACKAGES = [
     "energy",
 ]
 
-DOMAINS: list[Domain] = [importlib.import_module(f"layers.{p}").DOMAIN for p in DOMAIN_PACKAGES]
+#: ``PANORAMA_WITHOUT=parking,transit``: leave those domains out (a city without them), as if their
+#: registry line were removed.
+_WITHOUT = {x.strip() for x in os.environ.get("PANORAMA_WITHOUT", "").split(",") if x.strip()}
+
+DOMAINS: list[Domain] = [importlib.import_module(f"layers.{p}").DOMAIN for p in DOMAIN_PACKAGES if p not in _WITHOUT]
 DOMAIN_BY_ID: dict[str, Domain] = {d.id: d for d in DOMAINS}
 assert len(DOMAIN_BY_ID) == len(DOMAINS), "domain ids must be unique"
 
