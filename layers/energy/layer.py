@@ -8,6 +8,8 @@ import pandas as pd
 from dashboard.theme import status_legend, status_scale
 from layers._common import (age_text, aligned, district_geometry, fresh_first, freshness, hhmm, kpi_thresholds,
                             static_districts, with_age)
+from layers._layer import LayerParams
+from layers.energy.kpis import KIND, LOAD_THRESHOLDS
 
 
 def _thresholds(params: LayerParams) -> tuple[float, float]:
