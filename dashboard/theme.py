@@ -118,12 +118,10 @@ def status_legend(warn: float, bad: float, unit: str, higher_is_worse: bool = Tr
             (f"≤ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
 
 
-#: The choropleths' thresholds when the city sets none: the registry's "Of capacity" and
-#: "Satisfaction" KPI thresholds (a test checks they match), so a district's fill is its status.
+#: The choropleths' thresholds when the city sets none: the registry's "Of capacity" KPI
+#: thresholds (a test checks they match), so a district's fill is its status.
 LOAD_THRESHOLDS = (75.0, 90.0)
-SATISFACTION_THRESHOLDS = (4.0, 3.5)
 LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
-SATISFACTION_SCALE = status_scale(*SATISFACTION_THRESHOLDS, 1, 5, higher_is_worse=False)
 
 
 def map_style(theme: str = "dark") -> dict:

@@ -25,12 +25,12 @@ from dashboard.theme import (
     AQI_STATUS_THRESHOLDS,
     CONGESTION_BANDS,
     LOAD_THRESHOLDS,
-    SATISFACTION_THRESHOLDS,
     STATUS,
     STATUS_COLOURS,
 )
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import stale_after
+from layers.satisfaction.kpis import SATISFACTION_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
