@@ -58,7 +58,14 @@ class SatisfactionLayer:
         """Return the score's statuses (the "Satisfaction" KPI's thresholds) and their colours."""
         return status_legend(*_thresholds(params), " / 5", higher_is_worse=False)
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: the mean score and how many rated it."""
+        s = self._state(static, frame)
+        return "satisfaction", {r.id: f"{r.satisfaction:.2f} / 5 ({r.n:,} rated)"
+                                for r in s.itertuples() if np.isfinite(r.satisfaction)}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
         """Return the districts with the lowest satisfaction."""
         s = self._state(static, frame)
         df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["satisfaction"].round(2),
