@@ -8,7 +8,6 @@ never 0. No Dash or Flask here: tests call :func:`compute_all` with a connection
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import cached_property
@@ -19,14 +18,11 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
 
-from dashboard import aqi as aqimod
 from dashboard.store import readmodel as rm
 
 #: How often each domain's feed reports, in seconds; older than 3 periods = stale.
-FEED_PERIOD = {"traffic": 60, "air_quality": 3600, "energy": 60, "satisfaction": 900}
+FEED_PERIOD = {"traffic": 60, "energy": 60, "satisfaction": 900}
 STALE_PERIODS = 3
-POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
-POLLUTANT_LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
 SERVICE_WINDOW = 30 * 86_400
 
 
@@ -132,72 +128,6 @@ class Ctx:
         """Return the segments that have a speed reading."""
         r = self.roads
         return r[r["speed_kmh"].notna()]
-
-    # --------------------------------------------------------------- air quality
-    @cached_property
-    def stations(self) -> pd.DataFrame:
-        """Return latest pollutant values per station (values older than 3 h dropped) with AQI."""
-        # values older than 3 h before the newest are dropped
-        w = rm.latest_wide(self.conn, "aq_station", POLLUTANTS, self.district, max_age=3 * 3600)
-        if w.empty:
-            return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", "aqi", "dominant", *POLLUTANTS])
-        a, dom = aqimod.aqi_frame(w[POLLUTANTS], self.std)
-        w["aqi"] = np.asarray(a, dtype=float)
-        w["dominant"] = list(dom)
-        w["weight"] = self._weights_of(w["district_id"], np.nan)
-        return w
-
-    def _weights_of(self, district_ids: pd.Series, missing: float) -> np.ndarray:
-        """Return the station weight of each district id (``missing`` where a district has none)."""
-        codes, uniq = pd.factorize(district_ids)  # a few distinct districts: map those, not every row
-        sw = self.station_weights
-        per = np.array([sw.get(u, missing) for u in uniq] + [missing], dtype=float)
-        return per[codes]  # code -1 (no district) takes the last entry
-
-    @cached_property
-    def stations_known(self) -> pd.DataFrame:
-        """Return the stations whose AQI is known."""
-        st = self.stations
-        return st[np.isfinite(st["aqi"].to_numpy(dtype=float))] if len(st) else st
-
-    @cached_property
-    def station_weights(self) -> dict:
-        """Return population weight per district of a station: district population / stations in it."""
-        d = rm.district_populations(self.conn)
-        directory = rm.asset_directory(self.conn, "aq_station")
-        if directory is None:
-            per = rm.asset_count_by_district(self.conn, "aq_station")
-        else:
-            per = {k: n for k, n in Counter(directory.district.tolist()).items() if k is not None}
-        return {k: float(d.get(k, 0) or 0) / n for k, n in per.items()}
-
-    @cached_property
-    def aqi_trend(self) -> pd.DataFrame:
-        """Return hourly worst and population-weighted AQI, and stations over limit, over the window."""
-        start = max(self.start, int(self.now) - self.span) // 3600 * 3600
-        # the AQI of each station-hour, derived at ingest from the hourly pollutant rollups;
-        # rows in (asset, bucket) order, as a pivot of those rollups gave them
-        w = rm.station_aqi_series(self.conn, start, int(self.now) + 1, self.std, self.district)
-        if w.empty:
-            return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
-        a = w["aqi"].to_numpy(dtype=float)
-        wt = self._weights_of(w["district_id"], 1.0)
-        b = w["bucket"].to_numpy(dtype=np.int64)
-        ok = np.isfinite(a)
-        a, wt, b = a[ok], wt[ok], b[ok]
-        if not len(a):
-            return pd.DataFrame(columns=["bucket", "worst", "weighted", "over"])
-        # per hour, in numpy: the worst station, the population-weighted mean (the plain mean
-        # where no station has a weight) and the stations over the limit
-        buckets, code = np.unique(b, return_inverse=True)
-        worst = np.full(len(buckets), -np.inf)
-        np.maximum.at(worst, code, a)
-        wsum = np.bincount(code, weights=wt, minlength=len(buckets))
-        mean = np.bincount(code, weights=a, minlength=len(buckets)) / np.bincount(code, minlength=len(buckets))
-        weighted = np.where(wsum > 0, np.bincount(code, weights=wt * a, minlength=len(buckets))
-                            / np.where(wsum > 0, wsum, 1.0), mean)
-        over = np.bincount(code, weights=(a > aqimod.limit(self.std)).astype(float), minlength=len(buckets))
-        return pd.DataFrame({"bucket": buckets, "worst": worst, "weighted": weighted, "over": over})
 
     # --------------------------------------------------------------- energy
     @cached_property
@@ -381,69 +311,6 @@ def _incidents(ctx: Ctx):
         f"{int(starts[keep].sum())} started in {ctx.window}"
 
 
-# ---------------------------------------------------------------------------- air quality
-def _aqi_worst(ctx: Ctx):
-    st = ctx.stations_known
-    v = _nan_none(st["aqi"].max()) if len(st) else None
-    t = ctx.aqi_trend
-    note = ""
-    if v is not None:
-        row = st.loc[st["aqi"].idxmax()]
-        note = f"{row['name']} · {POLLUTANT_LABEL.get(row['dominant'], row['dominant'])}"
-    return v, _delta_vs_start(v, t["bucket"], t["worst"].to_numpy()), t["bucket"], t["worst"], _ts(st), note
-
-
-def _aqi_weighted(ctx: Ctx):
-    st = ctx.stations_known
-    v = None
-    if len(st):
-        w = st["weight"].fillna(0).to_numpy()
-        v = float(np.average(st["aqi"], weights=w)) if w.sum() > 0 else float(st["aqi"].mean())
-    t = ctx.aqi_trend
-    return v, _delta_vs_start(v, t.bucket, t["weighted"].to_numpy()), t.bucket, t["weighted"], _ts(st), \
-        plural(len(st), "station")
-
-
-def _dominant(ctx: Ctx):
-    st = ctx.stations_known
-    if not len(st):
-        return None, None, [], [], None, ""
-    # the pollutant that is dominant at the most stations, weighted by population; without any
-    # population data (every weight 0 or NaN) each station counts once
-    totals: dict = {}
-    for p, wt in zip(st["dominant"].tolist(), st["weight"].tolist()):  # a hundred stations: plain Python
-        totals[p] = totals.get(p, 0.0) + (0.0 if wt != wt else wt)  # NaN weight counts 0, as sum() does
-    if not sum(totals.values()) > 0:
-        totals = dict(Counter(st["dominant"].tolist()))
-    dom = max(totals, key=lambda p: totals[p])  # the first of the heaviest, as a stable descending sort
-    t = ctx.aqi_trend
-    s = ctx.series(dom, res=3600, start=ctx.start)
-    share = int(round(100 * (st["dominant"] == dom).mean()))
-    return POLLUTANT_LABEL.get(dom, dom), None, s.bucket, s["mean"], _ts(st), \
-        f"at {share}% of stations · trend: {POLLUTANT_LABEL.get(dom, dom)} µg/m³" if len(t) else ""
-
-
-def _over_limit(ctx: Ctx):
-    st = ctx.stations_known
-    v = float((st["aqi"] > aqimod.limit(ctx.std)).sum()) if len(st) else None
-    t = ctx.aqi_trend
-    return v, _delta_vs_start(v, t.bucket, t["over"].to_numpy()), t.bucket, t["over"], _ts(st), \
-        f"of {plural(len(st), 'station')}, AQI > {aqimod.limit(ctx.std)}"
-
-
-def _pm25_24h(ctx: Ctx):
-    split = (int(ctx.now) - 86_400) // 3600 * 3600
-    prev = ctx.series("pm25", start=split - 86_400, res=3600)  # the wider range first: one read
-    cur = ctx.series("pm25", start=split, res=3600)
-    prev = prev.before(split)
-    v = float(cur.sum.sum() / cur.n.sum()) if cur.n.sum() else None
-    p = float(prev.sum.sum() / prev.n.sum()) if prev.n.sum() else None
-    s = ctx.series("pm25", res=3600)
-    as_of = ctx.stations["ts"].max() if len(ctx.stations) else None
-    return v, _change(v, p), s.bucket, s.mean, \
-        None if as_of is None or pd.isna(as_of) else int(as_of), "mean of hourly station values"
-
-
 # ---------------------------------------------------------------------------- energy
 def _load_now(ctx: Ctx):
     ss = ctx.substations[ctx.substations["load_mw"].notna()] if len(ctx.substations) else ctx.substations
@@ -601,12 +468,6 @@ KPIS: list[Kpi] = [
     Kpi("traffic.congested", "traffic", "Congested", "%", _congested, warn=10, bad=25, decimals=1),
     Kpi("traffic.incidents", "traffic", "Incidents", "", _incidents, warn=2, bad=5,
         reach=lambda c: c.start - 3600),
-    Kpi("air.aqi_worst", "air_quality", "AQI worst", "AQI", _aqi_worst, warn=101, bad=151),
-    Kpi("air.aqi_weighted", "air_quality", "AQI weighted", "AQI", _aqi_weighted, warn=101, bad=151),
-    Kpi("air.dominant", "air_quality", "Main pollutant", "", _dominant, delta_label=""),
-    Kpi("air.over_limit", "air_quality", "Over limit", "", _over_limit, warn=1, bad=4),
-    Kpi("air.pm25_24h", "air_quality", "PM2.5 24 h", "µg/m³", _pm25_24h, warn=35, bad=75,
-        delta_label="vs previous 24 h", reach=lambda c: int(c.now) - 2 * 86_400 - 3600),
     Kpi("energy.load", "energy", "Load now", "MW", _load_now,
         status_from=lambda c, v: None if v is None else _capacity_share(c)[0], warn=75, bad=90),
     Kpi("energy.capacity_share", "energy", "Of capacity", "%", _capacity_share, warn=75, bad=90, decimals=1),
@@ -631,11 +492,6 @@ DEFINITIONS = {
     "traffic.mean_speed": "Mean current speed over the road segments with a reading",
     "traffic.congested": "Share of road segments slower than half their free-flow speed",
     "traffic.incidents": "Road segments with an active incident now",
-    "air.aqi_worst": "Highest air quality index of any station now, with its station and main pollutant",
-    "air.aqi_weighted": "Air quality index averaged over stations, weighted by the population they cover",
-    "air.dominant": "The pollutant that sets the AQI at most stations (weighted by population); a category, no status",
-    "air.over_limit": "Stations whose AQI is above the standard's limit now",
-    "air.pm25_24h": "Mean PM2.5 of the hourly station values over the last 24 hours",
     "energy.load": "Total load on all substations now; status from the share of their rated capacity",
     "energy.capacity_share": "Total substation load as a share of their rated capacity",
     "energy.consumption_today": "Energy used since midnight (city time), whatever the window",
