@@ -75,22 +75,6 @@ CONGESTION_BANDS = [
     (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
 ]
 
-#: AQI thresholds (warn, bad) of the map's station colours when the city sets none: the
-#: registry's "AQI worst" KPI thresholds, so a station and the KPI tile agree on a value's status.
-#: (Kept here, not imported, so the theme has no dependency; a test checks they match.)
-AQI_STATUS_THRESHOLDS = (101, 151)
-
-
-def aqi_status(aqi, thresholds: tuple[float, float] | None = None) -> str:
-    """Return the status of an AQI value (the AQI KPI's own thresholds): good, warn, bad or unknown.
-
-    The standards' six bands map onto it: good and moderate are good, the next band (101–150) a
-    watch, everything from 151 up an alert.
-    """
-    warn, bad = thresholds or AQI_STATUS_THRESHOLDS
-    return threshold_status(aqi, warn, bad)
-
-
 def status_scale(warn: float, bad: float, lo: float, hi: float, higher_is_worse: bool = True) -> list:
     """Return a stepped plotly colour scale over ``lo``..``hi``: each value in the colour of the
     status its KPI's ``warn``/``bad`` thresholds give it (the district's colour = the tile's)."""

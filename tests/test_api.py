@@ -6,7 +6,7 @@ import pytest
 from _demo import build_demo_store
 from sqlalchemy import text
 
-from dashboard import aqi
+from layers.air_quality import aqi
 from dashboard.app import create_app
 from dashboard.kpis import KPIS
 from dashboard.settings import Settings

@@ -14,7 +14,7 @@ from sqlalchemy import create_engine, select
 
 from dashboard.city import install_city, load_city
 from dashboard.feeds import local_hours, uniform
-from dashboard.feeds.airquality import AQ_METRICS, AirQualityReplay
+from layers.air_quality.feed import AQ_METRICS, AirQualityReplay
 from dashboard.feeds.energy import EnergySim
 from layers.satisfaction.feed import ServiceSim
 from dashboard.feeds.simulator import Feeds, Simulator, backfill

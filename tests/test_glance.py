@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from _demo import BEIJING, build_demo_store
 
-from dashboard import aqi as aqimod
+from layers.air_quality import aqi as aqimod
 from dashboard import views
 from dashboard.app import create_app
 from dashboard.kpis import KPI_BY_ID
@@ -22,7 +22,6 @@ from dashboard.live import attention_items, visible_attention
 from dashboard.pages import wall
 from dashboard.settings import Settings
 from dashboard.theme import (
-    AQI_STATUS_THRESHOLDS,
     CONGESTION_BANDS,
     LOAD_THRESHOLDS,
     STATUS,
@@ -30,6 +29,7 @@ from dashboard.theme import (
 )
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import stale_after
+from layers.air_quality.kpis import AQI_THRESHOLDS as AQI_STATUS_THRESHOLDS
 from layers.satisfaction.kpis import SATISFACTION_THRESHOLDS
 
 ROOT = Path(__file__).resolve().parents[1]

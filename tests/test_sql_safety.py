@@ -31,9 +31,9 @@ ALLOWED = {
     ("dashboard/store/ingest.py", "_latest_ts"),         # a run of bind placeholders (?, ?, …): values are bound
     ("dashboard/store/ingest.py", "_update_latest"),     # a constant SET clause shared by both engines
     # runs of the driver's bind placeholder (? or %s) and the modules' own column-name constants:
-    ("dashboard/store/aqi_rollup.py", "update"),
-    ("dashboard/store/aqi_rollup.py", "_write"),
-    ("dashboard/store/aqi_rollup.py", "rebuild"),
+    ("layers/air_quality/rollup.py", "update"),
+    ("layers/air_quality/rollup.py", "_write"),
+    ("layers/air_quality/rollup.py", "rebuild"),
     ("dashboard/store/service_rollup.py", "apply_frame"),
     ("dashboard/api.py", "_wait_at_most"),  # SQLite's PRAGMA busy_timeout takes no bind: int() of a setting
 }

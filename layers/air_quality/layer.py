@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard import aqi as aqimod
-from dashboard.theme import AQI_STATUS_THRESHOLDS, STATUS_WORDS, aqi_status, status_colour
-from layers._layer import LayerParams
+from dashboard.theme import STATUS_WORDS, status_colour
 from layers._common import (STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, kpi_thresholds,
                             with_age)
+from layers._layer import LayerParams
+from layers.air_quality import aqi as aqimod
+from layers.air_quality.kpis import AQI_THRESHOLDS, KIND, LABEL, POLLUTANTS, aqi_status
 
-POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
-LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
 NO_DATA = status_colour("unknown")
 
 
@@ -34,18 +33,14 @@ class AirQualityLayer:
     name = "Air quality"
     domain = "air_quality"
     description = "Monitoring stations coloured by AQI status (OK / watch / alert), sized by AQI."
+    #: the domain's current values it draws: every station's newest values, however old (shown stale)
+    source = "readings"
 
     def static(self, conn) -> pd.DataFrame:
         """Return the stations."""
         from dashboard.store.readmodel import assets_frame
 
-        return assets_frame(conn, "aq_station")[["id", "name", "district_id", "lon", "lat"]]
-
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return the latest pollutant values per station (wide)."""
-        from dashboard.store.readmodel import latest_wide
-
-        return latest_wide(conn, "aq_station", POLLUTANTS)
+        return assets_frame(conn, KIND)[["id", "name", "district_id", "lon", "lat"]]
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame, std: str, now: float | None = None,
                thresholds: tuple[float, float] | None = None) -> pd.DataFrame:
@@ -70,7 +65,7 @@ class AirQualityLayer:
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return marker colours and sizes and the hover values."""
         w = self._state(static, frame, params.aqi_standard, params.now,
-                        kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS))
+                        kpi_thresholds(params, "air.aqi_worst", AQI_THRESHOLDS))
         tz = params.extra.get("tz")
         custom = [[None if not np.isfinite(a) else int(a), LABEL.get(d, "—"), b,
                    None if not np.isfinite(p) else round(p),
@@ -100,7 +95,7 @@ class AirQualityLayer:
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
         """Return the AQI ranges of each status (the AQI KPI's thresholds) with the standard's band names."""
-        warn, bad = kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS)
+        warn, bad = kpi_thresholds(params, "air.aqi_worst", AQI_THRESHOLDS)
         bands = aqimod.BANDS[params.aqi_standard]
         out = []
         for st, lo, hi in (("good", 0, warn), ("warn", warn, bad), ("bad", bad, float("inf"))):
