@@ -88,7 +88,8 @@ class AirQualityLayer:
         v = self.values(static, frame, params)[0]
         return [{
             "type": "scattermap", "mode": "markers", "name": "Air quality", "uid": "air-quality",
-            "meta": {"layer": self.id}, "lon": static["lon"].tolist(), "lat": static["lat"].tolist(),
+            # names_on_wall: the wall writes the stations' names beside their dots (assets/district_labels.js)
+            "meta": {"layer": self.id, "names_on_wall": True}, "lon": static["lon"].tolist(), "lat": static["lat"].tolist(),
             "text": static["name"].tolist(), "showlegend": False,
             **v, "marker": {**v["marker"], "opacity": 0.95},
         }]
@@ -106,9 +107,21 @@ class AirQualityLayer:
                         status_colour(st)))
         return out
 
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: the worst current AQI and its station."""
+        from html import escape
+
+        w = self._state(static, frame, params.aqi_standard, params.now)
+        w = w.assign(district=static["district_id"].to_numpy())
+        w = w[np.isfinite(w["aqi"]) & ~w["stale"].astype(bool)].sort_values("aqi", ascending=False)
+        return "worst AQI", {r.district: f"{r.aqi:.0f} at {escape(str(r.name))}"
+                             for r in w.drop_duplicates("district").itertuples()}
+
     def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, std: str = "cn",
-              now: float | None = None) -> pd.DataFrame:
+              now: float | None = None, params: LayerParams | None = None) -> pd.DataFrame:
         """Return the stations with the highest AQI (stale ones, at ``now``, after every current one)."""
+        if params is not None:
+            std = params.aqi_standard
         w = self._state(static, frame, std, now)
         df = pd.DataFrame({"place": w["name"], "district": static["district_id"].to_numpy(), "value": w["aqi"],
                            "unit": "AQI", "band": w["band"], "dominant": w["dominant"].map(LABEL)})
