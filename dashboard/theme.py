@@ -64,17 +64,6 @@ def threshold_status(value, warn: float, bad: float, higher_is_worse: bool = Tru
     return "bad" if sign * value >= sign * bad else "warn" if sign * value >= sign * warn else "good"
 
 
-#: Traffic congestion bands by speed ÷ free-flow speed and the status each stands for: jammed is an
-#: alert and heavy a watch, as in the wall's "needs attention" list; slow and free flow are fine.
-CONGESTION_STATUS = {"jammed": "bad", "heavy": "warn", "slow": "good", "free": "good"}
-#: (upper bound of ratio, key, label, colour — its status's colour).
-CONGESTION_BANDS = [
-    (0.25, "jammed", "Jammed (< 25 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["jammed"]]),
-    (0.50, "heavy", "Heavy (25–50 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["heavy"]]),
-    (0.75, "slow", "Slow (50–75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["slow"]]),
-    (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
-]
-
 #: AQI thresholds (warn, bad) of the map's station colours when the city sets none: the
 #: registry's "AQI worst" KPI thresholds, so a station and the KPI tile agree on a value's status.
 #: (Kept here, not imported, so the theme has no dependency; a test checks they match.)

@@ -23,7 +23,6 @@ from dashboard.pages import wall
 from dashboard.settings import Settings
 from dashboard.theme import (
     AQI_STATUS_THRESHOLDS,
-    CONGESTION_BANDS,
     LOAD_THRESHOLDS,
     SATISFACTION_THRESHOLDS,
     STATUS,
@@ -31,6 +30,7 @@ from dashboard.theme import (
 )
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import stale_after
+from layers.traffic.layer import CONGESTION_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
