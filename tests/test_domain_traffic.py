@@ -198,6 +198,10 @@ def test_attention_of_a_district_has_only_its_segments():
 def test_layer_draws_the_domains_roads_frame_band_by_band():
     layer = LAYER_BY_ID["traffic"]
     assert layer is DOMAIN.layer and layer.source == "roads" and not hasattr(layer, "query")
+    from dashboard.snapshot import Snapshot
+
+    live = roads(LIVE)
+    assert Snapshot(Query(now=NOW, window=None), latest={"traffic": {"roads": live}}).layer_frame(DOMAIN) is live
     p = LayerParams(now=NOW)
     dots, hover = layer.traces(static_frame(), roads(LIVE), p)
     assert untyped(dots["marker"]["color"]).tolist() == [0, 0, 1, 3, STALE]  # jammed, heavy, free, stale
