@@ -64,16 +64,6 @@ def threshold_status(value, warn: float, bad: float, higher_is_worse: bool = Tru
     return "bad" if sign * value >= sign * bad else "warn" if sign * value >= sign * warn else "good"
 
 
-#: Traffic congestion bands by speed ÷ free-flow speed and the status each stands for: jammed is an
-#: alert and heavy a watch, as in the wall's "needs attention" list; slow and free flow are fine.
-CONGESTION_STATUS = {"jammed": "bad", "heavy": "warn", "slow": "good", "free": "good"}
-#: (upper bound of ratio, key, label, colour — its status's colour).
-CONGESTION_BANDS = [
-    (0.25, "jammed", "Jammed (< 25 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["jammed"]]),
-    (0.50, "heavy", "Heavy (25–50 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["heavy"]]),
-    (0.75, "slow", "Slow (50–75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["slow"]]),
-    (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
-]
 
 def status_scale(warn: float, bad: float, lo: float, hi: float, higher_is_worse: bool = True) -> list:
     """Return a stepped plotly colour scale over ``lo``..``hi``: each value in the colour of the
@@ -104,8 +94,6 @@ def status_legend(warn: float, bad: float, unit: str, higher_is_worse: bool = Tr
 
 #: The choropleths' thresholds when the city sets none: the registry's "Of capacity" KPI
 #: thresholds (a test checks they match), so a district's fill is its status.
-LOAD_THRESHOLDS = (75.0, 90.0)
-LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
 
 
 def map_style(theme: str = "dark") -> dict:

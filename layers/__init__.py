@@ -15,6 +15,7 @@ from layers._layer import Layer, LayerParams  # noqa: F401
 
 #: The domains, in the order screens list them. Adding a domain = one package + one line here.
 DOMAIN_PACKAGES = [
+    "traffic",
     "air_quality",
     "energy",
     "satisfaction",

@@ -255,7 +255,8 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     from dashboard import views
     from dashboard.export import map_panel_figure, parse_request, standalone_live
     from dashboard.map_image import RIM_PX, mercator_y, static_map_figure
-    from dashboard.theme import CONGESTION_BANDS, LOAD_SCALE, status_colour
+    from dashboard.theme import LOAD_SCALE, status_colour
+    from layers.traffic.layer import CONGESTION_BANDS
     from layers._common import untyped
 
     live = standalone_live(Settings(data_dir=tmp_path, database_url=store_url))

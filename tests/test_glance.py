@@ -22,15 +22,15 @@ from dashboard.live import attention_items, visible_attention
 from dashboard.pages import wall
 from dashboard.settings import Settings
 from dashboard.theme import (
-    CONGESTION_BANDS,
-    LOAD_THRESHOLDS,
     STATUS,
     STATUS_COLOURS,
 )
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import stale_after
 from layers.air_quality.kpis import AQI_THRESHOLDS as AQI_STATUS_THRESHOLDS
+from layers.energy.kpis import LOAD_THRESHOLDS
 from layers.satisfaction.kpis import SATISFACTION_THRESHOLDS
+from layers.traffic.layer import CONGESTION_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400

@@ -11,9 +11,20 @@ import math
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import CONGESTION_BANDS, status_colour
+from dashboard.theme import STATUS_COLOURS, status_colour
 from layers._layer import LayerParams
 from layers._common import STALE_COLOUR, aligned, fresh_first, freshness, typed, with_age
+
+#: Congestion bands by speed ÷ free-flow speed and the status each stands for: jammed is an alert
+#: and heavy a watch, as in the wall's "needs attention" list; slow and free flow are fine.
+CONGESTION_STATUS = {"jammed": "bad", "heavy": "warn", "slow": "good", "free": "good"}
+#: (upper bound of ratio, key, label, colour — its status's colour).
+CONGESTION_BANDS = [
+    (0.25, "jammed", "Jammed (< 25 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["jammed"]]),
+    (0.50, "heavy", "Heavy (25–50 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["heavy"]]),
+    (0.75, "slow", "Slow (50–75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["slow"]]),
+    (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
+]
 
 DOT_SPACING_M = 600
 SIDE_OFFSET_M = 160
@@ -55,6 +66,7 @@ class TrafficLayer:
     name = "Traffic"
     domain = "traffic"
     description = "Road segments coloured by speed as a share of free-flow speed."
+    source = "roads"  # draws the domain's current values of every segment (speed, incident)
 
     def static(self, conn) -> pd.DataFrame:
         """Return segments with their dots (lon, lat arrays) and midpoints."""
@@ -76,12 +88,6 @@ class TrafficLayer:
         out.attrs["dots"] = (np.round(np.array(dots_lon), 5), np.round(np.array(dots_lat), 5),
                              np.array(seg_of_dot, dtype=np.int32))
         return out
-
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return the latest speed and incident state per segment."""
-        from dashboard.store.readmodel import latest_wide
-
-        return latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame, now: float | None = None):
         """Per segment: speed, ratio, band (-2 where the reading is stale at ``now``), time, incident, age."""
