@@ -92,10 +92,6 @@ def status_legend(warn: float, bad: float, unit: str, higher_is_worse: bool = Tr
             (f"≤ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
 
 
-#: The choropleths' thresholds when the city sets none: the registry's "Of capacity" KPI
-#: thresholds (a test checks they match), so a district's fill is its status.
-
-
 def map_style(theme: str = "dark") -> dict:
     """Return a MapLibre style that draws with no network: a plain background, no tiles, no glyphs.
 

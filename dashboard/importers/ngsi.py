@@ -30,7 +30,8 @@ from layers import DOMAINS
 log = logging.getLogger("panorama.ngsi")
 
 #: NGSI type -> (asset kind, attribute -> metric, attributes naming the asset[, attribute holding the
-#: start of the observed period]): every domain's ``ngsi`` hints.
+#: start of the observed period, metrics that are counts over that period (stored per hour)]):
+#: every domain's ``ngsi`` hints.
 TYPES = {t: spec for d in DOMAINS for t, spec in d.ngsi}
 #: Most points of an entity's location.
 MAX_LOCATION_POINTS = 10_000
@@ -174,6 +175,7 @@ def _parse_entity(source: str, i: int, e, timezone: str | None, ts_format: str |
     if not isinstance(eid, str) or not eid.strip():
         raise _Bad("no id")
     kind, attr_map, refs, *period = TYPES[etype]
+    counted = set(period[1]) if len(period) > 1 else set()  # counts over the observed period: made per hour
     ref = next((e[r] for r in refs if r in e), None)
     aid = _short(ref) if ref is not None else _short(eid)
     if not aid or len(aid) > 128 or not aid.isprintable():
@@ -215,7 +217,7 @@ def _parse_entity(source: str, i: int, e, timezone: str | None, ts_format: str |
         except ImportProblem as exc:
             bad.append((i, e, str(exc)))
             continue
-        if metric == "flow_vph" and span:
+        if metric in counted and span:
             value = value * 3600.0 / span
         rows.append({"asset": aid, "metric": metric, "ts": ts, "value": value, "line": i})
     return asset, rows, bad

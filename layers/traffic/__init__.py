@@ -95,6 +95,7 @@ DOMAIN = Domain(
     attention=attention,
     feed=feed,
     city_assets=city_assets,
+    # an intensity is a count over dateObservedFrom … dateObservedTo: stored per hour
     ngsi=(("TrafficFlowObserved", ("road_segment", {"averageVehicleSpeed": "speed_kmh", "intensity": "flow_vph"},
-                                   ("refRoadSegment", "refDevice"))),),
+                                   ("refRoadSegment", "refDevice"), "dateObservedFrom", ("flow_vph",))),),
 )

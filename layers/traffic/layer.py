@@ -152,7 +152,17 @@ class TrafficLayer:
             out.setdefault(b[3], []).append(b[2])
         return [(" / ".join(labels), c) for c, labels in out.items()] + [("stale reading", STALE_COLOUR)]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: the mean speed as % of free flow of their
+        segments with a current reading."""
+        _, ratio, band, *_ = self._state(static, frame, params.now)
+        d = pd.DataFrame({"district": static["district_id"], "ratio": np.where(band >= 0, ratio, np.nan)})
+        g = d.dropna().groupby("district")["ratio"].agg(["mean", "size"])
+        return "traffic speed", {i: f"{100 * m:.0f}% of free flow ({n} segments)"
+                                 for i, m, n in zip(g.index, g["mean"], g["size"].astype(int))}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params=None) -> pd.DataFrame:
         """Return the slowest segments relative to free flow (stale ones, at ``now``, after every current one)."""
         speed, ratio, band, ts, inc, age = self._state(static, frame, now)
         labels = [b[2] for b in CONGESTION_BANDS]
