@@ -178,7 +178,6 @@ def place_values(live, req: PanelRequest):
     """Return the per-place values of the panel's layers now (one row per place, ``layer`` column first)."""
     import pandas as pd
 
-    from dashboard import views
 
     frames = live.layer_frames()
     names = dict(zip(live.districts()["id"], live.districts()["name"]))

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime, timezone
-from html import escape
 from urllib.parse import quote
 
 import numpy as np

@@ -41,7 +41,8 @@ def _tokens() -> set[str]:
 def _product_files() -> list[Path]:
     files = [ROOT / "app.py"]
     files += sorted((ROOT / "dashboard").rglob("*.py"))
-    files += sorted(p for p in (ROOT / "layers").glob("*.py"))  # the registry and the shared helpers
+    # the shared helpers of the layers (not layers/__init__.py: the registry names each package once)
+    files += sorted(p for p in (ROOT / "layers").glob("*.py") if p.name != "__init__.py")
     files += sorted((ROOT / "assets").glob("*.css")) + sorted((ROOT / "assets").glob("*.js"))
     return [f for f in files if "migrations" not in f.parts and str(f.relative_to(ROOT)) not in EXEMPT]
 
@@ -73,7 +74,8 @@ def names_of(path: Path, tokens: set[str]) -> list[str]:
                     node.module in packages or any(node.module.startswith(p + ".") for p in packages)):
                 found.append(f"{path.name}:{node.lineno} import {node.module}")
     else:
-        code = re.sub(r"/\*.*?\*/|(?m)^\s*//.*$", "", text, flags=re.S)
+        code = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+        code = re.sub(r"^\s*//.*$", "", code, flags=re.M)
         for t in tokens:
             if re.search(rf"(?<![\w-]){re.escape(t)}(?![\w])", code):
                 found.append(f"{path.name}: {t}")

@@ -19,6 +19,7 @@ from dashboard.security import embed_policy, parse_origins
 from dashboard.settings import Settings
 from dashboard.store.schema import make_engine
 from layers import LAYER_BY_ID
+from _layers import layer_frame
 
 TIME_DEPENDENT = {"service.overdue", "service.open"}  # counts that can move as due times pass during a test
 
@@ -137,7 +138,7 @@ def test_export005_layer_json_csv_equal_read_model(client, store_url):
     layer = LAYER_BY_ID["traffic"]
     with make_engine(store_url).connect() as conn:
         static = layer.static(conn)
-        frame = layer.query(conn, LayerParams(now=time.time()))
+        frame = layer_frame(conn, layer)
     truth = layer.worst(static, frame, len(static))
     j = client.get("/api/panels/map-traffic.json").get_json()
     got = {(p["place"], p["value"]) for p in j["places"] if p["layer"] == "traffic"}

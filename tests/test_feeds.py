@@ -15,10 +15,10 @@ from sqlalchemy import create_engine, select
 from dashboard.city import install_city, load_city
 from dashboard.feeds import local_hours, uniform
 from layers.air_quality.feed import AQ_METRICS, AirQualityReplay
-from dashboard.feeds.energy import EnergySim
+from layers.energy.feed import EnergySim
 from layers.satisfaction.feed import ServiceSim
 from dashboard.feeds.simulator import Feeds, Simulator, backfill
-from dashboard.feeds.traffic import TrafficSim
+from layers.traffic.feed import TrafficSim
 from dashboard.store.schema import create_schema, make_engine, rejected, service_requests
 from dashboard.store.services import ingest_service_requests
 

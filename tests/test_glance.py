@@ -18,7 +18,8 @@ from layers.air_quality import aqi as aqimod
 from dashboard import views
 from dashboard.app import create_app
 from dashboard.kpis import KPI_BY_ID
-from dashboard.live import attention_items, visible_attention
+from dashboard.live import visible_attention
+from _layers import attention_items
 from dashboard.pages import wall
 from dashboard.settings import Settings
 from dashboard.theme import (

@@ -20,6 +20,7 @@ from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store import service_rollup
 from dashboard.store.ingest import Ingestor
 from dashboard.store.schema import service_requests
+from _layers import layer_frame
 
 T0 = 1_736_899_200  # 2025-01-15T00:00:00Z
 END = T0 + 2 * 86_400  # the history covers [T0, END)
@@ -491,7 +492,7 @@ def test_screens_never_read_raw_history(city_data):
                     assert len(values) == len(kpis.KPIS)
             for layer in LAYERS:
                 for district in (None, "north"):
-                    layer.query(conn, LayerParams(now=NOW, district=district))
+                    layer_frame(conn, layer, NOW)
     finally:
         event.remove(eng, "before_cursor_execute", record)
     assert len(statements) > 50

@@ -71,7 +71,7 @@ DOMAIN = Domain(
             definition="Highest air quality index of any station now, with its station and main pollutant"),
         Kpi("air.aqi_weighted", ID, "AQI weighted", "AQI", k.aqi_weighted, *k.AQI_THRESHOLDS,
             definition="Air quality index averaged over stations, weighted by the population they cover"),
-        Kpi("air.dominant", ID, "Main pollutant", "", k.dominant, delta_label="",
+        Kpi("air.dominant", ID, "Main pollutant", "", k.dominant, delta_label="", report=("category", k.dominant_over),
             definition="The pollutant that sets the AQI at most stations (weighted by population); "
                        "a category, no status"),
         Kpi("air.over_limit", ID, "Over limit", "", k.over_limit, warn=1, bad=4,

@@ -196,3 +196,25 @@ def pm25_24h(f: Frames):
     p = float(prev.sum.sum() / prev.n.sum()) if prev.n.sum() else None
     s = f["series"]["pm25"]
     return v, change(v, p), s.bucket, s.mean, newest(f["stations"]), "mean of hourly station values"
+
+
+def dominant_over(conn, lo: int, hi: int, district, std: str) -> tuple[str | None, int, int]:
+    """Over a report's period: the pollutant whose hourly city (district) mean has the highest
+    sub-index most often in [lo, hi) — (label, hours it led, hours with data)."""
+    from dashboard.store import readmodel as rm
+
+    hours = np.arange(lo // 3600 * 3600, hi, 3600)
+    if not len(hours):
+        return None, 0, 0
+    sub = np.full((len(POLLUTANTS), len(hours)), np.nan)
+    for i, pol in enumerate(POLLUTANTS):
+        r = rm.district_rollup(conn, pol, int(hours[0]), int(hi), 3600, district)
+        sub[i] = aqimod.iaqi_array(pol, r.at("mean", hours), std)
+    known = np.isfinite(sub).any(axis=0)
+    if not known.any():
+        return None, 0, 0
+    lead = np.nanargmax(np.where(np.isfinite(sub[:, known]), sub[:, known], -1), axis=0)
+    counts = np.bincount(lead, minlength=len(POLLUTANTS))
+    top = int(np.argmax(counts))
+    pol = POLLUTANTS[top]
+    return LABEL.get(pol, pol), int(counts[top]), int(known.sum())
