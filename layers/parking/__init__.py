@@ -45,9 +45,16 @@ def city_assets(city, districts, assign) -> list[dict]:
         wrong = ~np.isfinite(v.to_numpy(dtype=float)) | ((v <= 0).to_numpy() if col == "capacity" else False)
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
-            raise ValueError(f"{path}: line {i + 2}: {col} {cp[col].iloc[i]!r} is not a "
+            raise ValueError(f"{path}: line {i + 2}: {col} {str(cp[col].iloc[i])!r} is not a "
                              f"{'positive number' if col == 'capacity' else 'number'}")
         cp[col] = v.astype(float)
+    if "business" in cp.columns:  # optional: empty is unknown
+        b = pd.to_numeric(cp["business"], errors="coerce")
+        wrong = (cp["business"].notna() & ~b.between(0, 1)).to_numpy()
+        if wrong.any():
+            i = int(np.flatnonzero(wrong)[0])
+            raise ValueError(f"{path}: line {i + 2}: business {str(cp['business'].iloc[i])!r} is not a number from 0 to 1")
+        cp["business"] = b.astype(float)
     if cp["id"].duplicated().any():
         raise ValueError(f"{path}: id {cp.loc[cp['id'].duplicated(), 'id'].iloc[0]!r} appears twice")
     g = gpd.GeoDataFrame(cp, geometry=gpd.points_from_xy(cp.lon, cp.lat), crs=4326)
