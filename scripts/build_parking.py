@@ -94,7 +94,8 @@ def build_car_parks(features: list[dict]) -> list[dict]:
         inner = geom.buffer(-0.001)  # ~100 m inside: the point is in this district whatever the border's slivers
         if inner.is_empty:
             inner = geom
-        anchors = [(p["label_lon"], p["label_lat"])] + [(c[1], c[2]) for c in CENTRES if inner.contains(Point(c[1], c[2]))]
+        anchors = [(p["label_lon"], p["label_lat"])] + [(c[1], c[2]) for c in CENTRES
+                                                         if inner.contains(Point(c[1], c[2]))]
         core = RING_WEIGHT.get(did, 0.8) >= 3.0
         sigma = 1.2 if core else min(8.0, max(1.5, 0.18 * math.sqrt(p["area_km2"])))
         for kind, prefix, word, n, tight in (("car_park", "cp", "Car Park", n_cp[did], 1.0),

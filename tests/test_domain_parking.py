@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,8 @@ KPI = {x.id: x for x in DOMAIN.kpis}
 def cars(rows) -> pd.DataFrame:
     """Car parks as ``latest`` gives them: rows of (id, district, free, spaces, age)."""
     return pd.DataFrame({"asset_id": [r[0] for r in rows], "name": [f"Car park {r[0]}" for r in rows],
-                         "district_id": [r[1] for r in rows], "ts": np.array([NOW - r[4] for r in rows], dtype=np.int64),
+                         "district_id": [r[1] for r in rows],
+                         "ts": np.array([NOW - r[4] for r in rows], dtype=np.int64),
                          "parking_free": np.array([r[2] for r in rows], dtype=float),
                          "spaces": np.array([r[3] for r in rows], dtype=float)})
 
@@ -102,7 +104,8 @@ def test_full_counts_car_parks_at_95_percent_and_takes_status_from_their_share()
     assert v.status == "bad"  # 1 of 3 car parks: 33 % ≥ 25 %
     assert v.spark_y == pytest.approx([0.0, 1.0])  # mean of 0/1 × 2 car parks
     assert v.delta == pytest.approx(1.0)
-    exactly = value("parking.full", frames([("a", "d1", 5, 100, 30)] + [(f"x{i}", "d1", 50, 100, 30) for i in range(9)], []))
+    ten = [("a", "d1", 5, 100, 30)] + [(f"x{i}", "d1", 50, 100, 30) for i in range(9)]
+    exactly = value("parking.full", frames(ten, []))
     assert exactly.value == 1 and exactly.status == "warn"  # 95 % is full; 1 of 10 = 10 %
 
 
@@ -217,7 +220,8 @@ def test_layer_colours_each_circle_by_occupancy_status():
     assert custom[3].tolist() == [65535, 50, 65535, 65535]
     tr = layer.traces(st, frame, PARAMS)
     assert [t["uid"] for t in tr] == ["parking-car-parks", "parking-zones"]
-    assert len(tr[0]["lon"]) == 4 and tr[0]["marker"]["cmin"] == STALE and tr[0]["marker"]["colorscale"][0][1] == STALE_COLOUR
+    assert len(tr[0]["lon"]) == 4 and tr[0]["marker"]["cmin"] == STALE
+    assert tr[0]["marker"]["colorscale"][0][1] == STALE_COLOUR
     assert tr[0]["marker"]["size"][1] > tr[0]["marker"]["size"][0]  # larger car park, larger circle
 
 
@@ -346,8 +350,8 @@ def test_feed_daily_pattern_business_by_day_homes_by_night_weekends_differ():
     tue_noon, tue_night = local("2024-03-05", 11), local("2024-03-05", 3)
     sat_noon = local("2024-03-09", 11)
     occ = s.occupancy([tue_noon, tue_night, sat_noon])  # (time, asset): business, residential, zone
-    assert occ[0, 0] > 0.8 > 0.3 > occ[1, 0]  # offices full at work time, empty at night
-    assert occ[1, 1] > 0.75 > 0.55 > occ[0, 1]  # homes the other way round
+    assert occ[0, 0] > 0.8 and occ[1, 0] < 0.3  # offices full at work time, empty at night
+    assert occ[1, 1] > 0.75 and occ[0, 1] < 0.55  # homes the other way round
     assert occ[2, 0] < occ[0, 0] - 0.2  # fewer at work on a Saturday
     # over a working day the business car park peaks in the day
     day = np.arange(local("2024-03-05", 0), local("2024-03-06", 0), 600)
@@ -402,7 +406,7 @@ def test_the_beijing_file_is_what_the_generator_writes(tmp_path):
 
 def test_city_assets_rejects_a_bad_file(tmp_path):
     class City:
-        files = {"car_parks": "cp.csv"}
+        files: ClassVar[dict] = {"car_parks": "cp.csv"}
 
         def path(self, key):
             return tmp_path / self.files[key]
@@ -435,6 +439,65 @@ def test_city_assets_rejects_a_bad_file(tmp_path):
         ("a", "car_park", "d1", {"spaces": 10.0}), ("b", "parking_zone", "d1", {"spaces": 8.0})]
 
     class NoFile(City):
-        files = {}
+        files: ClassVar[dict] = {}
 
     assert city_assets(NoFile(), None, assign) == []
+
+
+# ---------------------------------------------------------------------------- one snapshot from a real store
+def test_snapshot_reads_and_computes_parking_from_a_sqlite_store(tmp_path):
+    """The reads (latest values, 30-minute per-asset series, rollups, per-district rollups) on a real
+    store, rows written by hand (the ingest of the other domains is not converted yet)."""
+    import json
+
+    from sqlalchemy import insert
+
+    from dashboard.snapshot import compute
+    from dashboard.store.migrate import upgrade
+    from dashboard.store.schema import (
+        assets,
+        districts,
+        latest,
+        make_engine,
+        rollup_asset,
+        rollup_district,
+    )
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    upgrade(engine)
+    square = json.dumps({"type": "Polygon", "coordinates": [[[0, 0], [1, 0], [1, 1], [0, 1], [0, 0]]]})
+    now = NOW // 300 * 300 + 100
+    buckets = list(range((now - k.FULL_FOR_S) // 300 * 300, now + 1, 300))
+    with engine.begin() as c:
+        c.execute(insert(districts), [{"id": d, "name": d.upper(), "geometry": square} for d in ("d1", "d2")])
+        c.execute(insert(assets), [
+            {"pk": pk, "id": i, "kind": kind, "district_id": d, "name": i.upper(), "lon": .1, "lat": .1,
+             "attributes": {"spaces": n}}
+            for pk, i, kind, d, n in ((1, "a", "car_park", "d1", 100), (2, "b", "car_park", "d2", 200),
+                                      (3, "z", "parking_zone", "d2", 20))])
+        c.execute(insert(latest), [{"asset_pk": pk, "metric": m, "ts": now - 30, "value": v} for pk, m, v in
+                                   ((1, "parking_free", 2), (2, "parking_free", 100), (3, "zone_free", 5))])
+        c.execute(insert(rollup_asset), [{"res": 300, "asset_pk": p, "metric": "parking_free", "bucket": b, "n": 5,
+                                          "sum": 5 * v, "min": v, "max": v}
+                                         for b in buckets for p, v in ((1, 2.0), (2, 100.0))])
+        series = {"parking_capacity": 300.0, "parking_occupied": 198.0, "zone_capacity": 20.0, "zone_occupied": 15.0}
+        by_district = (("d1", "parking_capacity", 100.0), ("d1", "parking_occupied", 98.0),
+                       ("d2", "parking_capacity", 200.0), ("d2", "parking_occupied", 100.0),
+                       ("d2", "zone_capacity", 20.0), ("d2", "zone_occupied", 15.0))
+        c.execute(insert(rollup_district),
+                  [{"res": 300, "district_id": "*", "metric": m, "bucket": b, "n": 2, "sum": v, "min": 0, "max": v}
+                   for b in buckets for m, v in series.items()]
+                  + [{"res": 300, "district_id": d, "metric": m, "bucket": b, "n": 1, "sum": v, "min": 0, "max": v}
+                     for b in buckets for d, m, v in by_district])
+    with engine.connect() as conn:
+        snap = compute(conn, now=now, window="24h", tz="Asia/Shanghai", domains=[DOMAIN])
+        d2 = compute(conn, now=now, window="24h", district="d2", tz="Asia/Shanghai", domains=[DOMAIN])
+    assert snap.failed == {} and snap.counts == {"car_park": 2, "parking_zone": 1}
+    occ = snap.kpi("parking.occupancy")
+    assert occ.value == pytest.approx(100 * 213 / 320) and occ.spark_y[-1] == pytest.approx(100 * 213 / 320)
+    assert snap.kpi("parking.full").value == 1 and snap.kpi("parking.free").value == 107
+    assert snap.kpi("parking.pressure").value == pytest.approx((1 / 0.02 + 1 / (1 - 115 / 220)) / 2)
+    assert [(i["place"], i["level"]) for i in snap.attention] == [("A", "bad")]  # full for 30 min
+    assert d2.kpi("parking.pressure").value == pytest.approx(1 / (1 - 115 / 220)) and d2.attention == []
+    frame = snap.layer_frame(DOMAIN)
+    assert sorted(frame["asset_id"]) == ["a", "b", "z"]

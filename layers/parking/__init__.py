@@ -53,7 +53,8 @@ def city_assets(city, districts, assign) -> list[dict]:
         wrong = (cp["business"].notna() & ~b.between(0, 1)).to_numpy()
         if wrong.any():
             i = int(np.flatnonzero(wrong)[0])
-            raise ValueError(f"{path}: line {i + 2}: business {str(cp['business'].iloc[i])!r} is not a number from 0 to 1")
+            raise ValueError(f"{path}: line {i + 2}: business {str(cp['business'].iloc[i])!r} "
+                             "is not a number from 0 to 1")
         cp["business"] = b.astype(float)
     if cp["id"].duplicated().any():
         raise ValueError(f"{path}: id {cp.loc[cp['id'].duplicated(), 'id'].iloc[0]!r} appears twice")
@@ -65,9 +66,8 @@ def city_assets(city, districts, assign) -> list[dict]:
         attrs = {"spaces": float(r.capacity)}
         if has_business and np.isfinite(float(r.business)):
             attrs["business"] = float(r.business)
-        rows.append(dict(id=r.id, kind=r.kind, district_id=d, name=r.name, lon=float(r.lon), lat=float(r.lat),
-                         geometry=json.dumps({"type": "Point", "coordinates": [float(r.lon), float(r.lat)]}),
-                         attributes=attrs))
+        rows.append({"id": r.id, "kind": r.kind, "district_id": d, "name": r.name, "lon": r.lon, "lat": r.lat,
+                     "geometry": json.dumps({"type": "Point", "coordinates": [r.lon, r.lat]}), "attributes": attrs})
     return rows
 
 

@@ -9,7 +9,15 @@ import numpy as np
 import pandas as pd
 
 from dashboard.theme import STATUS_WORDS, status_colour, status_legend
-from layers._common import STALE_COLOUR, aligned, fresh_first, freshness, kpi_thresholds, typed, with_age
+from layers._common import (
+    STALE_COLOUR,
+    aligned,
+    fresh_first,
+    freshness,
+    kpi_thresholds,
+    typed,
+    with_age,
+)
 from layers._layer import LayerParams
 from layers.parking.kpis import CAR_PARK, FREE, OCC_THRESHOLDS, ZONE, occupancy
 
