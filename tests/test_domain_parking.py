@@ -55,7 +55,6 @@ def history(**over) -> dict:
     h = {"parking_capacity": roll([B0, B1], [300, 300]), "parking_occupied": roll([B0, B1], [150, 225]),
          "zone_capacity": roll([B0, B1], [100, 100]), "zone_occupied": roll([B0, B1], [50, 75]),
          "parking_full": roll([B0, B1], [0, 1], n=[2, 2]),
-         "parking_free": roll(), "zone_free": roll(),
          "districts": pd.DataFrame({"district_id": ["d1", "d1", "d1", "d1"], "metric": ["parking_capacity",
                                     "parking_occupied", "parking_capacity", "parking_occupied"],
                                     "bucket": [B0, B0, B1, B1], "n": [1, 1, 1, 1], "sum": [100.0, 50, 100, 90]}),

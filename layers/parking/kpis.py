@@ -107,7 +107,6 @@ def history(r) -> dict:
     q = r.q
     out = {s: r.rollup(s) for pair in SERIES.values() for s in pair}
     out["parking_full"] = r.rollup("parking_full")
-    out["parking_free"], out["zone_free"] = r.rollup("parking_free"), r.rollup("zone_free")
     out["districts"] = r.read(district_rollups, tuple(s for pair in SERIES.values() for s in pair),
                               q.start // q.res * q.res, int(q.now) + 1, q.res)
     out["n_car_parks"] = r.asset_count(CAR_PARK, q.district)
