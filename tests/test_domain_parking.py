@@ -264,6 +264,18 @@ def test_worst_is_fullest_first_and_stale_after_current():
     assert w["stale"].tolist() == [False, False, False, True] and w["band"].tolist()[-1] == "stale"
     assert w["value"].tolist()[:3] == [100.0, 98.0, 50.0]
     assert layer.worst(static(), frame, n=2, now=NOW)["place"].tolist() == ["P z", "P a"]
+    lenient = LayerParams(now=NOW, extra={"thresholds": {"parking.occupancy": (98, 100)}})
+    assert layer.worst(static(), frame, now=NOW, params=lenient)["band"].tolist() == ["alert", "watch", "ok", "stale"]
+
+
+def test_district_hover_is_the_occupancy_of_current_readings():
+    layer = ParkingLayer()
+    st = static().assign(district_id=["d1", "d1", "d2", "d2", "d2"])
+    frame = layer.prepare({"car_parks": cars([("a", "d1", 2, 100, 30), ("b", "d1", 100, 200, 30),
+                                              ("c", "d2", 0, 100, 5000)]), "zones": zones([("z", "d2", 5, 20, 30)])})
+    name, per = layer.district_hover(st, frame, PARAMS)
+    assert name == "parking" and per == {"d1": "66% occupied (102 free)", "d2": "75% occupied (5 free)"}
+    assert layer.district_hover(st, layer.prepare({}), PARAMS)[1] == {}
 
 
 # ---------------------------------------------------------------------------- attention

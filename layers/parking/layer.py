@@ -129,9 +129,20 @@ class ParkingLayer:
         """Return the occupancy statuses (the occupancy KPI's thresholds) and the grey of a stale reading."""
         return status_legend(*_thresholds(params), " % occupied") + [("stale reading", STALE_COLOUR)]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
-        """Return the fullest car parks and zones (stale ones, at ``now``, after every current one)."""
-        s = self._state(static, frame, now)
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: occupancy of their current readings."""
+        s = self._state(static, frame, params.now)
+        ok = np.isfinite(s["occupancy"].to_numpy()) & ~s["stale"].to_numpy()
+        g = pd.DataFrame({"district": static["district_id"].to_numpy()[ok], "spaces": s["spaces"].to_numpy()[ok],
+                          "free": s["free"].to_numpy()[ok]}).groupby("district")[["spaces", "free"]].sum()
+        return "parking", {d: f"{100 * (1 - r.free / r.spaces):.0f}% occupied ({r.free:,.0f} free)"
+                           for d, r in g.iterrows() if r.spaces > 0}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
+        """Return the fullest car parks and zones (stale ones, at ``now``, after every current one);
+        ``band``: the status the occupancy KPI's thresholds (the city's, from ``params``) give."""
+        s = self._state(static, frame, now, _thresholds(params) if params is not None else OCC_THRESHOLDS)
         words = {STALE: "stale", UNKNOWN: STATUS_WORDS["unknown"].lower(),
                  **{i: STATUS_WORDS[w].lower() for i, w in enumerate(_STATUS)}}
         df = pd.DataFrame({"place": static["name"], "district": static["district_id"], "kind": static["kind"],
