@@ -545,3 +545,26 @@ def test_the_demo_city_feeds_ingests_and_shows_parking(tmp_path):
     items = [i for i in snap.attention if i["domain"] == "parking"]
     assert sorted(i["place"] for i in items) == sorted(full["place"])
     assert {i["level"] for i in items} <= {"bad", "warn"}
+
+
+def test_ngsi_off_and_on_street_parking_entities_become_free_space_readings():
+    """FIWARE's OffStreetParking / OnStreetParking (dataModel.Parking; hand-written after the published
+    model, no example of it in the project): ``availableSpotNumber`` is the free spaces."""
+    from dashboard.importers import ImportReport
+    from dashboard.importers.ngsi import parse_entities
+
+    def entity(etype, eid, free):
+        return {"id": f"urn:ngsi-ld:{etype}:{eid}", "type": etype,
+                "availableSpotNumber": {"type": "Property", "value": free, "observedAt": "2024-03-05T04:30:00Z"},
+                "totalSpotNumber": {"type": "Property", "value": 200},
+                "location": {"type": "GeoProperty", "value": {"type": "Point", "coordinates": [116.4, 39.9]}}}
+
+    body = [entity("OffStreetParking", "hz-1", 121), entity("OnStreetParking", "hz-2", 7),
+            entity("OffStreetParking", "hz-3", "lots")]
+    found, rows, bad = parse_entities("x", body, "Asia/Shanghai", ImportReport("ngsi", "x"))
+    assert [(a["id"], a["kind"]) for a in found] == [("hz-1", "car_park"), ("hz-2", "parking_zone"),
+                                                     ("hz-3", "car_park")]
+    assert rows[["asset", "metric", "value"]].to_dict("records") == [
+        {"asset": "hz-1", "metric": "parking_free", "value": 121.0},
+        {"asset": "hz-2", "metric": "zone_free", "value": 7.0}]
+    assert len(bad) == 1 and "availableSpotNumber 'lots' is not a number" in bad[0][2]
