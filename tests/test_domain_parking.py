@@ -531,6 +531,7 @@ def test_the_demo_city_feeds_ingests_and_shows_parking(tmp_path):
         assert n == {"parking_free": 320 * 12, "zone_free": 140 * 12}  # every 5 min for an hour, none rejected
         snap = compute(conn, now=end + 30, window="1h", tz="Asia/Shanghai", domains=[DOMAIN])
         static_ = DOMAIN.layer.static(conn)
+    engine.dispose()
     assert snap.failed == {}
     frame = snap.layer_frame(DOMAIN)
     w = DOMAIN.layer.worst(static_, frame, len(static_), now=end + 30)
