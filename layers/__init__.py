@@ -18,6 +18,7 @@ DOMAIN_PACKAGES = [
     "traffic",
     "air_quality",
     "energy",
+    "parking",
     "satisfaction",
 ]
 

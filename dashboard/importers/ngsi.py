@@ -213,7 +213,8 @@ def _parse_entity(source: str, i: int, e, timezone: str | None, ts_format: str |
             bad.append((i, e, f"{attr} {_shown(raw)} is not a number"))
             continue
         try:
-            value = float(converter(metric, _unit(e[attr]) or DEFAULT_UNITS[metric], attr)(value))
+            # no unitCode: the model's unit, else (a count such as free spaces) the metric's own
+            value = float(converter(metric, _unit(e[attr]) or DEFAULT_UNITS.get(metric, ""), attr)(value))
         except ImportProblem as exc:
             bad.append((i, e, str(exc)))
             continue
