@@ -16,6 +16,7 @@ from layers._layer import Layer, LayerParams  # noqa: F401
 #: The domains, in the order screens list them. Adding a domain = one package + one line here.
 DOMAIN_PACKAGES = [
     "energy",
+    "transit",
 ]
 
 #: ``PANORAMA_WITHOUT=parking,transit``: leave those domains out (a city without them), as if their
