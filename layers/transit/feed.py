@@ -32,7 +32,7 @@ BUMP_P, PEAK_BUMP_P = 0.03, 0.10
 BUMP_SHARE, BUMP_MAX_S, BUMP_RISE, BUMP_FALL = (0.7, 0.95), 720.0, 4.0, 3.0
 #: How far arrivals are searched around a chunk: the most a bus can be late and early (s).
 MAX_LAG_S, MIN_LAG_S = 1800.0, -600.0
-FIXED_POINT_STEPS = 4
+SECANT_STEPS = 3
 _M_PER_DEG = 111_320.0
 
 
@@ -151,7 +151,10 @@ class TransitSim:
 
     # ------------------------------------------------------------------ buses at ticks
     def vehicles_at(self, line: _Line, ticks, clock: _Clock) -> dict[str, np.ndarray]:
-        """Return, at each tick (rows) for each bus slot (columns): on duty, lon, lat, lag."""
+        """Return, at each tick (rows) for each bus slot (columns): on duty, lon, lat, lag.
+
+        Bus ``v`` runs slots ``v, v + V, …``: the timetable time ``tau`` falls in one cycle of it,
+        out on the A leg (then a layover at B) or back on the B leg (then a layover at A)."""
         ticks = np.asarray(ticks, dtype=float)
         plan = line.plan
         V = plan.vehicles
@@ -165,18 +168,32 @@ class TransitSim:
         leg_a = p < plan.run_s + plan.layover_s
         q = np.where(leg_a, p, p - plan.run_s - plan.layover_s)
         frac = np.clip(q / plan.run_s, 0.0, 1.0)
-        on = np.where(leg_a, plan.runs(j, 0), plan.runs(j, 1)) & (q >= 0)
+        # on duty on a trip that runs and at the terminus before and after one (the layover)
+        resting = q >= plan.run_s
+        on = np.where(leg_a, plan.runs(j, 0) | (resting & plan.runs(j, 1)),
+                      plan.runs(j, 1) | (resting & plan.runs(j + V, 0))) & (q >= 0)
         dist = plan.length_m * np.where(leg_a, frac, 1.0 - frac)
         lon, lat = line.position(dist)
         return {"on": on, "lon": lon, "lat": lat, "lag": lag}
 
     # ------------------------------------------------------------------ arrivals at stops
     def _arrive(self, c: dict, sched, clock: _Clock) -> np.ndarray:
-        """Return when the buses of candidates ``c`` reach points scheduled at epoch ``sched``: sched + lag(then)."""
-        t = sched + self.lag(c["vkey"], c["lkey"], c["h"], sched, clock)
-        for _ in range(FIXED_POINT_STEPS - 1):
-            t = sched + self.lag(c["vkey"], c["lkey"], c["h"], t, clock)
-        return t
+        """Return when the buses of candidates ``c`` reach points scheduled at epoch ``sched``: the root
+        of ``t - sched - lag(t)`` (one fixed-point step, then the secant method: the lag may change by
+        half a second a second while a bunched bus catches up, too steep for fixed-point steps alone)."""
+        def g(t):
+            return t - sched - self.lag(c["vkey"], c["lkey"], c["h"], t, clock)
+
+        a = sched + self.lag(c["vkey"], c["lkey"], c["h"], sched, clock)
+        ga = g(a)
+        b = a - ga
+        for _ in range(SECANT_STEPS):
+            gb = g(b)
+            step = gb - ga
+            ok = np.abs(step) > 1e-9
+            nxt = np.where(ok, b - gb * (b - a) / np.where(ok, step, 1.0), b)
+            a, ga, b = b, gb, nxt
+        return np.clip(b, sched + MIN_LAG_S, sched + MAX_LAG_S)
 
     def _candidates(self, lo: float, hi: float, clock: _Clock) -> dict | None:
         """Return every (line, slot, stop) whose scheduled arrival is in (lo, hi] and whose trip runs,
@@ -242,9 +259,12 @@ class TransitSim:
             ratio = np.where(has, headway / (c["back"] * c["h"]), np.nan)
         stop_ids = np.concatenate([ln.stop_ids for ln in self.lines]) if self.lines else np.array([], dtype=object)
         first = np.cumsum([0] + [len(ln.stop_ids) for ln in self.lines])[:-1]
-        return pd.DataFrame({"asset": stop_ids[first[c["line"]] + c["stop"]], "ts": ts.astype(np.int64),
-                             "delay": np.round(t - c["sched"]), "headway": np.round(headway),
-                             "ratio": np.round(ratio, 3)})
+        out = pd.DataFrame({"asset": stop_ids[first[c["line"]] + c["stop"]], "ts": ts.astype(np.int64),
+                            "delay": np.round(t - c["sched"]), "headway": np.round(headway),
+                            "ratio": np.round(ratio, 3), "sched": c["sched"]})
+        # two bunched buses reaching a stop in the same second: one reading per second, the bus due first
+        out = out.sort_values(["asset", "ts", "sched"], kind="stable").drop_duplicates(["asset", "ts"])
+        return out.drop(columns="sched").reset_index(drop=True)
 
     # ------------------------------------------------------------------ the feed protocol
     def readings(self, ticks, t0: float, t1: float, prev: float | None = None,
