@@ -18,8 +18,9 @@ DOMAIN_PACKAGES = [
     "traffic",
     "air_quality",
     "energy",
-    "parking",
     "satisfaction",
+    "parking",
+    "transit",
 ]
 
 #: ``PANORAMA_WITHOUT=parking,transit``: leave those domains out (a city without them), as if their
