@@ -66,6 +66,7 @@ class DistrictsLayer:
         """Return the outline colour."""
         return [("District boundary", THEMES.get(params.theme, THEMES["dark"])["district_line"])]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
         """Return nothing: the base layer ranks no places."""
         return pd.DataFrame(columns=["place", "district", "value", "unit"])
