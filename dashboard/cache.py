@@ -43,7 +43,7 @@ UNSHARED = b"PNR0"
 #: Values larger than this (bytes) are neither written nor read: a planted giant is a miss.
 MAX_VALUE_BYTES = 64 * 1024 * 1024
 #: Dataclasses a cached value may contain ("module:qualname"); nothing else is ever constructed.
-SAFE_DATACLASSES = frozenset({"dashboard.kpis:KpiValue"})
+SAFE_DATACLASSES = frozenset({"layers._kpi:KpiValue", "layers._domain:Query", "dashboard.snapshot:Snapshot"})
 #: Text dtypes of pandas kept as such (values as a list, missing ones as None).
 _TEXT_DTYPES = frozenset({"str", "string", "string[python]", "string[pyarrow]"})
 #: numpy dtype kinds stored as raw bytes: bool, integers, floats, complex, datetime, timedelta.
