@@ -35,6 +35,8 @@ def compute_all(conn: Connection, now: float, window: str = "24h", district: str
     """Compute every KPI (of ``domain``) for the window and district, straight from the store (no cache)."""
     from dashboard.snapshot import compute
 
+    if window not in WINDOWS:
+        raise ValueError(f"unknown window {window!r} (choose {', '.join(WINDOWS)})")
     domains = DOMAINS if domain is None else [DOMAIN_BY_ID[domain]]
     return compute(conn, now, window, district, thresholds=thresholds, options={"aqi_standard": aqi_standard},
                    domains=domains).kpis

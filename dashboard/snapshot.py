@@ -168,7 +168,7 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
                 log.exception("reading the history of %s failed", d.id)
                 why = snap.failed[d.id] = f"{type(exc).__name__}: {exc}"
         f = Frames(q, scoped, history)
-        f.static = static(d) if d.layer is not None else None
+        f.static = (lambda d=d: static(d)) if d.layer is not None else None  # read only if a rule needs it
         empty = no_assets(d, base.counts)
         for k in d.kpis:
             v = _evaluate(k, f, d, why)

@@ -142,8 +142,19 @@ class Frames(dict):
         for p in parts:
             self.update(p or {})
         self.q = q
-        self.static = None  # the domain layer's static frame (city-wide), when it has a layer
+        self._static = None  # the domain layer's static frame (city-wide), or a function giving it
         self._memo: dict = {}
+
+    @property
+    def static(self):
+        """The domain layer's static frame (city-wide; None without a layer), read when first asked for."""
+        if callable(self._static):
+            self._static = self._static()
+        return self._static
+
+    @static.setter
+    def static(self, value) -> None:
+        self._static = value
 
     def memo(self, key, fn):
         """Compute ``fn()`` once for these frames (a value two KPIs share)."""

@@ -231,7 +231,7 @@ def test_registered_first_and_on_by_default():
     assert DOMAIN_PACKAGES[0] == "traffic" and DOMAIN.default_on and "traffic" in DEFAULT_LAYERS
     assert {m.id: (m.unit, m.agg) for m in DOMAIN.metrics} == {
         "speed_kmh": ("km/h", "mean"), "flow_vph": ("veh/h", "sum"), "incident": ("", "sum")}
-    (etype, (kind, attrs, names)), = DOMAIN.ngsi
+    (etype, (kind, attrs, names, *_)), = DOMAIN.ngsi
     assert (etype, kind, attrs["averageVehicleSpeed"], attrs["intensity"]) == \
         ("TrafficFlowObserved", "road_segment", "speed_kmh", "flow_vph")
 
