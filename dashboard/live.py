@@ -41,7 +41,7 @@ def build_live(settings: Settings | None = None, city: City | None = None, engin
     if city is not None and "aqi_standard" not in settings.model_fields_set:
         settings = settings.model_copy(update={"aqi_standard": city.aqi_standard})  # the city's, unless set
     if engine is None:
-        from dashboard.store import readonly_engine
+        from dashboard.store.migrate import readonly_engine
 
         engine = readonly_engine(settings.resolved_read_database_url)
     if cache is None:

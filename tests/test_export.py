@@ -256,7 +256,10 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     from dashboard import views
     from dashboard.export import map_panel_figure, parse_request, standalone_live
     from dashboard.map_image import RIM_PX, mercator_y, static_map_figure
-    from dashboard.theme import LOAD_SCALE, status_colour
+    from dashboard.theme import status_colour, status_scale
+    from layers.energy.kpis import LOAD_THRESHOLDS
+
+    LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
     from layers.traffic.layer import CONGESTION_BANDS
     from layers._common import untyped
 

@@ -162,7 +162,7 @@ def test_glance004_a_value_has_its_kpi_status_colour_on_the_map(thresholds):
     v = LAYER_BY_ID["air_quality"].values(static, frame, LayerParams(now=now, extra=extra))[0]
     aqis, _ = aqimod.aqi_frame(frame[["pm25"]].assign(pm10=np.nan, so2=np.nan, no2=np.nan, co=np.nan, o3=np.nan), "cn")
     kpi = KPI_BY_ID["air.aqi_worst"]
-    ctx = SimpleNamespace(thresholds={"air.aqi_worst": thresholds} if thresholds else {})
+    ctx = _frames({"air.aqi_worst": thresholds} if thresholds else {})
     seen = set()
     for a, colour in zip(np.asarray(aqis, float), v["marker"]["color"]):
         status = kpi.status(ctx, float(a))
@@ -170,6 +170,13 @@ def test_glance004_a_value_has_its_kpi_status_colour_on_the_map(thresholds):
         assert colour == STATUS[status][0], (a, status, colour)
     assert seen == {"good", "warn", "bad"}
     assert 123 in {int(a) for a in aqis}  # the issue's example: yellow WATCH on the tile, orange on the map
+
+
+def _frames(thresholds: dict):
+    """Empty frames of a query with the city's ``thresholds``: what a KPI's status reads them from."""
+    from layers._domain import Frames, Query
+
+    return Frames(Query(now=0, thresholds=tuple((k, tuple(v)) for k, v in thresholds.items())))
 
 
 @pytest.mark.parametrize("lid, kid, values, lo, hi", [
@@ -188,7 +195,7 @@ def test_glance014_a_district_has_its_kpi_status_colour_on_the_map(lid, kid, val
                            "area_km2": 1.0, "label_lon": 0.0, "label_lat": 0.0, "geometry": None})
     trace = LAYER_BY_ID[lid].traces(static.assign(capacity_mw=100.0), pd.DataFrame(),
                                     LayerParams(now=time.time(), extra={"geojson_url": "/x", "thresholds": own}))[0]
-    ctx = SimpleNamespace(thresholds=own)
+    ctx = _frames(own)
     for v in values:
         status = kpi.status(ctx, float(v))
         rgba = scale_colour(trace["colorscale"], float(v), trace["zmin"], trace["zmax"])
