@@ -212,6 +212,9 @@ def run(host: str = "127.0.0.1", port: int = 8050,
         _serve(host, port, 1, threads=8)
     finally:
         stop.set()
+        # let the simulator finish its tick: a daemon thread cut off inside the database driver
+        # while the interpreter shuts down can crash the process
+        threads[-1].join(timeout=30)
 
 
 class _IngestGroup(TyperGroup):
