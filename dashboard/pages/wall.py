@@ -72,9 +72,17 @@ def _all(kind: str) -> dict:
     return {"type": kind, "kpi": ALL, "slot": ALL}
 
 
-def tile_columns(n: int) -> int:
-    """Return how many columns the domain tiles take: up to four in a row, more in two rows."""
-    return n if n <= 4 else -(-n // 2)
+#: Up to this many domains, their tiles share the right half with the focus panel; more take a row
+#: of their own across the wall, above the map (``many-tiles`` in wall.css).
+TILES_BESIDE_MAP = 4
+#: The wall's own classes: more domains than fit beside the map lay the tiles across it.
+LAYOUT_CLASS = "many-tiles " if len(DOMAIN_IDS) > TILES_BESIDE_MAP else ""
+
+
+def tile_columns(n: int) -> dict:
+    """Return the tiles' column counts as CSS variables: one row on a landscape wall, two rows
+    (or one for up to four) on a portrait one."""
+    return {"--tile-cols": n, "--tile-cols-portrait": n if n <= TILES_BESIDE_MAP else -(-n // 2)}
 
 
 def domain_layer(domain: str) -> str | None:
@@ -367,7 +375,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     view = wall_view(live, district) if traces else {}
     refresh_ms = live.settings.refresh_seconds * 1000
     config = {"tz": str(tz) if tz else "UTC", "zones": zone_names(tz), "focus": focus, "district": district,
-              "refresh_ms": refresh_ms, "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "slots": SLOT, "view": view,
+              "refresh_ms": refresh_ms, "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "slots": SLOT, "layout": LAYOUT_CLASS, "view": view,
               "layers": {d: layers_for(d) for d in DOMAIN_IDS}}
 
     def blocks(ks: list[KpiValue], slot: str) -> list:
@@ -391,7 +399,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     for dom in DOMAIN_IDS:
         text, cls = caption(kpis.get(HEADLINE[dom][0]), dom, now)
         captions.append(html.Div(text, id={"type": "wall-caption", "domain": dom}, className=cls))
-    return html.Div(id=WALL, className=f"wall focus-{first} fslot-{SLOT[first]}", children=[
+    return html.Div(id=WALL, className=f"wall {LAYOUT_CLASS}focus-{first} fslot-{SLOT[first]}", children=[
         html.Header([
             html.Div([html.Div(city, id=CITY, className="wall-cityname"),
                       html.Div(f"City Panorama · {where}", id=WHERE, className="wall-sub")], className="wall-brand"),
@@ -418,7 +426,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
             *captions,
             html.Div(_legend(live, params) if params is not None else [], className="wall-legends"),
         ], className="wall-map"),
-        html.Div(tiles, className="wall-tiles", style={"--tile-cols": tile_columns(len(DOMAIN_IDS))}),
+        html.Div(tiles, className="wall-tiles", style=tile_columns(len(DOMAIN_IDS))),
         html.Div(panels, className="wall-focus"),
         html.Section([html.H2("Needs attention", className="att-title"),
                       html.Ol(attention_rows(attention), id=ATTENTION, className="att-list")],
@@ -461,7 +469,7 @@ def _refresh_request_ok(focus, traces, cfg, ids, worst_ids) -> bool:
 _ROTATE_JS = """
 function(n, cfg) {
     const f = cfg.focus, d = f[n % f.length];
-    return [d, 'wall focus-' + d + ' fslot-' + cfg.slots[d], cfg.labels[d]];
+    return [d, 'wall ' + (cfg.layout || '') + 'focus-' + d + ' fslot-' + cfg.slots[d], cfg.labels[d]];
 }"""
 
 # The focused domain's layer (and the district outlines) on the map, in the browser: the map

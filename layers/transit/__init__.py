@@ -203,7 +203,7 @@ DOMAIN = Domain(
     ),
     layer=TransitLayer(),
     default_on=False,
-    wall=WallText(("transit.on_time", "transit.in_service"), "Public transport", "Transit",
+    wall=WallText(("transit.on_time", "transit.in_service"), "Transit", "Transit",
                   "buses coloured by delay"),
     attention=attention,
     feed=feed,
