@@ -16,6 +16,8 @@ import pytest
 from sqlalchemy import event, insert, select
 
 from dashboard.store import readmodel as rm
+from dashboard.store import service_reads
+from dashboard.store.latest import _latest_wide_join
 from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store import service_rollup
 from dashboard.store.ingest import Ingestor
@@ -173,7 +175,7 @@ def test_latest_wide_from_the_directory_equals_the_join(city_data, kind, metrics
     with city_data["engine"].connect() as conn:
         assert rm.asset_directory(conn, kind) is not None  # the store has the assets revision
         got = rm.latest_wide(conn, kind, metrics, district, max_age, attrs)
-        exp = rm._latest_wide_join(conn, kind, metrics, district, max_age, attrs)
+        exp = _latest_wide_join(conn, kind, metrics, district, max_age, attrs)
     assert list(got.columns) == list(exp.columns)
     if exp.empty:
         assert got.empty
@@ -402,14 +404,15 @@ def test_service_window_end_day_from_the_rollup(city_data, monkeypatch, district
     assert end % SVC_DAY, "the test needs an end inside a day"
     eng = city_data["engine"]
     with eng.connect() as conn:
-        days, edges = rm._svc_ranges(conn, end - 3 * SVC_DAY - 5000, end)
+        days, edges = service_reads._svc_ranges(conn, end - 3 * SVC_DAY - 5000, end)
         assert edges and edges[-1][1] < end and days[1] > end  # the end edge is gone: read as a whole day
         got = [rm.service_window(conn, end - w, end, district) for w in (3 * SVC_DAY - 5000, 30 * SVC_DAY)]
         by_d = rm.service_by_district(conn, end - 30 * SVC_DAY, end)
-        monkeypatch.setattr(rm, "_svc_ranges", lambda c, a, b: rm._svc_split(a, b))  # every edge read raw
+        # every edge read raw
+        monkeypatch.setattr(service_reads, "_svc_ranges", lambda c, a, b: service_reads._svc_split(a, b))
         exp = [rm.service_window(conn, end - w, end, district) for w in (3 * SVC_DAY - 5000, 30 * SVC_DAY)]
         exp_d = rm.service_by_district(conn, end - 30 * SVC_DAY, end)
-        later = rm._svc_split(end - SVC_DAY, end + 1)  # and with a closure at the end: the edge stays
+        later = service_reads._svc_split(end - SVC_DAY, end + 1)  # and with a closure at the end: the edge stays
     for (gs, gd), (es, ed) in zip(got, exp):
         assert gs == es
         pd.testing.assert_frame_equal(gd, ed)

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from dashboard import kpis
 from dashboard.store import readmodel as rm
+from dashboard.store import service_reads
 from dashboard.store import service_rollup
 from dashboard.store.schema import service_close_hist, service_close_spans, service_requests
 from dashboard.store.schema import service_rollup as rollup_table
@@ -117,7 +118,8 @@ def raw_only(monkeypatch):
         monkeypatch.setattr(rm, "service_window", rm.service_window_table)
         monkeypatch.setattr(rm, "service_closed_stats", table_stats)
         monkeypatch.setattr(rm, "service_daily", table_daily)
-        monkeypatch.setattr(rm, "_svc_split", lambda start, end: (None, [(start, end)] if start < end else []))
+        monkeypatch.setattr(service_reads, "_svc_split",
+                            lambda start, end: (None, [(start, end)] if start < end else []))
     return use
 
 
