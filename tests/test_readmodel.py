@@ -221,41 +221,6 @@ def test_asset_directory_follows_changes_to_assets(city_data):
             conn.execute(update(assets).where(assets.c.id == first).values(name=orig_name, attributes=orig_attrs))
 
 
-def test_shared_reads_fetch_latest_once(city_data):
-    """Inside rm.shared_reads() a layer's and the KPIs' reads of the same latest values are one query."""
-    eng = city_data["engine"]
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    def latest_reads() -> int:
-        return sum(1 for s in statements if re.search(r"FROM latest\b", s))
-
-    event.listen(eng, "before_cursor_execute", record)
-    try:
-        with eng.connect() as conn:
-            plain = [rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"]) for _ in range(2)]
-            assert latest_reads() == 2  # outside a block: every call reads
-            statements.clear()
-            with rm.shared_reads():
-                city = rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
-                north = rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"], district="north",
-                                       attrs=("free_flow_kmh",))
-                with rm.shared_reads():  # nested: the outer block's reads
-                    again = rm.latest_wide(conn, "road_segment", ["incident", "speed_kmh"])
-            assert latest_reads() == 1
-            statements.clear()
-            rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
-            assert latest_reads() == 1  # the block is over: read again
-    finally:
-        event.remove(eng, "before_cursor_execute", record)
-    pd.testing.assert_frame_equal(city, plain[0])
-    pd.testing.assert_frame_equal(again, plain[0])
-    exp = plain[0][plain[0]["district_id"] == "north"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(north.drop(columns=["free_flow_kmh"]), exp)
-
-
 def test_newest_ts_and_asset_count(city_data):
     rows, city = city_data["rows"], city_data["city"]
     with city_data["engine"].connect() as conn:

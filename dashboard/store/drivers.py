@@ -2,12 +2,9 @@
 
 The screen reads of thousands of rows skip SQLAlchemy's per-row processing (:func:`fetch`); the
 SQL they write by hand is the same on both engines but for placeholders and JSON attributes,
-adapted here. :func:`shared_reads` is the per-thread memo of repeated reads within one refresh.
+adapted here.
 """
 from __future__ import annotations
-
-import threading
-from contextlib import contextmanager
 
 import pandas as pd
 from sqlalchemy import Connection
@@ -75,6 +72,7 @@ def _binary_cursor(factory):
 
 
 def kind_filter(kind: str, district: str | None) -> tuple[str, tuple]:
+    """Return the WHERE clause (``?`` placeholders) and parameters selecting assets ``a`` of ``kind`` (in ``district``)."""
     return ("a.kind = ?" + (" AND a.district_id = ?" if district else ""),
             (kind, district) if district else (kind,))
 
@@ -86,34 +84,3 @@ def attr_sql(conn: Connection, key: str) -> str:
     if conn.dialect.name == "sqlite":
         return f"CAST(JSON_EXTRACT(a.attributes, '$.\"{key}\"') AS FLOAT)"
     return f"CAST(a.attributes ->> '{key}' AS FLOAT)"
-
-
-_SHARED = threading.local()
-
-
-@contextmanager
-def shared_reads():
-    """Within this block, in this thread, the same read of ``latest`` is fetched once.
-
-    A screen's refresh reads the latest values of a kind for its map layer and again for its KPIs
-    (and for each district): inside one block they share one fetch. Nested blocks join the outer one.
-    """
-    if getattr(_SHARED, "memo", None) is not None:
-        yield
-        return
-    _SHARED.memo = {}
-    try:
-        yield
-    finally:
-        _SHARED.memo = None
-
-
-def memo_read(conn: Connection, what: tuple, read):
-    """Return ``read()``, once per :func:`shared_reads` block for ``what`` on this store (always, outside one)."""
-    memo = getattr(_SHARED, "memo", None)
-    if memo is None:
-        return read()
-    key = (conn.engine.url.render_as_string(hide_password=False), *what)
-    if key not in memo:
-        memo[key] = read()
-    return memo[key]

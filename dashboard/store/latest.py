@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from dashboard.store.drivers import attr_sql, fetch, kind_filter, memo_read, rows_frame
+from dashboard.store.drivers import attr_sql, fetch, kind_filter, rows_frame
 from dashboard.store.schema import ASSETS_REV_KEY, assets, latest
 
 
@@ -91,8 +91,7 @@ def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
 
     None for a store without the ``assets_rev`` row (made before migration 0003): callers join.
     """
-    rows = memo_read(conn, ("assets_rev",), lambda: fetch(conn, "SELECT value FROM meta WHERE key = ?",
-                                                         (ASSETS_REV_KEY,)))
+    rows = fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
     rev = rows[0][0] if rows else None
     if not rev:
         return None
@@ -111,10 +110,6 @@ def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
 
 def _latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
     """Return (asset_pk, ts, value[, index of the metric in ``ms``]) of every latest value of the metrics ``ms``."""
-    return memo_read(conn, ("latest", tuple(ms)), lambda: _read_latest_rows(conn, ms))
-
-
-def _read_latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
     if len(ms) == 1:  # the metric's index is 0: three columns (the fetch is most of the time)
         rows = fetch(conn, "SELECT asset_pk, ts, value FROM latest WHERE metric = ?", (ms[0],))
     else:

@@ -10,11 +10,10 @@ they live by concern:
 - :mod:`dashboard.store.rollups`: series from the rollups, the screens' windows
 - :mod:`dashboard.store.reference`: districts, assets, the city's facts, history fill, counts
 - :mod:`dashboard.store.service_reads`: service requests
-- :mod:`dashboard.store.drivers`: driver-level fetches and the per-thread shared reads
+- :mod:`dashboard.store.drivers`: driver-level fetches, SQL adapted per dialect
 """
 from __future__ import annotations
 
-from dashboard.store.drivers import shared_reads
 from dashboard.store.latest import AssetDirectory, asset_directory, latest_values, latest_wide, newest_ts
 from dashboard.store.reference import (
     asset_attribute,
@@ -57,5 +56,5 @@ __all__ = [
     "districts_frame", "history_fill", "latest_values", "latest_wide", "newest_ts", "record_history_fill",
     "service_by_district", "service_closed_stats", "service_daily", "service_newest_ts", "service_open_at",
     "service_open_at_many", "service_open_list", "service_opened_count", "service_window",
-    "service_window_table", "shared_reads", "station_aqi_series",
+    "service_window_table", "station_aqi_series",
 ]

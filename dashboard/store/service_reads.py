@@ -10,7 +10,7 @@ import pandas as pd
 from sqlalchemy import Connection, func, select
 
 from dashboard.metrics import CITY
-from dashboard.store.drivers import fetch, memo_read, rows_frame
+from dashboard.store.drivers import fetch, rows_frame
 from dashboard.store.schema import service_categories, service_requests
 from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store.service_rollup import NO_DISTRICT
@@ -48,7 +48,7 @@ def _svc_ranges(conn: Connection, start: int, end: int) -> tuple[tuple[int, int]
     day = edges[-1][0]
     if edges[-1][1] != end or day % SVC_DAY or (days is None and day != start):
         return days, edges  # no end edge that starts a UTC day
-    newest = memo_read(conn, ("newest_closed",), lambda: fetch(conn, "SELECT max(closed_at) FROM service_requests"))[0][0]
+    newest = fetch(conn, "SELECT max(closed_at) FROM service_requests")[0][0]
     if newest is not None and newest >= end:
         return days, edges
     return (days[0] if days else day, day + SVC_DAY), edges[:-1]
