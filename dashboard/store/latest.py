@@ -23,7 +23,7 @@ def latest_values(conn: Connection, kind: str, metrics: list[str] | None = None,
     Columns: asset_id, name, district_id, metric, ts, value.
     """
     return rows_frame(conn.execute(_latest_query(kind, metrics, district)).all(),
-                  ["asset_id", "name", "district_id", "metric", "ts", "value"])
+                       ["asset_id", "name", "district_id", "metric", "ts", "value"])
 
 
 def _latest_query(kind: str, metrics: list[str] | None, district: str | None):
@@ -115,7 +115,7 @@ def _latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
     else:
         code = "CASE metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
         rows = fetch(conn, f"SELECT asset_pk, ts, value, {code} FROM latest "
-                            f"WHERE metric IN ({', '.join('?' * len(ms))})", (*ms, *ms))
+                           f"WHERE metric IN ({', '.join('?' * len(ms))})", (*ms, *ms))
     return rows
 
 
@@ -199,7 +199,7 @@ def _latest_wide_join(conn: Connection, kind: str, metrics: list[str], district:
     if not metrics:  # every metric of these assets
         where, params = kind_filter(kind, district)
         metrics = [r[0] for r in fetch(conn, "SELECT DISTINCT l.metric FROM latest l JOIN assets a "
-                                              f"ON a.pk = l.asset_pk WHERE {where}", params)]
+                                             f"ON a.pk = l.asset_pk WHERE {where}", params)]
         if not metrics:
             return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *attrs])
     ms = sorted(set(metrics))
@@ -209,7 +209,7 @@ def _latest_wide_join(conn: Connection, kind: str, metrics: list[str], district:
     code = "CASE l.metric " + " ".join(f"WHEN ? THEN {j}" for j in range(len(ms))) + " END"
     extra = "".join(f", {attr_sql(conn, k)}" for k in attrs)
     rows = fetch(conn, f"SELECT a.id, a.name, a.district_id, {code}, l.ts, l.value{extra} FROM latest l "
-                        f"JOIN assets a ON a.pk = l.asset_pk WHERE {where}", (*ms, *params, *ms))
+                       f"JOIN assets a ON a.pk = l.asset_pk WHERE {where}", (*ms, *params, *ms))
     if not rows:
         return pd.DataFrame(columns=["asset_id", "name", "district_id", "ts", *metrics, *attrs])
     if max_age is not None:

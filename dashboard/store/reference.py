@@ -30,7 +30,7 @@ def assets_frame(conn: Connection, kind: str, district: str | None = None) -> pd
     if district:
         q = q.where(assets.c.district_id == district)
     df = rows_frame(conn.execute(q.order_by(assets.c.pk)).all(),
-                ["pk", "id", "name", "district_id", "lon", "lat", "geometry", "attributes"])
+                     ["pk", "id", "name", "district_id", "lon", "lat", "geometry", "attributes"])
     df["geometry"] = [json.loads(g) if g else None for g in df["geometry"]]
     return df
 

@@ -80,8 +80,8 @@ def district_rollup(conn: Connection, metric: str, start: int, end: int, res: in
                     district: str | None = None) -> Rollup:
     """Return :func:`district_series` as a :class:`Rollup` (numpy arrays)."""
     rows = fetch(conn, "SELECT bucket, n, sum, min, max FROM rollup_district WHERE res = ? AND district_id = ? "
-                        "AND metric = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
-                  (int(res), district or CITY, metric, int(start), int(end)))
+                       "AND metric = ? AND bucket >= ? AND bucket < ? ORDER BY bucket",
+                 (int(res), district or CITY, metric, int(start), int(end)))
     if not rows:
         e = np.array([], dtype=np.int64)
         return Rollup(e, e.copy(), np.array([], dtype=float), np.array([], dtype=float), np.array([], dtype=float))
@@ -140,7 +140,7 @@ def station_aqi_series(conn: Connection, start: int, end: int, standard: str = "
         return _station_aqi_series_join(conn, start, end, standard, district)
     # every row of aqi_hourly is a station's; the directory gives id, district and order
     rows = fetch(conn, "SELECT asset_pk, bucket, aqi FROM aqi_hourly WHERE standard = ? AND bucket >= ? AND bucket < ?",
-                  (standard, int(start), int(end)))
+                 (standard, int(start), int(end)))
     if not rows or not d.n:
         return pd.DataFrame(columns=cols)
     pk, bucket, val = zip(*rows)
@@ -167,9 +167,9 @@ def _station_aqi_series_join(conn: Connection, start: int, end: int, standard: s
     if not arows:
         return pd.DataFrame(columns=cols)
     rows = fetch(conn, "SELECT h.asset_pk, h.bucket, h.aqi FROM aqi_hourly h WHERE h.standard = ? "
-                        "AND h.bucket >= ? AND h.bucket < ? "
-                        f"AND h.asset_pk IN (SELECT a.pk FROM assets a WHERE {where})",
-                  (standard, int(start), int(end), *params))
+                       "AND h.bucket >= ? AND h.bucket < ? "
+                       f"AND h.asset_pk IN (SELECT a.pk FROM assets a WHERE {where})",
+                 (standard, int(start), int(end), *params))
     if not rows:
         return pd.DataFrame(columns=cols)
     apk, aid, adist = zip(*arows)

@@ -196,16 +196,16 @@ def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray,
     key = district or CITY
     if days:
         row = fetch(conn, "SELECT sum(closed), sum(sat_sum), sum(rated), sum(satisfied), sum(late) "
-                           "FROM service_rollup WHERE district_id = ? AND bucket >= ? AND bucket < ?",
-                     (key, *days))[0]
+                          "FROM service_rollup WHERE district_id = ? AND bucket >= ? AND bucket < ?",
+                    (key, *days))[0]
         n += int(row[0] or 0)
         sat_sum += int(row[1] or 0)
         rated += int(row[2] or 0)
         satisfied += int(row[3] or 0)
         late += int(row[4] or 0)
         for k, c in fetch(conn, "SELECT span, sum(n) FROM service_close_spans "
-                                 "WHERE district_id = ? AND bucket >= ? AND bucket < ? GROUP BY span",
-                           (key, *days)):
+                                "WHERE district_id = ? AND bucket >= ? AND bucket < ? GROUP BY span",
+                          (key, *days)):
             spans[int(k)] = spans.get(int(k), 0) + int(c or 0)
     sat = sat_sum / rated if rated else None
 
@@ -213,8 +213,8 @@ def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray,
         bins = {k: c for k, c in hist.items() if k // per in sks}  # the edges'
         if days:
             for k, c in fetch(conn, "SELECT bin, sum(n) FROM service_close_hist WHERE district_id = ? "
-                                     f"AND span IN ({', '.join('?' * len(sks))}) AND bucket >= ? AND bucket < ? "
-                                     "GROUP BY bin", (key, *sks, *days)):
+                                    f"AND span IN ({', '.join('?' * len(sks))}) AND bucket >= ? AND bucket < ? "
+                                    "GROUP BY bin", (key, *sks, *days)):
                 bins[int(k)] = bins.get(int(k), 0) + int(c or 0)
         return bins
 
@@ -305,8 +305,8 @@ def _open_counts(conn: Connection, times: list[int], district: str | None) -> di
     part = "SELECT {cols} FROM service_requests WHERE {cond} AND opened_at + 0 <= ?" + dist
     tail = (times[-1], *((district,) if district else ()))
     rows = fetch(conn, part.format(cols=", ".join(never), cond="closed_at IS NULL") + " UNION ALL "
-                  + part.format(cols=", ".join(later), cond="closed_at > ?"),
-                  (*never_p, *tail, *later_p, times[0], *tail))
+                 + part.format(cols=", ".join(later), cond="closed_at > ?"),
+                 (*never_p, *tail, *later_p, times[0], *tail))
     out = {}
     for k, t in enumerate(times):
         out[t] = {"open": sum(int(r[2 * k] or 0) for r in rows),
