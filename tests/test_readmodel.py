@@ -10,6 +10,7 @@ import random
 import re
 import statistics
 
+import _store_helpers as h
 import numpy as np
 import pandas as pd
 import pytest
@@ -132,7 +133,7 @@ def oracle_latest(rows, city, kind, metrics=None, district=None) -> dict:
 def test_latest_values(city_data, kind, metrics, district):
     rows, city = city_data["rows"], city_data["city"]
     with city_data["engine"].connect() as conn:
-        df = rm.latest_values(conn, kind, metrics, district)
+        df = h.latest_values(conn, kind, metrics, district)
     assert list(df.columns) == ["asset_id", "name", "district_id", "metric", "ts", "value"]
     got = {(r.asset_id, r.metric): (int(r.ts), float(r.value)) for r in df.itertuples()}
     assert got == oracle_latest(rows, city, kind, metrics, district)
@@ -309,7 +310,7 @@ def test_service_closed_stats(city_data, district, days):
     reqs = city_data["requests"]
     start, end = NOW - days * 86_400, NOW + 1
     with city_data["engine"].connect() as conn:
-        got = rm.service_closed_stats(conn, start, end, district)
+        got = h.service_closed_stats(conn, start, end, district)
     closed = _closed_in(reqs, start, end, district)
     rated = [r["satisfaction"] for r in closed if r["satisfaction"] is not None]
     durations = [r["closed_at"] - r["opened_at"] for r in closed]
@@ -325,7 +326,7 @@ def test_service_closed_stats(city_data, district, days):
 
 def test_service_closed_stats_empty(city_data):
     with city_data["engine"].connect() as conn:
-        got = rm.service_closed_stats(conn, NOW + 10 * 86_400, NOW + 11 * 86_400)
+        got = h.service_closed_stats(conn, NOW + 10 * 86_400, NOW + 11 * 86_400)
     assert got == {"n": 0, "satisfaction": None, "rated": 0, "satisfied": 0, "late": 0, "median_hours": None}
 
 
@@ -334,11 +335,11 @@ def test_service_open_at(city_data, district):
     reqs = city_data["requests"]
     with city_data["engine"].connect() as conn:
         for t in (NOW, NOW - 86_400 - 3600, NOW - 20 * 86_400, NOW - 95 * 86_400):
-            got = rm.service_open_at(conn, t, district)
+            got = h.service_open_at(conn, t, district)
             open_ = [r for r in reqs if r["opened_at"] <= t
                      and (r["closed_at"] is None or r["closed_at"] > t) and district in (None, r["district_id"])]
             assert got == {"open": len(open_), "overdue": sum(1 for r in open_ if r["due_at"] < t)}, t
-        assert rm.service_open_at(conn, NOW, district)["open"] > 0
+        assert h.service_open_at(conn, NOW, district)["open"] > 0
 
 
 def test_service_open_at_counts_requests_of_any_age(city_data):
@@ -347,8 +348,8 @@ def test_service_open_at_counts_requests_of_any_age(city_data):
     ever_open = [r for r in reqs if r["opened_at"] <= NOW and (r["closed_at"] is None or r["closed_at"] > NOW)]
     assert any(r["opened_at"] <= NOW - 90 * 86_400 for r in ever_open), "the data has requests open > 90 days"
     with city_data["engine"].connect() as conn:
-        assert rm.service_open_at(conn, NOW)["open"] == len(ever_open)
-        assert rm.service_open_at(conn, NOW)["overdue"] == sum(1 for r in ever_open if r["due_at"] < NOW)
+        assert h.service_open_at(conn, NOW)["open"] == len(ever_open)
+        assert h.service_open_at(conn, NOW)["overdue"] == sum(1 for r in ever_open if r["due_at"] < NOW)
 
 
 @pytest.mark.parametrize("district", [None, "north", "south", "east"])
@@ -357,7 +358,7 @@ def test_service_opened_count(city_data, district):
     with city_data["engine"].connect() as conn:
         for start, end in ((NOW - 7 * 86_400, NOW + 1), (NOW - 40 * 86_400, NOW - 10 * 86_400), (0, NOW + 1)):
             exp = sum(1 for r in reqs if start <= r["opened_at"] < end and district in (None, r["district_id"]))
-            assert rm.service_opened_count(conn, start, end, district) == exp
+            assert h.service_opened_count(conn, start, end, district) == exp
 
 
 @pytest.mark.parametrize("district", [None, "north"])
@@ -411,7 +412,7 @@ def test_service_daily(city_data, district):
     reqs = city_data["requests"]
     start, end = NOW - 30 * 86_400, NOW + 1
     with city_data["engine"].connect() as conn:
-        df = rm.service_daily(conn, start, end, district)
+        df = h.service_daily(conn, start, end, district)
     buckets: dict[int, list] = {}
     for r in _closed_in(reqs, start, end, district):
         buckets.setdefault(r["closed_at"] // 86_400 * 86_400, []).append(r["satisfaction"])
@@ -432,7 +433,7 @@ def test_service_daily_satisfied_zero(city_data):
     reqs = city_data["requests"]
     start, end = NOW - 30 * 86_400, NOW + 1
     with city_data["engine"].connect() as conn:
-        df = rm.service_daily(conn, start, end)
+        df = h.service_daily(conn, start, end)
     unrated_days = {r["closed_at"] // 86_400 * 86_400 for r in _closed_in(reqs, start, end)} - \
         {r["closed_at"] // 86_400 * 86_400 for r in _closed_in(reqs, start, end) if r["satisfaction"] is not None}
     rows = df[df["bucket"].isin(unrated_days) | (df["rated"] == 0)]

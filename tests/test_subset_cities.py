@@ -11,6 +11,7 @@ from datetime import date, timedelta
 
 import pytest
 from _demo import empty_store
+from _store_helpers import ingest_rows
 from _subset_city import build_subset_city
 from typer.testing import CliRunner
 
@@ -21,7 +22,6 @@ from dashboard.export import panel_ids
 from dashboard.map_image import mercator_y, view_ranges
 from dashboard.pages import manager, wall
 from dashboard.settings import Settings
-from dashboard.store.ingest import ingest_rows
 from dashboard.store.schema import make_engine
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import STALE_COLOUR

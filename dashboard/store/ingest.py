@@ -361,18 +361,14 @@ class Ingestor:
         return codes
 
     # ---------------------------------------------------------------- validation
-    def validate(self, frame: pd.DataFrame, now: float | None = None):
+    def _validate(self, frame: pd.DataFrame, now: float | None = None):
         """Split ``frame`` (asset, metric, ts, value[, line]) into good rows and rejections.
 
         Returns
         -------
-        good : DataFrame with asset_pk, metric, ts (int64), value (float), _row (input position)
+        good : :class:`_Batch` of the rows to store
         reason : object array per input row: None (accepted), "" (duplicate) or the rejection reason
         """
-        batch, reason = self._validate(frame, now)
-        return batch.frame(), reason
-
-    def _validate(self, frame: pd.DataFrame, now: float | None = None):
         now = time.time() if now is None else now
         missing = {"asset", "metric", "ts", "value"} - set(frame.columns)
         if missing:
@@ -951,8 +947,3 @@ def ingest_csv(engine: Engine, path, source: str | None = None, now: float | Non
         ing.ledger.resolve(conn)
         forget_repeated_rejections(conn, ing.ledger.before)
     return result
-
-
-def ingest_rows(engine: Engine, rows: Iterable[dict], source: str = "api", now: float | None = None) -> IngestResult:
-    """Ingest an iterable of reading dicts through a fresh :class:`Ingestor`."""
-    return Ingestor(engine).ingest(rows, source=source, now=now)

@@ -12,28 +12,9 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from dashboard.store.drivers import attr_sql, fetch, kind_filter, rows_frame
+from dashboard.store.drivers import attr_sql, fetch, kind_filter
 from dashboard.store.schema import ASSETS_REV_KEY, assets, latest
 
-
-def latest_values(conn: Connection, kind: str, metrics: list[str] | None = None,
-                  district: str | None = None) -> pd.DataFrame:
-    """Return the newest value of each metric of each asset of ``kind``, in long form.
-
-    Columns: asset_id, name, district_id, metric, ts, value.
-    """
-    return rows_frame(conn.execute(_latest_query(kind, metrics, district)).all(),
-                       ["asset_id", "name", "district_id", "metric", "ts", "value"])
-
-
-def _latest_query(kind: str, metrics: list[str] | None, district: str | None):
-    q = (select(assets.c.id, assets.c.name, assets.c.district_id, latest.c.metric, latest.c.ts, latest.c.value)
-         .join(assets, assets.c.pk == latest.c.asset_pk).where(assets.c.kind == kind))
-    if metrics:
-        q = q.where(latest.c.metric.in_(metrics))
-    if district:
-        q = q.where(assets.c.district_id == district)
-    return q
 
 class AssetDirectory:
     """The assets of one kind, sorted by id: pk, id, name, district and numeric attributes as arrays.
@@ -121,11 +102,12 @@ def _latest_rows(conn: Connection, ms: list[str]) -> list[tuple]:
 
 def latest_wide(conn: Connection, kind: str, metrics: list[str], district: str | None = None,
                 max_age: int | None = None, attrs: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Return :func:`latest_values` pivoted: one row per asset, one column per metric, plus ``ts`` (newest).
+    """Return the newest value of each metric of each asset of ``kind``: one row per asset, one column
+    per metric, plus ``ts`` (newest of the row); ``metrics`` empty or None: every metric they have.
 
     Rows are sorted by asset id; metric columns that have values come first (sorted), then ``ts``,
     then requested metrics without any value (all NaN), then the numeric asset attributes
-    ``attrs`` (NaN where absent; as :func:`asset_attribute`). With ``max_age``, values older than
+    ``attrs`` (NaN where absent or not a number). With ``max_age``, values older than
     ``max_age`` seconds before the newest value read are left out (as if never reported).
 
     Reads only ``latest`` (the asset directory is kept in memory, see :func:`asset_directory`);

@@ -14,10 +14,8 @@ they live by concern:
 """
 from __future__ import annotations
 
-from dashboard.store.latest import AssetDirectory, asset_directory, latest_values, latest_wide, newest_ts
+from dashboard.store.latest import AssetDirectory, asset_directory, latest_wide, newest_ts
 from dashboard.store.reference import (
-    asset_attribute,
-    asset_attributes,
     asset_count,
     asset_count_by_district,
     assets_frame,
@@ -38,23 +36,16 @@ from dashboard.store.rollups import (
 )
 from dashboard.store.service_reads import (
     service_by_district,
-    service_closed_stats,
-    service_daily,
     service_newest_ts,
-    service_open_at,
     service_open_at_many,
     service_open_list,
-    service_opened_count,
     service_window,
-    service_window_table,
 )
 
 __all__ = [
     "WINDOWS", "WINDOW_RES", "AssetDirectory", "Rollup",
-    "asset_attribute", "asset_attributes", "asset_count", "asset_count_by_district", "asset_directory",
-    "asset_series", "assets_frame", "city_meta", "district_populations", "district_rollup", "district_series",
-    "districts_frame", "history_fill", "latest_values", "latest_wide", "newest_ts", "record_history_fill",
-    "service_by_district", "service_closed_stats", "service_daily", "service_newest_ts", "service_open_at",
-    "service_open_at_many", "service_open_list", "service_opened_count", "service_window",
-    "service_window_table", "station_aqi_series",
+    "asset_count", "asset_count_by_district", "asset_directory", "asset_series", "assets_frame", "city_meta",
+    "district_populations", "district_rollup", "district_series", "districts_frame", "history_fill",
+    "latest_wide", "newest_ts", "record_history_fill", "service_by_district", "service_newest_ts",
+    "service_open_at_many", "service_open_list", "service_window", "station_aqi_series",
 ]

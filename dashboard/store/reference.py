@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Connection, func, select
 
-from dashboard.store.drivers import fetch, rows_frame
+from dashboard.store.drivers import rows_frame
 from dashboard.store.latest import asset_directory
 from dashboard.store.schema import ASSETS_REV_KEY, HISTORY_FILL_KEY, assets, districts, meta
 
@@ -66,36 +65,11 @@ def record_history_fill(conn: Connection, start: int, end: int, done: int, faile
     conn.execute(meta.insert().values(key=HISTORY_FILL_KEY, value=value))
 
 
-def asset_attribute(conn: Connection, kind: str, key: str, district: str | None = None) -> pd.Series:
-    """Return one numeric attribute of the assets of ``kind`` (NaN where absent), indexed by asset id.
-
-    Read in SQL from the JSON column, so the attributes are not parsed in Python.
-    """
-    q = select(assets.c.id, assets.c.attributes[key].as_float()).where(assets.c.kind == kind)
-    if district:
-        q = q.where(assets.c.district_id == district)
-    rows = fetch(conn, q.order_by(assets.c.pk))
-    if not rows:
-        return pd.Series([], index=[], dtype=float)
-    ids, vals = zip(*rows)
-    return pd.Series(np.array([np.nan if v is None else float(v) for v in vals], dtype=float),
-                     index=list(ids), dtype=float)
-
-
 def asset_count_by_district(conn: Connection, kind: str) -> dict[str, int]:
     """Return how many assets of ``kind`` each district has (assets without a district left out)."""
     q = (select(assets.c.district_id, func.count()).where(assets.c.kind == kind, assets.c.district_id.is_not(None))
          .group_by(assets.c.district_id))
     return {r[0]: int(r[1]) for r in conn.execute(q).all()}
-
-
-def asset_attributes(conn: Connection, kind: str, district: str | None = None) -> pd.DataFrame:
-    """Return the assets of ``kind`` without geometry: id, name, district_id, lon, lat, attributes (dict)."""
-    q = select(assets.c.id, assets.c.name, assets.c.district_id, assets.c.lon, assets.c.lat,
-               assets.c.attributes).where(assets.c.kind == kind)
-    if district:
-        q = q.where(assets.c.district_id == district)
-    return rows_frame(conn.execute(q.order_by(assets.c.pk)).all(), ["id", "name", "district_id", "lon", "lat", "attributes"])
 
 
 def district_populations(conn: Connection) -> pd.Series:

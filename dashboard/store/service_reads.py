@@ -54,18 +54,6 @@ def _svc_ranges(conn: Connection, start: int, end: int) -> tuple[tuple[int, int]
     return (days[0] if days else day, day + SVC_DAY), edges[:-1]
 
 
-def _closed_hist_raw(conn: Connection, start: int, end: int, district: str | None = None) -> list[tuple]:
-    """Return the times to close of requests closed in [start, end), from the table itself:
-    rows (seconds, count, sum of scores, rated, satisfied, late) by time to close."""
-    sr = service_requests
-    b = sr.c.closed_at - sr.c.opened_at
-    hq = _sr_district(select(b, func.count(), func.sum(sr.c.satisfaction), func.count(sr.c.satisfaction),
-                             func.sum((sr.c.satisfaction >= 4).cast(sr.c.satisfaction.type)),
-                             func.sum((sr.c.closed_at > sr.c.due_at).cast(sr.c.satisfaction.type)))
-                      .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(b).order_by(b), district)
-    return conn.execute(hq).all()
-
-
 def _median_hours(total: int, span_rows: list[tuple[int, int]], bins_of) -> float | None:
     """Return the median time to close in hours from the time-to-close histogram: the mean of the
     values of the bins holding the two middle ranks (one rank when ``total`` is odd), each within
@@ -100,25 +88,6 @@ def _median_hours(total: int, span_rows: list[tuple[int, int]], bins_of) -> floa
     return (vals[0] + vals[-1]) / 2 / 3600.0 if len(vals) == len(ranks) else None
 
 
-def _stats_from_hist(rows: list[tuple]) -> dict:
-    """Return :func:`service_closed_stats` from rows (seconds to close, count, score sum, rated, satisfied, late)."""
-    n = sum(r[1] for r in rows)
-    sat_sum = sum(int(r[2]) for r in rows if r[2] is not None)
-    rated = sum(r[3] for r in rows)
-    satisfied = sum(int(r[4]) for r in rows if r[4] is not None) if any(r[4] is not None for r in rows) else None
-    late = sum(int(r[5]) for r in rows if r[5] is not None) if any(r[5] is not None for r in rows) else None
-    sat = sat_sum / rated if rated else None
-    hist: dict[int, int] = {}
-    for k, c in zip(close_bin([int(r[0]) for r in rows]).tolist(), (int(r[1]) for r in rows)):
-        hist[k] = hist.get(k, 0) + c
-    spans: dict[int, int] = {}
-    for k, c in hist.items():
-        spans[k // SVC_SPAN_BINS] = spans.get(k // SVC_SPAN_BINS, 0) + c
-    median = _median_hours(int(n or 0), sorted(spans.items()), lambda _spans: hist)
-    return {"n": int(n or 0), "satisfaction": float(sat) if sat is not None else None, "rated": int(rated or 0),
-            "satisfied": int(satisfied or 0), "late": int(late or 0), "median_hours": median}
-
-
 def _service_daily_raw(conn: Connection, start: int, end: int, district: str | None, res: int) -> list[tuple]:
     sr = service_requests
     bucket = (sr.c.closed_at // res) * res
@@ -128,20 +97,6 @@ def _service_daily_raw(conn: Connection, start: int, end: int, district: str | N
                      .where(sr.c.closed_at >= start, sr.c.closed_at < end).group_by(bucket).order_by(bucket),
                      district)
     return [tuple(r) for r in conn.execute(q).all()]
-
-
-def _daily_frame(rows: list[tuple]) -> pd.DataFrame:
-    df = rows_frame(rows, ["bucket", "satisfaction", "closed", "satisfied", "rated", "hours"])
-    df["satisfied"] = df["satisfied"].fillna(0).astype(int)  # SUM over only unrated rows is NULL
-    df["hours"] = df["hours"].astype(float) / 3600.0
-    return df.astype({"satisfaction": float})
-
-
-def service_window_table(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
-    """Return :func:`service_window` computed from ``service_requests`` alone (no rollup): the
-    reference the rollups are checked against."""
-    return (_stats_from_hist(_closed_hist_raw(conn, start, end, district)),
-            _daily_frame(_service_daily_raw(conn, start, end, district, SVC_DAY)))
 
 
 def _edge_requests(conn: Connection, edges: list[tuple[int, int]], district: str | None) -> np.ndarray:
@@ -160,24 +115,18 @@ def _edge_requests(conn: Connection, edges: list[tuple[int, int]], district: str
 
 
 def service_window(conn: Connection, start: int, end: int, district: str | None = None) -> tuple[dict, pd.DataFrame]:
-    """Return (:func:`service_closed_stats`, :func:`service_daily`) of [start, end), reading the
-    requests at the window's edges once for both."""
+    """Return the statistics and the daily series of the requests closed in [start, end).
+
+    Statistics: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
+    median_hours (time to close, within 1 %: from a histogram of bins 2 % wide). Daily series, per
+    UTC day of closure: bucket, satisfaction (mean), closed, satisfied, rated, hours (mean to close).
+
+    Whole days come from ``service_rollup`` and the time-to-close histogram tables, the edges of
+    the window from the requests themselves, read once for both (same sums as one pass over the table).
+    """
     days, edges = _svc_ranges(conn, int(start), int(end))
     e = _edge_requests(conn, edges, district)
     return _closed_stats(conn, days, e, district), _daily(conn, days, e, district, edges)
-
-
-def service_closed_stats(conn: Connection, start: int, end: int, district: str | None = None) -> dict:
-    """Return aggregates of the requests closed in [start, end).
-
-    Keys: n, satisfaction (mean of those rated), rated, satisfied (rated 4 or 5), late,
-    median_hours (time to close, within 1 %: from a histogram of bins 2 % wide).
-
-    Whole days come from ``service_rollup`` and the time-to-close histogram tables, the edges of
-    the window from the requests themselves (same sums as one pass over the table).
-    """
-    days, edges = _svc_ranges(conn, int(start), int(end))
-    return _closed_stats(conn, days, _edge_requests(conn, edges, district), district)
 
 
 def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None) -> dict:
@@ -224,17 +173,6 @@ def _closed_stats(conn: Connection, days: tuple[int, int] | None, e: np.ndarray,
             "satisfied": int(satisfied), "late": int(late), "median_hours": median}
 
 
-def service_daily(conn: Connection, start: int, end: int, district: str | None = None,
-                  res: int = 86_400) -> pd.DataFrame:
-    """Return per ``res`` bucket of closure time: mean satisfaction, closed count, satisfied count,
-    rated count and mean hours to close."""
-    if res != SVC_DAY:
-        return _daily_frame(_service_daily_raw(conn, start, end, district, res))
-    days, edges = _svc_ranges(conn, int(start), int(end))
-    return _daily(conn, days, _edge_requests(conn, edges, district) if conn.dialect.name != "postgresql"
-                  else np.empty((0, 4)), district, edges)
-
-
 def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, district: str | None,
            edges: list[tuple[int, int]]) -> pd.DataFrame:
     rows = []
@@ -268,13 +206,13 @@ def _daily(conn: Connection, days: tuple[int, int] | None, e: np.ndarray, distri
                 (district or CITY, *days)):
             rows.append((int(b), sat_sum / rated if rated else None, int(closed), int(satisfied), int(rated),
                          close_s / closed))
-    if not rows:  # what _daily_frame([]) returns, without its pandas calls
+    if not rows:  # the dtypes of an empty frame of the plain SQL reads (the tests' reference)
         return pd.DataFrame({"bucket": np.array([], dtype=object), "satisfaction": np.array([], dtype=float),
                              "closed": np.array([], dtype=object), "satisfied": np.array([], dtype=np.int64),
                              "rated": np.array([], dtype=object), "hours": np.array([], dtype=float)})
     rows.sort(key=lambda r: r[0])
     b, sat, closed, satisfied, rated, secs = zip(*rows)
-    # the frame _daily_frame builds, with its dtypes, built directly (pandas calls cost here)
+    # the plain SQL reads' frame, with its dtypes, built directly (pandas calls cost here)
     return pd.DataFrame({"bucket": np.array(b, dtype=np.int64),
                          "satisfaction": np.array([np.nan if v is None else float(v) for v in sat], dtype=float),
                          "closed": np.array(closed, dtype=np.int64),
@@ -314,28 +252,16 @@ def _open_counts(conn: Connection, times: list[int], district: str | None) -> di
     return out
 
 
-def service_open_at(conn: Connection, t: int, district: str | None = None) -> dict:
-    """Return counts of requests open at time ``t``: {'open': n, 'overdue': m}.
+def service_open_at_many(conn: Connection, times: list[int], district: str | None = None) -> dict[int, dict]:
+    """Return {t: {'open': n, 'overdue': m}} for each time in ``times``, in one query.
 
     A request is open at ``t`` if opened at or before ``t`` and not closed by then, however long
     ago it was opened; overdue if also past its due time.
     """
-    return _open_counts(conn, [int(t)], district)[int(t)]
-
-
-def service_open_at_many(conn: Connection, times: list[int], district: str | None = None) -> dict[int, dict]:
-    """Return :func:`service_open_at` for each time in ``times``, in one query."""
     times = sorted({int(t) for t in times})
     if not times:
         return {}
     return _open_counts(conn, times, district)
-
-
-def service_opened_count(conn: Connection, start: int, end: int, district: str | None = None) -> int:
-    """Return how many requests were opened in [start, end)."""
-    sr = service_requests
-    q = _sr_district(select(func.count()).where(sr.c.opened_at >= start, sr.c.opened_at < end), district)
-    return int(conn.execute(q).scalar() or 0)
 
 
 def service_newest_ts(conn: Connection, district: str | None = None) -> int | None:
