@@ -444,7 +444,7 @@ def test_service_daily_satisfied_zero(city_data):
 # ---------------------------------------------------------------------------- screens never scan history
 def test_screens_never_read_raw_history(city_data):
     from dashboard import kpis
-    from layers import LAYERS, LayerParams
+    from layers import LAYERS
 
     eng = city_data["engine"]
     statements: list[str] = []

@@ -185,7 +185,7 @@ def test_view003_map_section_of_city_toml_is_honoured(tmp_path):
 def test_view004_a_bad_map_section_is_a_clear_error(tmp_path, section, error):
     (tmp_path / "city.toml").write_text(f'name = "X"\ntimezone = "UTC"\n\n{section}')
     with pytest.raises(ValueError, match=r"city\.toml: \[map\].*" + error.replace("(", r"\(").replace(")", r"\)")):
-        load_city(tmp_path).map_view
+        load_city(tmp_path).map_view  # noqa: B018 - reading the property raises
 
 
 def _assigned(patch) -> dict:
