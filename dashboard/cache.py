@@ -270,7 +270,7 @@ class BucketCache:
             return default  # do not hammer a dead backend: retry every 2 s
         try:
             out = getattr(self.cache, op)(*args)
-        except Exception as exc:  # redis.ConnectionError and friends
+        except Exception as exc:  # noqa: BLE001 - redis.ConnectionError and friends
             if self._down_since is None:
                 log.warning("cache backend unavailable (%s): computing without the shared cache", exc)
             self._down_since = time.time()

@@ -436,7 +436,10 @@ def _summary_row(p: KpiPeriod, by_id: dict, dominant, thresholds: dict, changes:
     latest = f"<td class='num'>{_e(p.latest or '—')}</td><td class='nowrap'>{_e(fmt_t(p.as_of))}</td>"
     if p.id in CATEGORY_KPIS:
         (c, cn, ch), (q, qn, qh) = dominant[p.id]
-        cell = (lambda v, n, h: "—" if v is None else f"{_e(v)} <span class='muted'>({n} of {h} h)</span>")
+
+        def cell(v, n, h) -> str:
+            return "—" if v is None else f"{_e(v)} <span class='muted'>({n} of {h} h)</span>"
+
         same = "—" if c is None or q is None else ("same" if c == q else f"was {_e(q)}")
         return (f"<tr {attrs}><td>{_e(p.label)}</td><td class='num' data-value='{_e(c or '')}'>{cell(c, cn, ch)}</td>"
                 f"<td class='num'>{cell(q, qn, qh)}</td><td class='nowrap'>{same}</td><td></td>{latest}</tr>")

@@ -133,8 +133,6 @@ def test_export004_kpi_json_csv_equal_read_model(client, store_url):
 
 
 def test_export005_layer_json_csv_equal_read_model(client, store_url):
-    from layers import LayerParams
-
     layer = LAYER_BY_ID["traffic"]
     with make_engine(store_url).connect() as conn:
         static = layer.static(conn)

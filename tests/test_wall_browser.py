@@ -374,7 +374,7 @@ def test_wall011_server_silent_banner_in_header_values_grey_ages_tick_map_follow
     from flask import request
 
     from dashboard.store.ingest import Ingestor
-    from dashboard.store.readmodel import asset_attributes
+    from _store_helpers import asset_attributes
 
     app = make_app(store_url, tmp_path)
     down = {"on": False}

@@ -50,7 +50,10 @@ class ParkingSim:
             spaces.append(pd.to_numeric(a["spaces"], errors="coerce").to_numpy(dtype=float))
             b = pd.to_numeric(a["business"], errors="coerce") if "business" in a else pd.Series(np.nan, index=a.index)
             business.append(b.fillna(0.5).clip(0, 1).to_numpy(dtype=float))
-        cat = (lambda xs, dt: np.concatenate(xs) if xs else np.array([], dtype=dt))
+
+        def cat(xs, dt):
+            return np.concatenate(xs) if xs else np.array([], dtype=dt)
+
         self.ids, self.metric = cat(ids, object), cat(metric, object)
         self.spaces, self.business = cat(spaces, float), cat(business, float)
         self.n = len(self.ids)
