@@ -127,17 +127,17 @@ def asset_series(conn: Connection, kind: str, metrics: list[str], start: int, en
     return df
 
 
-def station_aqi_series(conn: Connection, start: int, end: int, standard: str = "cn",
+def station_aqi_series(conn: Connection, kind: str, start: int, end: int, standard: str = "cn",
                        district: str | None = None) -> pd.DataFrame:
-    """Return the hourly AQI (table ``aqi_hourly``) of every air-quality station for buckets in [start, end).
+    """Return the hourly AQI (table ``aqi_hourly``) of every station (assets of ``kind``) for buckets in [start, end).
 
     Columns: asset_id, district_id, bucket, aqi (NaN where no pollutant could be indexed); sorted
     by asset id, then bucket.
     """
     cols = ["asset_id", "district_id", "bucket", "aqi"]
-    d = asset_directory(conn, "aq_station")
+    d = asset_directory(conn, kind)
     if d is None:
-        return _station_aqi_series_join(conn, start, end, standard, district)
+        return _station_aqi_series_join(conn, kind, start, end, standard, district)
     # every row of aqi_hourly is a station's; the directory gives id, district and order
     rows = fetch(conn, "SELECT asset_pk, bucket, aqi FROM aqi_hourly WHERE standard = ? AND bucket >= ? AND bucket < ?",
                  (standard, int(start), int(end)))
@@ -158,10 +158,10 @@ def station_aqi_series(conn: Connection, start: int, end: int, standard: str = "
                          "aqi": val[order]})
 
 
-def _station_aqi_series_join(conn: Connection, start: int, end: int, standard: str = "cn",
+def _station_aqi_series_join(conn: Connection, kind: str, start: int, end: int, standard: str = "cn",
                              district: str | None = None) -> pd.DataFrame:
     """:func:`station_aqi_series` on a store without the assets revision."""
-    where, params = kind_filter("aq_station", district)
+    where, params = kind_filter(kind, district)
     arows = fetch(conn, f"SELECT a.pk, a.id, a.district_id FROM assets a WHERE {where}", params)
     cols = ["asset_id", "district_id", "bucket", "aqi"]
     if not arows:

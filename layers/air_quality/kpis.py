@@ -88,7 +88,7 @@ def history(r) -> dict:
     # the main pollutant's trend: which one it is comes from the current values, so read all six
     # (small hourly series) and keep the KPIs free of reads
     series = {p: r.rollup(p, start=q.start, res=3600) for p in POLLUTANTS}
-    return {"aqi_hourly": r.read(rm.station_aqi_series, start, int(q.now) + 1, standard(q)),
+    return {"aqi_hourly": r.read(rm.station_aqi_series, KIND, start, int(q.now) + 1, standard(q)),
             "pm25_2d": pm25, "series": series}
 
 
