@@ -38,6 +38,7 @@ class Reader:
 
     def __init__(self, conn: Connection, q: Query):
         self.conn, self.q = conn, q
+        self.current: dict = {}  # in a domain's history: its current values, scoped to the district
         self._memo: dict = {}
 
     @property
@@ -160,6 +161,7 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
         why = snap.failed.get(d.id)
         history = {}
         if why is None and d.history is not None:
+            r.current = scoped  # its current values, scoped: what its history reads may depend on
             try:
                 history = d.history(r)
             except STORE_OUTAGES + (SQLAlchemyError,):

@@ -85,9 +85,9 @@ def history(r) -> dict:
     split = pm25_split(q)
     # the wider range first: one read of PM2.5 serves its trend, this 24 h and the previous 24 h
     pm25 = r.rollup("pm25", start=min(q.start, split - 86_400), res=3600)
-    # the main pollutant's trend: which one it is comes from the current values, so read all six
-    # (small hourly series) and keep the KPIs free of reads
-    series = {p: r.rollup(p, start=q.start, res=3600) for p in POLLUTANTS}
+    # the main pollutant's trend: which one it is comes from the current values of the district
+    dom = main_pollutant(_known_of((getattr(r, "current", None) or {}).get("stations")))
+    series = {dom: r.rollup(dom, start=q.start, res=3600)} if dom else {}
     return {"aqi_hourly": r.read(rm.station_aqi_series, KIND, start, int(q.now) + 1, standard(q)),
             "pm25_2d": pm25, "series": series}
 
@@ -105,8 +105,26 @@ def pm25_reach(q: Query) -> int:
 # ---------------------------------------------------------------------------- KPIs
 def _known(f: Frames) -> pd.DataFrame:
     """The stations whose AQI is known."""
-    st = f["stations"]
-    return st[np.isfinite(st["aqi"].to_numpy(dtype=float))] if len(st) else st
+    return _known_of(f["stations"])
+
+
+def _known_of(st: pd.DataFrame | None) -> pd.DataFrame | None:
+    if st is None or not len(st):
+        return st
+    return st[np.isfinite(st["aqi"].to_numpy(dtype=float))]
+
+
+def main_pollutant(st: pd.DataFrame | None) -> str | None:
+    """Return the pollutant dominant at the most of the stations ``st`` (AQI known), weighted by
+    population; without any population data (every weight 0 or NaN) each station counts once."""
+    if st is None or not len(st):
+        return None
+    totals: dict = {}
+    for p, wt in zip(st["dominant"].tolist(), st["weight"].tolist()):  # a hundred stations: plain Python
+        totals[p] = totals.get(p, 0.0) + (0.0 if wt != wt else wt)  # NaN weight counts 0, as sum() does
+    if not sum(totals.values()) > 0:
+        totals = dict(Counter(st["dominant"].tolist()))
+    return max(totals, key=lambda p: totals[p])  # the first of the heaviest, as a stable descending sort
 
 
 def trend(f: Frames) -> pd.DataFrame:
@@ -164,14 +182,7 @@ def dominant(f: Frames):
     st = _known(f)
     if not len(st):
         return None, None, [], [], None, ""
-    # the pollutant that is dominant at the most stations, weighted by population; without any
-    # population data (every weight 0 or NaN) each station counts once
-    totals: dict = {}
-    for p, wt in zip(st["dominant"].tolist(), st["weight"].tolist()):  # a hundred stations: plain Python
-        totals[p] = totals.get(p, 0.0) + (0.0 if wt != wt else wt)  # NaN weight counts 0, as sum() does
-    if not sum(totals.values()) > 0:
-        totals = dict(Counter(st["dominant"].tolist()))
-    dom = max(totals, key=lambda p: totals[p])  # the first of the heaviest, as a stable descending sort
+    dom = main_pollutant(st)
     s = f["series"][dom]
     share = int(round(100 * (st["dominant"] == dom).mean()))
     return LABEL.get(dom, dom), None, s.bucket, s["mean"], newest(st), \
