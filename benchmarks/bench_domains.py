@@ -42,8 +42,14 @@ app = create_app(Settings(database_url=url, refresh_seconds=5, background_refres
 live = app.server.extensions["panorama"]
 count = [0]
 
+SKIP = ("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA", "SAVEPOINT", "RELEASE")
+
+def on_statement(sql):
+    if not sql.lstrip().upper().startswith(SKIP):
+        count[0] += 1
+
 def traced(dbapi_conn, _rec):
-    dbapi_conn.set_trace_callback(lambda sql: count.__setitem__(0, count[0] + (not sql.startswith(("BEGIN", "COMMIT", "ROLLBACK", "PRAGMA", "SAVEPOINT", "RELEASE"))))))
+    dbapi_conn.set_trace_callback(on_statement)
 
 event.listen(live.engine, "connect", traced)
 live.engine.dispose()  # every connection from now on is traced

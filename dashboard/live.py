@@ -244,7 +244,7 @@ class LiveData:
         def compute():
             q = self.query(window, district, now)
             base = self.base(now)
-            return self._run(lambda c: snap.build(c, q, base, static=self._domain_static))
+            return self._run(lambda c: snap.build(c, q, base, static=self._domain_static, attention=False))
 
         return self.cached(self.key(self.query(window, district, now)), compute, now)
 
@@ -261,8 +261,12 @@ class LiveData:
         return {"now": base.query.now, **base.layer_frames()}
 
     def attention(self, district: str | None = None, now: float | None = None) -> list[dict]:
-        """Return the wall's "needs attention" list for ``district``, computed once per bucket."""
-        return self.snapshot("24h", district, now).attention
+        """Return the wall's "needs attention" list for ``district``, computed once per bucket from the
+        bucket's current values (the base snapshot): only the screens that show it pay for it."""
+        def compute():
+            return snap.attention_of(self.base(now), self.query(None, district, now), self._domain_static)
+
+        return self.cached("attention:" + self.key(self.query(None, district, now)), compute, now)
 
     def health(self) -> dict:
         """Return the store's reachability and the newest data age per domain."""

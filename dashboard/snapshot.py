@@ -142,21 +142,21 @@ def build_base(conn: Connection, q: Query, domains: list[Domain] | None = None) 
 
 
 def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | None = None,
-          static=None) -> Snapshot:
+          static=None, attention: bool = True) -> Snapshot:
     """Return the snapshot of ``q`` (a window; a district or the city) from its bucket's ``base``.
 
     ``static(domain)``: its layer's static frame (read once per process by the app); by default
-    read here.
+    read here. ``attention``: also compute the "needs attention" list (it reads only current
+    values: the app computes it on its own, for the screens that show it, see :func:`attention_of`).
     """
     r = Reader(conn, q)
     if static is None:
         def static(d: Domain):
             return d.layer.static(conn) if d.layer is not None else None
+    domains = domains if domains is not None else DOMAINS
     snap = Snapshot(query=q, latest=base.latest, counts=base.counts, failed=dict(base.failed))
     fill = rm.history_fill(conn)
-    items: list[dict] = []
-    stale: list[dict] = []
-    for d in domains if domains is not None else DOMAINS:
+    for d in domains:
         scoped = {k: scope(v, q.district) for k, v in (base.latest.get(d.id) or {}).items()}
         why = snap.failed.get(d.id)
         history = {}
@@ -179,16 +179,30 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
             if fill and k.reaches(q) < fill["to"]:  # older days still being written: say so
                 v.loading = f"{'history incomplete' if fill['failed'] else 'history loading'} ({fill['percent']} %)"
             snap.kpis.append(v)
-        if d.attention is not None and why is None:
-            try:
-                for i in d.attention(f):
-                    (stale if i["level"] == "stale" else items).append(i)
-            except Exception:  # noqa: BLE001 - the others' items still show
-                log.exception("attention of %s failed", d.id)
+    if attention:
+        snap.attention = attention_of(base, q, static, domains)
+    return snap
+
+
+def attention_of(base: Snapshot, q: Query, static, domains: list[Domain] | None = None) -> list[dict]:
+    """Return the "needs attention" list of ``q``'s district (or the city): every domain's rule on its
+    current values (the base snapshot's, scoped), alerts and watches by how far past their threshold,
+    then the stale places, most recently silent first. No reads but the layers' static frames."""
+    items: list[dict] = []
+    stale: list[dict] = []
+    for d in domains if domains is not None else DOMAINS:
+        if d.attention is None or d.id in base.failed:
+            continue
+        f = Frames(q, {k: scope(v, q.district) for k, v in (base.latest.get(d.id) or {}).items()})
+        f.static = (lambda d=d: static(d)) if d.layer is not None else None
+        try:
+            for i in d.attention(f):
+                (stale if i["level"] == "stale" else items).append(i)
+        except Exception:  # noqa: BLE001 - the others' items still show
+            log.exception("attention of %s failed", d.id)
     stale.sort(key=lambda i: i["score"])  # the most recently silent first
     items.sort(key=attention_order)
-    snap.attention = [i for i in items + stale if q.district is None or i["district"] == q.district]
-    return snap
+    return [i for i in items + stale if q.district is None or i["district"] == q.district]
 
 
 def _evaluate(k, f: Frames, d: Domain, why: str | None) -> KpiValue:

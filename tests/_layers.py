@@ -34,7 +34,7 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
         "air_quality": ({"readings": frames.get("air_quality")}, statics.get("air_quality")),
         # one substation per district carrying the district's load: the layer sums them back
         "energy": ({"substations": ef.assign(asset_id=ef["district_id"])}, statics.get("energy")),
-        "satisfaction": ({"open": overdue}, statics.get("energy")),
+        "satisfaction": ({"overdue": _overdue_by_district(overdue, now)}, statics.get("energy")),
     }
     items, stale = [], []
     for dom, (f, static) in parts.items():
@@ -46,3 +46,11 @@ def attention_items(statics: dict, frames: dict, overdue, now: float, district: 
     stale.sort(key=lambda i: i["score"])
     items.sort(key=attention_order)
     return [i for i in items + stale if district is None or i["district"] == district]
+
+
+def _overdue_by_district(open_list: pd.DataFrame, now: float) -> pd.DataFrame:
+    """Open requests (district_id, due_at) as the store's grouped read gives them: per district, those
+    past their due time and the oldest due time."""
+    late = open_list[open_list["due_at"] < now]
+    g = late.groupby("district_id")["due_at"].agg(["size", "min"]).reset_index()
+    return pd.DataFrame({"district_id": g["district_id"], "n": g["size"], "oldest_due": g["min"]})

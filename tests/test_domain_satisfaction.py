@@ -36,7 +36,7 @@ def frames(q: Query, current=None, previous=None, open_counts=None, newest=NOW -
     pts = k.spark_points(q)
     counts = open_counts or [(0, 0)] * len(pts)
     f = Frames(q, {"by_district": pd.DataFrame(columns=["district_id", "satisfaction", "n"]),
-                   "open": open_list if open_list is not None else open_frame([])},
+                   "overdue": overdue_of(open_list if open_list is not None else open_frame([]), q.now)},
                {"current": current or (stats(), daily()), "previous": previous or (stats(), daily()),
                 "open_at": {t: {"open": o, "overdue": d} for t, (o, d) in zip(pts, counts)},
                 "newest": newest})
@@ -49,6 +49,14 @@ def open_frame(rows) -> pd.DataFrame:
     return pd.DataFrame({"id": [r[0] for r in rows], "category": "pothole",
                          "district_id": [r[1] for r in rows], "opened_at": [r[2] - 48 * H for r in rows],
                          "due_at": [r[2] for r in rows]})
+
+
+def overdue_of(open_list: pd.DataFrame, now: float) -> pd.DataFrame:
+    """What the store's grouped read gives of these open requests at ``now``: per district, those past
+    their due time (n) and the oldest due time."""
+    late = open_list[open_list["due_at"] < now]
+    g = late.groupby("district_id")["due_at"].agg(["size", "min"]).reset_index()
+    return pd.DataFrame({"district_id": g["district_id"], "n": g["size"], "oldest_due": g["min"]})
 
 
 def values(f: Frames) -> dict:
@@ -180,10 +188,10 @@ class RecordingReader:
 
 def test_latest_reads_the_city_and_history_the_district():
     q = Query(NOW, None)
-    r = RecordingReader(q, {"service_by_district": "by", "service_open_list": "open"})
-    assert k.latest(r) == {"by_district": "by", "open": "open"}
+    r = RecordingReader(q, {"service_by_district": "by", "service_overdue_by_district": "late"})
+    assert k.latest(r) == {"by_district": "by", "overdue": "late"}
     assert r.calls == [("service_by_district", (NOW + 1 - 30 * DAY_S, NOW + 1), "city"),
-                       ("service_open_list", (NOW, None, 2000), "city")]
+                       ("service_overdue_by_district", (NOW,), "city")]
     q = Query(NOW, "7d", "north")
     r = RecordingReader(q, {"service_window": "w", "service_open_at_many": "o", "service_newest_ts": 5})
     assert k.history(r) == {"current": "w", "previous": "w", "open_at": "o", "newest": 5}

@@ -67,13 +67,26 @@ _DIRECTORIES: dict[tuple[str, str], tuple[str, AssetDirectory]] = {}
 _MAX_DIRECTORIES = 64
 
 
+def assets_rev(conn: Connection) -> str | None:
+    """Return the store's ``assets_rev`` token, read once per connection checkout: a snapshot reads
+    through one connection, so its reads of every kind's directory check the token once."""
+    memo = getattr(conn, "_panorama_assets_rev", None)
+    if memo is None:
+        rows = fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
+        memo = (rows[0][0] if rows else None,)
+        try:
+            conn._panorama_assets_rev = memo
+        except AttributeError:  # a connection that takes no attributes: read it every time
+            pass
+    return memo[0]
+
+
 def asset_directory(conn: Connection, kind: str) -> AssetDirectory | None:
     """Return the :class:`AssetDirectory` of ``kind``, re-read only when ``assets`` changed.
 
     None for a store without the ``assets_rev`` row (made before migration 0003): callers join.
     """
-    rows = fetch(conn, "SELECT value FROM meta WHERE key = ?", (ASSETS_REV_KEY,))
-    rev = rows[0][0] if rows else None
+    rev = assets_rev(conn)
     if not rev:
         return None
     key = (conn.engine.url.render_as_string(hide_password=False), kind)

@@ -39,6 +39,7 @@ from dashboard.store.service_reads import (
     service_newest_ts,
     service_open_at_many,
     service_open_list,
+    service_overdue_by_district,
     service_window,
 )
 
@@ -47,5 +48,5 @@ __all__ = [
     "asset_count", "asset_count_by_district", "asset_directory", "asset_series", "assets_frame", "city_meta",
     "district_populations", "district_rollup", "district_series", "districts_frame", "history_fill",
     "latest_wide", "newest_ts", "record_history_fill", "service_by_district", "service_newest_ts",
-    "service_open_at_many", "service_open_list", "service_window", "station_aqi_series",
+    "service_open_at_many", "service_open_list", "service_overdue_by_district", "service_window", "station_aqi_series",
 ]

@@ -308,3 +308,13 @@ def service_open_list(conn: Connection, t: int, district: str | None = None, lim
         .where(sr.c.opened_at <= t, (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t))
         .order_by(sr.c.due_at).limit(limit), district)
     return rows_frame(conn.execute(q).all(), ["id", "category", "district_id", "opened_at", "due_at"])
+
+
+def service_overdue_by_district(conn: Connection, t: int) -> pd.DataFrame:
+    """Return, per district, the requests open at ``t`` past their due time: district_id, n and the
+    oldest due time (one grouped read, every one counted however many there are)."""
+    sr = service_requests
+    q = (select(sr.c.district_id, func.count(), func.min(sr.c.due_at))
+         .where(sr.c.opened_at <= t, (sr.c.closed_at.is_(None)) | (sr.c.closed_at > t), sr.c.due_at < t)
+         .group_by(sr.c.district_id))
+    return rows_frame(conn.execute(q).all(), ["district_id", "n", "oldest_due"])

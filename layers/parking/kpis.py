@@ -84,20 +84,25 @@ def latest(r) -> dict:
             "recent": r.read(asset_series, CAR_PARK, (FREE[CAR_PARK],), start, now + 1, RECENT_RES)}
 
 
-def district_rollups(conn, metrics, start: int, end: int, res: int, district: str | None = None) -> pd.DataFrame:
+def district_rollups(conn, metrics, start: int, end: int, res: int, step: int | None = None,
+                     district: str | None = None) -> pd.DataFrame:
     """Return the per-district rollups (district_id, metric, bucket, n, sum) of ``metrics`` in
-    [start, end), every district (not the city copy) or only ``district``."""
-    from sqlalchemy import select
-
+    [start, end), every district (not the city copy) or only ``district``; with ``step``, only the
+    buckets on multiples of it (a sparkline's points, not every bucket of the window)."""
     from dashboard.metrics import CITY
-    from dashboard.store.schema import rollup_district as t
+    from dashboard.store.drivers import fetch
 
-    q = select(t.c.district_id, t.c.metric, t.c.bucket, t.c.n, t.c.sum).where(
-        t.c.res == int(res), t.c.metric.in_(list(metrics)), t.c.bucket >= int(start), t.c.bucket < int(end),
-        t.c.district_id != CITY)
+    ms = list(metrics)
+    sql = (f"SELECT district_id, metric, bucket, n, sum FROM rollup_district WHERE res = ? "
+           f"AND metric IN ({', '.join('?' * len(ms))}) AND bucket >= ? AND bucket < ? AND district_id <> ?")
+    params = [int(res), *ms, int(start), int(end), CITY]
+    if step:
+        sql += f" AND bucket {'%' if conn.dialect.name == 'sqlite' else '%%'} ? = 0"  # psycopg: % is doubled
+        params.append(int(step))
     if district:
-        q = q.where(t.c.district_id == district)
-    rows = conn.execute(q).all()
+        sql += " AND district_id = ?"
+        params.append(district)
+    rows = fetch(conn, sql, tuple(params))
     return pd.DataFrame([tuple(x) for x in rows], columns=["district_id", "metric", "bucket", "n", "sum"])
 
 
@@ -107,8 +112,11 @@ def history(r) -> dict:
     q = r.q
     out = {s: r.rollup(s) for pair in SERIES.values() for s in pair}
     out["parking_full"] = r.rollup("parking_full")
+    # the pressure's trend, per district: hourly, about 24 points over the window (a card's sparkline
+    # shows 16), not every bucket of every district
+    step = max(3600, q.span // 24 // 3600 * 3600)
     out["districts"] = r.read(district_rollups, tuple(s for pair in SERIES.values() for s in pair),
-                              q.start // q.res * q.res, int(q.now) + 1, q.res)
+                              q.start // step * step, int(q.now) + 1, 3600, step)
     out["n_car_parks"] = r.asset_count(CAR_PARK, q.district)
     out["n_zones"] = r.asset_count(ZONE, q.district)
     return out

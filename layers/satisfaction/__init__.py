@@ -42,14 +42,15 @@ def attention(f: Frames) -> list[dict]:
     day late, else a watch; ranked by how many (the oldest one's lateness breaks ties)."""
     now = f.q.now
     out = []
-    open_ = f.get("open")
-    if open_ is None or not len(open_):
+    late = f.get("overdue")  # open until it closes, however old (as the KPIs count)
+    if late is None or not len(late):
         return out
-    late = open_[open_["due_at"] < now]  # open until it closes, however old (as the KPIs count)
     names = dict(zip(f.static["id"], f.static["name"])) if f.static is not None else {}
-    for dist, g in late.groupby("district_id"):
-        past = float(now - g["due_at"].min())  # seconds the oldest is past its SLA
-        n = len(g)
+    for dist, n, oldest in late[["district_id", "n", "oldest_due"]].itertuples(index=False):
+        if dist is None or n <= 0:
+            continue
+        past = float(now - oldest)  # seconds the oldest is past its SLA
+        n = int(n)
         level = "bad" if n >= ALERT_OVERDUE or past > ALERT_PAST_S else "warn"
         score = excess(n, ALERT_OVERDUE, ALERT_FULL) if level == "bad" else excess(n, 0.0, WATCH_SPAN)
         out.append(item(level, ID, names.get(dist, dist), dist, score, n + min(past, 1e9) / 1e9,

@@ -14,20 +14,18 @@ from layers._kpi import change, plural
 SERVICE_WINDOW = 30 * 86_400
 #: Mean rating (1–5) at which a district is a watch / an alert (the "Satisfaction" tile and the map).
 SATISFACTION_THRESHOLDS = (4.0, 3.5)
-#: Open requests the base snapshot reads, most overdue first (the attention list groups them).
-OPEN_LIST_LIMIT = 2000
 #: Points of the open and overdue sparklines across the window.
 SPARK_POINTS = 7
 
 
 def latest(r) -> dict:
-    """City-wide now: each district's rating of the last 30 days (the map) and the open requests,
-    most overdue first (the attention list)."""
+    """City-wide now: each district's rating of the last 30 days (the map) and its open requests past
+    their due time, counted with the oldest due time (the attention list)."""
     from dashboard.store import readmodel as rm  # not at import: the store's modules import the registry
 
     end = int(r.q.now) + 1
     return {"by_district": r.read(rm.service_by_district, end - SERVICE_WINDOW, end, district=False),
-            "open": r.read(rm.service_open_list, int(r.q.now), None, OPEN_LIST_LIMIT, district=False)}
+            "overdue": r.read(rm.service_overdue_by_district, int(r.q.now), district=False)}
 
 
 def spark_points(q: Query, n: int = SPARK_POINTS) -> list[int]:
