@@ -263,6 +263,9 @@ class BucketCache:
         self._down_since: float | None = None
         self.computations = 0
         self._mem: dict[str, tuple[int, object]] = {}  # key -> (bucket, value): this process's copy
+        # an in-process backend (simple://) shares nothing with other processes: the memory copy is
+        # the value, and copying it into the backend (a pickle per value) would only cost time
+        self.in_process = type(getattr(cache, "cache", None)).__name__ == "SimpleCache"
 
     # ------------------------------------------------------------- safe backend ops
     def _safe(self, op, *args, default=None):
@@ -325,7 +328,7 @@ class BucketCache:
             v = self._safe("get", full)
             if v is not None:
                 return self._keep(key, bucket, v)
-            if self._down_since is not None:
+            if self._down_since is not None or self.in_process:
                 return self._keep(key, bucket, self._compute(fn))
             if self._safe("add", f"lock:{full}", 1, 30, default=True):
                 try:

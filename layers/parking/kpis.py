@@ -85,23 +85,24 @@ def latest(r) -> dict:
 
 
 def district_rollups(conn, metrics, start: int, end: int, res: int, step: int | None = None,
-                     district: str | None = None) -> pd.DataFrame:
+                     districts: tuple = (), district: str | None = None) -> pd.DataFrame:
     """Return the per-district rollups (district_id, metric, bucket, n, sum) of ``metrics`` in
-    [start, end), every district (not the city copy) or only ``district``; with ``step``, only the
-    buckets on multiples of it (a sparkline's points, not every bucket of the window)."""
-    from dashboard.metrics import CITY
+    [start, end) of ``districts`` (or only ``district``); with ``step``, only the buckets on
+    multiples of it (a sparkline's points, not every bucket of the window)."""
     from dashboard.store.drivers import fetch
 
     ms = list(metrics)
+    ds = [district] if district else list(districts)
+    if not ds:
+        return pd.DataFrame(columns=["district_id", "metric", "bucket", "n", "sum"])
+    # districts and metrics named: index probes, not a scan of every district's rollups
     sql = (f"SELECT district_id, metric, bucket, n, sum FROM rollup_district WHERE res = ? "
-           f"AND metric IN ({', '.join('?' * len(ms))}) AND bucket >= ? AND bucket < ? AND district_id <> ?")
-    params = [int(res), *ms, int(start), int(end), CITY]
+           f"AND district_id IN ({', '.join('?' * len(ds))}) AND metric IN ({', '.join('?' * len(ms))}) "
+           "AND bucket >= ? AND bucket < ?")
+    params = [int(res), *ds, *ms, int(start), int(end)]
     if step:
         sql += f" AND bucket {'%' if conn.dialect.name == 'sqlite' else '%%'} ? = 0"  # psycopg: % is doubled
         params.append(int(step))
-    if district:
-        sql += " AND district_id = ?"
-        params.append(district)
     rows = fetch(conn, sql, tuple(params))
     return pd.DataFrame([tuple(x) for x in rows], columns=["district_id", "metric", "bucket", "n", "sum"])
 
@@ -116,7 +117,7 @@ def history(r) -> dict:
     # shows 16), not every bucket of every district
     step = max(3600, q.span // 24 // 3600 * 3600)
     out["districts"] = r.read(district_rollups, tuple(s for pair in SERIES.values() for s in pair),
-                              q.start // step * step, int(q.now) + 1, 3600, step)
+                              q.start // step * step, int(q.now) + 1, 3600, step, tuple(r.populations().index))
     out["n_car_parks"] = r.asset_count(CAR_PARK, q.district)
     out["n_zones"] = r.asset_count(ZONE, q.district)
     return out
@@ -269,16 +270,33 @@ def pressure_now(f: Frames):
 
 def _pressure_series(f: Frames):
     d = f.get("districts")
+    empty = np.array([], dtype=np.int64), np.array([], dtype=float)
     if d is None or not len(d):
-        return np.array([], dtype=np.int64), np.array([], dtype=float)
+        return empty
     role = {s: i for pair in SERIES.values() for i, s in enumerate(pair)}  # capacity 0, occupied 1
-    d = d.assign(role=d["metric"].map(role)).dropna(subset=["role"])
-    w = d.pivot_table(index=["bucket", "district_id"], columns="role", values="sum", aggfunc="sum")
-    if 0 not in w.columns or 1 not in w.columns:
-        return np.array([], dtype=np.int64), np.array([], dtype=float)
-    w = w.assign(p=search_pressure(w[1], w[0])).dropna(subset=["p"])
-    s = w["p"].groupby(level="bucket").mean()
-    return s.index.to_numpy(dtype=np.int64), s.to_numpy(dtype=float)
+    r = d["metric"].map(role).to_numpy(dtype=float)
+    ok = np.isfinite(r)
+    if not ok.any():
+        return empty
+    bucket = d["bucket"].to_numpy(dtype=np.int64)[ok]
+    total = d["sum"].to_numpy(dtype=float)[ok]
+    r = r[ok]
+    # per (bucket, district): capacity and occupied spaces summed over car parks and zones (numpy,
+    # not a pivot table: this runs on every refresh)
+    keys, code = np.unique(np.stack([bucket, pd.factorize(d["district_id"].to_numpy(dtype=object)[ok])[0]]),
+                           axis=1, return_inverse=True)
+    code = code.ravel()
+    n = keys.shape[1]
+    cap = np.bincount(code, weights=np.where(r == 0, total, 0.0), minlength=n)
+    occ = np.bincount(code, weights=np.where(r == 1, total, 0.0), minlength=n)
+    both = (np.bincount(code, weights=(r == 0), minlength=n) > 0) & (np.bincount(code, weights=(r == 1), minlength=n) > 0)
+    p = np.where(both, search_pressure(occ, cap), np.nan)
+    good = np.isfinite(p)
+    if not good.any():
+        return empty
+    buckets, bcode = np.unique(keys[0][good], return_inverse=True)
+    mean = np.bincount(bcode, weights=p[good]) / np.bincount(bcode)
+    return buckets.astype(np.int64), mean
 
 
 # ---------------------------------------------------------------------------- the attention rule
