@@ -17,7 +17,8 @@ help: ## show this help
 	@echo "City Panorama - make targets:"
 	@echo "  venv    create .venv (python >= 3.11) and pip install -e '.[test]' (only when pyproject.toml changed)"
 	@echo "  run     start the dashboard + live simulator on 127.0.0.1:8050 (make run HOST=0.0.0.0 PORT=8060)"
-	@echo "  test    install/start test services (scripts/ensure_test_env.sh), then pytest --headless"
+	@echo "  test    ruff check (pyproject.toml [tool.ruff]), install/start test services"
+	@echo "          (scripts/ensure_test_env.sh), then pytest --headless"
 	@echo "          (extra pytest arguments: make test PYTEST_ARGS='-k map -x')"
 	@echo "  bench   run every benchmarks/bench_*.py"
 	@echo "  clean   remove var/ (the embedded store) and caches (keeps .venv)"
@@ -41,6 +42,7 @@ run: venv ## start the dashboard
 
 test: export PANORAMA_REQUIRE_SERVICES := 1
 test: venv ## run the test suite
+	$(VENV)/bin/ruff check .
 	bash scripts/ensure_test_env.sh
 	$(VENV_PY) -m pytest --headless -q $(PYTEST_ARGS)
 

@@ -22,11 +22,12 @@
 
     const shown = (t) => !!t && (t.visible === undefined || t.visible === true);
 
-    // On the wall, the air-quality stations carry their names beside their dots (placed before the
+    // On the wall, the points of a layer whose trace says so (meta.names_on_wall: the air-quality
+    // stations) carry their names beside their dots (placed before the
     // district names, never over a dot, another name or an overlay; a name that fits nowhere is left out).
     function placeStations(gd, map, taken) {
         let sbox = gd.__stationBox;
-        const st = gd.closest(".wall-map") && (gd.data || []).find((t) => t && t.meta && t.meta.layer === "air_quality");
+        const st = gd.closest(".wall-map") && (gd.data || []).find((t) => t && t.meta && t.meta.names_on_wall);
         const on = shown(st) && Array.isArray(st.text);
         if (!on) { if (sbox) { sbox.hidden = true; } return; }
         if (!sbox || sbox.parentElement !== map.getContainer()) {

@@ -7,7 +7,7 @@ from dash import Dash, dcc, html
 from flask_caching import Cache
 
 from dashboard.cache import BucketCache, cache_config
-from dashboard.live import LiveData
+from dashboard.live import LiveData, build_live
 from dashboard.settings import PROJECT_ROOT, Settings, get_settings
 from dashboard.store.migrate import readonly_engine
 
@@ -35,9 +35,8 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     cache = Cache()
     cache.init_app(server, config=cache_config(settings.cache_url, default_timeout=settings.refresh_seconds * 6))
     city = _city(settings)
-    if city is not None and "aqi_standard" not in settings.model_fields_set:
-        settings = settings.model_copy(update={"aqi_standard": city.aqi_standard})  # the city's, unless set
-    live = LiveData(settings, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6), city)
+    live = build_live(settings, city, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6))
+    settings = live.settings
     server.extensions["panorama"] = live
 
     from dashboard import api, security

@@ -43,7 +43,7 @@ UNSHARED = b"PNR0"
 #: Values larger than this (bytes) are neither written nor read: a planted giant is a miss.
 MAX_VALUE_BYTES = 64 * 1024 * 1024
 #: Dataclasses a cached value may contain ("module:qualname"); nothing else is ever constructed.
-SAFE_DATACLASSES = frozenset({"dashboard.kpis:KpiValue"})
+SAFE_DATACLASSES = frozenset({"layers._kpi:KpiValue", "layers._domain:Query", "dashboard.snapshot:Snapshot"})
 #: Text dtypes of pandas kept as such (values as a list, missing ones as None).
 _TEXT_DTYPES = frozenset({"str", "string", "string[python]", "string[pyarrow]"})
 #: numpy dtype kinds stored as raw bytes: bool, integers, floats, complex, datetime, timedelta.
@@ -263,6 +263,9 @@ class BucketCache:
         self._down_since: float | None = None
         self.computations = 0
         self._mem: dict[str, tuple[int, object]] = {}  # key -> (bucket, value): this process's copy
+        # an in-process backend (simple://) shares nothing with other processes: the memory copy is
+        # the value, and copying it into the backend (a pickle per value) would only cost time
+        self.in_process = type(getattr(cache, "cache", None)).__name__ == "SimpleCache"
 
     # ------------------------------------------------------------- safe backend ops
     def _safe(self, op, *args, default=None):
@@ -270,7 +273,7 @@ class BucketCache:
             return default  # do not hammer a dead backend: retry every 2 s
         try:
             out = getattr(self.cache, op)(*args)
-        except Exception as exc:  # redis.ConnectionError and friends
+        except Exception as exc:  # noqa: BLE001 - redis.ConnectionError and friends
             if self._down_since is None:
                 log.warning("cache backend unavailable (%s): computing without the shared cache", exc)
             self._down_since = time.time()
@@ -325,7 +328,7 @@ class BucketCache:
             v = self._safe("get", full)
             if v is not None:
                 return self._keep(key, bucket, v)
-            if self._down_since is not None:
+            if self._down_since is not None or self.in_process:
                 return self._keep(key, bucket, self._compute(fn))
             if self._safe("add", f"lock:{full}", 1, 30, default=True):
                 try:

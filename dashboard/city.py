@@ -137,34 +137,14 @@ def _districts_frame(city: City) -> gpd.GeoDataFrame:
 
 
 def city_assets(city: City, dist: gpd.GeoDataFrame) -> list[dict]:
-    """Return every asset of the city as rows for the ``assets`` table."""
+    """Return every asset of the city as rows for the ``assets`` table: each domain reads its own
+    files of the city folder (``Domain.city_assets``)."""
+    from layers import DOMAINS
+
     rows: list[dict] = []
-    if "stations" in city.files:
-        st = pd.read_csv(city.path("stations"))
-        g = gpd.GeoDataFrame(st, geometry=gpd.points_from_xy(st.lon, st.lat), crs=4326)
-        g["district"] = assign_districts(g, dist)
-        for r in g.itertuples():
-            rows.append(dict(id=f"aq-{r.id}", kind="aq_station", district_id=r.district, name=r.name,
-                             lon=float(r.lon), lat=float(r.lat), geometry=json.dumps(mapping(r.geometry)),
-                             attributes={"category": r.category, "station": r.id}))
-    if "roads" in city.files:
-        rd = gpd.read_file(city.path("roads"))
-        rd["district"] = assign_districts(rd, dist)
-        for r in rd.itertuples():
-            mid = r.geometry.interpolate(0.5, normalized=True)
-            rows.append(dict(id=r.id, kind="road_segment", district_id=r.district, name=r.name,
-                             lon=round(mid.x, 6), lat=round(mid.y, 6), geometry=json.dumps(mapping(r.geometry)),
-                             attributes={"direction": r.direction, "length_m": int(r.length_m),
-                                         "free_flow_kmh": float(r.free_flow_kmh), "lanes": int(r.lanes),
-                                         "from_node": str(r.from_node), "to_node": str(r.to_node)}))
-    if "substations" in city.files:
-        ss = pd.read_csv(city.path("substations"))
-        for r in ss.itertuples():
-            rows.append(dict(id=r.id, kind="substation", district_id=r.district, name=r.name,
-                             lon=float(r.lon), lat=float(r.lat),
-                             geometry=json.dumps({"type": "Point", "coordinates": [float(r.lon), float(r.lat)]}),
-                             attributes={"capacity_mw": float(r.capacity_mw),
-                                         "renewable_capacity_mw": float(r.renewable_capacity_mw)}))
+    for d in DOMAINS:
+        if d.city_assets is not None:
+            rows += d.city_assets(city, dist, assign_districts)
     return rows
 
 

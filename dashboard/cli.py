@@ -212,6 +212,9 @@ def run(host: str = "127.0.0.1", port: int = 8050,
         _serve(host, port, 1, threads=8)
     finally:
         stop.set()
+        # let the simulator finish its tick: a daemon thread cut off inside the database driver
+        # while the interpreter shuts down can crash the process
+        threads[-1].join(timeout=30)
 
 
 class _IngestGroup(TyperGroup):
@@ -267,7 +270,7 @@ def ingest_csv_cmd(file: Path = typer.Argument(..., help="CSV in long form: asse
             _fail(f"the store cannot be reached ({why}); nothing was stored")
         _fail(f"the store failed midway ({why}) after {done.summary()}: those chunks stay stored; run the "
               "same command again to store the rest (readings already stored are recognised)")
-    except Exception as exc:  # pandas parser errors and the like
+    except Exception as exc:  # noqa: BLE001 - pandas parser errors and the like
         _fail(f"{file}: could not read ({type(exc).__name__}: {exc}); nothing was stored")
     dt = time.perf_counter() - t0
     out.print(escape(f"{file}: {result.summary()} in {dt:.2f} s"))

@@ -8,6 +8,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from dashboard.metrics import ASSET_KINDS
 from dashboard.settings import get_settings
 
 city_app = typer.Typer(no_args_is_help=True, help="Onboard a city: import its boundaries, assets, readings, requests.")
@@ -97,7 +98,7 @@ def boundaries(file: Path, id_field: str = typer.Option(None, help="Property hol
 
 
 @import_app.command("assets")
-def assets_cmd(file: Path, kind: str = typer.Option(None, help="road_segment, aq_station or substation "
+def assets_cmd(file: Path, kind: str = typer.Option(None, help=f"{', '.join(ASSET_KINDS)} "
                                                                "(default: the 'kind' column)."),
                id_field: str = typer.Option(None), name_field: str = typer.Option(None),
                lon_field: str = typer.Option(None), lat_field: str = typer.Option(None),

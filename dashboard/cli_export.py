@@ -48,10 +48,14 @@ def report(
     start, end = _date(date_from, "--from"), _date(date_to, "--to")
     if end < start:
         _fail("--to is before --from")
-    s = get_settings()
-    city = _city_or_none(s)
+    from dashboard.live import build_live
+
+    city = _city_or_none(get_settings())
+    # the app's wiring: the city's AQI standard, thresholds and options, as on the screens
+    live = build_live(get_settings(), city, engine=make_engine(get_settings().resolved_database_url))
+    s = live.settings
     paper = paper.lower() if paper else default_paper(city.config if city else None)
-    engine = make_engine(s.resolved_database_url)
+    engine = live.engine
     t0 = time.perf_counter()
     with Progress(TextColumn("{task.description:<28}"), BarColumn(), TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("starting", total=REPORT_STEPS + (1 if fmt == "pdf" else 0))
@@ -62,7 +66,7 @@ def report(
         notes: list[str] = []
         try:
             page = build_report(engine, start, end, district, s.aqi_standard, progress=step, paper=paper,
-                                thresholds=city.thresholds if city else None, notes=notes,
+                                thresholds=live.thresholds, notes=notes,
                                 detail=lambda label: bar.update(task, description=label))
         except ValueError as exc:
             _fail(str(exc))

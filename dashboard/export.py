@@ -2,7 +2,7 @@
 
 Panel ids come from the registries, so a new KPI or layer is exportable and embeddable with no code:
 
-- a KPI id, e.g. ``traffic.tti`` (see :data:`dashboard.kpis.KPIS`);
+- a KPI id (see :data:`dashboard.kpis.KPIS`);
 - ``map-<layer id>``, e.g. ``map-traffic``: that layer's map (over the district outlines);
 - ``map``: the whole map, its layers chosen with ``?layers=traffic,air_quality``.
 
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dashboard.kpis import KPI_BY_ID, KpiValue
+from layers._domain import scope
 from dashboard.params import BadParameter, check_district, check_layers, check_window
 from dashboard.theme import STATUS, THEMES, status_colour
 from layers import LAYER_BY_ID, LAYERS
@@ -177,20 +178,16 @@ def place_values(live, req: PanelRequest):
     """Return the per-place values of the panel's layers now (one row per place, ``layer`` column first)."""
     import pandas as pd
 
-    from dashboard import views
 
     frames = live.layer_frames()
     names = dict(zip(live.districts()["id"], live.districts()["name"]))
     out = []
+    params = live.params(frames["now"], req.window, req.district)
     for lid in req.layers:
         layer = LAYER_BY_ID[lid]
-        static = live.static(lid)
-        kw = {"std": live.settings.aqi_standard} if lid == "air_quality" else {}
-        if lid in views.STALE_AWARE:  # with as_of, age_s and stale: an old value never passes for current
-            kw["now"] = frames["now"]
-        df = layer.worst(static, frames.get(lid), max(len(static), 1), **kw)
-        if req.district:
-            df = df[df["district"] == req.district]
+        static = scope(live.static(lid), req.district, "district_id" if "district_id" in live.static(lid) else "id")
+        # with as_of, age_s and stale: an old value never passes for current
+        df = layer.worst(static, frames.get(lid), max(len(static), 1), now=frames["now"], params=params)
         if len(df):
             df = df.assign(district_name=df["district"].map(names).fillna(df["district"]))
             df.insert(0, "layer", lid)
@@ -512,19 +509,9 @@ def panel_bytes(live, req: PanelRequest, fmt: str, gone=None) -> tuple[bytes, st
     return live.cache.compute_once(req.key(fmt), bucket, make), CONTENT_TYPES[fmt]
 
 
-def standalone_live(settings=None):
-    """Return a :class:`LiveData` outside the web app (CLI, benchmarks): a private in-memory cache."""
-    from flask import Flask
-    from flask_caching import Cache
+def standalone_live(settings=None, city=None):
+    """Return a :class:`LiveData` outside the web app (CLI, benchmarks): the app's wiring
+    (:func:`dashboard.live.build_live`, so the city's thresholds and options apply), a private cache."""
+    from dashboard.live import build_live
 
-    from dashboard.cache import BucketCache, cache_config
-    from dashboard.live import LiveData
-    from dashboard.settings import get_settings
-    from dashboard.store import make_engine
-
-    settings = settings or get_settings()
-    server = Flask("panorama-export")
-    cache = Cache()
-    cache.init_app(server, config=cache_config("simple://", default_timeout=settings.refresh_seconds * 6))
-    return LiveData(settings, make_engine(settings.resolved_database_url),
-                    BucketCache(cache, ttl=settings.refresh_seconds * 6))
+    return build_live(settings, city)

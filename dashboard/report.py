@@ -24,7 +24,8 @@ import numpy as np
 
 from dashboard.export import CLOSED_NETWORK_FLAGS, SOFTWARE_GL_FLAGS, browser_path
 from dashboard.kpis import KPI_BY_ID, KPIS, compute_all
-from dashboard.metrics import CITY, DOMAINS
+from dashboard.metrics import CITY
+from layers import DOMAINS
 from dashboard.settings import PROJECT_ROOT
 from dashboard.store import readmodel as rm
 from dashboard.theme import STATUS, STATUS_COLOURS, THEMES
@@ -133,12 +134,15 @@ PAPERS = {"a4": "A4", "letter": "letter"}
 #: Countries whose paper is US Letter (ISO 3166 alpha-2); everywhere else A4.
 LETTER_COUNTRIES = frozenset({"US", "CA", "MX", "PH", "CL", "CO", "VE", "GT", "CR", "PA", "DO", "PR", "SV", "NI",
                               "HN", "BZ"})
-CATEGORY_KPIS = {"air.dominant"}  # a category: the most frequent value, no mean and no chart
-#: running totals of the current day, meaningless over a period: (trend they total, label, unit)
-TOTAL_KPIS = {"energy.consumption_today": ("energy.load", "Energy used in period", "MWh")}
-#: district rollups compared for "what changed" and the map: metric -> (label, unit, decimals, higher is worse)
-MOVERS = {"tti": ("Travel-time index", "×", 2, True), "speed_kmh": ("Mean speed", "km/h", 1, False),
-          "pm25": ("PM2.5", "µg/m³", 1, True), "load_mw": ("Substation load", "MW", 1, None)}
+#: categories (the most frequent value, no mean and no chart): KPI id -> fn(conn, lo, hi, district, std)
+#: giving (the period's value, hours it led, hours with data) — a KPI's ``report=("category", fn)``
+CATEGORY_KPIS = {k.id: k.report[1] for d in DOMAINS for k in d.kpis if k.report and k.report[0] == "category"}
+#: running totals of the current day, meaningless over a period: (trend they total, label, unit) —
+#: a KPI's ``report=("total", trend KPI id, label, unit)``
+TOTAL_KPIS = {k.id: tuple(k.report[1:]) for d in DOMAINS for k in d.kpis if k.report and k.report[0] == "total"}
+#: district rollups compared for "what changed" and the map: metric -> (label, unit, decimals, higher is
+#: worse) — each domain's ``movers``
+MOVERS = {m[0]: tuple(m[1:]) for d in DOMAINS for m in d.movers}
 LINE_STATUS = STATUS_COLOURS["light"]  # threshold lines: the status hues darkened to read on white
 LIGHT_STATUS = {k: c for k, (c, _) in STATUS.items()}  # chips: the screens' own fills, dark text on them
 
@@ -210,29 +214,6 @@ def _status(kid: str, v: float | None, thresholds: dict) -> str:
         return "unknown"
     sign = 1 if k.higher_is_worse else -1
     return "bad" if sign * v >= sign * bad else "warn" if sign * v >= sign * warn else "good"
-
-
-def _dominant_pollutant(conn, lo: int, hi: int, district, std) -> tuple[str | None, int, int]:
-    """Return the pollutant whose hourly city (district) mean has the highest sub-index most often
-    in [lo, hi): (label, hours it led, hours with data)."""
-    from dashboard import aqi as aqimod
-    from dashboard.kpis import POLLUTANT_LABEL
-
-    hours = np.arange(lo // 3600 * 3600, hi, 3600)
-    if not len(hours):
-        return None, 0, 0
-    sub = np.full((len(aqimod.POLLUTANTS), len(hours)), np.nan)
-    for i, pol in enumerate(aqimod.POLLUTANTS):
-        r = rm.district_rollup(conn, pol, int(hours[0]), int(hi), 3600, district)
-        sub[i] = aqimod.iaqi_array(pol, r.at("mean", hours), std)
-    known = np.isfinite(sub).any(axis=0)
-    if not known.any():
-        return None, 0, 0
-    lead = np.nanargmax(np.where(np.isfinite(sub[:, known]), sub[:, known], -1), axis=0)
-    counts = np.bincount(lead, minlength=len(aqimod.POLLUTANTS))
-    top = int(np.argmax(counts))
-    pol = aqimod.POLLUTANTS[top]
-    return POLLUTANT_LABEL.get(pol, pol), int(counts[top]), int(known.sum())
 
 
 def _total(xs, ys) -> float | None:
@@ -316,17 +297,17 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
         cur = _series(conn, c0, c1, district, aqi_standard, weekly("period KPIs"))
         step("previous period KPIs")
         prev = _series(conn, q0, q1, district, aqi_standard, weekly("previous period KPIs"))
-        newest = {dom: rm.newest_ts(conn, kind) for dom, kind in
-                  (("traffic", "road_segment"), ("air_quality", "aq_station"), ("energy", "substation"))}
-        newest["satisfaction"] = rm.service_newest_ts(conn)
+        from dashboard.live import newest as newest_of
+
+        newest = {d.id: newest_of(conn, d) for d in DOMAINS}
         step("latest values")
         live_now = max([v for v in newest.values() if v] or [0])
         latest = {k.id: k for k in compute_all(conn, time.time(), "24h", district, aqi_standard)} \
             if live_now and t0 <= live_now < t1 + 3600 else {}
         period = Period(start, end, tz, p0, t0, t1, max([v for v in newest.values() if v] or [0]) or None)
-        step("main pollutant")
-        dominant = (_dominant_pollutant(conn, c0, c1, district, aqi_standard),
-                    _dominant_pollutant(conn, q0, q1, district, aqi_standard))
+        step("categories")
+        dominant = {kid: (fn(conn, c0, c1, district, aqi_standard), fn(conn, q0, q1, district, aqi_standard))
+                    for kid, fn in CATEGORY_KPIS.items()}
         step("what changed")
         moves, mapped = _movers(conn, period, names, district)
     periods = []
@@ -344,20 +325,20 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
         return "no data" if not ts else _fmt(ts, tz)
 
     rows, changes = [], []
-    for dom in DOMAINS:
-        group = [p for p in periods if p.domain == dom]
+    for d in DOMAINS:
+        group = [p for p in periods if p.domain == d.id]
         if group:
-            rows.append(f"<tr class='domain-row'><th colspan='7'>{_e(DOMAINS[dom]['label'])}</th></tr>")
+            rows.append(f"<tr class='domain-row'><th colspan='7'>{_e(d.label)}</th></tr>")
         for p in group:
             rows.append(_summary_row(p, by_id, dominant, thresholds, changes, fmt_t))
     sections = []
-    for dom in DOMAINS:
+    for d in DOMAINS:
         charts = "".join(
             f"<figure class='chart' id='trend-{_e(p.id.replace('.', '-'))}'><figcaption>{_e(_label(p.label, p.unit))}"
             f"</figcaption>{_svg_trend(p, period, thresholds.get(p.id, (KPI_BY_ID[p.id].warn, KPI_BY_ID[p.id].bad)))}"
-            f"</figure>" for p in periods if p.domain == dom and p.id not in CATEGORY_KPIS | set(TOTAL_KPIS))
+            f"</figure>" for p in periods if p.domain == d.id and p.id not in set(CATEGORY_KPIS) | set(TOTAL_KPIS))
         if charts:
-            sections.append(f"<section class='domain'><h2>{_e(DOMAINS[dom]['label'])}</h2>"
+            sections.append(f"<section class='domain'><h2>{_e(d.label)}</h2>"
                             f"<div class='charts'>{charts}</div></section>")
     step("map")
     map_svg = _svg_map(districts, mapped, district) if mapped else "<p class='muted'>No district data in the period.</p>"
@@ -365,7 +346,8 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
                    f"change on the previous period. Darker is higher.") if mapped else ""
     map_table = _district_table(mapped, names) if mapped else ""
     step("assemble")
-    asof = "".join(f"<li>{_e(DOMAINS[d]['label'])}: newest data {_e(fmt_t(ts))}</li>" for d, ts in newest.items())
+    labels = {d.id: d.label for d in DOMAINS}
+    asof = "".join(f"<li>{_e(labels[d])}: newest data {_e(fmt_t(ts))}</li>" for d, ts in newest.items())
     manifest = MANIFEST.read_text(encoding="utf-8") if MANIFEST.is_file() else "data/MANIFEST.md is missing."
     t = THEMES[THEME]
     span = f"{start.isoformat()}" if start == end else f"{start.isoformat()} to {end.isoformat()}"
@@ -453,8 +435,11 @@ def _summary_row(p: KpiPeriod, by_id: dict, dominant, thresholds: dict, changes:
     attrs = f"class='kpi-row' data-kpi='{_e(p.id)}'"
     latest = f"<td class='num'>{_e(p.latest or '—')}</td><td class='nowrap'>{_e(fmt_t(p.as_of))}</td>"
     if p.id in CATEGORY_KPIS:
-        (c, cn, ch), (q, qn, qh) = dominant
-        cell = (lambda v, n, h: "—" if v is None else f"{_e(v)} <span class='muted'>({n} of {h} h)</span>")
+        (c, cn, ch), (q, qn, qh) = dominant[p.id]
+
+        def cell(v, n, h) -> str:
+            return "—" if v is None else f"{_e(v)} <span class='muted'>({n} of {h} h)</span>"
+
         same = "—" if c is None or q is None else ("same" if c == q else f"was {_e(q)}")
         return (f"<tr {attrs}><td>{_e(p.label)}</td><td class='num' data-value='{_e(c or '')}'>{cell(c, cn, ch)}</td>"
                 f"<td class='num'>{cell(q, qn, qh)}</td><td class='nowrap'>{same}</td><td></td>{latest}</tr>")
@@ -494,7 +479,7 @@ def _notes(period: Period, ndays: int, fmt_t) -> str:
         def mix(wd, we):
             return f"{wd} weekday{'s' if wd != 1 else ''} and {we} weekend day{'s' if we != 1 else ''}"
         out.append(f"<p class='warning' id='day-mix-warning'><b>Unlike days compared:</b> this period has "
-                   f"{mix(*cur)}, the previous one {mix(*prev)}. Traffic, energy and service requests differ "
+                   f"{mix(*cur)}, the previous one {mix(*prev)}. Most city data (traffic, energy, service requests, …) differ "
                    f"between weekdays and weekends, so part of each change is the day mix, not a trend.</p>")
     return "".join(out)
 

@@ -64,32 +64,6 @@ def threshold_status(value, warn: float, bad: float, higher_is_worse: bool = Tru
     return "bad" if sign * value >= sign * bad else "warn" if sign * value >= sign * warn else "good"
 
 
-#: Traffic congestion bands by speed ÷ free-flow speed and the status each stands for: jammed is an
-#: alert and heavy a watch, as in the wall's "needs attention" list; slow and free flow are fine.
-CONGESTION_STATUS = {"jammed": "bad", "heavy": "warn", "slow": "good", "free": "good"}
-#: (upper bound of ratio, key, label, colour — its status's colour).
-CONGESTION_BANDS = [
-    (0.25, "jammed", "Jammed (< 25 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["jammed"]]),
-    (0.50, "heavy", "Heavy (25–50 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["heavy"]]),
-    (0.75, "slow", "Slow (50–75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["slow"]]),
-    (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
-]
-
-#: AQI thresholds (warn, bad) of the map's station colours when the city sets none: the
-#: registry's "AQI worst" KPI thresholds, so a station and the KPI tile agree on a value's status.
-#: (Kept here, not imported, so the theme has no dependency; a test checks they match.)
-AQI_STATUS_THRESHOLDS = (101, 151)
-
-
-def aqi_status(aqi, thresholds: tuple[float, float] | None = None) -> str:
-    """Return the status of an AQI value (the AQI KPI's own thresholds): good, warn, bad or unknown.
-
-    The standards' six bands map onto it: good and moderate are good, the next band (101–150) a
-    watch, everything from 151 up an alert.
-    """
-    warn, bad = thresholds or AQI_STATUS_THRESHOLDS
-    return threshold_status(aqi, warn, bad)
-
 
 def status_scale(warn: float, bad: float, lo: float, hi: float, higher_is_worse: bool = True) -> list:
     """Return a stepped plotly colour scale over ``lo``..``hi``: each value in the colour of the
@@ -116,14 +90,6 @@ def status_legend(warn: float, bad: float, unit: str, higher_is_worse: bool = Tr
     return [(f"> {warn:g}{unit} {STATUS_WORDS['good']}", c["good"]),
             (f"{bad:g}–{warn:g}{unit} {STATUS_WORDS['warn']}", c["warn"]),
             (f"≤ {bad:g}{unit} {STATUS_WORDS['bad']}", c["bad"])]
-
-
-#: The choropleths' thresholds when the city sets none: the registry's "Of capacity" and
-#: "Satisfaction" KPI thresholds (a test checks they match), so a district's fill is its status.
-LOAD_THRESHOLDS = (75.0, 90.0)
-SATISFACTION_THRESHOLDS = (4.0, 3.5)
-LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
-SATISFACTION_SCALE = status_scale(*SATISFACTION_THRESHOLDS, 1, 5, higher_is_worse=False)
 
 
 def map_style(theme: str = "dark") -> dict:

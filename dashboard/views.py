@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import time
 from datetime import datetime, timezone
-from html import escape
 from urllib.parse import quote
 
 import numpy as np
@@ -12,14 +11,12 @@ import pandas as pd
 from dash import Patch, html
 
 from dashboard.kpis import DEFINITIONS, FEED_PERIOD, KPI_BY_ID, STALE_PERIODS, KpiValue
-from dashboard.metrics import DOMAINS
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
-from layers import LAYERS, LayerParams
+from layers import DISTRICTS, DOMAIN_BY_ID, DOMAINS, LAYERS, LayerParams
 from layers._common import age_text as _age_text
+from layers._domain import scope
 
 SPARK_POINTS = 16
-#: Layers whose ``worst`` takes ``now`` and marks values older than their feed's stale age.
-STALE_AWARE = ("traffic", "air_quality", "energy")
 MAP_PX = (1100, 760)  # the map's typical size on the manager page, for the initial zoom
 
 
@@ -63,12 +60,16 @@ def asset_extent(live) -> dict:
 
 
 def asset_bounds(live) -> dict | None:
-    """Return the lon/lat ranges of the city's road segments and stations, or None without any."""
+    """Return the lon/lat ranges of the city's places drawn as points or lines (not district fills),
+    or None without any."""
     lons, lats = [], []
-    for lid in ("traffic", "air_quality"):
-        st = live.static(lid)
-        lons += [float(x) for x in st["lon"]]
-        lats += [float(x) for x in st["lat"]]
+    for d in DOMAINS:
+        if d.layer is None or getattr(d.layer, "area", False):
+            continue
+        st = live.static(d.layer.id)
+        if {"lon", "lat"} <= set(st.columns):
+            lons += [float(x) for x in st["lon"] if x == x]
+            lats += [float(x) for x in st["lat"] if x == x]
     return {"lon": [min(lons), max(lons)], "lat": [min(lats), max(lats)]} if lons else None
 
 
@@ -102,7 +103,7 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
             continue
         for t in layer.traces(live.static(layer.id), frames.get(layer.id), params):
             t["visible"] = layer.id in layers_on
-            if layer.id == "districts":
+            if layer is DISTRICTS:
                 _with_district_hover(live, frames, params, layers_on, t)
             traces.append(t)
     t = THEMES.get(params.theme, THEMES["dark"])
@@ -121,45 +122,22 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
 
 
 def district_hover(live, frames: dict, params: LayerParams, layers_on: list[str]) -> list[str]:
-    """Return, per district (in the districts layer's order), the hover lines of the visible layers:
-    energy load as % of capacity, satisfaction score, traffic speed as % of free flow (the mean of
-    the district's segments), worst AQI; the population when no such layer is on. A stale or
-    missing value says so."""
-    from layers import LAYER_BY_ID
-
-    ids = live.static("districts")["id"].tolist()
+    """Return, per district (in the districts layer's order), the hover lines of the visible layers
+    (each layer's ``district_hover``: e.g. energy load as % of capacity, the worst AQI); the
+    population when no such layer is on. A stale or missing value says so."""
+    ids = live.static(DISTRICTS.id)["id"].tolist()
     out: dict[str, list[str]] = {i: [] for i in ids}
-
-    def add(name: str, per: dict[str, str], missing: str = "no data") -> None:
+    on = [d.layer for d in DOMAINS if d.layer is not None and d.layer.id in layers_on
+          and hasattr(d.layer, "district_hover")]
+    for layer in on:
+        name, per = layer.district_hover(live.static(layer.id), frames.get(layer.id), params)
         for i in ids:
-            out[i].append(f"{name} {per.get(i, missing)}")
-
-    on = [lid for lid in LAYER_BY_ID if lid in layers_on and LAYER_BY_ID[lid].domain]
-    for lid in on:
-        layer, static, frame = LAYER_BY_ID[lid], live.static(lid), frames.get(lid)
-        if lid == "energy":
-            s = layer._state(static, frame, params.now)
-            add("energy load", {r.id: "stale" if r.stale else f"{r.share:.0f}% of capacity ({r.load_mw:,.0f} MW)"
-                                for r in s.itertuples() if np.isfinite(r.share)})
-        elif lid == "satisfaction":
-            s = layer._state(static, frame)
-            add("satisfaction", {r.id: f"{r.satisfaction:.2f} / 5 ({r.n:,} rated)"
-                                 for r in s.itertuples() if np.isfinite(r.satisfaction)})
-        elif lid == "traffic":
-            _, ratio, band, *_ = layer._state(static, frame, params.now)
-            d = pd.DataFrame({"district": static["district_id"], "ratio": np.where(band >= 0, ratio, np.nan)})
-            g = d.dropna().groupby("district")["ratio"].agg(["mean", "size"])
-            add("traffic speed", {i: f"{100 * m:.0f}% of free flow ({n} segments)"
-                                  for i, m, n in zip(g.index, g["mean"], g["size"].astype(int))})
-        elif lid == "air_quality":
-            w = layer._state(static, frame, params.aqi_standard, params.now)
-            w = w.assign(district=static["district_id"].to_numpy())
-            w = w[np.isfinite(w["aqi"]) & ~w["stale"].astype(bool)].sort_values("aqi", ascending=False)
-            add("worst AQI", {r.district: f"{r.aqi:.0f} at {escape(str(r.name))}"
-                              for r in w.drop_duplicates("district").itertuples()})
+            out[i].append(f"{name} {per.get(i, 'no data')}")
     if not on:
-        pop = dict(zip(ids, live.static("districts")["population"]))
-        add("population", {i: f"{int(p):,}" for i, p in pop.items() if pd.notna(p)}, "—")
+        pop = dict(zip(ids, live.static(DISTRICTS.id)["population"]))
+        for i in ids:
+            p = pop.get(i)
+            out[i].append(f"population {int(p):,}" if p is not None and pd.notna(p) else "population —")
     return ["<br>".join(out[i]) for i in ids]
 
 
@@ -186,7 +164,7 @@ def map_patch(live, frames: dict, params: LayerParams, layers_on: list[str],
             continue
         for vals in layer.values(live.static(layer.id), frames.get(layer.id), params):
             _assign(p["data"][i], vals)
-            if layer.id == "districts":
+            if layer is DISTRICTS:
                 _with_district_hover(live, frames, params, layers_on, p["data"][i])
             if set_visibility:
                 p["data"][i]["visible"] = layer.id in layers_on
@@ -359,16 +337,16 @@ def kpi_sections(values: list[KpiValue], theme: str = "dark") -> list:
     """Return the KPI cards grouped by domain, in registry order; a domain with no assets in the city
     is one line that says so ("no stations in this city"), not a row of empty cards."""
     out = []
-    for dom, meta in DOMAINS.items():
-        ks = [k for k in values if k.domain == dom]
+    for d in DOMAINS:
+        ks = [k for k in values if k.domain == d.id]
         if ks and all(k.no_assets for k in ks):
-            out.append(html.Section([html.H2(meta["label"], className="domain-title"),
+            out.append(html.Section([html.H2(d.label, className="domain-title"),
                                      html.Div(ks[0].no_assets, className="domain-empty")],
-                                    className=f"domain domain-{dom} noassets"))
+                                    className=f"domain domain-{d.id} noassets", **{"data-domain": d.id}))
         elif ks:
-            out.append(html.Section([html.H2(meta["label"], className="domain-title"),
+            out.append(html.Section([html.H2(d.label, className="domain-title"),
                                      html.Div([kpi_card(k, theme) for k in ks], className="kpi-row")],
-                                    className=f"domain domain-{dom}"))
+                                    className=f"domain domain-{d.id}", **{"data-domain": d.id}))
     return out
 
 
@@ -424,23 +402,20 @@ def trend_figure(k: KpiValue, tz, theme: str = "dark", thresholds: tuple[float, 
 
 
 def worst_places(live, domain: str, frames: dict, params: LayerParams, n: int = 10, current_only: bool = False):
-    """Return the worst places now for a domain, from its layer: places whose value is older than the
-    feed's stale age come after every current one (band "stale", with ``as_of`` and ``age_s``), or,
+    """Return the worst places now for a domain, from its layer, in ``params.district`` (the one
+    scope, applied before the top ``n``): places whose value is older than the feed's stale age
+    come after every current one (band "stale", with ``as_of`` and ``age_s``), or,
     ``current_only``, not at all."""
-    layer = next((layer for layer in LAYERS if layer.domain == domain), None)
-    if layer is None:
+    d = DOMAIN_BY_ID.get(domain)
+    if d is None or d.layer is None:
         return None
-    kw = {"std": params.aqi_standard} if layer.id == "air_quality" else {}
-    if layer.id in STALE_AWARE:
-        kw["now"] = params.now
+    layer = d.layer
     static = live.static(layer.id)
-    df = layer.worst(static, frames.get(layer.id), max(len(static), n), **kw)
+    mine = scope(static, params.district, "district_id" if "district_id" in static.columns else "id")
+    df = layer.worst(mine, frames.get(layer.id), max(len(mine), n), now=params.now, params=params)
     if current_only and "stale" in df.columns:  # a value too old to be current is no place's state "now"
         df = df[~df["stale"].astype(bool)]
-    if params.district:
-        df = df[df["district"] == params.district]
     df = df.head(n)
     names = dict(zip(live.districts()["id"], live.districts()["name"]))
     df = df.assign(district=df["district"].map(names).fillna(df["district"]))
     return df
-

@@ -1,69 +1,54 @@
-"""Map layers: one module per layer behind one small protocol, one registry.
+"""Domains and their map layers: one package per domain (``layers/<domain>/``), one registry line each.
 
-Contract:
-- ``id`` is permanent (saved in URLs, exports and configs); ``name`` is display only.
-- ``static(conn)`` reads the geometry once (sent to the browser once);
-  ``query(conn, params)`` reads the live values from the read model (never raw history);
-- ``traces(static, frame, params)`` and ``values(static, frame, params)`` are pure: the first
-  builds the full plotly traces, the second only the properties that change on a refresh
-  (what a ``dash.Patch`` sends). Both work on an empty frame.
-- ``legend(params)`` lists (label, colour); ``worst(static, frame, n)`` the worst places now.
-No Dash or Flask imports here.
+A domain package's ``DOMAIN`` (a :class:`~layers._domain.Domain`) declares everything of it: its
+metrics, asset kinds, reads, KPIs, map layer, wall texts, attention rule, demo feed and importer
+hints. Everything else in the product iterates :data:`DOMAINS`. ``districts`` is the base map
+(the outlines every domain is placed on), not a domain. No Dash or Flask imports here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+import importlib
+import os
 
-import pandas as pd
+from layers._domain import Domain, Query  # noqa: F401 - the registry's public names
+from layers._layer import Layer, LayerParams  # noqa: F401
 
+#: The domains, in the order screens list them. Adding a domain = one package + one line here.
+DOMAIN_PACKAGES = [
+    "traffic",
+    "air_quality",
+    "energy",
+    "satisfaction",
+    "parking",
+    "transit",
+]
 
-@dataclass(frozen=True)
-class LayerParams:
-    """What a layer needs to know about the request."""
+#: ``PANORAMA_WITHOUT=parking,transit``: leave those domains out (a city without them), as if their
+#: registry line were removed.
+_WITHOUT = {x.strip() for x in os.environ.get("PANORAMA_WITHOUT", "").split(",") if x.strip()}
 
-    now: float
-    window: str = "24h"
-    district: str | None = None
-    aqi_standard: str = "cn"
-    theme: str = "dark"
-    extra: dict = field(default_factory=dict)
+DOMAINS: list[Domain] = [importlib.import_module(f"layers.{p}").DOMAIN for p in DOMAIN_PACKAGES if p not in _WITHOUT]
+DOMAIN_BY_ID: dict[str, Domain] = {d.id: d for d in DOMAINS}
+assert len(DOMAIN_BY_ID) == len(DOMAINS), "domain ids must be unique"
 
-
-class Layer(Protocol):
-    """One map layer."""
-
-    id: str
-    name: str
-    domain: str | None
-    description: str
-
-    def static(self, conn) -> pd.DataFrame: ...
-
-    def query(self, conn, params: LayerParams) -> pd.DataFrame: ...
-
-    def traces(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]: ...
-
-    def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]: ...
-
-    def legend(self, params: LayerParams) -> list[tuple[str, str]]: ...
-
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame: ...
-
-
-from layers.air_quality import AirQualityLayer  # noqa: E402
 from layers.districts import DistrictsLayer  # noqa: E402
-from layers.energy import EnergyLayer  # noqa: E402
-from layers.satisfaction import SatisfactionLayer  # noqa: E402
-from layers.traffic import TrafficLayer  # noqa: E402
 
-#: Drawing order, bottom to top. Adding a layer = one module + one entry here.
-LAYERS: list[Layer] = [EnergyLayer(), SatisfactionLayer(), DistrictsLayer(), TrafficLayer(), AirQualityLayer()]
+#: The base layer: district outlines and names.
+DISTRICTS = DistrictsLayer()
+#: Drawing order, bottom to top: area fills, the district outlines, then lines and points.
+LAYERS: list[Layer] = ([d.layer for d in DOMAINS if d.layer is not None and getattr(d.layer, "area", False)]
+                       + [DISTRICTS]
+                       + [d.layer for d in DOMAINS if d.layer is not None and not getattr(d.layer, "area", False)])
 LAYER_BY_ID: dict[str, Layer] = {layer.id: layer for layer in LAYERS}
-#: What a view shows unless asked: the roads and stations over the district outlines. No area fill:
-#: in the status colours an all-OK fill is the same green as free-flowing roads, which vanish on it;
-#: an area layer is one tick away (and one at a time, see exclusive_areas).
-DEFAULT_LAYERS = ["districts", "traffic", "air_quality"]
+#: What a view shows unless asked: the district outlines and the layers their domains turn on. No
+#: area fill: in the status colours an all-OK fill is the same green as free-flowing roads, which
+#: vanish on it; an area layer is one tick away (and one at a time, see exclusive_areas).
+DEFAULT_LAYERS = [DISTRICTS.id] + [d.layer.id for d in DOMAINS if d.layer is not None and d.default_on]
+
+
+def domain_of_layer(layer_id: str) -> Domain | None:
+    """Return the domain whose map layer is ``layer_id`` (None for the base layer)."""
+    return next((d for d in DOMAINS if d.layer is not None and d.layer.id == layer_id), None)
 
 
 def exclusive_areas(ids: list[str]) -> list[str]:

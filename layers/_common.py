@@ -46,9 +46,9 @@ def kpi_thresholds(params, kpi_id: str, default: tuple[float, float]) -> tuple[f
 
 def stale_after(domain: str) -> float:
     """Return the age in seconds beyond which a value of ``domain``'s feed is stale (as the KPI cards)."""
-    from dashboard.kpis import FEED_PERIOD, STALE_PERIODS
+    from layers import DOMAIN_BY_ID
 
-    return float(FEED_PERIOD[domain] * STALE_PERIODS)
+    return DOMAIN_BY_ID[domain].stale_after
 
 
 def freshness(ts, now: float | None, domain: str) -> tuple[np.ndarray, np.ndarray]:

@@ -534,6 +534,7 @@ FILES = {
     "roads": "roads.geojson",
     "substations": "substations.csv",
     "service_categories": "service_categories.csv",
+    "car_parks": "car_parks.csv",  # written by scripts/build_parking.py
 }
 
 

@@ -1,4 +1,4 @@
-"""Tests of dashboard.aqi against published worked examples and the breakpoint tables."""
+"""Tests of layers.air_quality.aqi against published worked examples and the breakpoint tables."""
 from __future__ import annotations
 
 import ast
@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dashboard import aqi as A
+from layers.air_quality import aqi as A
 
 MW = A.MOLECULAR_WEIGHT
 

@@ -15,12 +15,15 @@ import pandas as pd
 import pytest
 from sqlalchemy import select
 
-from dashboard import aqi as aqimod
-from dashboard import kpis
-from dashboard.store import aqi_rollup
+from dashboard.snapshot import Reader, compute, make_query
 from dashboard.store import readmodel as rm
 from dashboard.store.ingest import Ingestor
 from dashboard.store.schema import aqi_hourly
+from layers._domain import Frames, scope
+from layers.air_quality import DOMAIN
+from layers.air_quality import aqi as aqimod
+from layers.air_quality import kpis as air
+from layers.air_quality import rollup as aqi_rollup
 
 T0 = 1_736_899_200  # 2025-01-15T00:00:00Z
 NOW = T0 + 30 * 3600 + 1500
@@ -87,18 +90,19 @@ def test_equal_to_a_rebuild(air_store):
         assert _table(conn) == kept
 
 
-def _trend_from_rollups(ctx: kpis.Ctx) -> pd.DataFrame:
+def _trend_from_rollups(conn, q, weights: dict) -> pd.DataFrame:
     """The air KPIs' trend as computed before ``aqi_hourly``: rollups pivoted and indexed per read."""
-    start = max(ctx.start, int(ctx.now) - ctx.span) // 3600 * 3600
-    s = rm.asset_series(ctx.conn, "aq_station", POLLUTANTS, start, int(ctx.now) + 1, 3600, ctx.district)
+    std = air.standard(q)
+    start = q.start // 3600 * 3600
+    s = rm.asset_series(conn, "aq_station", POLLUTANTS, start, int(q.now) + 1, 3600, q.district)
     w = s.set_index(["asset_id", "district_id", "bucket", "metric"])["mean"].unstack("metric").reset_index()
     w.columns.name = None
     for p in POLLUTANTS:
         if p not in w.columns:
             w[p] = np.nan
-    a, _ = aqimod.aqi_frame(w[POLLUTANTS], ctx.std)
+    a, _ = aqimod.aqi_frame(w[POLLUTANTS], std)
     w["aqi"] = np.asarray(a, dtype=float)
-    w["weight"] = w["district_id"].map(ctx.station_weights).fillna(1.0)
+    w["weight"] = w["district_id"].map(weights).fillna(1.0)
     w = w[np.isfinite(w["aqi"])]
     g = w.groupby("bucket")
     w = w.sort_values("bucket", kind="stable")
@@ -110,21 +114,23 @@ def _trend_from_rollups(ctx: kpis.Ctx) -> pd.DataFrame:
     return pd.DataFrame({
         "worst": g["aqi"].max(),
         "weighted": pd.Series(weighted, index=pd.Index(b[starts], name="bucket"), dtype=float),
-        "over": (w["aqi"] > aqimod.limit(ctx.std)).groupby(w["bucket"]).sum().astype(float),
+        "over": (w["aqi"] > aqimod.limit(std)).groupby(w["bucket"]).sum().astype(float),
     }).reset_index()
 
 
 @pytest.mark.parametrize("std", aqimod.STANDARDS)
 @pytest.mark.parametrize("window,district", [("24h", None), ("7d", None), ("24h", "south"), ("1h", "north")])
 def test_kpi_trend_equals_the_read_time_aqi(air_store, std, window, district):
+    q = make_query(NOW, window, district, options={"aqi_standard": std})
     with air_store["engine"].connect() as conn:
-        ctx = kpis.Ctx(conn, NOW, window, district, std)
-        got, want = ctx.aqi_trend, _trend_from_rollups(ctx)
+        base = air.latest(Reader(conn, q.with_(window=None, district=None)))
+        f = Frames(q, {k: scope(v, district) for k, v in base.items()}, air.history(Reader(conn, q)))
+        got, want = air.trend(f), _trend_from_rollups(conn, q, base["weights"])
         assert len(want) > 0
         # the same values; the weighted mean is summed in another order (last bits may differ)
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-12, atol=0)
-        values = {k.id: k.as_json() for k in kpis.compute_all(conn, NOW, window, district, std, domain="air_quality")}
-    assert values["air.aqi_worst"]["value"] is not None
+        snap = compute(conn, NOW, window, district, options={"aqi_standard": std}, domains=[DOMAIN])
+    assert snap.kpi("air.aqi_worst").value is not None
 
 
 def test_an_older_store_gets_its_hourly_aqi_filled(air_store):

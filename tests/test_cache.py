@@ -122,7 +122,7 @@ def test_cache004_background_refresher_keeps_asked_keys_warm(beijing_engine, tmp
         n = live.cache.computations
         # the refresher recomputes the key for new buckets, by itself
         wait_until(lambda: live.cache.computations >= n + 2, what="the refresher to compute two new buckets")
-        key = next(k for k in live.cache._mem if k.startswith("kpis:"))
+        key = next(k for k in live.cache._mem if k.startswith("snapshot:"))
 
         def ready_and_asked():
             """A screen's request in a bucket the refresher has computed: None if the bucket turned meanwhile."""
@@ -233,7 +233,7 @@ def test_cache007_planted_pickle_in_redis_does_not_run_and_reads_as_a_miss(demo_
     marker = tmp_path / "pwned"
     app = _app(demo_url, own_redis.url, tmp_path)
     live = app.server.extensions["panorama"]
-    key = f"kpis:{live.settings.aqi_standard}:24h:*"
+    key = live.key(live.query("24h", None))
     evil = b"!" + pickle.dumps(_RunsOnLoad(marker))  # exactly what flask-caching's RedisCache writes
     r = redis.Redis.from_url(own_redis.url)
     b = live.bucket()
@@ -261,7 +261,7 @@ def test_cache008_planted_pickle_in_cache_folder_does_not_run(demo_url, tmp_path
     app = _app(demo_url, f"filesystem://{folder}", tmp_path)
     live = app.server.extensions["panorama"]
     backend = live.cache.cache.cache
-    key = f"kpis:{live.settings.aqi_standard}:24h:*"
+    key = live.key(live.query("24h", None))
     b = live.bucket()
     for bucket in (b - 1, b, b + 1):  # what cachelib's FileSystemCache writes: expiry (0 = never), pickle
         with open(backend._get_filename(f"{key}:{bucket}"), "wb") as f:
@@ -289,6 +289,19 @@ def test_cache009_live_values_round_trip_the_data_only_format(demo_url, tmp_path
     attention = live.attention()
     assert loads(dumps(attention)) == attention
     assert loads(dumps({"png": b"\x89PNG", "t": (1, 2.5)})) == {"png": b"\x89PNG", "t": (1, 2.5)}
+    # the snapshots themselves (what Redis shares between workers): every domain's frames, KPIs, attention
+    for snap in (live.base(), live.snapshot("24h", None), live.snapshot("7d", sorted(live.district_ids())[0])):
+        back = loads(dumps(snap))
+        assert type(back).__name__ == "Snapshot" and back.query == snap.query and back.kpis == snap.kpis
+        assert back.attention == snap.attention and back.counts == snap.counts
+        assert back.latest.keys() == snap.latest.keys()
+        for dom, frames in snap.latest.items():
+            assert back.latest[dom].keys() == frames.keys(), dom
+            for name, f in frames.items():
+                if isinstance(f, pd.DataFrame):
+                    pd.testing.assert_frame_equal(back.latest[dom][name], f, check_dtype=False)
+                else:
+                    assert back.latest[dom][name] == f, (dom, name)
 
 
 def _ext(code: int, parts) -> bytes:

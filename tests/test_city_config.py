@@ -29,11 +29,10 @@ def test_city001_thresholds_override_registry_status(beijing_engine, tmp_path):
     assert plain["service.open"].status == over["service.open"].status == "unknown"
     kpi = KPI_BY_ID["traffic.tti"]
 
-    class Ctx:
-        thresholds = {"traffic.tti": (1.0, 1.1)}
+    from layers._domain import Frames, Query
 
-    class NoCtx:
-        thresholds = {}
+    Ctx = Frames(Query(now=0, thresholds=(("traffic.tti", (1.0, 1.1)),)))
+    NoCtx = Frames(Query(now=0))
 
     assert kpi.status(NoCtx, 1.05) == "good" and kpi.status(Ctx, 1.05) == "warn" and kpi.status(Ctx, 1.2) == "bad"
 

@@ -19,6 +19,7 @@ from dashboard.security import embed_policy, parse_origins
 from dashboard.settings import Settings
 from dashboard.store.schema import make_engine
 from layers import LAYER_BY_ID
+from _layers import layer_frame
 
 TIME_DEPENDENT = {"service.overdue", "service.open"}  # counts that can move as due times pass during a test
 
@@ -132,12 +133,10 @@ def test_export004_kpi_json_csv_equal_read_model(client, store_url):
 
 
 def test_export005_layer_json_csv_equal_read_model(client, store_url):
-    from layers import LayerParams
-
     layer = LAYER_BY_ID["traffic"]
     with make_engine(store_url).connect() as conn:
         static = layer.static(conn)
-        frame = layer.query(conn, LayerParams(now=time.time()))
+        frame = layer_frame(conn, layer)
     truth = layer.worst(static, frame, len(static))
     j = client.get("/api/panels/map-traffic.json").get_json()
     got = {(p["place"], p["value"]) for p in j["places"] if p["layer"] == "traffic"}
@@ -255,7 +254,11 @@ def test_export011_map_image_no_webgl_same_values_as_live_layers(store_url, tmp_
     from dashboard import views
     from dashboard.export import map_panel_figure, parse_request, standalone_live
     from dashboard.map_image import RIM_PX, mercator_y, static_map_figure
-    from dashboard.theme import CONGESTION_BANDS, LOAD_SCALE, status_colour
+    from dashboard.theme import status_colour, status_scale
+    from layers.energy.kpis import LOAD_THRESHOLDS
+
+    LOAD_SCALE = status_scale(*LOAD_THRESHOLDS, 0, 100)
+    from layers.traffic.layer import CONGESTION_BANDS
     from layers._common import untyped
 
     live = standalone_live(Settings(data_dir=tmp_path, database_url=store_url))

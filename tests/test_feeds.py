@@ -14,11 +14,11 @@ from sqlalchemy import create_engine, select
 
 from dashboard.city import install_city, load_city
 from dashboard.feeds import local_hours, uniform
-from dashboard.feeds.airquality import AQ_METRICS, AirQualityReplay
-from dashboard.feeds.energy import EnergySim
-from dashboard.feeds.services import ServiceSim
+from layers.air_quality.feed import AQ_METRICS, AirQualityReplay
+from layers.energy.feed import EnergySim
+from layers.satisfaction.feed import ServiceSim
 from dashboard.feeds.simulator import Feeds, Simulator, backfill
-from dashboard.feeds.traffic import TrafficSim
+from layers.traffic.feed import TrafficSim
 from dashboard.store.schema import create_schema, make_engine, rejected, service_requests
 from dashboard.store.services import ingest_service_requests
 
@@ -92,8 +92,8 @@ def test_same_seed_same_frames_whatever_the_chunks(feeds, store, city):
     energy = pd.concat([other.energy.frames(ticks[:3]), other.energy.frames(ticks[3:])], ignore_index=True)
     pd.testing.assert_frame_equal(feeds.energy.frames(ticks).sort_values(key).reset_index(drop=True),
                                   energy.sort_values(key).reset_index(drop=True))
-    day = feeds.services.frame(END - 86400, END, now=END)
-    hourly = pd.concat([other.services.frame(END - 86400 + h * 3600, END - 86400 + (h + 1) * 3600, now=END)
+    day = feeds.satisfaction.frame(END - 86400, END, now=END)
+    hourly = pd.concat([other.satisfaction.frame(END - 86400 + h * 3600, END - 86400 + (h + 1) * 3600, now=END)
                         for h in range(24)], ignore_index=True)
     pd.testing.assert_frame_equal(day, hourly)
     different = Feeds.from_store(engine, city, seed=7, step=5)

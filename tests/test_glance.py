@@ -14,23 +14,24 @@ import pandas as pd
 import pytest
 from _demo import BEIJING, build_demo_store
 
-from dashboard import aqi as aqimod
+from layers.air_quality import aqi as aqimod
 from dashboard import views
 from dashboard.app import create_app
 from dashboard.kpis import KPI_BY_ID
-from dashboard.live import attention_items, visible_attention
+from dashboard.live import visible_attention
+from _layers import attention_items
 from dashboard.pages import wall
 from dashboard.settings import Settings
 from dashboard.theme import (
-    AQI_STATUS_THRESHOLDS,
-    CONGESTION_BANDS,
-    LOAD_THRESHOLDS,
-    SATISFACTION_THRESHOLDS,
     STATUS,
     STATUS_COLOURS,
 )
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import stale_after
+from layers.air_quality.kpis import AQI_THRESHOLDS as AQI_STATUS_THRESHOLDS
+from layers.energy.kpis import LOAD_THRESHOLDS
+from layers.satisfaction.kpis import SATISFACTION_THRESHOLDS
+from layers.traffic.layer import CONGESTION_BANDS
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
@@ -161,7 +162,7 @@ def test_glance004_a_value_has_its_kpi_status_colour_on_the_map(thresholds):
     v = LAYER_BY_ID["air_quality"].values(static, frame, LayerParams(now=now, extra=extra))[0]
     aqis, _ = aqimod.aqi_frame(frame[["pm25"]].assign(pm10=np.nan, so2=np.nan, no2=np.nan, co=np.nan, o3=np.nan), "cn")
     kpi = KPI_BY_ID["air.aqi_worst"]
-    ctx = SimpleNamespace(thresholds={"air.aqi_worst": thresholds} if thresholds else {})
+    ctx = _frames({"air.aqi_worst": thresholds} if thresholds else {})
     seen = set()
     for a, colour in zip(np.asarray(aqis, float), v["marker"]["color"]):
         status = kpi.status(ctx, float(a))
@@ -169,6 +170,13 @@ def test_glance004_a_value_has_its_kpi_status_colour_on_the_map(thresholds):
         assert colour == STATUS[status][0], (a, status, colour)
     assert seen == {"good", "warn", "bad"}
     assert 123 in {int(a) for a in aqis}  # the issue's example: yellow WATCH on the tile, orange on the map
+
+
+def _frames(thresholds: dict):
+    """Empty frames of a query with the city's ``thresholds``: what a KPI's status reads them from."""
+    from layers._domain import Frames, Query
+
+    return Frames(Query(now=0, thresholds=tuple((k, tuple(v)) for k, v in thresholds.items())))
 
 
 @pytest.mark.parametrize("lid, kid, values, lo, hi", [
@@ -187,7 +195,7 @@ def test_glance014_a_district_has_its_kpi_status_colour_on_the_map(lid, kid, val
                            "area_km2": 1.0, "label_lon": 0.0, "label_lat": 0.0, "geometry": None})
     trace = LAYER_BY_ID[lid].traces(static.assign(capacity_mw=100.0), pd.DataFrame(),
                                     LayerParams(now=time.time(), extra={"geojson_url": "/x", "thresholds": own}))[0]
-    ctx = SimpleNamespace(thresholds=own)
+    ctx = _frames(own)
     for v in values:
         status = kpi.status(ctx, float(v))
         rgba = scale_colour(trace["colorscale"], float(v), trace["zmin"], trace["zmax"])

@@ -31,7 +31,10 @@ def test_import401_air_quality_examples_all_flavours(tmp_path, name, co_stored):
     rep = imp(eng, import_ngsi_file, src, timezone="Europe/Madrid", allow_outside=True)  # Madrid, not Beijing
     assert rep.counts["entities"] == 1 and rep.counts["assets added"] == 1
     got = values(eng, "28079004-Pza.deEspanya")
-    plain = (lambda v: v["value"] if isinstance(v, dict) else v)
+
+    def plain(v):
+        return v["value"] if isinstance(v, dict) else v
+
     assert got["so2"] == plain(raw["so2"]) == 11
     assert got.get("no2") == (69 if "no2" in raw else None)  # the v2 key-values example has no no2
     assert got["temp_c"] == plain(raw["temperature"]) == 12.2

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pandas as pd
+from _store_helpers import validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
@@ -154,7 +155,7 @@ def test_ingest_validator_fuzz_each_row_is_stored_or_rejected_with_a_reason(smal
                          min_size=1, max_size=8))
     def run(rows):
         frame = pd.DataFrame(rows)
-        good, reason = ing.validate(frame)
+        good, reason = validate(ing, frame)
         assert len(reason) == len(rows)
         for i, r in enumerate(reason):
             assert r is None or r == "" or (isinstance(r, str) and 0 < len(r) <= REASON_BOUND)

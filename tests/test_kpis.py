@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import insert
 
-from dashboard import aqi as aqimod
+from layers.air_quality import aqi as aqimod
 from dashboard import kpis
 from dashboard.store import service_rollup
 from dashboard.store.ingest import Ingestor

@@ -9,8 +9,9 @@ from _demo import build_demo_store, empty_store
 
 from dashboard.kpis import KPIS, compute_all
 from dashboard.store.schema import make_engine
-from layers import DEFAULT_LAYERS, LAYER_BY_ID, LAYERS, LayerParams
+from layers import DEFAULT_LAYERS, DOMAINS, LAYER_BY_ID, LAYERS, LayerParams
 from layers._common import untyped
+from _layers import layer_frame
 
 NOW = time.time()
 
@@ -39,7 +40,7 @@ def test_layer002_works_on_demo_and_empty(layer, store, request):
     params = LayerParams(now=NOW)
     with engine.connect() as conn:
         static = layer.static(conn)
-        frame = layer.query(conn, params)
+        frame = layer_frame(conn, layer, params.now)
     traces = layer.traces(static, frame, params)
     values = layer.values(static, frame, params)
     assert traces and len(values) == len(traces), "values() must patch exactly the traces traces() draws"
@@ -57,7 +58,7 @@ def test_layer002_works_on_demo_and_empty(layer, store, request):
 def test_layer003_traffic_is_few_traces_and_coloured_by_band(demo):
     layer = LAYER_BY_ID["traffic"]
     with demo.connect() as conn:
-        static, frame = layer.static(conn), layer.query(conn, LayerParams(now=NOW))
+        static, frame = layer.static(conn), layer_frame(conn, layer, NOW)
     params = LayerParams(now=float(frame["ts"].max()))  # the readings are current (the demo steps 5 min)
     traces = layer.traces(static, frame, params)
     assert len(traces) <= 3 < len(static)
@@ -73,7 +74,7 @@ def test_layer006_values_older_than_the_stale_age_are_drawn_and_ranked_stale(dem
 
     layer = LAYER_BY_ID[lid]
     with demo.connect() as conn:
-        static, frame = layer.static(conn), layer.query(conn, LayerParams(now=NOW))
+        static, frame = layer.static(conn), layer_frame(conn, layer, NOW)
     t = float(frame["ts"].max())
     late = t + stale_after(layer.domain) + 60
     kw = {"std": "cn"} if lid == "air_quality" else {}
@@ -113,7 +114,7 @@ def test_layer005_district_names_travel_with_the_districts_trace(demo):
     params = LayerParams(now=NOW)
     with demo.connect() as conn:
         static = layer.static(conn)
-    labels = layer.traces(static, layer.query(None, params), params)[0]["meta"]["labels"]
+    labels = layer.traces(static, layer.prepare({}), params)[0]["meta"]["labels"]
     pops = dict(zip(static["name"], static["population"]))
     assert sorted(n for n, _, _ in labels) == sorted(static["name"])
     assert [pops[n] for n, _, _ in labels] == sorted(pops.values(), reverse=True)
@@ -134,7 +135,7 @@ def test_layer004_map_style_is_offline():
 def test_kpi001_ids_unique_and_complete():
     ids = [k.id for k in KPIS]
     assert len(ids) == len(set(ids))
-    assert {k.domain for k in KPIS} == {"traffic", "air_quality", "energy", "satisfaction"}
+    assert {k.domain for k in KPIS} == {d.id for d in DOMAINS}  # every registered domain has KPIs, no other
 
 
 def test_kpi002_every_kpi_has_a_value_on_demo(demo):

@@ -8,13 +8,13 @@ import time
 import pandas as pd
 import pytest
 from _demo import build_demo_store
+from _store_helpers import asset_attributes
 from selenium.webdriver.common.by import By
 
 from dashboard.app import create_app
 from dashboard.kpis import KPIS, compute_all
 from dashboard.settings import Settings
 from dashboard.store.ingest import Ingestor
-from dashboard.store.readmodel import asset_attributes
 from dashboard.store.schema import make_engine
 from layers import LAYER_BY_ID
 

@@ -143,7 +143,7 @@ def test_mqtt_ingest_stores_valid_and_rejects_invalid(small_city, mqtt_host_port
         (f"{prefix}/x", {"asset": "nowhere", "metric": "speed_kmh", "ts": t[2], "value": 10}),
         (f"{prefix}/ngsi/air", aq),
         (f"{prefix}/ngsi/traffic", traffic_notification("r3", datetime.fromtimestamp(now, timezone.utc))),
-        (f"{prefix}/ngsi/other", {"id": "urn:ngsi-ld:Parking:1", "type": "OffStreetParking"}),
+        (f"{prefix}/ngsi/other", {"id": "urn:ngsi-ld:WeatherObserved:1", "type": "WeatherObserved"}),
         (f"{prefix}/bytes", b"\xff\xfe\x00"),
         (f"{prefix}/traffic/r1", {"asset": "r1", "metric": "speed_kmh", "ts": t[0], "value": 42}),  # re-sent
         (f"{prefix}/traffic/r1", {"asset": "r1", "metric": "speed_kmh", "ts": t[3], "value": "it's'; DROP TABLE readings;--"}),
@@ -172,7 +172,7 @@ def test_mqtt_ingest_stores_valid_and_rejects_invalid(small_city, mqtt_host_port
     assert ("s1", "pm25") not in got
     joined = "\n".join(reasons)
     for want in ("outside the physical range", "not valid JSON", "expected an object", "without ts",
-                 "unknown asset 'nowhere'", "unknown NGSI type 'OffStreetParking'", "not UTF-8",
+                 "unknown asset 'nowhere'", "unknown NGSI type 'WeatherObserved'", "not UTF-8",
                  "is not a finite number"):
         assert want in joined, f"no rejection says {want!r}: {reasons}"
     assert len(reasons) == 8  # exactly the invalid ones; the re-sent reading is "already stored"
@@ -362,7 +362,7 @@ def test_a_malformed_message_is_rejected_and_every_later_message_is_stored(small
         # a valid entity and one of another type in one message (issue 15.12)
         [{"id": "urn:ngsi-ld:AirQualityObserved:ok", "type": "AirQualityObserved", "refPointOfInterest": "aq-ok",
           "dateObserved": iso(t0), "pm25": 10, "location": inside},
-         {"id": "urn:ngsi-ld:OffStreetParking:1", "type": "OffStreetParking", "dateObserved": iso(t0)}],
+         {"id": "urn:ngsi-ld:WeatherObserved:1", "type": "WeatherObserved", "dateObserved": iso(t0)}],
     ]
     sub = MqttIngest(eng, f"mqtt://{host}:{port}", [f"{prefix}/#"], client_id=client_id, batch_messages=3).start()
     try:
@@ -394,7 +394,7 @@ def test_a_malformed_message_is_rejected_and_every_later_message_is_stored(small
     assert "dateObserved '9999-12-31T00:00:00Z' is not a time between 1970 and now" in reasons["1"]
     assert reasons["2"] == "metric ['speed_kmh'] is not text"
     assert reasons["3"] == "ts True is not a time" and reasons["4"] == "value True is not a number"
-    assert reasons["5"].startswith("entity 2 ('urn:ngsi-ld:OffStreetParking:1'): unknown NGSI type 'OffStreetParking'")
+    assert reasons["5"].startswith("entity 2 ('urn:ngsi-ld:WeatherObserved:1'): unknown NGSI type 'WeatherObserved'")
     assert any('"x": 1' in r.raw for r in rej)  # the raw input is kept with the reason
 
 

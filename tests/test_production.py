@@ -139,8 +139,9 @@ def test_a_value_computed_once_is_served_to_every_worker(stack):
     numbers = {json.dumps([(k["id"], k["value"], k["delta"]) for k in json.loads(a[2])["kpis"]]) for a in answers}
     assert len(numbers) <= buckets                                  # … the same numbers …
     after = {pid: h["worker"]["computations"] for pid, h in workers_health(base).items()}
-    assert sum(after[p] - before[p] for p in before) == buckets     # … computed once (per bucket), by one of them
-    keys = redis_lib.Redis.from_url(stack["redis"].url).keys("panorama:kpis:*")
+    # … computed once (per bucket), by one of them: the bucket's base snapshot (current values) and this one
+    assert sum(after[p] - before[p] for p in before) == 2 * buckets
+    keys = redis_lib.Redis.from_url(stack["redis"].url).keys("panorama:snapshot:*")
     assert keys, "the KPI snapshot is not in Redis"
 
 
@@ -164,7 +165,7 @@ def test_pages_keep_loading_without_redis_and_use_it_again(stack):
             break
         assert time.monotonic() < deadline, healthy
         time.sleep(0.2)
-    assert redis_lib.Redis.from_url(cache.url).keys("panorama:kpis:*"), "Redis is not used again"
+    assert redis_lib.Redis.from_url(cache.url).keys("panorama:snapshot:*"), "Redis is not used again"
 
 
 def test_the_dashboard_recovers_from_a_postgresql_restart_without_a_restart(stack):

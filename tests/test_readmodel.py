@@ -10,16 +10,20 @@ import random
 import re
 import statistics
 
+import _store_helpers as h
 import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import event, insert, select
 
 from dashboard.store import readmodel as rm
+from dashboard.store import service_reads
+from dashboard.store.latest import _latest_wide_join
 from dashboard.store.service_rollup import DAY as SVC_DAY
 from dashboard.store import service_rollup
 from dashboard.store.ingest import Ingestor
 from dashboard.store.schema import service_requests
+from _layers import layer_frame
 
 T0 = 1_736_899_200  # 2025-01-15T00:00:00Z
 END = T0 + 2 * 86_400  # the history covers [T0, END)
@@ -129,7 +133,7 @@ def oracle_latest(rows, city, kind, metrics=None, district=None) -> dict:
 def test_latest_values(city_data, kind, metrics, district):
     rows, city = city_data["rows"], city_data["city"]
     with city_data["engine"].connect() as conn:
-        df = rm.latest_values(conn, kind, metrics, district)
+        df = h.latest_values(conn, kind, metrics, district)
     assert list(df.columns) == ["asset_id", "name", "district_id", "metric", "ts", "value"]
     got = {(r.asset_id, r.metric): (int(r.ts), float(r.value)) for r in df.itertuples()}
     assert got == oracle_latest(rows, city, kind, metrics, district)
@@ -172,7 +176,7 @@ def test_latest_wide_from_the_directory_equals_the_join(city_data, kind, metrics
     with city_data["engine"].connect() as conn:
         assert rm.asset_directory(conn, kind) is not None  # the store has the assets revision
         got = rm.latest_wide(conn, kind, metrics, district, max_age, attrs)
-        exp = rm._latest_wide_join(conn, kind, metrics, district, max_age, attrs)
+        exp = _latest_wide_join(conn, kind, metrics, district, max_age, attrs)
     assert list(got.columns) == list(exp.columns)
     if exp.empty:
         assert got.empty
@@ -216,41 +220,6 @@ def test_asset_directory_follows_changes_to_assets(city_data):
                 select(assets.c.pk).where(assets.c.id == "zz-new"))))
             conn.execute(delete(assets).where(assets.c.id == "zz-new"))
             conn.execute(update(assets).where(assets.c.id == first).values(name=orig_name, attributes=orig_attrs))
-
-
-def test_shared_reads_fetch_latest_once(city_data):
-    """Inside rm.shared_reads() a layer's and the KPIs' reads of the same latest values are one query."""
-    eng = city_data["engine"]
-    statements: list[str] = []
-
-    def record(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    def latest_reads() -> int:
-        return sum(1 for s in statements if re.search(r"FROM latest\b", s))
-
-    event.listen(eng, "before_cursor_execute", record)
-    try:
-        with eng.connect() as conn:
-            plain = [rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"]) for _ in range(2)]
-            assert latest_reads() == 2  # outside a block: every call reads
-            statements.clear()
-            with rm.shared_reads():
-                city = rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
-                north = rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"], district="north",
-                                       attrs=("free_flow_kmh",))
-                with rm.shared_reads():  # nested: the outer block's reads
-                    again = rm.latest_wide(conn, "road_segment", ["incident", "speed_kmh"])
-            assert latest_reads() == 1
-            statements.clear()
-            rm.latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
-            assert latest_reads() == 1  # the block is over: read again
-    finally:
-        event.remove(eng, "before_cursor_execute", record)
-    pd.testing.assert_frame_equal(city, plain[0])
-    pd.testing.assert_frame_equal(again, plain[0])
-    exp = plain[0][plain[0]["district_id"] == "north"].reset_index(drop=True)
-    pd.testing.assert_frame_equal(north.drop(columns=["free_flow_kmh"]), exp)
 
 
 def test_newest_ts_and_asset_count(city_data):
@@ -341,7 +310,7 @@ def test_service_closed_stats(city_data, district, days):
     reqs = city_data["requests"]
     start, end = NOW - days * 86_400, NOW + 1
     with city_data["engine"].connect() as conn:
-        got = rm.service_closed_stats(conn, start, end, district)
+        got = h.service_closed_stats(conn, start, end, district)
     closed = _closed_in(reqs, start, end, district)
     rated = [r["satisfaction"] for r in closed if r["satisfaction"] is not None]
     durations = [r["closed_at"] - r["opened_at"] for r in closed]
@@ -357,7 +326,7 @@ def test_service_closed_stats(city_data, district, days):
 
 def test_service_closed_stats_empty(city_data):
     with city_data["engine"].connect() as conn:
-        got = rm.service_closed_stats(conn, NOW + 10 * 86_400, NOW + 11 * 86_400)
+        got = h.service_closed_stats(conn, NOW + 10 * 86_400, NOW + 11 * 86_400)
     assert got == {"n": 0, "satisfaction": None, "rated": 0, "satisfied": 0, "late": 0, "median_hours": None}
 
 
@@ -366,11 +335,11 @@ def test_service_open_at(city_data, district):
     reqs = city_data["requests"]
     with city_data["engine"].connect() as conn:
         for t in (NOW, NOW - 86_400 - 3600, NOW - 20 * 86_400, NOW - 95 * 86_400):
-            got = rm.service_open_at(conn, t, district)
+            got = h.service_open_at(conn, t, district)
             open_ = [r for r in reqs if r["opened_at"] <= t
                      and (r["closed_at"] is None or r["closed_at"] > t) and district in (None, r["district_id"])]
             assert got == {"open": len(open_), "overdue": sum(1 for r in open_ if r["due_at"] < t)}, t
-        assert rm.service_open_at(conn, NOW, district)["open"] > 0
+        assert h.service_open_at(conn, NOW, district)["open"] > 0
 
 
 def test_service_open_at_counts_requests_of_any_age(city_data):
@@ -379,8 +348,8 @@ def test_service_open_at_counts_requests_of_any_age(city_data):
     ever_open = [r for r in reqs if r["opened_at"] <= NOW and (r["closed_at"] is None or r["closed_at"] > NOW)]
     assert any(r["opened_at"] <= NOW - 90 * 86_400 for r in ever_open), "the data has requests open > 90 days"
     with city_data["engine"].connect() as conn:
-        assert rm.service_open_at(conn, NOW)["open"] == len(ever_open)
-        assert rm.service_open_at(conn, NOW)["overdue"] == sum(1 for r in ever_open if r["due_at"] < NOW)
+        assert h.service_open_at(conn, NOW)["open"] == len(ever_open)
+        assert h.service_open_at(conn, NOW)["overdue"] == sum(1 for r in ever_open if r["due_at"] < NOW)
 
 
 @pytest.mark.parametrize("district", [None, "north", "south", "east"])
@@ -389,7 +358,7 @@ def test_service_opened_count(city_data, district):
     with city_data["engine"].connect() as conn:
         for start, end in ((NOW - 7 * 86_400, NOW + 1), (NOW - 40 * 86_400, NOW - 10 * 86_400), (0, NOW + 1)):
             exp = sum(1 for r in reqs if start <= r["opened_at"] < end and district in (None, r["district_id"]))
-            assert rm.service_opened_count(conn, start, end, district) == exp
+            assert h.service_opened_count(conn, start, end, district) == exp
 
 
 @pytest.mark.parametrize("district", [None, "north"])
@@ -401,14 +370,15 @@ def test_service_window_end_day_from_the_rollup(city_data, monkeypatch, district
     assert end % SVC_DAY, "the test needs an end inside a day"
     eng = city_data["engine"]
     with eng.connect() as conn:
-        days, edges = rm._svc_ranges(conn, end - 3 * SVC_DAY - 5000, end)
+        days, edges = service_reads._svc_ranges(conn, end - 3 * SVC_DAY - 5000, end)
         assert edges and edges[-1][1] < end and days[1] > end  # the end edge is gone: read as a whole day
         got = [rm.service_window(conn, end - w, end, district) for w in (3 * SVC_DAY - 5000, 30 * SVC_DAY)]
         by_d = rm.service_by_district(conn, end - 30 * SVC_DAY, end)
-        monkeypatch.setattr(rm, "_svc_ranges", lambda c, a, b: rm._svc_split(a, b))  # every edge read raw
+        # every edge read raw
+        monkeypatch.setattr(service_reads, "_svc_ranges", lambda c, a, b: service_reads._svc_split(a, b))
         exp = [rm.service_window(conn, end - w, end, district) for w in (3 * SVC_DAY - 5000, 30 * SVC_DAY)]
         exp_d = rm.service_by_district(conn, end - 30 * SVC_DAY, end)
-        later = rm._svc_split(end - SVC_DAY, end + 1)  # and with a closure at the end: the edge stays
+        later = service_reads._svc_split(end - SVC_DAY, end + 1)  # and with a closure at the end: the edge stays
     for (gs, gd), (es, ed) in zip(got, exp):
         assert gs == es
         pd.testing.assert_frame_equal(gd, ed)
@@ -442,7 +412,7 @@ def test_service_daily(city_data, district):
     reqs = city_data["requests"]
     start, end = NOW - 30 * 86_400, NOW + 1
     with city_data["engine"].connect() as conn:
-        df = rm.service_daily(conn, start, end, district)
+        df = h.service_daily(conn, start, end, district)
     buckets: dict[int, list] = {}
     for r in _closed_in(reqs, start, end, district):
         buckets.setdefault(r["closed_at"] // 86_400 * 86_400, []).append(r["satisfaction"])
@@ -463,7 +433,7 @@ def test_service_daily_satisfied_zero(city_data):
     reqs = city_data["requests"]
     start, end = NOW - 30 * 86_400, NOW + 1
     with city_data["engine"].connect() as conn:
-        df = rm.service_daily(conn, start, end)
+        df = h.service_daily(conn, start, end)
     unrated_days = {r["closed_at"] // 86_400 * 86_400 for r in _closed_in(reqs, start, end)} - \
         {r["closed_at"] // 86_400 * 86_400 for r in _closed_in(reqs, start, end) if r["satisfaction"] is not None}
     rows = df[df["bucket"].isin(unrated_days) | (df["rated"] == 0)]
@@ -474,7 +444,7 @@ def test_service_daily_satisfied_zero(city_data):
 # ---------------------------------------------------------------------------- screens never scan history
 def test_screens_never_read_raw_history(city_data):
     from dashboard import kpis
-    from layers import LAYERS, LayerParams
+    from layers import LAYERS
 
     eng = city_data["engine"]
     statements: list[str] = []
@@ -491,7 +461,7 @@ def test_screens_never_read_raw_history(city_data):
                     assert len(values) == len(kpis.KPIS)
             for layer in LAYERS:
                 for district in (None, "north"):
-                    layer.query(conn, LayerParams(now=NOW, district=district))
+                    layer_frame(conn, layer, NOW)
     finally:
         event.remove(eng, "before_cursor_execute", record)
     assert len(statements) > 50

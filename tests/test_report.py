@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from dashboard.cli import app
 from dashboard.export import CLOSED_NETWORK_FLAGS, SOFTWARE_GL_FLAGS, browser_path
-from dashboard.kpis import KPIS, POLLUTANT_LABEL
+from dashboard.kpis import KPIS
+from layers.air_quality.kpis import LABEL as POLLUTANT_LABEL
 
 CATEGORY_KPIS = {"air.dominant"}  # a category: its most frequent value, no chart
 TOTAL_KPIS = {"energy.consumption_today"}  # a running total of today: the period's total, no chart

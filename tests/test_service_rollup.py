@@ -10,11 +10,13 @@ from __future__ import annotations
 import random
 import statistics
 
+import _store_helpers as h
 import pytest
 from sqlalchemy import select
 
 from dashboard import kpis
 from dashboard.store import readmodel as rm
+from dashboard.store import service_reads
 from dashboard.store import service_rollup
 from dashboard.store.schema import service_close_hist, service_close_spans, service_requests
 from dashboard.store.schema import service_rollup as rollup_table
@@ -107,17 +109,18 @@ def _windows(rnd: random.Random) -> list[tuple[int, int]]:
 def raw_only(monkeypatch):
     """Make the service reads use the requests table only (no rollup), as before the rollups."""
     def table_stats(conn, start, end, district=None):
-        return rm.service_window_table(conn, start, end, district)[0]
+        return h.service_window_table(conn, start, end, district)[0]
 
     def table_daily(conn, start, end, district=None, res=86_400):
         assert res == 86_400
-        return rm.service_window_table(conn, start, end, district)[1]
+        return h.service_window_table(conn, start, end, district)[1]
 
     def use():
-        monkeypatch.setattr(rm, "service_window", rm.service_window_table)
-        monkeypatch.setattr(rm, "service_closed_stats", table_stats)
-        monkeypatch.setattr(rm, "service_daily", table_daily)
-        monkeypatch.setattr(rm, "_svc_split", lambda start, end: (None, [(start, end)] if start < end else []))
+        monkeypatch.setattr(rm, "service_window", h.service_window_table)
+        monkeypatch.setattr(h, "service_closed_stats", table_stats)
+        monkeypatch.setattr(h, "service_daily", table_daily)
+        monkeypatch.setattr(service_reads, "_svc_split",
+                            lambda start, end: (None, [(start, end)] if start < end else []))
     return use
 
 
@@ -133,8 +136,8 @@ def test_reads_equal_the_table(requests_store, raw_only):
                 out[("by", s, e)] = rm.service_by_district(conn, s, e).sort_values(
                     "district_id", na_position="first").reset_index(drop=True)
                 for d in dists:
-                    out[("stats", s, e, d)] = rm.service_closed_stats(conn, s, e, d)
-                    out[("daily", s, e, d)] = rm.service_daily(conn, s, e, d)
+                    out[("stats", s, e, d)] = h.service_closed_stats(conn, s, e, d)
+                    out[("daily", s, e, d)] = h.service_daily(conn, s, e, d)
             return out
 
     got = reads()
@@ -164,7 +167,7 @@ def test_open_counts_equal_a_scan(requests_store):
                 open_ = [r for r in stored if r["opened_at"] <= t
                          and (r["closed_at"] is None or r["closed_at"] > t) and d in (None, r["district_id"])]
                 exp = {"open": len(open_), "overdue": sum(1 for r in open_ if r["due_at"] < t)}
-                assert got[t] == exp and rm.service_open_at(conn, t, d) == exp, (d, t)
+                assert got[t] == exp and h.service_open_at(conn, t, d) == exp, (d, t)
 
 
 @pytest.mark.parametrize("window", ["1h", "24h", "7d"])
@@ -227,6 +230,6 @@ def test_median_time_to_close_is_within_one_percent_of_the_exact_median(small_ci
             for d in (None, "north", "south"):
                 durs = [r["closed_at"] - r["opened_at"] for r in reqs
                         if s <= r["closed_at"] < e and d in (None, r["district"])]
-                got = rm.service_closed_stats(conn, s, e, d)["median_hours"]
+                got = h.service_closed_stats(conn, s, e, d)["median_hours"]
                 want = statistics.median(durs) / 3600
                 assert got == pytest.approx(want, rel=0.01, abs=1e-12), (s, e, d)

@@ -24,16 +24,16 @@ SQL_CALLS = {"text", "exec_driver_sql", "execute", "executemany", "executescript
 
 #: Formatted SQL that only interpolates the code's own constants, never input.
 ALLOWED = {
-    ("dashboard/store/ingest.py", "_pg_stage"),          # staging-table names from the _PG_TEMP dict
-    ("dashboard/store/ingest.py", "_write_rollups"),     # the upsert's row source: a constant VALUES/SELECT
-    ("dashboard/store/ingest.py", "_pg_rollup_asset"),   # idem
-    ("dashboard/store/ingest.py", "upsert"),             # idem (inner function of _pg_rollup_asset)
-    ("dashboard/store/ingest.py", "_latest_ts"),         # a run of bind placeholders (?, ?, …): values are bound
-    ("dashboard/store/ingest.py", "_update_latest"),     # a constant SET clause shared by both engines
+    ("dashboard/store/ingest_writers.py", "pg_stage"),          # staging-table names from the _PG_TEMP dict
+    ("dashboard/store/ingest_rollups.py", "write_rollups"),     # the upsert's row source: a constant VALUES/SELECT
+    ("dashboard/store/ingest_rollups.py", "_pg_rollup_asset"),  # idem
+    ("dashboard/store/ingest_rollups.py", "upsert"),            # idem (inner function of _pg_rollup_asset)
+    ("dashboard/store/ingest_writers.py", "latest_ts"),         # a run of bind placeholders (?, ?, …): values are bound
+    ("dashboard/store/ingest_writers.py", "update_latest"),     # a constant SET clause shared by both engines
     # runs of the driver's bind placeholder (? or %s) and the modules' own column-name constants:
-    ("dashboard/store/aqi_rollup.py", "update"),
-    ("dashboard/store/aqi_rollup.py", "_write"),
-    ("dashboard/store/aqi_rollup.py", "rebuild"),
+    ("layers/air_quality/rollup.py", "update"),
+    ("layers/air_quality/rollup.py", "_write"),
+    ("layers/air_quality/rollup.py", "rebuild"),
     ("dashboard/store/service_rollup.py", "apply_frame"),
     ("dashboard/api.py", "_wait_at_most"),  # SQLite's PRAGMA busy_timeout takes no bind: int() of a setting
 }

@@ -71,7 +71,11 @@ def test_install_beijing(engine):
     by_kind: dict[str, list] = {}
     for r in rows:
         by_kind.setdefault(r.kind, []).append(r)
-    assert set(by_kind) == {"aq_station", "road_segment", "substation"}
+    # every asset kind of the registry's domains has assets in the demo city
+    from dashboard.metrics import ASSET_KINDS
+
+    assert set(by_kind) == set(ASSET_KINDS)
+    assert all(r.district_id in ids for rs in by_kind.values() for r in rs if r.kind != "transit_line")
     assert len(by_kind["aq_station"]) == 12
     assert all(r.district_id in ids for r in by_kind["aq_station"])
     roads = by_kind["road_segment"]

@@ -11,6 +11,7 @@ from datetime import date, timedelta
 
 import pytest
 from _demo import empty_store
+from _store_helpers import ingest_rows
 from _subset_city import build_subset_city
 from typer.testing import CliRunner
 
@@ -21,7 +22,6 @@ from dashboard.export import panel_ids
 from dashboard.map_image import mercator_y, view_ranges
 from dashboard.pages import manager, wall
 from dashboard.settings import Settings
-from dashboard.store.ingest import ingest_rows
 from dashboard.store.schema import make_engine
 from layers import LAYER_BY_ID, LayerParams
 from layers._common import STALE_COLOUR
@@ -185,7 +185,7 @@ def test_view003_map_section_of_city_toml_is_honoured(tmp_path):
 def test_view004_a_bad_map_section_is_a_clear_error(tmp_path, section, error):
     (tmp_path / "city.toml").write_text(f'name = "X"\ntimezone = "UTC"\n\n{section}')
     with pytest.raises(ValueError, match=r"city\.toml: \[map\].*" + error.replace("(", r"\(").replace(")", r"\)")):
-        load_city(tmp_path).map_view
+        load_city(tmp_path).map_view  # noqa: B018 - reading the property raises
 
 
 def _assigned(patch) -> dict:

@@ -130,3 +130,35 @@ def local_hours(t0: float, t1: float, timezone: str) -> np.ndarray:
 
 __all__ = ["hash64", "uniform", "normal", "poisson", "key_of", "keys_of", "value_noise",
            "local_time", "local_hours", "utc_offset_s"]
+
+
+# ---------------------------------------------------------------------------- the feed protocol
+class FeedContext:
+    """What a domain's ``feed(ctx)`` gets to build its demo feed from (see :mod:`dashboard.feeds.simulator`).
+
+    ``assets(kind)``: that kind's assets (id, name, district and their attributes as columns);
+    ``districts``: id, population, area_km2, label_lon, label_lat, geometry; ``categories``: the
+    service categories; ``provided``: what feeds built before offer the others (e.g.
+    ``"city_temperature"``: epoch seconds → °C), a feed adds to it with :meth:`provide`.
+
+    A feed has ``readings(ticks, t0, t1, prev=None, full_incidents=False)`` → readings (asset,
+    metric, ts, value) at the simulator's ticks in (t0, t1] (None when it has none), and may have
+    ``events(t0, t1, now, backlog_from=None)`` → records of its domain opened or changed in
+    (t0, t1] as known at ``now`` (``backlog_from``: also those opened since then still open at
+    t0), stored by its domain's ``records.ingest(conn, frame, source, now)``.
+    """
+
+    def __init__(self, city, seed: int, step: int, tz: str, assets, districts, categories):
+        self.city, self.seed, self.step, self.tz = city, int(seed), int(step), tz
+        self._assets = assets
+        self.districts = districts
+        self.categories = categories
+        self.provided: dict = {}
+
+    def assets(self, kind: str):
+        """Return the assets of ``kind`` (an empty frame when the city has none)."""
+        return self._assets(kind)
+
+    def provide(self, name: str, value) -> None:
+        """Offer ``value`` to the feeds built after this one."""
+        self.provided[name] = value

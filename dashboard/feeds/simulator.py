@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,9 @@ import pandas as pd
 from sqlalchemy import Engine, select, text
 
 from dashboard.city import City, load_city
-from dashboard.feeds.airquality import AirQualityReplay
-from dashboard.feeds.energy import EnergySim
-from dashboard.feeds.services import CLOSURE_LOOKBACK_S, ServiceSim
-from dashboard.feeds.traffic import TrafficSim
 from dashboard.store import readmodel as rm
 from dashboard.store.ingest import IngestResult, Ingestor
 from dashboard.store.schema import assets, districts, service_categories
-from dashboard.store.services import ingest_service_requests
 
 log = logging.getLogger(__name__)
 
@@ -60,52 +54,65 @@ def _assets_frame(conn, kind: str) -> pd.DataFrame:
     return pd.concat([base, attrs.drop(columns=[c for c in attrs.columns if c in base.columns])], axis=1)
 
 
-@dataclass
 class Feeds:
-    """The feeds of one city, built from the store's reference tables (any of them may be None)."""
+    """The demo feeds of one city, one per domain that has a feed and something to simulate."""
 
-    traffic: TrafficSim | None
-    energy: EnergySim | None
-    air_quality: AirQualityReplay | None
-    services: ServiceSim | None
+    def __init__(self, feeds: dict):
+        self.feeds = feeds  # domain id -> feed
+
+    def __getattr__(self, name: str):
+        """``feeds.<domain id>``: that domain's feed, or None."""
+        feeds = self.__dict__.get("feeds", {})
+        if name in feeds:
+            return feeds[name]
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return None
 
     @classmethod
     def from_store(cls, engine: Engine, city: City, seed: int = 42, step: int = 5) -> "Feeds":
-        """Build every feed the store and the city folder can support."""
+        """Build every feed the store and the city folder can support, in registry order."""
+        from dashboard.feeds import FeedContext
+        from layers import DOMAINS
+
         with engine.connect() as conn:
-            seg = _assets_frame(conn, "road_segment")
-            sub = _assets_frame(conn, "substation")
+            frames = {k.id: _assets_frame(conn, k.id) for d in DOMAINS for k in d.kinds}
             dist = pd.DataFrame(conn.execute(select(
                 districts.c.id, districts.c.population, districts.c.area_km2,
                 districts.c.label_lon, districts.c.label_lat, districts.c.geometry)).mappings().all())
             cats = pd.DataFrame(conn.execute(select(
                 service_categories.c.id, service_categories.c.name, service_categories.c.sla_hours)).mappings().all())
-        tz = city.timezone
-        aq = None
-        try:
-            aq = AirQualityReplay(city)
-        except (FileNotFoundError, KeyError) as exc:
-            log.warning("no air-quality replay for %s: %s", city.name, exc)
-        traffic = TrafficSim(seg, seed=seed, step=step, timezone=tz) if len(seg) else None
-        energy = EnergySim(sub, dist, aq.city_temperature if aq else None, seed=seed, timezone=tz) \
-            if len(sub) else None
-        services = ServiceSim(dist, cats, seed=seed, timezone=tz) if len(dist) and len(cats) else None
-        return cls(traffic, energy, aq, services)
+        ctx = FeedContext(city, seed, step, city.timezone, lambda kind: frames.get(kind, pd.DataFrame()), dist, cats)
+        feeds = {}
+        for d in DOMAINS:
+            if d.feed is None:
+                continue
+            try:
+                f = d.feed(ctx)
+            except (FileNotFoundError, KeyError) as exc:
+                log.warning("no %s feed for %s: %s", d.label, city.name, exc)
+                continue
+            if f is not None:
+                feeds[d.id] = f
+        return cls(feeds)
 
     def readings(self, ticks: np.ndarray, t0: float, t1: float, prev: float | None = None,
                  full_incidents: bool = False) -> pd.DataFrame:
-        """Return traffic and energy readings at ``ticks`` and air quality for the hours in (t0, t1]."""
+        """Return every feed's readings at ``ticks`` (hourly feeds: for the hours in (t0, t1])."""
         parts = []
-        if self.traffic is not None and len(ticks):
-            parts.append(self.traffic.frames(ticks, prev=prev, full_incidents=full_incidents))
-        if self.energy is not None and len(ticks):
-            parts.append(self.energy.frames(ticks))
-        if self.air_quality is not None:
-            parts.append(self.air_quality.frame(t0, t1))
-        parts = [p for p in parts if len(p)]
+        for f in self.feeds.values():
+            r = f.readings(ticks, t0, t1, prev=prev, full_incidents=full_incidents)
+            if r is not None and len(r):
+                parts.append(r)
         if not parts:
             return pd.DataFrame(columns=["asset", "metric", "ts", "value"])
         return pd.concat(parts, ignore_index=True)
+
+    def event_feeds(self) -> list:
+        """Return (domain, feed) of the feeds that produce records of their own."""
+        from layers import DOMAIN_BY_ID
+
+        return [(DOMAIN_BY_ID[k], f) for k, f in self.feeds.items() if hasattr(f, "events")]
 
 
 def _ticks(t0: int, t1: int, step: int) -> np.ndarray:
@@ -149,17 +156,15 @@ def backfill(engine: Engine, city, days: float = 7, seed: int = 42, end: float |
             c1 = min(c0 + chunk_s, end)
             ticks = _ticks(c0, c1, step)
             readings = feeds.readings(ticks, c0, c1, prev=c0)
-            reqs = None
-            if feeds.services is not None:
-                reqs = feeds.services.frame(c0, c1, now=known)
-                if k == 0:  # the backlog: opened before the period, still open or closed in it
-                    old = feeds.services.frame(start - CLOSURE_LOOKBACK_S, start, now=known)
-                    old = old[old["closed_at"].isna() | (old["closed_at"] > start)]
-                    reqs = pd.concat([old, reqs], ignore_index=True)
+            # records (service requests, …): those of the chunk, and in the first chunk the backlog
+            # opened before the period, still open or closed in it
+            events = [(d, f.events(c0, c1, now=known, backlog_from=start if k == 0 else None))
+                      for d, f in feeds.event_feeds()]
             with engine.begin() as conn:
                 res += ing.ingest(readings, source="simulator:backfill", now=known, conn=conn)
-                if reqs is not None and len(reqs):
-                    sres += ingest_service_requests(conn, reqs, source="simulator:backfill", now=known)
+                for d, ev in events:
+                    if ev is not None and len(ev):
+                        sres += d.records.ingest(conn, ev, source="simulator:backfill", now=known)
                 if record:
                     rm.record_history_fill(conn, start, end, c1)
             if prog:
@@ -205,8 +210,17 @@ class Simulator:
         self._carried = np.array([], dtype=np.int64)  # ticks of failed writes: written with the next tick
 
     def _stored_last(self) -> int | None:
+        from sqlalchemy import bindparam
+
+        from layers import DOMAINS
+
+        # the newest reading of a feed that reports every tick (hourly feeds lag by design)
+        ms = [m.id for d in DOMAINS if d.period_s < 3600 for m in d.metrics]
+        if not ms:
+            return None
         with self.engine.connect() as conn:
-            v = conn.execute(text("SELECT max(ts) FROM latest WHERE metric = 'speed_kmh'")).scalar()
+            v = conn.execute(text("SELECT max(ts) FROM latest WHERE metric IN :ms")
+                             .bindparams(bindparam("ms", expanding=True)), {"ms": ms}).scalar()
         return None if v is None else int(v)
 
     def tick(self, now: float | None = None) -> dict[str, int] | None:
@@ -232,14 +246,13 @@ class Simulator:
             # incident rows are transitions since the last written tick; after a gap: the full state
             gap = last is None or last < lo
             readings = self.feeds.readings(ticks, lo, t, prev=None if gap else lo, full_incidents=gap)
-            reqs = None
-            if self.feeds.services is not None:
-                reqs = pd.concat([self.feeds.services.frame(lo, t, now=t), self.feeds.services.closures(lo, t)],
-                                 ignore_index=True).drop_duplicates("id", keep="last")
+            events = [(d, f.events(lo, t, now=t)) for d, f in self.feeds.event_feeds()]
             with self.engine.begin() as conn:
                 r = self._ing.ingest(readings, source="simulator", now=now, conn=conn)
-                s = ingest_service_requests(conn, reqs, source="simulator", now=now) \
-                    if reqs is not None and len(reqs) else IngestResult()
+                s = IngestResult()
+                for d, ev in events:
+                    if ev is not None and len(ev):
+                        s += d.records.ingest(conn, ev, source="simulator", now=now)
             self.last = t
             self._carried = np.array([], dtype=np.int64)
             if self.failures:

@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Engine, func, select
 from dashboard.importers import textio
 from dashboard.importers.textio import ImportProblem, check_file, table_chunks  # noqa: F401
 from dashboard.store.ingest import AssetIndex, RejectionLedger, forget_repeated_rejections  # noqa: F401
-from dashboard.store.ingest import MAX_RAW_CHARS, MAX_REASON_CHARS, clip_text, source_text  # noqa: F401
+from dashboard.store.ingest import MAX_RAW_CHARS, MAX_REASON_CHARS, clip_text, source_text
 from dashboard.store import schema as _schema
 from dashboard.store.schema import rejected
 

@@ -1,4 +1,4 @@
-"""FIWARE NGSI-LD and NGSI v2 entities: AirQualityObserved and TrafficFlowObserved.
+"""FIWARE NGSI-LD and NGSI v2 entities of the types the domains declare (``Domain.ngsi``).
 
 Key-values or normalized, one entity, a list, or a notification (``{"data": [...]}``). Numbers are
 taken as reals whatever the schema says (the AirQualityObserved example has ``tsp: 73.3`` where its
@@ -25,17 +25,14 @@ from dashboard.importers.readings import parse_times, write_readings
 from dashboard.importers.requests import load_json, plain
 from dashboard.importers.units import converter
 from dashboard.store.schema import assets
+from layers import DOMAINS
 
 log = logging.getLogger("panorama.ngsi")
 
-#: NGSI type -> (asset kind, attribute -> metric, attributes naming the asset).
-TYPES = {
-    "AirQualityObserved": ("aq_station", {"pm25": "pm25", "pm2_5": "pm25", "pm10": "pm10", "so2": "so2",
-                                          "no2": "no2", "co": "co", "o3": "o3", "temperature": "temp_c"},
-                           ("refDevice", "refPointOfInterest")),
-    "TrafficFlowObserved": ("road_segment", {"averageVehicleSpeed": "speed_kmh", "intensity": "flow_vph"},
-                            ("refRoadSegment", "refDevice")),
-}
+#: NGSI type -> (asset kind, attribute -> metric, attributes naming the asset[, attribute holding the
+#: start of the observed period, metrics that are counts over that period (stored per hour)]):
+#: every domain's ``ngsi`` hints.
+TYPES = {t: spec for d in DOMAINS for t, spec in d.ngsi}
 #: Most points of an entity's location.
 MAX_LOCATION_POINTS = 10_000
 #: Units of the FIWARE models when an attribute carries no unitCode.
@@ -177,7 +174,8 @@ def _parse_entity(source: str, i: int, e, timezone: str | None, ts_format: str |
     etype, eid = _entity_type(e.get("type")), e.get("id")
     if not isinstance(eid, str) or not eid.strip():
         raise _Bad("no id")
-    kind, attr_map, refs = TYPES[etype]
+    kind, attr_map, refs, *period = TYPES[etype]
+    counted = set(period[1]) if len(period) > 1 else set()  # counts over the observed period: made per hour
     ref = next((e[r] for r in refs if r in e), None)
     aid = _short(ref) if ref is not None else _short(eid)
     if not aid or len(aid) > 128 or not aid.isprintable():
@@ -198,8 +196,9 @@ def _parse_entity(source: str, i: int, e, timezone: str | None, ts_format: str |
     elif loc is not None:
         raise _Bad("unreadable location (GeoJSON expected)")
     span = None
-    if etype == "TrafficFlowObserved" and e.get("dateObservedFrom") and e.get("dateObservedTo"):
-        t0 = _time(source, i, "dateObservedFrom", plain(e["dateObservedFrom"]), timezone, ts_format)
+    since = period[0] if period else None  # an observation over a period (a flow count): its span
+    if since and e.get(since) and e.get("dateObservedTo"):
+        t0 = _time(source, i, since, plain(e[since]), timezone, ts_format)
         span = ts - t0 if ts > t0 else None
     rows, bad = [], []
     for attr, metric in attr_map.items():
@@ -214,11 +213,12 @@ def _parse_entity(source: str, i: int, e, timezone: str | None, ts_format: str |
             bad.append((i, e, f"{attr} {_shown(raw)} is not a number"))
             continue
         try:
-            value = float(converter(metric, _unit(e[attr]) or DEFAULT_UNITS[metric], attr)(value))
+            # no unitCode: the model's unit, else (a count such as free spaces) the metric's own
+            value = float(converter(metric, _unit(e[attr]) or DEFAULT_UNITS.get(metric, ""), attr)(value))
         except ImportProblem as exc:
             bad.append((i, e, str(exc)))
             continue
-        if metric == "flow_vph" and span:
+        if metric in counted and span:
             value = value * 3600.0 / span
         rows.append({"asset": aid, "metric": metric, "ts": ts, "value": value, "line": i})
     return asset, rows, bad

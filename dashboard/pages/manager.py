@@ -13,6 +13,7 @@ from dash.exceptions import PreventUpdate
 from dashboard import views
 from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
+from layers import DOMAINS
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
@@ -104,10 +105,12 @@ def url_view(live: LiveData, search: str) -> tuple:
 
 def default_layers(live: LiveData, defaults: list[str]) -> list[str]:
     """Return the default layers without those of domains that have no assets in the city; when no
-    domain layer is left, the service satisfaction layer (requests need no assets)."""
+    domain layer is left, the first layer of a domain that needs no assets (service requests)."""
     on = [lid for lid in defaults if not (LAYER_BY_ID[lid].domain and live.no_assets(LAYER_BY_ID[lid].domain))]
     if not any(LAYER_BY_ID[lid].domain for lid in on):
-        on.append("satisfaction")
+        spare = next((d.layer.id for d in DOMAINS if d.layer is not None and not d.kinds), None)
+        if spare:
+            on.append(spare)
     return on
 
 

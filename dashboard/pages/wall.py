@@ -1,7 +1,7 @@
 """The wall at ``/wall``: a kiosk view for control-room displays that never goes blank.
 
 No controls. The map and the four domains' headline KPIs fill the viewport; a focused domain
-rotates like a playlist (``?rotate=30&focus=traffic,air_quality&district=<id>``); every KPI shows
+rotates like a playlist (``?rotate=30&focus=<domain>,<domain>&district=<id>``); every KPI shows
 its age and greys out when stale; when the store (or the server) cannot be reached the last good
 picture stays with a "STALE since HH:MM" banner until the source returns.
 """
@@ -18,10 +18,10 @@ from dashboard import views
 from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import FEED_PERIOD, KPI_BY_ID, KPIS, STALE_PERIODS, KpiValue
 from dashboard.live import LiveData, StoreUnavailable, visible_attention
-from dashboard.metrics import DOMAINS
 from dashboard.params import BadParameter, check_district, parse_query
 from dashboard.theme import STATUS, THEMES
-from layers import LAYER_BY_ID, LAYERS
+from layers import DISTRICTS, LAYER_BY_ID, LAYERS
+from layers import DOMAINS as REGISTRY
 
 LAYER_IDS = frozenset(LAYER_BY_ID)
 
@@ -31,19 +31,19 @@ PATH = "/wall"
 WINDOW = "24h"  # the window of the KPIs' "change vs" and sparklines
 DEFAULT_ROTATE = 30
 ROTATE_RANGE = (2, 3600)  # seconds; 0 = no rotation
+#: The domains on the wall (those with wall texts), in registry order, and what the wall says of each.
+WALL_DOMAINS = [d for d in REGISTRY if d.wall is not None]
+DOMAINS = {d.id: {"label": d.label} for d in WALL_DOMAINS}
 DOMAIN_IDS = list(DOMAINS)
 #: The one or two KPIs per domain that are always on the wall.
-HEADLINE = {
-    "traffic": ["traffic.tti", "traffic.congested"],
-    "air_quality": ["air.aqi_worst", "air.over_limit"],
-    "energy": ["energy.capacity_share", "energy.load"],
-    "satisfaction": ["service.satisfaction", "service.overdue"],
-}
+HEADLINE = {d.id: list(d.wall.headline) for d in WALL_DOMAINS}
 UNIT_WORDS = {"/ 5": "1–5"}
-TILE_TITLE = {"traffic": "Traffic", "air_quality": "Air quality", "energy": "Energy", "satisfaction": "Service"}
-SHORT = {"traffic": "Traffic", "air_quality": "Air", "energy": "Energy", "satisfaction": "Service"}
-WHAT = {"traffic": "road congestion", "air_quality": "AQI by station", "energy": "load vs capacity by district",
-        "satisfaction": "satisfaction by district"}
+TILE_TITLE = {d.id: d.wall.title for d in WALL_DOMAINS}
+SHORT = {d.id: d.wall.short for d in WALL_DOMAINS}
+WHAT = {d.id: d.wall.what for d in WALL_DOMAINS}
+#: Each domain's slot on the wall (0, 1, …): wall.css shows the focused slot's panel, caption and
+#: legend (``.fslot-N .slot-N``), so no style sheet names a domain.
+SLOT = {d: i for i, d in enumerate(DOMAIN_IDS)}
 ATTENTION_ROWS = 9
 WORST_ROWS = 4
 #: Characters of a list row's name and detail that fit the attention column of a 1920×1080 wall
@@ -72,6 +72,19 @@ def _all(kind: str) -> dict:
     return {"type": kind, "kpi": ALL, "slot": ALL}
 
 
+#: Up to this many domains, their tiles share the right half with the focus panel; more take a row
+#: of their own across the wall, above the map (``many-tiles`` in wall.css).
+TILES_BESIDE_MAP = 4
+#: The wall's own classes: more domains than fit beside the map lay the tiles across it.
+LAYOUT_CLASS = "many-tiles " if len(DOMAIN_IDS) > TILES_BESIDE_MAP else ""
+
+
+def tile_columns(n: int) -> dict:
+    """Return the tiles' column counts as CSS variables: one row on a landscape wall, two rows
+    (or one for up to four) on a portrait one."""
+    return {"--tile-cols": n, "--tile-cols-portrait": n if n <= TILES_BESIDE_MAP else -(-n // 2)}
+
+
 def domain_layer(domain: str) -> str | None:
     """Return the id of the map layer of ``domain``."""
     return next((layer.id for layer in LAYERS if layer.domain == domain), None)
@@ -79,7 +92,7 @@ def domain_layer(domain: str) -> str | None:
 
 def layers_for(domain: str) -> list[str]:
     """Return the layers shown on the map while ``domain`` is in focus."""
-    return [lid for lid in ("districts", domain_layer(domain)) if lid]
+    return [lid for lid in (DISTRICTS.id, domain_layer(domain)) if lid]
 
 
 # ------------------------------------------------------------------------------- parameters
@@ -243,10 +256,10 @@ def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
     s = views.kpi_state(k, now) if k is not None else {"age": "no data yet", "class": ""}
     stale = " stale" if "stale" in s["class"] else ""
     if k is not None and k.no_assets:
-        return f"{DOMAINS[domain]['label']} · {k.no_assets}", f"map-caption caption-{domain} noassets"
+        return f"{DOMAINS[domain]['label']} · {k.no_assets}", f"map-caption caption-{domain} slot-{SLOT[domain]} noassets"
     age = s["age"] if k is not None and k.as_of is not None else "no data yet"  # never "data no data yet"
     return (f"{DOMAINS[domain]['label']} · {WHAT[domain]} · " + (age if age == "no data yet" else f"data {age}"),
-            f"map-caption caption-{domain}{stale}")
+            f"map-caption caption-{domain} slot-{SLOT[domain]}{stale}")
 
 
 def _age_entry(k: KpiValue | None, prefix: str = "") -> list:
@@ -276,7 +289,7 @@ def _legend(live: LiveData, params) -> list:
         layer = next(layer for layer in LAYERS if layer.id == lid)
         items = [html.Span([html.Span(className="swatch", style={"background": c}), html.Span(lbl)],
                            className="wall-legend-item") for lbl, c in layer.legend(params)]
-        out.append(html.Div(items, className=f"wall-legend legend-{dom}"))
+        out.append(html.Div(items, className=f"wall-legend legend-{dom} slot-{SLOT[dom]}"))
     return out
 
 
@@ -362,7 +375,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     view = wall_view(live, district) if traces else {}
     refresh_ms = live.settings.refresh_seconds * 1000
     config = {"tz": str(tz) if tz else "UTC", "zones": zone_names(tz), "focus": focus, "district": district,
-              "refresh_ms": refresh_ms, "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "view": view,
+              "refresh_ms": refresh_ms, "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "slots": SLOT, "layout": LAYOUT_CLASS, "view": view,
               "layers": {d: layers_for(d) for d in DOMAIN_IDS}}
 
     def blocks(ks: list[KpiValue], slot: str) -> list:
@@ -374,19 +387,19 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     tiles = [html.Section([
         html.H2(TILE_TITLE[dom], className="tile-title"),
         html.Div(blocks([kpis[kid] for kid in HEADLINE[dom]], "tile"), className="tile-kpis"),
-    ], className=f"wall-tile tile-{dom}") for dom in DOMAIN_IDS]
+    ], className=f"wall-tile tile-{dom} slot-{SLOT[dom]}") for dom in DOMAIN_IDS]
     panels = [html.Section([
         html.H2(["FOCUS ", html.Span(DOMAINS[dom]["label"], className="focus-dom")], className="focus-title"),
         html.Div(blocks([k for k in kpis.values() if k.domain == dom], "focus"), className="focus-kpis"),
         html.H3("Worst now", className="worst-title"),
         html.Ol(worst_rows(live, dom, frames, params) if frames is not None else [],
                 id={"type": "wall-worst", "domain": dom}, className="worst-list"),
-    ], className=f"focus-panel panel-{dom}") for dom in DOMAIN_IDS]
+    ], className=f"focus-panel panel-{dom} slot-{SLOT[dom]}") for dom in DOMAIN_IDS]
     captions = []
     for dom in DOMAIN_IDS:
         text, cls = caption(kpis.get(HEADLINE[dom][0]), dom, now)
         captions.append(html.Div(text, id={"type": "wall-caption", "domain": dom}, className=cls))
-    return html.Div(id=WALL, className=f"wall focus-{first}", children=[
+    return html.Div(id=WALL, className=f"wall {LAYOUT_CLASS}focus-{first} fslot-{SLOT[first]}", children=[
         html.Header([
             html.Div([html.Div(city, id=CITY, className="wall-cityname"),
                       html.Div(f"City Panorama · {where}", id=WHERE, className="wall-sub")], className="wall-brand"),
@@ -413,7 +426,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
             *captions,
             html.Div(_legend(live, params) if params is not None else [], className="wall-legends"),
         ], className="wall-map"),
-        html.Div(tiles, className="wall-tiles"),
+        html.Div(tiles, className="wall-tiles", style=tile_columns(len(DOMAIN_IDS))),
         html.Div(panels, className="wall-focus"),
         html.Section([html.H2("Needs attention", className="att-title"),
                       html.Ol(attention_rows(attention), id=ATTENTION, className="att-list")],
@@ -456,7 +469,7 @@ def _refresh_request_ok(focus, traces, cfg, ids, worst_ids) -> bool:
 _ROTATE_JS = """
 function(n, cfg) {
     const f = cfg.focus, d = f[n % f.length];
-    return [d, 'wall focus-' + d, cfg.labels[d]];
+    return [d, 'wall ' + (cfg.layout || '') + 'focus-' + d + ' fslot-' + cfg.slots[d], cfg.labels[d]];
 }"""
 
 # The focused domain's layer (and the district outlines) on the map, in the browser: the map

@@ -110,7 +110,7 @@ rollup_district = Table(
 
 #: The AQI of each air-quality station and hour, per AQI standard, derived at ingest from the
 #: hourly per-asset rollups of the six pollutants (the AQI of the hour's mean concentrations;
-#: NULL when none can be indexed). Kept current by the reading ingest (dashboard.store.aqi_rollup).
+#: NULL when none can be indexed). Kept current by the reading ingest (the air-quality domain's ingest hook).
 aqi_hourly = Table(
     "aqi_hourly", metadata,
     Column("standard", String(8), primary_key=True),  # cn | us

@@ -16,7 +16,8 @@ import pandas as pd
 from sqlalchemy import Connection, Engine, bindparam, select
 
 from dashboard.store import service_rollup
-from dashboard.store.ingest import MAX_FUTURE_S, MAX_REASON_CHARS, IngestResult, _parse_ts, clip_text, source_text
+from dashboard.store.ingest_checks import (MAX_FUTURE_S, MAX_REASON_CHARS, IngestResult, clip_text, parse_ts,
+                                           source_text)
 from dashboard.store.schema import districts, rejected, service_categories, service_requests
 
 #: Input column names accepted for the store's columns.
@@ -120,7 +121,7 @@ def _times(txt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     code = np.zeros(len(txt), dtype=np.int8)
     has = txt != ""
     if has.any():
-        v, r = _parse_ts(pd.Series(txt[has], dtype=object).astype(str))
+        v, r = parse_ts(pd.Series(txt[has], dtype=object).astype(str))
         out[has], code[has] = v, r
     return out, code
 

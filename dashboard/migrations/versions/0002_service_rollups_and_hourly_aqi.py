@@ -70,7 +70,8 @@ def upgrade() -> None:
     # ### end Alembic commands ###
 
     # fill the new tables from the data already stored (nothing to do in an empty store)
-    from dashboard.store import aqi_rollup, service_rollup
+    from dashboard.store import service_rollup
+    from layers.air_quality import rollup as aqi_rollup  # the hourly AQI is the air-quality domain's
 
     conn = op.get_bind()
     service_rollup.rebuild(conn)

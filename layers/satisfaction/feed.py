@@ -196,10 +196,40 @@ class ServiceSim:
                          lambda b: (b["closed_at"] > t0) & (b["closed_at"] <= t1))
         return self._frame(r, t1)
 
+    # ------------------------------------------------------------------ the simulator's feed protocol
+    def readings(self, ticks, t0: float, t1: float, prev: float | None = None,
+                 full_incidents: bool = False) -> None:
+        """Return no readings: requests are records of their own (see :meth:`events`)."""
+        return None
+
+    def events(self, t0: float, t1: float, now: float, backlog_from: float | None = None) -> pd.DataFrame:
+        """Return the requests opened in (t0, t1] as known at ``now``, and (``backlog_from``) those
+        opened in the :data:`CLOSURE_LOOKBACK_S` before it still open or closed after it.
+
+        When ``now`` is the period's end (a live tick), the requests opened earlier and closed in
+        the period come too, closed (an earlier tick wrote them open); the last copy of an id wins.
+        A backfill knows every state at its end or later: its earlier chunks wrote them closed.
+        """
+        reqs = self.frame(t0, t1, now=now)
+        if backlog_from is not None:
+            old = self.frame(backlog_from - CLOSURE_LOOKBACK_S, backlog_from, now=now)
+            old = old[old["closed_at"].isna() | (old["closed_at"] > backlog_from)]
+            reqs = pd.concat([old, reqs], ignore_index=True)
+        if now <= t1:
+            reqs = pd.concat([reqs, self.closures(t0, t1)], ignore_index=True).drop_duplicates("id", keep="last")
+        return reqs
+
 
 def hash64_hex(*keys) -> np.ndarray:
     """Return request ids ``SR-<16 hex digits>`` from hashed keys."""
     return np.array([f"SR-{int(v):016x}" for v in hash64(*keys)], dtype=object)
 
 
-__all__ = ["ServiceSim", "satisfaction_mean"]
+def feed(ctx) -> ServiceSim | None:
+    """Return the demo city's service-request feed (None without districts or service categories)."""
+    if not len(ctx.districts) or not len(ctx.categories):
+        return None
+    return ServiceSim(ctx.districts, ctx.categories, seed=ctx.seed, timezone=ctx.tz)
+
+
+__all__ = ["ServiceSim", "satisfaction_mean", "feed"]

@@ -130,3 +130,17 @@ class EnergySim:
     def frame(self, ts: float) -> pd.DataFrame:
         """Return readings for every substation at one tick ``ts``."""
         return self.frames([int(ts)])
+
+    def readings(self, ticks, t0: float, t1: float, prev: float | None = None,
+                 full_incidents: bool = False) -> pd.DataFrame | None:
+        """Return the readings at ``ticks`` (the simulator's feed protocol, see :mod:`dashboard.feeds`)."""
+        return self.frames(ticks) if len(ticks) else None
+
+
+def feed(ctx) -> EnergySim | None:
+    """Return the demo city's energy feed (None without substations); it warms and cools with the
+    city temperature another feed provides, else a climatology."""
+    sub = ctx.assets("substation")
+    if not len(sub):
+        return None
+    return EnergySim(sub, ctx.districts, ctx.provided.get("city_temperature"), seed=ctx.seed, timezone=ctx.tz)

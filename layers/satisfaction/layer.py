@@ -1,14 +1,14 @@
-"""Service satisfaction: districts coloured by the mean satisfaction (1–5) of the last 30 days."""
+"""Service satisfaction: districts coloured by the mean satisfaction (1–5) of the last 30 days (the
+domain's ``by_district`` frame)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import SATISFACTION_THRESHOLDS, status_legend, status_scale
-from layers import LayerParams
+from dashboard.theme import status_legend, status_scale
 from layers._common import aligned, district_geometry, kpi_thresholds, static_districts
-
-WINDOW_S = 30 * 86_400
+from layers._layer import LayerParams
+from layers.satisfaction.kpis import SATISFACTION_THRESHOLDS
 
 
 def _thresholds(params: LayerParams) -> tuple[float, float]:
@@ -23,17 +23,11 @@ class SatisfactionLayer:
     name = "Service satisfaction"
     domain = "satisfaction"
     description = "Districts coloured by the mean satisfaction score (1–5) of requests closed in the last 30 days."
+    source = "by_district"  # the domain's current frame it draws: mean score and rated closures per district
 
     def static(self, conn) -> pd.DataFrame:
         """Return the districts."""
         return static_districts(conn)
-
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return mean satisfaction and closure count per district over the last 30 days."""
-        from dashboard.store.readmodel import service_by_district
-
-        end = int(params.now) + 1
-        return service_by_district(conn, end - WINDOW_S, end)
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
         v = aligned(static["id"], frame, "district_id", ["satisfaction", "n"])
@@ -64,7 +58,14 @@ class SatisfactionLayer:
         """Return the score's statuses (the "Satisfaction" KPI's thresholds) and their colours."""
         return status_legend(*_thresholds(params), " / 5", higher_is_worse=False)
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: the mean score and how many rated it."""
+        s = self._state(static, frame)
+        return "satisfaction", {r.id: f"{r.satisfaction:.2f} / 5 ({r.n:,} rated)"
+                                for r in s.itertuples() if np.isfinite(r.satisfaction)}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
         """Return the districts with the lowest satisfaction."""
         s = self._state(static, frame)
         df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["satisfaction"].round(2),

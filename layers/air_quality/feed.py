@@ -107,3 +107,16 @@ class AirQualityReplay:
 
     def _hour_offset(self, ts: np.ndarray) -> int:
         return utc_offset_s(int(ts[0]), self.timezone) % 3600 if len(ts) else 0
+
+    def readings(self, ticks, t0: float, t1: float, prev: float | None = None,
+                 full_incidents: bool = False) -> pd.DataFrame:
+        """Return the readings of the whole hours in (t0, t1] (the feed protocol, see :mod:`dashboard.feeds`)."""
+        return self.frame(t0, t1)
+
+
+def feed(ctx) -> AirQualityReplay:
+    """Return the demo city's air-quality replay (its ``air_quality`` file; FileNotFoundError without
+    one), and offer its city temperature to the feeds built after it (energy's heating and cooling)."""
+    replay = AirQualityReplay(ctx.city)
+    ctx.provide("city_temperature", replay.city_temperature)
+    return replay

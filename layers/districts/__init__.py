@@ -4,7 +4,7 @@ from __future__ import annotations
 import pandas as pd
 
 from dashboard.theme import THEMES
-from layers import LayerParams
+from layers._layer import LayerParams
 from layers._common import district_geometry, static_districts
 
 
@@ -26,7 +26,7 @@ class DistrictsLayer:
         """Return the districts."""
         return static_districts(conn)
 
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
+    def prepare(self, latest: dict) -> pd.DataFrame:
         """Return nothing: the base layer has no live values."""
         return pd.DataFrame(columns=["district_id"])
 
@@ -66,6 +66,7 @@ class DistrictsLayer:
         """Return the outline colour."""
         return [("District boundary", THEMES.get(params.theme, THEMES["dark"])["district_line"])]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
         """Return nothing: the base layer ranks no places."""
         return pd.DataFrame(columns=["place", "district", "value", "unit"])

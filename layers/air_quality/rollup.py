@@ -5,7 +5,8 @@ concentrations of the six pollutants, i.e. of the hourly per-asset rollups. Comp
 time meant reading six rollups per station-hour and indexing them on every refresh; here it is
 computed once, when a batch of readings changes those rollups, for the station-hours the batch
 touched, from the stored rollups (so a late or out-of-order reading recomputes its hour), for
-every standard of :data:`dashboard.aqi.STANDARDS`.
+every standard of :data:`layers.air_quality.aqi.STANDARDS`. Registered as the domain's ingest hook;
+:func:`rebuild` fills the table in a store that lacks it (migration 0002).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
 
-from dashboard import aqi as aqimod
+from layers.air_quality import aqi as aqimod
 
 HOUR = 3600
 POLLUTANTS = list(aqimod.POLLUTANTS)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import LOAD_THRESHOLDS, status_legend, status_scale
-from layers import LayerParams
+from dashboard.theme import status_legend, status_scale
 from layers._common import (age_text, aligned, district_geometry, fresh_first, freshness, hhmm, kpi_thresholds,
                             static_districts, with_age)
+from layers._layer import LayerParams
+from layers.energy.kpis import KIND, LOAD_THRESHOLDS
 
 
 def _thresholds(params: LayerParams) -> tuple[float, float]:
@@ -29,17 +30,15 @@ class EnergyLayer:
         from dashboard.store.readmodel import assets_frame
 
         d = static_districts(conn)
-        ss = assets_frame(conn, "substation")
+        ss = assets_frame(conn, KIND)
         cap = pd.Series([float(a.get("capacity_mw", np.nan)) for a in ss["attributes"]], index=ss.index)
         d["capacity_mw"] = d["id"].map(cap.groupby(ss["district_id"]).sum())
         return d
 
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return the latest load and renewable supply summed per district."""
-        from dashboard.store.readmodel import latest_wide
-
-        w = latest_wide(conn, "substation", ["load_mw", "renewable_mw"])
-        if w.empty:
+    def prepare(self, latest: dict) -> pd.DataFrame:
+        """Return the latest load and renewable supply summed per district (from the domain's current values)."""
+        w = latest.get("substations")
+        if w is None or w.empty:
             return pd.DataFrame(columns=["district_id", "load_mw", "renewable_mw", "ts"])
         # per district (sorted, as a groupby): sums of load and renewables (unknown counts 0), newest time
         codes, districts = pd.factorize(w["district_id"], sort=True)
@@ -95,7 +94,14 @@ class EnergyLayer:
         """Return the load share's statuses (the "Of capacity" KPI's thresholds) and their colours."""
         return status_legend(*_thresholds(params), " % of capacity")
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: load as % of capacity (or stale)."""
+        s = self._state(static, frame, params.now)
+        return "energy load", {r.id: "stale" if r.stale else f"{r.share:.0f}% of capacity ({r.load_mw:,.0f} MW)"
+                               for r in s.itertuples() if np.isfinite(r.share)}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params: LayerParams | None = None) -> pd.DataFrame:
         """Return the districts closest to their capacity (stale ones, at ``now``, after every current one)."""
         s = self._state(static, frame, now)
         df = pd.DataFrame({"place": s["name"], "district": s["id"], "value": s["load_mw"].round(0), "unit": "MW",

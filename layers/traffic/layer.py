@@ -11,9 +11,20 @@ import math
 import numpy as np
 import pandas as pd
 
-from dashboard.theme import CONGESTION_BANDS, status_colour
-from layers import LayerParams
+from dashboard.theme import STATUS_COLOURS, status_colour
+from layers._layer import LayerParams
 from layers._common import STALE_COLOUR, aligned, fresh_first, freshness, typed, with_age
+
+#: Congestion bands by speed ÷ free-flow speed and the status each stands for: jammed is an alert
+#: and heavy a watch, as in the wall's "needs attention" list; slow and free flow are fine.
+CONGESTION_STATUS = {"jammed": "bad", "heavy": "warn", "slow": "good", "free": "good"}
+#: (upper bound of ratio, key, label, colour — its status's colour).
+CONGESTION_BANDS = [
+    (0.25, "jammed", "Jammed (< 25 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["jammed"]]),
+    (0.50, "heavy", "Heavy (25–50 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["heavy"]]),
+    (0.75, "slow", "Slow (50–75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["slow"]]),
+    (1.01, "free", "Free flow (> 75 %)", STATUS_COLOURS["dark"][CONGESTION_STATUS["free"]]),
+]
 
 DOT_SPACING_M = 600
 SIDE_OFFSET_M = 160
@@ -55,6 +66,7 @@ class TrafficLayer:
     name = "Traffic"
     domain = "traffic"
     description = "Road segments coloured by speed as a share of free-flow speed."
+    source = "roads"  # draws the domain's current values of every segment (speed, incident)
 
     def static(self, conn) -> pd.DataFrame:
         """Return segments with their dots (lon, lat arrays) and midpoints."""
@@ -76,12 +88,6 @@ class TrafficLayer:
         out.attrs["dots"] = (np.round(np.array(dots_lon), 5), np.round(np.array(dots_lat), 5),
                              np.array(seg_of_dot, dtype=np.int32))
         return out
-
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return the latest speed and incident state per segment."""
-        from dashboard.store.readmodel import latest_wide
-
-        return latest_wide(conn, "road_segment", ["speed_kmh", "incident"])
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame, now: float | None = None):
         """Per segment: speed, ratio, band (-2 where the reading is stale at ``now``), time, incident, age."""
@@ -146,7 +152,17 @@ class TrafficLayer:
             out.setdefault(b[3], []).append(b[2])
         return [(" / ".join(labels), c) for c, labels in out.items()] + [("stale reading", STALE_COLOUR)]
 
-    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None) -> pd.DataFrame:
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: the mean speed as % of free flow of their
+        segments with a current reading."""
+        _, ratio, band, *_ = self._state(static, frame, params.now)
+        d = pd.DataFrame({"district": static["district_id"], "ratio": np.where(band >= 0, ratio, np.nan)})
+        g = d.dropna().groupby("district")["ratio"].agg(["mean", "size"])
+        return "traffic speed", {i: f"{100 * m:.0f}% of free flow ({n} segments)"
+                                 for i, m, n in zip(g.index, g["mean"], g["size"].astype(int))}
+
+    def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, now: float | None = None,
+              params=None) -> pd.DataFrame:
         """Return the slowest segments relative to free flow (stale ones, at ``now``, after every current one)."""
         speed, ratio, band, ts, inc, age = self._state(static, frame, now)
         labels = [b[2] for b in CONGESTION_BANDS]

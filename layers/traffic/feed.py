@@ -225,6 +225,20 @@ class TrafficSim:
         """Return readings (asset, metric, ts, value) for every segment at one tick ``ts``."""
         return self.frames([int(ts)], prev=prev, full_incidents=full_incidents)
 
+    def readings(self, ticks, t0: float, t1: float, prev: float | None = None,
+                 full_incidents: bool = False) -> pd.DataFrame | None:
+        """Return the readings at ``ticks`` (the simulator's feed protocol, see :mod:`dashboard.feeds`):
+        incident rows are transitions since ``prev``, every segment's state with ``full_incidents``."""
+        return self.frames(ticks, prev=prev, full_incidents=full_incidents) if len(ticks) else None
+
+
+def feed(ctx) -> TrafficSim | None:
+    """Return the demo city's traffic feed (None without road segments)."""
+    seg = ctx.assets("road_segment")
+    if not len(seg):
+        return None
+    return TrafficSim(seg, seed=ctx.seed, step=ctx.step, timezone=ctx.tz)
+
 
 def _empty() -> pd.DataFrame:
     return pd.DataFrame({"asset": pd.Series([], dtype=object), "metric": pd.Series([], dtype=object),

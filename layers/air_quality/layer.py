@@ -5,14 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dashboard import aqi as aqimod
-from dashboard.theme import AQI_STATUS_THRESHOLDS, STATUS_WORDS, aqi_status, status_colour
-from layers import LayerParams
+from dashboard.theme import STATUS_WORDS, status_colour
 from layers._common import (STALE_COLOUR, age_text, aligned, fresh_first, freshness, hhmm, kpi_thresholds,
                             with_age)
+from layers._layer import LayerParams
+from layers.air_quality import aqi as aqimod
+from layers.air_quality.kpis import AQI_THRESHOLDS, KIND, LABEL, POLLUTANTS, aqi_status
 
-POLLUTANTS = ["pm25", "pm10", "so2", "no2", "co", "o3"]
-LABEL = {"pm25": "PM2.5", "pm10": "PM10", "so2": "SO₂", "no2": "NO₂", "co": "CO", "o3": "O₃"}
 NO_DATA = status_colour("unknown")
 
 
@@ -34,18 +33,14 @@ class AirQualityLayer:
     name = "Air quality"
     domain = "air_quality"
     description = "Monitoring stations coloured by AQI status (OK / watch / alert), sized by AQI."
+    #: the domain's current values it draws: every station's newest values, however old (shown stale)
+    source = "readings"
 
     def static(self, conn) -> pd.DataFrame:
         """Return the stations."""
         from dashboard.store.readmodel import assets_frame
 
-        return assets_frame(conn, "aq_station")[["id", "name", "district_id", "lon", "lat"]]
-
-    def query(self, conn, params: LayerParams) -> pd.DataFrame:
-        """Return the latest pollutant values per station (wide)."""
-        from dashboard.store.readmodel import latest_wide
-
-        return latest_wide(conn, "aq_station", POLLUTANTS)
+        return assets_frame(conn, KIND)[["id", "name", "district_id", "lon", "lat"]]
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame, std: str, now: float | None = None,
                thresholds: tuple[float, float] | None = None) -> pd.DataFrame:
@@ -70,7 +65,7 @@ class AirQualityLayer:
     def values(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> list[dict]:
         """Return marker colours and sizes and the hover values."""
         w = self._state(static, frame, params.aqi_standard, params.now,
-                        kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS))
+                        kpi_thresholds(params, "air.aqi_worst", AQI_THRESHOLDS))
         tz = params.extra.get("tz")
         custom = [[None if not np.isfinite(a) else int(a), LABEL.get(d, "—"), b,
                    None if not np.isfinite(p) else round(p),
@@ -93,14 +88,15 @@ class AirQualityLayer:
         v = self.values(static, frame, params)[0]
         return [{
             "type": "scattermap", "mode": "markers", "name": "Air quality", "uid": "air-quality",
-            "meta": {"layer": self.id}, "lon": static["lon"].tolist(), "lat": static["lat"].tolist(),
+            # names_on_wall: the wall writes the stations' names beside their dots (assets/district_labels.js)
+            "meta": {"layer": self.id, "names_on_wall": True}, "lon": static["lon"].tolist(), "lat": static["lat"].tolist(),
             "text": static["name"].tolist(), "showlegend": False,
             **v, "marker": {**v["marker"], "opacity": 0.95},
         }]
 
     def legend(self, params: LayerParams) -> list[tuple[str, str]]:
         """Return the AQI ranges of each status (the AQI KPI's thresholds) with the standard's band names."""
-        warn, bad = kpi_thresholds(params, "air.aqi_worst", AQI_STATUS_THRESHOLDS)
+        warn, bad = kpi_thresholds(params, "air.aqi_worst", AQI_THRESHOLDS)
         bands = aqimod.BANDS[params.aqi_standard]
         out = []
         for st, lo, hi in (("good", 0, warn), ("warn", warn, bad), ("bad", bad, float("inf"))):
@@ -111,9 +107,21 @@ class AirQualityLayer:
                         status_colour(st)))
         return out
 
+    def district_hover(self, static: pd.DataFrame, frame: pd.DataFrame, params: LayerParams) -> tuple[str, dict]:
+        """Return the districts' hover line of this layer: the worst current AQI and its station."""
+        from html import escape
+
+        w = self._state(static, frame, params.aqi_standard, params.now)
+        w = w.assign(district=static["district_id"].to_numpy())
+        w = w[np.isfinite(w["aqi"]) & ~w["stale"].astype(bool)].sort_values("aqi", ascending=False)
+        return "worst AQI", {r.district: f"{r.aqi:.0f} at {escape(str(r.name))}"
+                             for r in w.drop_duplicates("district").itertuples()}
+
     def worst(self, static: pd.DataFrame, frame: pd.DataFrame, n: int = 10, std: str = "cn",
-              now: float | None = None) -> pd.DataFrame:
+              now: float | None = None, params: LayerParams | None = None) -> pd.DataFrame:
         """Return the stations with the highest AQI (stale ones, at ``now``, after every current one)."""
+        if params is not None:
+            std = params.aqi_standard
         w = self._state(static, frame, std, now)
         df = pd.DataFrame({"place": w["name"], "district": static["district_id"].to_numpy(), "value": w["aqi"],
                            "unit": "AQI", "band": w["band"], "dominant": w["dominant"].map(LABEL)})

@@ -1,0 +1,115 @@
+"""Public transport's reads and KPIs: on-time share, mean delay, headway regularity, buses in service.
+
+The arrival KPIs are over the arrivals of the last 30 minutes (the district's 5-min rollups, so
+every arrival counts, not only each stop's newest); their trends are the same rollups over the
+window.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from layers._domain import Frames
+from layers._kpi import delta_vs_start, newest, plural
+
+LINE, STOP, VEHICLE = "transit_line", "transit_stop", "transit_vehicle"
+#: An arrival is on time from 1 min early to 5 min late (s).
+ON_TIME_BAND = (-60.0, 300.0)
+#: A headway is regular within ±50 % of the scheduled one (actual ÷ scheduled).
+REGULAR_BAND = (0.5, 1.5)
+#: The arrival KPIs' "now": arrivals of the last 30 minutes (5-min buckets).
+RECENT_S = 1800
+#: A bus is in service when it reported its position in the last 5 minutes.
+IN_SERVICE_S = 300
+#: The rollup series the KPIs read: frame name -> metric or derived series.
+SERIES = {"on_time": "transit_on_time", "delay": "arrival_delay_s", "regular": "transit_headway_regular",
+          "running": "vehicles_running"}
+RECENT = ("on_time", "delay", "regular")
+
+
+def on_time(values, attrs=None) -> np.ndarray:
+    """Return 1 where an arrival delay (s) is within :data:`ON_TIME_BAND`, else 0 (the derived series)."""
+    v = np.asarray(values, dtype=float)
+    return ((v >= ON_TIME_BAND[0]) & (v <= ON_TIME_BAND[1])).astype(float)
+
+
+def regular(values, attrs=None) -> np.ndarray:
+    """Return 1 where a headway ratio is within :data:`REGULAR_BAND`, else 0 (the derived series)."""
+    v = np.asarray(values, dtype=float)
+    return ((v >= REGULAR_BAND[0]) & (v <= REGULAR_BAND[1])).astype(float)
+
+
+def latest(r) -> dict:
+    """Current positions and delays of the buses, each stop's newest arrival, each line's buses on duty."""
+    return {"vehicles": r.latest(VEHICLE, ["veh_lon", "veh_lat", "veh_delay_s"], attrs=("line_no",)),
+            "stops": r.latest(STOP, ["arrival_delay_s", "headway_s", "headway_ratio"],
+                              attrs=("line_no", "direction", "first_s", "last_s")),
+            "lines": r.latest(LINE, ["vehicles_running"], attrs=("line_no",))}
+
+
+def history(r) -> dict:
+    """The window's series of the district (or city), then the last 30 minutes at 5 min (a slice of
+    the window's when it is read at 5 min), and how many lines and buses the district has."""
+    q = r.q
+    out = {name: r.rollup(m) for name, m in SERIES.items()}
+    out.update({f"{name}_recent": r.rollup(SERIES[name], start=int(q.now) - RECENT_S, res=300) for name in RECENT})
+    out["n_lines"] = r.asset_count(LINE, q.district)
+    out["n_vehicles"] = r.asset_count(VEHICLE, q.district)
+    return out
+
+
+def _recent_mean(f: Frames, name: str) -> tuple[float | None, int]:
+    """Return the mean of series ``name`` over the last 30 minutes and how many values it has."""
+    s = f[f"{name}_recent"]
+    n = int(np.sum(s.n)) if len(s) else 0
+    return (float(np.sum(s.sum) / n) if n else None), n
+
+
+def on_time_share(f: Frames):
+    v, n = _recent_mean(f, "on_time")
+    v = None if v is None else 100 * v
+    s = f["on_time"]
+    y = 100 * np.asarray(s.mean, dtype=float)
+    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
+        f"{plural(n, 'arrival')} in the last 30 min" if n else "no arrival in the last 30 min"
+
+
+def mean_delay(f: Frames):
+    v, n = _recent_mean(f, "delay")
+    v = None if v is None else v / 60
+    s = f["delay"]
+    y = np.asarray(s.mean, dtype=float) / 60
+    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
+        f"{plural(n, 'arrival')} in the last 30 min" if n else "no arrival in the last 30 min"
+
+
+def regularity(f: Frames):
+    v, n = _recent_mean(f, "regular")
+    v = None if v is None else 100 * v
+    s = f["regular"]
+    y = 100 * np.asarray(s.mean, dtype=float)
+    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
+        f"{plural(n, 'headway')} in the last 30 min" if n else "no headway in the last 30 min"
+
+
+def in_service_now(vehicles: pd.DataFrame, now: float) -> np.ndarray:
+    """Return which buses of ``vehicles`` reported a position in the last :data:`IN_SERVICE_S`."""
+    if vehicles is None or not len(vehicles):
+        return np.zeros(0, dtype=bool)
+    ts = pd.to_numeric(vehicles["ts"], errors="coerce").to_numpy(dtype=float)
+    lon = pd.to_numeric(vehicles["veh_lon"], errors="coerce").to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(lon) & (ts >= now - IN_SERVICE_S) & (ts <= now + 60)
+
+
+def in_service(f: Frames):
+    """Buses that reported in the last 5 min; the lines' own counts say the feed is alive at night."""
+    veh, lines = f["vehicles"], f["lines"]
+    times = [t for t in (newest(veh), newest(lines)) if t is not None]
+    as_of = max(times) if times else None
+    v = float(in_service_now(veh, f.q.now).sum()) if as_of is not None else None
+    s = f["running"]
+    total = np.asarray(s.mean, dtype=float) * f["n_lines"]  # a line's mean count × lines: the district's buses
+    fleet = f.get("n_vehicles") or 0
+    return v, delta_vs_start(v, s.bucket, total), s.bucket, total, as_of, \
+        f"of {plural(fleet, 'bus', 'buses')}" if fleet else ""
