@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from dashboard.kpis import KPI_BY_ID, KpiValue
-from layers._domain import scope
+from layers._domain import scope_places
 from dashboard.params import BadParameter, check_district, check_layers, check_window
 from dashboard.theme import STATUS, THEMES, status_colour
 from layers import LAYER_BY_ID, LAYERS
@@ -185,7 +185,7 @@ def place_values(live, req: PanelRequest):
     params = live.params(frames["now"], req.window, req.district)
     for lid in req.layers:
         layer = LAYER_BY_ID[lid]
-        static = scope(live.static(lid), req.district, "district_id" if "district_id" in live.static(lid) else "id")
+        static = scope_places(live.static(lid), req.district)
         # with as_of, age_s and stale: an old value never passes for current
         df = layer.worst(static, frames.get(lid), max(len(static), 1), now=frames["now"], params=params)
         if len(df):

@@ -12,7 +12,7 @@ from layers._domain import STALE_PERIODS, WINDOWS
 from layers._kpi import Kpi, KpiValue, plural
 
 __all__ = ["Kpi", "KpiValue", "KPIS", "KPI_BY_ID", "DEFINITIONS", "FEED_PERIOD", "STALE_PERIODS", "WINDOWS",
-           "compute_all", "plural", "period_of"]
+           "compute_all", "plural"]
 
 KPIS: list[Kpi] = [k for d in DOMAINS for k in d.kpis]
 KPI_BY_ID: dict[str, Kpi] = {k.id: k for k in KPIS}
@@ -22,11 +22,6 @@ DEFINITIONS: dict[str, str] = {k.id: k.definition for k in KPIS}
 FEED_PERIOD: dict[str, int] = {d.id: d.period_s for d in DOMAINS}
 assert len(KPI_BY_ID) == len(KPIS), "KPI ids must be unique"
 assert all(DEFINITIONS.values()), "every KPI has a definition"
-
-
-def period_of(kpi_id: str) -> int:
-    """Return the feed period of the domain of KPI ``kpi_id``."""
-    return DOMAIN_BY_ID[KPI_BY_ID[kpi_id].domain].period_s
 
 
 def compute_all(conn: Connection, now: float, window: str = "24h", district: str | None = None,

@@ -10,10 +10,7 @@ from layers import DOMAINS
 from layers._domain import Metric
 
 __all__ = ["Metric", "METRICS", "ASSET_KINDS", "DERIVED", "DERIVED_AGG", "DERIVED_ATTRS", "ROLLUP_RESOLUTIONS",
-           "CITY", "aggregation", "DOMAIN_LABELS"]
-
-#: Domain id -> label (display only).
-DOMAIN_LABELS: dict[str, str] = {d.id: d.label for d in DOMAINS}
+           "CITY", "aggregation"]
 
 #: Asset kinds and the domain they belong to.
 ASSET_KINDS: dict[str, str] = {k.id: d.id for d in DOMAINS for k in d.kinds}

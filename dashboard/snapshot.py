@@ -12,9 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
-import numpy as np
 import pandas as pd
 from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
@@ -157,7 +155,7 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
     snap = Snapshot(query=q, latest=base.latest, counts=base.counts, failed=dict(base.failed))
     fill = rm.history_fill(conn)
     for d in domains:
-        scoped = {k: scope(v, q.district) for k, v in (base.latest.get(d.id) or {}).items()}
+        scoped = _scoped(base, d, q.district)
         why = snap.failed.get(d.id)
         history = {}
         if why is None and d.history is not None:
@@ -184,6 +182,11 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
     return snap
 
 
+def _scoped(base: Snapshot, d: Domain, district: str | None) -> dict:
+    """Return ``d``'s current values from ``base``, scoped to ``district``."""
+    return {k: scope(v, district) for k, v in (base.latest.get(d.id) or {}).items()}
+
+
 def attention_of(base: Snapshot, q: Query, static, domains: list[Domain] | None = None) -> list[dict]:
     """Return the "needs attention" list of ``q``'s district (or the city): every domain's rule on its
     current values (the base snapshot's, scoped), alerts and watches by how far past their threshold,
@@ -193,7 +196,7 @@ def attention_of(base: Snapshot, q: Query, static, domains: list[Domain] | None 
     for d in domains if domains is not None else DOMAINS:
         if d.attention is None or d.id in base.failed:
             continue
-        f = Frames(q, {k: scope(v, q.district) for k, v in (base.latest.get(d.id) or {}).items()})
+        f = Frames(q, _scoped(base, d, q.district))
         f.static = (lambda d=d: static(d)) if d.layer is not None else None
         try:
             for i in d.attention(f):
@@ -261,12 +264,5 @@ def compute(conn: Connection, now: float | None = None, window: str = "24h", dis
     return build(conn, q, build_base(conn, q, domains), domains)
 
 
-def iso(ts) -> str | None:
-    """Return epoch seconds as an ISO UTC time, None when unknown."""
-    if ts is None or (isinstance(ts, float) and not np.isfinite(ts)):
-        return None
-    return datetime.fromtimestamp(int(ts), timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-__all__ = ["Reader", "Snapshot", "build", "build_base", "compute", "no_assets", "attention_order",
-           "visible_attention", "SQLAlchemyError"]
+__all__ = ["Reader", "Snapshot", "attention_of", "attention_order", "build", "build_base", "compute", "make_query",
+           "no_assets", "visible_attention"]

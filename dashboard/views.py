@@ -14,7 +14,7 @@ from dashboard.kpis import DEFINITIONS, FEED_PERIOD, KPI_BY_ID, STALE_PERIODS, K
 from dashboard.theme import STATUS, THEMES, figure_layout, map_style
 from layers import DISTRICTS, DOMAIN_BY_ID, DOMAINS, LAYERS, LayerParams
 from layers._common import age_text as _age_text
-from layers._domain import scope
+from layers._domain import scope_places
 
 SPARK_POINTS = 16
 MAP_PX = (1100, 760)  # the map's typical size on the manager page, for the initial zoom
@@ -411,7 +411,7 @@ def worst_places(live, domain: str, frames: dict, params: LayerParams, n: int = 
         return None
     layer = d.layer
     static = live.static(layer.id)
-    mine = scope(static, params.district, "district_id" if "district_id" in static.columns else "id")
+    mine = scope_places(static, params.district)
     df = layer.worst(mine, frames.get(layer.id), max(len(mine), n), now=params.now, params=params)
     if current_only and "stale" in df.columns:  # a value too old to be current is no place's state "now"
         df = df[~df["stale"].astype(bool)]

@@ -9,7 +9,6 @@ No Dash, Flask or store imports here: this module is the contract, usable from a
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -122,6 +121,14 @@ class Query:
         return replace(self, **kw)
 
 
+def scope_places(static, district: str | None):
+    """Return a layer's static places in ``district``: by their ``district_id``, or, for a layer
+    whose places are the districts themselves, by their ``id``."""
+    if static is None:
+        return static
+    return scope(static, district, "district_id" if "district_id" in static.columns else "id")
+
+
 def scope(frame, district: str | None, column: str = "district_id"):
     """Return the rows of ``frame`` in ``district`` (all of them for the whole city).
 
@@ -220,14 +227,3 @@ class Domain:
     @property
     def kind_ids(self) -> tuple[str, ...]:
         return tuple(k.id for k in self.kinds)
-
-
-def finite(v) -> float | None:
-    """Return ``v`` as a float, or None when unknown (None, NaN, ±inf)."""
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None

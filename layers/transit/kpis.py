@@ -65,31 +65,26 @@ def _recent_mean(f: Frames, name: str) -> tuple[float | None, int]:
     return (float(np.sum(s.sum) / n) if n else None), n
 
 
-def on_time_share(f: Frames):
-    v, n = _recent_mean(f, "on_time")
-    v = None if v is None else 100 * v
-    s = f["on_time"]
-    y = 100 * np.asarray(s.mean, dtype=float)
+def _recent_kpi(f: Frames, name: str, times: float, per: float, word: str):
+    """A KPI over the last 30 minutes of series ``name`` (× ``times`` / ``per``), its trend the window's."""
+    v, n = _recent_mean(f, name)
+    v = None if v is None else times * v / per
+    s = f[name]
+    y = times * np.asarray(s.mean, dtype=float) / per
     return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
-        f"{plural(n, 'arrival')} in the last 30 min" if n else "no arrival in the last 30 min"
+        f"{plural(n, word)} in the last 30 min" if n else f"no {word} in the last 30 min"
+
+
+def on_time_share(f: Frames):
+    return _recent_kpi(f, "on_time", 100, 1, "arrival")
 
 
 def mean_delay(f: Frames):
-    v, n = _recent_mean(f, "delay")
-    v = None if v is None else v / 60
-    s = f["delay"]
-    y = np.asarray(s.mean, dtype=float) / 60
-    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
-        f"{plural(n, 'arrival')} in the last 30 min" if n else "no arrival in the last 30 min"
+    return _recent_kpi(f, "delay", 1, 60, "arrival")  # minutes
 
 
 def regularity(f: Frames):
-    v, n = _recent_mean(f, "regular")
-    v = None if v is None else 100 * v
-    s = f["regular"]
-    y = 100 * np.asarray(s.mean, dtype=float)
-    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
-        f"{plural(n, 'headway')} in the last 30 min" if n else "no headway in the last 30 min"
+    return _recent_kpi(f, "regular", 100, 1, "headway")
 
 
 def in_service_now(vehicles: pd.DataFrame, now: float) -> np.ndarray:
