@@ -47,6 +47,9 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     city_name = city.name if city is not None else None
     page_meta.install(app, city_name, page_meta.city_lang(city.config if city is not None else None))
     _refuse_unknown_pages(app)
+    from dashboard import web_access
+
+    web_access.init_app(app, live, settings)  # before any hook that could answer from a cache
     app.layout = lambda: _shell(live, city_name)
     for page in _pages():
         page.register(app, live)
@@ -56,6 +59,7 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
 
     guard_callbacks(app)
     _share_refresh_answers(app, live)
+    web_access.limit_rates(server, settings)
     return app
 
 

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 from dashboard.kpis import KPI_BY_ID, KpiValue
 from layers._domain import scope_places
+from dashboard.access import view_key
 from dashboard.params import BadParameter, check_district, check_layers, check_window
 from dashboard.theme import STATUS, THEMES, status_colour
 from layers import LAYER_BY_ID, LAYERS
@@ -109,7 +110,7 @@ class PanelRequest:
     def key(self, fmt: str) -> str:
         """Return a cache key holding every parameter."""
         return (f"panel:{self.panel.id}:{fmt}:{self.window}:{self.district or '*'}:{self.theme}:{self.refresh}:"
-                f"{','.join(self.layers)}:{self.width}x{self.height}@{self.scale}")
+                f"{','.join(self.layers)}:{self.width}x{self.height}@{self.scale}:{view_key()}")
 
 
 def _number(name: str, raw: str | None, lo: float, hi: float, default: float, integer: bool = True):

@@ -175,8 +175,10 @@ class LiveData:
             extra["thresholds"] = dict(self.thresholds)
         if geojson_url:
             extra["geojson_url"] = geojson_url
+        from dashboard.access import scope
+
         return LayerParams(now=now, window=window, district=district, aqi_standard=self.settings.aqi_standard,
-                           theme=theme, extra=extra)
+                           theme=theme, extra=extra, clip=district is not None and scope() is not None)
 
     def query(self, window: str | None, district: str | None, now: float | None = None) -> Query:
         """Return the snapshot query of ``window`` and ``district`` at ``now`` (default: the clock)."""
@@ -192,6 +194,9 @@ class LiveData:
         background refresher as each bucket starts, so screens find them ready (a cache hit).
         """
         if now is None and self.settings.background_refresh:
+            from dashboard.access import bound
+
+            fn = bound(fn)  # recomputed later for the same principal (a scoped viewer's clipped map)
             with self._recent_lock:
                 self._recent[key] = (fn, time.time())
             self._ensure_refresher()

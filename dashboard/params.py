@@ -41,12 +41,18 @@ def check_window(window: str | None, default: str = "24h") -> str:
 
 
 def check_district(district: str | None, valid: set[str]) -> str | None:
-    """Return a valid district id (None for the whole city) or raise :class:`BadParameter`."""
+    """Return a valid district id (None for the whole city) or raise :class:`BadParameter`.
+
+    The one place a district enters a request: it is also narrowed to what the request's principal
+    may see (:func:`dashboard.access.narrow_district`: raises :class:`dashboard.access.Forbidden`).
+    """
+    from dashboard.access import narrow_district
+
     if district in (None, "", "all", "*"):
-        return None
+        return narrow_district(None)
     if check_text("district", district) not in valid:
         raise BadParameter(f"unknown district {district[:60]!r}")
-    return district
+    return narrow_district(district)
 
 
 def check_layers(layers: str | list | None) -> list[str]:

@@ -43,7 +43,10 @@ class RefreshCache:
             return None
         inputs = [i if not (isinstance(i, dict) and i.get("id") == tick) else {"id": tick}
                   for i in body.get("inputs", [])]
-        canon = orjson.dumps([body.get("output"), inputs, body.get("state", [])], option=orjson.OPT_SORT_KEYS)
+        from dashboard.access import view_key
+
+        canon = orjson.dumps([body.get("output"), inputs, body.get("state", []), view_key()],
+                             option=orjson.OPT_SORT_KEYS)
         return hashlib.blake2b(canon, digest_size=16).digest()
 
     def init_app(self, server: Flask) -> None:

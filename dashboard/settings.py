@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +41,21 @@ class Settings(BaseSettings):
     frame_ancestors: str = Field(default="'self'", description="Origins allowed to frame /embed/* panels "
                                  "(CSP frame-ancestors), space- or comma-separated; default: this app only.")
 
+    anonymous: Literal["viewer", "off"] = Field(default="off", description="What a browser that has not signed "
+                                                "in may do: `viewer` reads every screen (the embedded default, "
+                                                "`panorama run`), `off` sends it to the login page (production).")
+    secret_key: SecretStr = Field(default=SecretStr(""), description="Signs sessions, CSRF tokens and embed URLs; "
+                                  "required by `serve` (at least 32 characters); `panorama run` keeps one in "
+                                  "data_dir. Changing it signs everyone out and revokes every signed embed.")
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30, description="A sign-in lasts this long.")
+    login_rate_limit: str = Field(default="5 per minute; 30 per hour", description="Sign-in attempts per "
+                                  "client address and per user name (Flask-Limiter syntax).")
+    api_rate_limit: str = Field(default="1200 per minute", description="Requests to /api/* and the callbacks "
+                                "per client address (Flask-Limiter syntax); a wall sends ~12 a minute.")
+    proxy_hops: int = Field(default=0, ge=0, le=5, description="Reverse proxies in front of the app whose "
+                            "X-Forwarded-For/-Proto are trusted (client address for rate limits, HTTPS for "
+                            "Secure cookies).")
+
     @field_validator("aqi_standard", mode="before")
     @classmethod
     def _lower(cls, v: str) -> str:
@@ -53,6 +68,18 @@ class Settings(BaseSettings):
         from dashboard.security import parse_origins
 
         parse_origins(v)
+        return v
+
+    @field_validator("login_rate_limit", "api_rate_limit")
+    @classmethod
+    def _limits(cls, v: str) -> str:
+        """Refuse a rate limit Flask-Limiter cannot read, when the settings are read (at start-up)."""
+        from limits import parse_many
+
+        try:
+            parse_many(v)
+        except ValueError:
+            raise ValueError(f"not a rate limit: {v[:80]!r} (e.g. '5 per minute; 30 per hour')") from None
         return v
 
     @property

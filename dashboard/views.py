@@ -94,6 +94,13 @@ def view_for(live, district: str | None = None, px=MAP_PX, insets: dict | None =
     return fit_view(b["lon"], b["lat"], px=px, insets=insets) if b else fit_view([], [])
 
 
+def _static(live, layer_id: str, params: LayerParams):
+    """Return a layer's places: the city's, or only the district's when ``params.clip`` (a viewer who
+    may see some districts only gets neither the points nor the hover numbers of the others)."""
+    static = live.static(layer_id)
+    return scope_places(static, params.district) if params.clip else static
+
+
 def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], view: dict | None = None,
                layer_ids: list[str] | None = None) -> dict:
     """Return the full map figure: every layer's traces (hidden unless on) on the offline style."""
@@ -101,7 +108,7 @@ def map_figure(live, frames: dict, params: LayerParams, layers_on: list[str], vi
     for layer in LAYERS:
         if layer_ids is not None and layer.id not in layer_ids:
             continue
-        for t in layer.traces(live.static(layer.id), frames.get(layer.id), params):
+        for t in layer.traces(_static(live, layer.id, params), frames.get(layer.id), params):
             t["visible"] = layer.id in layers_on
             if layer is DISTRICTS:
                 _with_district_hover(live, frames, params, layers_on, t)
@@ -125,12 +132,12 @@ def district_hover(live, frames: dict, params: LayerParams, layers_on: list[str]
     """Return, per district (in the districts layer's order), the hover lines of the visible layers
     (each layer's ``district_hover``: e.g. energy load as % of capacity, the worst AQI); the
     population when no such layer is on. A stale or missing value says so."""
-    ids = live.static(DISTRICTS.id)["id"].tolist()
+    ids = _static(live, DISTRICTS.id, params)["id"].tolist()
     out: dict[str, list[str]] = {i: [] for i in ids}
     on = [d.layer for d in DOMAINS if d.layer is not None and d.layer.id in layers_on
           and hasattr(d.layer, "district_hover")]
     for layer in on:
-        name, per = layer.district_hover(live.static(layer.id), frames.get(layer.id), params)
+        name, per = layer.district_hover(_static(live, layer.id, params), frames.get(layer.id), params)
         for i in ids:
             out[i].append(f"{name} {per.get(i, 'no data')}")
     if not on:
@@ -162,7 +169,7 @@ def map_patch(live, frames: dict, params: LayerParams, layers_on: list[str],
     for layer in LAYERS:
         if layer_ids is not None and layer.id not in layer_ids:
             continue
-        for vals in layer.values(live.static(layer.id), frames.get(layer.id), params):
+        for vals in layer.values(_static(live, layer.id, params), frames.get(layer.id), params):
             _assign(p["data"][i], vals)
             if layer is DISTRICTS:
                 _with_district_hover(live, frames, params, layers_on, p["data"][i])

@@ -28,6 +28,8 @@ class LayerParams:
     aqi_standard: str = "cn"
     theme: str = "dark"
     extra: dict = field(default_factory=dict)
+    #: Draw the places of ``district`` only (a viewer who may see some districts only), not the city.
+    clip: bool = False
 
 
 class Layer(Protocol):

@@ -16,6 +16,10 @@ import pytest
 
 # Many apps live in one test process: no background refreshers unless a test asks for one.
 os.environ.setdefault("PANORAMA_BACKGROUND_REFRESH", "0")
+# The screens' tests read as the anonymous viewer of the embedded default; access tests set their own.
+os.environ.setdefault("PANORAMA_ANONYMOUS", "viewer")
+os.environ.setdefault("PANORAMA_SECRET_KEY", "test-secret-key-of-at-least-32-characters")
+os.environ.setdefault("PANORAMA_API_RATE_LIMIT", "100000 per minute")
 
 CHROMIUM_BINARY = Path("/usr/bin/chromium")
 

@@ -15,6 +15,7 @@ from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
 from layers import DOMAINS
 from dashboard.live import LiveData, StoreUnavailable
+from dashboard.access import view_key
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
 from dashboard.api import GEOJSON_URL
@@ -288,7 +289,7 @@ def register(app: Dash, live: LiveData) -> None:
             raise PreventUpdate
         try:
             district = check_district(district, live.district_ids())
-            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}"
+            key = f"mgr:{window}:{district or '*'}:{','.join(layers_on)}:{view_key()}"
             patch, every, updated = live.cached(key, lambda: _render(live, window, district, layers_on, shown))
             out = patch, {i: every[i] for i in order if i in every}, updated
         except (StoreUnavailable, BadParameter) as exc:

@@ -18,6 +18,7 @@ from dashboard import views
 from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import FEED_PERIOD, KPI_BY_ID, KPIS, STALE_PERIODS, KpiValue
 from dashboard.live import LiveData, StoreUnavailable, visible_attention
+from dashboard.access import Forbidden, view_key
 from dashboard.params import BadParameter, check_district, parse_query
 from dashboard.theme import STATUS, THEMES
 from layers import DISTRICTS, LAYER_BY_ID, LAYERS
@@ -649,11 +650,14 @@ def register(app: Dash, live: LiveData) -> None:
                 worst = [worst_rows(live, d, frames, params) for d in domains]
                 return fig, traces_out, worst, attention_rows(live.attention(district))
 
-            key = f"wall:{district or '*'}:{','.join(on)}:{'patch' if traces else 'full'}:{'|'.join(domains)}"
+            key = (f"wall:{district or '*'}:{','.join(on)}:{'patch' if traces else 'full'}:{'|'.join(domains)}:"
+                   f"{view_key()}")
             fig, traces_out, worst, attention = live.cached(key, render)
             traces_out = no_update if traces_out is None else traces_out
         except BadParameter:
             raise PreventUpdate from None  # a district the city does not have
+        except Forbidden:
+            raise  # answered 403 (dashboard.web_access)
         except Exception as exc:  # noqa: BLE001 - the wall never shows a stack trace: keep the last picture
             if not isinstance(exc, StoreUnavailable):
                 log.exception("wall refresh failed")

@@ -211,6 +211,59 @@ rejected = Table(
     Index("ix_rejected_received", "received_at"),
 )
 
+#: People who sign in (migration 0007): a role (viewer, operator, admin), an optional district scope
+#: (a JSON list of district ids; NULL = every district) and an Argon2id hash, never the password.
+users = Table(
+    "users", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("districts", JSON),
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Integer, nullable=False, default=0),
+    Column("created_at", BigInteger, nullable=False),
+    Column("password_set_at", BigInteger, nullable=False),
+    Column("last_login_at", BigInteger),
+)
+
+#: Signed-in browsers: the SHA-256 of the session token (the cookie holds the token itself).
+sessions = Table(
+    "sessions", metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("ended_at", BigInteger),
+    Index("ix_sessions_user", "user_id"),
+)
+
+#: Wall kiosks: a long-lived token (kept as its SHA-256) locked to one wall URL and its districts.
+devices = Table(
+    "devices", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("path", String(500), nullable=False),
+    Column("districts", JSON),
+    Column("created_at", BigInteger, nullable=False),
+    Column("created_by", String(64)),
+    Column("revoked_at", BigInteger),
+    Column("last_seen_at", BigInteger),
+)
+
+#: Logins, failed logins and admin actions, appended (never updated).
+audit_log = Table(
+    "audit_log", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", BigInteger, nullable=False),
+    Column("actor", String(100)),
+    Column("action", String(40), nullable=False),
+    Column("target", String(200)),
+    Column("detail", JSON),
+    Column("ip", String(64)),
+    Index("ix_audit_log_at", "at"),
+)
+
 meta = Table(
     "meta", metadata,
     Column("key", String(64), primary_key=True),
