@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 import resource
+import secrets
 import statistics
 import subprocess
 import sys
@@ -43,9 +44,10 @@ TARGET_P95_MS = 200.0
 class Screen:
     """One wall screen: a keep-alive connection, a refresh every INTERVAL seconds."""
 
-    def __init__(self, port: int, template: str):
+    def __init__(self, port: int, template: str, headers: str = ""):
         self.port = port
         self.template = template
+        self.headers = headers  # a credential's Cookie and X-CSRFToken lines (--auth), else none
         self.n = 0
         self.reader = self.writer = None
 
@@ -60,7 +62,7 @@ class Screen:
         body = self.template.replace('"__N__"', str(self.n)).encode()
         head = (f"POST /_dash-update-component HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
                 "Content-Type: application/json\r\nAccept: application/json\r\nAccept-Encoding: gzip, deflate\r\n"
-                f"Content-Length: {len(body)}\r\n\r\n").encode()
+                f"{self.headers}Content-Length: {len(body)}\r\n\r\n").encode()
         self.writer.write(head + body)
         await self.writer.drain()
         status_line = await self.reader.readline()
@@ -108,10 +110,12 @@ class Screen:
             self.writer.close()
 
 
-async def hold(port: int, template: str, screens: int, seconds: float, warmup: float, db_counter) -> dict:
-    """Run ``screens`` screens for ``seconds``; return latency, errors and database work after ``warmup``."""
+async def hold(port: int, template: str, screens: int, seconds: float, warmup: float, db_counter,
+               credentials: list[str] | None = None) -> dict:
+    """Run ``screens`` screens for ``seconds``; return latency, errors and database work after ``warmup``.
+    ``credentials``: one header block per screen (a device's or a session's cookie), else anonymous."""
     loop = asyncio.get_running_loop()
-    pool = [Screen(port, template) for _ in range(screens)]
+    pool = [Screen(port, template, credentials[i] if credentials else "") for i in range(screens)]
     out: list = []
     t0 = loop.time() + 0.5
     stop = t0 + seconds
@@ -219,6 +223,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--threads", type=int, default=4)
     ap.add_argument("--out", default=str(ROOT / "benchmarks/out/viewers.json"))
+    ap.add_argument("--auth", default="", help="compare access modes instead of stepping up: a comma list of "
+                    "anonymous (PANORAMA_ANONYMOUS=viewer), device (a wall device token per screen), session "
+                    "(a signed-in session per screen); each held --minutes, interleaved for --rounds rounds")
+    ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -229,8 +237,12 @@ def main() -> None:
     redis.Redis.from_url(a.redis_url).flushdb()
     tmp = Path(tempfile.mkdtemp(prefix="bench-viewers-"))
     port = free_port()
+    secret = secrets.token_urlsafe(32)
+    # walls read without signing in (the anonymous viewer) or with their credential (--auth); every
+    # anonymous screen comes from this one address, so the per-address API limit is raised
     env = {"PANORAMA_DATABASE_URL": url, "PANORAMA_CACHE_URL": a.redis_url, "PANORAMA_REFRESH_SECONDS": "5",
-           "PANORAMA_DATA_DIR": str(tmp)}
+           "PANORAMA_DATA_DIR": str(tmp), "PANORAMA_SECRET_KEY": secret, "PANORAMA_ANONYMOUS": "viewer",
+           "PANORAMA_API_RATE_LIMIT": "1000000 per minute"}
     # capture the wall's refresh from a real browser on a throwaway single-process server
     cap_port = free_port()
     cap = start_gunicorn(env, cap_port, 2, 2, tmp / "capture.log")
@@ -245,6 +257,9 @@ def main() -> None:
     template = json.dumps(body)
     body["inputs"][0]["value"] = 1
 
+    if a.auth:
+        compare_auth(a, url, env, port, template, body, secret, tmp)
+        return
     proc = start_gunicorn(env, port, a.workers, a.threads, tmp / "gunicorn.log")
     results = []
     try:
@@ -280,6 +295,67 @@ def main() -> None:
     Path(a.out).write_text(json.dumps({"levels": results, "held": held, "fresh_workers_ok": fresh_ok,
                                        "workers": a.workers, "threads": a.threads}, indent=2))
     sys.exit(0 if target_ok else 1)
+
+
+def credentials(url: str, mode: str, n: int, secret: str) -> list[str] | None:
+    """Return ``n`` header blocks for ``mode``: a wall device token or a signed-in session per screen."""
+    from dashboard import accounts
+    from dashboard.store import make_engine
+    from dashboard.web_access import CSRF_HEADER, DEVICE_COOKIE, SESSION_COOKIE, csrf_token_of
+
+    if mode == "anonymous":
+        return None
+    engine = make_engine(url)
+    tokens = []
+    if mode == "device":
+        cookie = DEVICE_COOKIE
+        for i in range(n):
+            tokens.append(accounts.add_device(engine, f"bench wall {i}", "/wall", actor="bench")[1])
+    elif mode == "session":
+        cookie = SESSION_COOKIE
+        user = next((u for u in accounts.list_users(engine) if u.name == "bench-viewer"), None)
+        if user is None:
+            user = accounts.add_user(engine, "bench-viewer", "viewer", actor="bench")[0]
+        tokens = [accounts.start_session(engine, user, 2.0) for _ in range(n)]
+    else:
+        raise SystemExit(f"unknown --auth mode {mode!r}: anonymous, device or session")
+    engine.dispose()
+    return [f"Cookie: {cookie}={t}\r\n{CSRF_HEADER}: {csrf_token_of(secret, t)}\r\n" for t in tokens]
+
+
+def compare_auth(a, url: str, env: dict, port: int, template: str, body: dict, secret: str, tmp: Path) -> None:
+    """Hold the same screens as each access mode in turn, round after round, on one server; print the
+    medians per mode and what signing in adds to a cached refresh."""
+    modes = [m.strip() for m in a.auth.split(",") if m.strip()]
+    creds = {m: credentials(url, m, a.screens, secret) for m in modes}
+    proc = start_gunicorn(env, port, a.workers, a.threads, tmp / "gunicorn.log")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    try:
+        first_requests_ok(port, body)
+        counter = db_counter(a.pg_url, a.pg_db)
+        for rnd in range(a.rounds):
+            for m in modes:
+                r = asyncio.run(hold(port, template, a.screens, a.minutes * 60, warmup=min(15.0, a.minutes * 15),
+                                     db_counter=counter, credentials=creds[m]))
+                runs[m].append(r)
+                print(f"round {rnd + 1} {m:>9}: {a.screens:,} screens, p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms,"
+                      f" errors {r['errors']}, {r['db_xact_per_interval']:.1f} db transactions / 5 s", flush=True)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    med = lambda m, k: statistics.median(r[k] for r in runs[m])  # noqa: E731
+    print(f"\n{'mode':>9} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'errors':>6} {'db xact/5s':>10}   (medians of "
+          f"{a.rounds} rounds × {a.minutes:g} min, {a.screens:,} screens)")
+    for m in modes:
+        print(f"{m:>9} {med(m, 'p50_ms'):>7.2f} {med(m, 'p95_ms'):>7.2f} {med(m, 'p99_ms'):>7.2f} "
+              f"{sum(r['errors'] for r in runs[m]):>6} {med(m, 'db_xact_per_interval'):>10.1f}")
+    if "anonymous" in runs:
+        for m in modes:
+            if m != "anonymous":
+                print(f"{m} adds {med(m, 'p50_ms') - med('anonymous', 'p50_ms'):+.2f} ms at p50, "
+                      f"{med(m, 'p95_ms') - med('anonymous', 'p95_ms'):+.2f} ms at p95 (target ≤ 1 ms)")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).with_name("viewers_auth.json").write_text(json.dumps(runs, indent=2))
 
 
 if __name__ == "__main__":

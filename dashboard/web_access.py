@@ -46,6 +46,11 @@ DEVICE_COOKIE_DAYS = 400
 LOGIN_PATH = "/login"
 
 
+def csrf_token_of(secret: str, binding: str) -> str:
+    """Return the CSRF token of a credential (or nonce) under ``secret``: an HMAC no other site can compute."""
+    return hmac.new(secret.encode(), b"csrf:" + binding.encode(), hashlib.sha256).hexdigest()[:40]
+
+
 class Denied(Exception):
     """Answer a request with ``status`` (401, 403, 410) and a one-line reason."""
 
@@ -82,8 +87,7 @@ class Gate:
 
     # -- credentials -----------------------------------------------------------------------
     def csrf_for(self, binding: str) -> str:
-        """Return the CSRF token of a credential (or nonce): an HMAC no other site can compute."""
-        return hmac.new(self.secret.encode(), b"csrf:" + binding.encode(), hashlib.sha256).hexdigest()[:40]
+        return csrf_token_of(self.secret, binding)
 
     def _remembered(self, kind: str, token: str, load):
         key = (kind, accounts.digest(token))
