@@ -219,6 +219,8 @@ def _parse_one(t: dict, here: str, reg: _Registry, districts: set[str] | None) -
             raise RuleError(f"{here}: after: must be more than 0")
         return Rule(type="nodata", domain=dom, scope=scope, after=after, **common)
 
+    if "kpi" not in f and "metric" not in f:
+        raise RuleError(f"{here}: when: missing (or give kpi, metric or nodata with op and threshold)")
     op, threshold = _comparison(f, here)
     if "kpi" in f:
         _only(f, here, "kpi", {"kind", "metric", "after", "per"})
@@ -230,27 +232,24 @@ def _parse_one(t: dict, here: str, reg: _Registry, districts: set[str] | None) -
             raise RuleError(f"{here}: kpi: {kid!r} is a category, not a number")
         return Rule(type="kpi", domain=k.domain, scope=scope, target=kid, op=op, threshold=threshold, **common)
 
-    if "metric" in f:
-        _only(f, here, "metric", {"after"})
-        metric = str(f["metric"])
-        m = reg.values.get(metric) or reg.values.get(metric.lower())
-        if m is None:
-            raise _Unknown(f"{here}: metric: unknown metric {metric!r} (one of {reg.names(reg.values)})",
-                           "values", metric)
-        kind = f.get("kind", m.kind)
-        if kind not in reg.kinds:
-            raise _Unknown(f"{here}: kind: unknown asset kind {kind!r} (one of {reg.names(reg.kinds)})", "kinds", kind)
-        if kind != m.kind:
-            raise RuleError(f"{here}: kind: {m.id!r} is measured by {m.kind}, not {kind}")
-        per = f.get("per", "asset")
-        if per not in ("asset", "district"):
-            raise RuleError(f"{here}: per: {per!r} is not \"asset\" or \"district\"")
-        if scope == EACH:
-            raise RuleError(f"{here}: scope: an asset rule covers the city or one district; "
-                            "per = \"district\" gives one alert per district")
-        return Rule(type="asset", domain=reg.value_domain[m.id], scope=scope, target=m.id, kind=kind, op=op,
-                    threshold=threshold, per=per, **common)
-    raise RuleError(f"{here}: when: missing (or give kpi, metric or nodata with op and threshold)")
+    _only(f, here, "metric", {"after"})
+    metric = str(f["metric"])
+    m = reg.values.get(metric) or reg.values.get(metric.lower())
+    if m is None:
+        raise _Unknown(f"{here}: metric: unknown metric {metric!r} (one of {reg.names(reg.values)})", "values", metric)
+    kind = f.get("kind", m.kind)
+    if kind not in reg.kinds:
+        raise _Unknown(f"{here}: kind: unknown asset kind {kind!r} (one of {reg.names(reg.kinds)})", "kinds", kind)
+    if kind != m.kind:
+        raise RuleError(f"{here}: kind: {m.id!r} is measured by {m.kind}, not {kind}")
+    per = f.get("per", "asset")
+    if per not in ("asset", "district"):
+        raise RuleError(f"{here}: per: {per!r} is not \"asset\" or \"district\"")
+    if scope == EACH:
+        raise RuleError(f"{here}: scope: an asset rule covers the city or one district; "
+                        "per = \"district\" gives one alert per district")
+    return Rule(type="asset", domain=reg.value_domain[m.id], scope=scope, target=m.id, kind=kind, op=op,
+                threshold=threshold, per=per, **common)
 
 
 def _text(f: dict, key: str, here: str) -> str:
