@@ -339,7 +339,7 @@ def step(e: dict | None, cond, now: float, r: Rule) -> tuple[dict, list[tuple[st
     e.update(state=s, since=now)
     if s == INACTIVE:
         event = "resolved" if was_firing else INACTIVE
-    elif s == FIRING and start in (NODATA, ERROR):
+    elif s == FIRING and start in (NODATA, ERROR) and was_firing:
         event = "resumed"
     else:
         event = s
