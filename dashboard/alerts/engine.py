@@ -58,7 +58,8 @@ class KpiObs:
 
 class AssetObs:
     """Current values of one metric over every asset of its kind: aligned arrays of asset ids, their
-    district ids (None outside every district) and values (NaN: unknown or stale)."""
+    district ids (None outside every district) and values (NaN: unknown or stale). The metrics of
+    one kind may share one ``districts`` array: it is then grouped once per evaluation."""
 
     def __init__(self, ids, districts, values):
         self.ids = np.asarray(ids, dtype=object)
@@ -66,17 +67,28 @@ class AssetObs:
         self.values = np.asarray(values, dtype=float)
         if not len(self.ids) == len(self.districts) == len(self.values):
             raise ValueError("asset ids, districts and values must have the same length")
-        self._by_district: dict | None = None
+        self._groups: tuple | None = None
         self._pos: dict | None = None
 
+    def groups(self, shared: dict | None = None) -> tuple:
+        """Return (district code of each asset, -1 outside; district ids by code; {district: positions})."""
+        if self._groups is None:
+            key = id(self.districts)
+            if shared is not None and key in shared and shared[key][0] is self.districts:
+                self._groups = shared[key][1]
+            else:
+                codes, uniq = pd.factorize(pd.Series(self.districts, dtype=object))
+                order = np.argsort(codes, kind="stable")
+                bounds = np.searchsorted(codes[order], np.arange(-1, len(uniq) + 1))
+                self._groups = (codes, np.asarray(uniq, dtype=object),
+                                {u: order[bounds[i + 1]:bounds[i + 2]] for i, u in enumerate(uniq)})
+                if shared is not None:
+                    shared[key] = (self.districts, self._groups)
+        return self._groups
+
     def in_district(self, district: str) -> np.ndarray:
-        """Return the positions of the assets in ``district`` (grouped once, then a lookup)."""
-        if self._by_district is None:
-            codes, uniq = pd.factorize(pd.Series(self.districts, dtype=object))
-            order = np.argsort(codes, kind="stable")
-            bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-            self._by_district = {u: order[bounds[i]:bounds[i + 1]] for i, u in enumerate(uniq)}
-        return self._by_district.get(district, np.empty(0, dtype=np.int64))
+        """Return the positions of the assets in ``district``."""
+        return self.groups()[2].get(district, np.empty(0, dtype=np.int64))
 
     def position(self, asset: str) -> int | None:
         """Return where ``asset`` is in the arrays, or None."""
@@ -197,9 +209,10 @@ def key_of(rule_id: str, scope: str) -> str:
 
 # ---------------------------------------------------------------------------- the plan
 class Plan:
-    """Rules prepared for evaluation: asset rules grouped by (metric, comparison, district, per) with
-    their thresholds sorted, so one ``searchsorted`` over a group's assets finds every breach of all
-    its rules. Build it once per rule set (the rules do not change between ticks)."""
+    """Rules prepared for evaluation: asset rules grouped by (metric, direction, district) with their
+    thresholds sorted, so one ``searchsorted`` over a group's assets finds every breach of all its
+    rules (``>=`` is ``>`` the next float down, ``<=`` is ``<`` the next float up). Build it once per
+    rule set: rules do not change between ticks."""
 
     def __init__(self, rules):
         self.rules = list(rules)
@@ -207,15 +220,31 @@ class Plan:
         self.nodata = [r for r in self.rules if r.type == "nodata"]
         self.kpi = [r for r in self.rules if r.type == "kpi"]
         self.asset = [r for r in self.rules if r.type == "asset"]
+        self.per_district = np.array([r.per == "district" for r in self.asset], dtype=bool)
+        self._scopes: dict = {}
         groups: dict = {}
         for i, r in enumerate(self.asset):
-            groups.setdefault((r.target, r.op, None if r.scope == CITY else r.scope, r.per), []).append(i)
+            up = r.op in (">", ">=")
+            th = r.threshold if r.op in (">", "<") else float(np.nextafter(r.threshold, -np.inf if up else np.inf))
+            groups.setdefault((r.target, up, None if r.scope == CITY else r.scope), []).append((th, i))
         self.groups = {}
-        for g, idx in groups.items():
-            idx = np.asarray(idx)
-            thr = np.array([self.asset[i].threshold for i in idx])
-            order = np.argsort(thr, kind="stable")
-            self.groups[g] = (thr[order], idx[order])
+        for g, pairs in groups.items():
+            pairs.sort()
+            self.groups[g] = (np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs], dtype=np.int64))
+
+    def scopes(self, r: Rule, districts: tuple) -> list:
+        """Return [(scope key, state key, district)] of a KPI or no-data rule; district False: the city
+        has no such district."""
+        k = (r.id, districts)
+        if k not in self._scopes:
+            if r.scope == CITY:
+                out = [(CITY, None)]
+            elif r.scope == EACH:
+                out = [(f"district:{d}", d) for d in districts]
+            else:
+                out = [(f"district:{r.scope}", r.scope if r.scope in districts else False)]
+            self._scopes[k] = [(s, key_of(r.id, s), d) for s, d in out]
+        return self._scopes[k]
 
 
 def plan_of(rules) -> Plan:
@@ -234,12 +263,19 @@ def evaluate(rules, state: dict | None, obs: Observations, silences=()) -> tuple
     old = (state or {}).get("alerts") or {}
     run = _Run(plan, old, now, [s for s in silences if s.active(now)])
 
-    for r in plan.nodata:  # first: their firing alerts inhibit the others of this very evaluation
-        for scope, district, cond, value, reason in _scoped(r, obs, _nodata_value):
-            run.advance(r, scope, district, None, cond, value, reason)
-    for r in plan.kpi:
-        for scope, district, cond, value, reason in _scoped(r, obs, _kpi_value):
-            run.advance(r, scope, district, None, cond, value, reason)
+    # no-data rules first: their firing alerts inhibit the others of this very evaluation
+    for rules_of_type, value_of in ((plan.nodata, _nodata_value), (plan.kpi, _kpi_value)):
+        for r in rules_of_type:
+            for scope, key, district in plan.scopes(r, obs.districts):
+                if district is False:
+                    cond, value, reason, district = ERROR, None, f"no district {r.scope!r} in this city", r.scope
+                elif r.domain in obs.failed:
+                    cond, value, reason = ERROR, None, obs.failed[r.domain]
+                else:
+                    cond, value, reason = value_of(r, obs, district)
+                    if cond is False and key not in old:
+                        continue  # inactive and staying so: the common case, kept cheap
+                run.advance(r, scope, district, None, cond, value, reason)
     _assets(run, plan, obs)
 
     for key, e in old.items():  # alerts whose rule or scope is gone
@@ -261,11 +297,19 @@ class _Run:
         self.out: list[Transition] = []
         self.seen: set[str] = set()
         self.inhibitors: dict = {}  # (domain, district or None) -> key of a firing no-data alert
+        self.by_rule: dict = {}  # rule id -> silences that may match its alerts
 
     def mute(self, r: Rule, district, asset) -> str | None:
-        for s in self.silences:
-            if s.matches(r, district, asset):
-                return f"silence {s.id}"
+        cands = self.by_rule.get(r.id)
+        if cands is None:  # the silences that may match this rule's alerts, by district, found once per rule
+            cands = self.by_rule[r.id] = {}
+            for s in self.silences:
+                if s.rule in (None, r.id) and s.domain in (None, r.domain):
+                    cands.setdefault(s.district, []).append(s)
+        if cands:
+            for s in (*cands.get(None, ()), *cands.get(district, ())):
+                if s.matches(r, district, asset):
+                    return f"silence {s.id}"
         if r.type != "nodata" and self.inhibitors:
             k = self.inhibitors.get((r.domain, None)) or (district and self.inhibitors.get((r.domain, district)))
             if k:
@@ -278,10 +322,7 @@ class _Run:
         prev = self.old.get(key)
         if prev is None and cond is not True and cond not in (NODATA, ERROR):
             return  # inactive and staying so: nothing kept, nothing to say
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            value = float(value)
-        else:
-            value = None
+        value = None if value is None or value != value else float(value)  # NaN: unknown
         e, changes = step(prev, cond, self.now, r)
         muted = self.mute(r, district, asset) if e["state"] != INACTIVE or changes else None
         for frm, to, event in changes:
@@ -292,8 +333,9 @@ class _Run:
                                        e["repeat"], district, asset, None, f"was muted: {prev['muted']}"))
         if e["state"] == INACTIVE:
             return
-        e.update(rule=r.id, scope=scope, district=district, asset=asset, value=value, reason=reason, muted=muted,
-                 last=self.now)
+        if prev is None:
+            e.update(rule=r.id, scope=scope, district=district, asset=asset)
+        e.update(value=value, reason=reason, muted=muted, last=self.now)
         self.new[key] = e
         if r.type == "nodata" and e["state"] == FIRING:
             self.inhibitors[(r.domain, district)] = key
@@ -346,27 +388,6 @@ def step(e: dict | None, cond, now: float, r: Rule) -> tuple[dict, list[tuple[st
     return e, [(start, s, event)]
 
 
-def _scopes(r: Rule, obs: Observations):
-    """Yield (scope key, district) of a KPI or no-data rule; (…, False) for a district the city lacks."""
-    if r.scope == CITY:
-        yield CITY, None
-    elif r.scope == EACH:
-        for d in obs.districts:
-            yield f"district:{d}", d
-    else:
-        yield f"district:{r.scope}", (r.scope if r.scope in obs.districts else False)
-
-
-def _scoped(r: Rule, obs: Observations, value_of):
-    for scope, district in _scopes(r, obs):
-        if district is False:
-            yield scope, r.scope, ERROR, None, f"no district {r.scope!r} in this city"
-        elif r.domain in obs.failed:
-            yield scope, district, ERROR, None, obs.failed[r.domain]
-        else:
-            yield (scope, district, *value_of(r, obs, district))
-
-
 def _kpi_value(r: Rule, obs: Observations, district):
     o = obs.kpis.get((r.target, district))
     if o is None:
@@ -393,9 +414,9 @@ def _nodata_value(r: Rule, obs: Observations, district):
 def _assets(run: _Run, plan: Plan, obs: Observations) -> None:
     """Every asset rule: breaches found per group in numpy, then only the alerts that hold or are open
     go through the state machine (an asset below every threshold with no open alert costs nothing)."""
-    breach: dict = {}  # key -> (rule, district, asset, value, reason)
-    for (metric, op, district, per), (thr, idx) in plan.groups.items():
-        a = obs.assets.get(metric)
+    breach: dict = {}  # key -> (rule, scope, district, asset, value, reason)
+    shared: dict = {}  # one grouping by district per districts array (the metrics of one kind share it)
+    for (metric, up, district), (thr, idx) in plan.groups.items():
         domain = plan.asset[idx[0]].domain
         why = obs.failed.get(domain) or (f"no district {district!r} in this city"
                                          if district is not None and district not in obs.districts else None)
@@ -403,39 +424,49 @@ def _assets(run: _Run, plan: Plan, obs: Observations) -> None:
             for i in idx:
                 run.advance(plan.asset[i], CITY, None, None, ERROR, None, why)
             continue
+        a = obs.assets.get(metric)
         if a is None:  # nothing of this metric observed: open alerts turn to no data below
             continue
-        pos = a.in_district(district) if district is not None else None
+        codes, names, by_district = a.groups(shared)
+        pos = None if district is None else by_district.get(district)
+        if district is not None and pos is None:
+            continue  # no asset of this metric in the district
         v = a.values if pos is None else a.values[pos]
         n = len(thr)
-        if op == ">":
-            cnt = np.searchsorted(thr, v, "left")
-        elif op == ">=":
-            cnt = np.searchsorted(thr, v, "right")
-        elif op == "<":
-            cnt = n - np.searchsorted(thr, v, "right")
-        else:
-            cnt = n - np.searchsorted(thr, v, "left")
-        cnt[np.isnan(v)] = 0
+        # v > t for the first cnt thresholds (ascending), or v < t for the last cnt; NaN breaches nothing
+        cnt = np.searchsorted(thr, v, "left") if up else n - np.searchsorted(thr, v, "right")
+        if up:
+            cnt[np.isnan(v)] = 0
         hit = np.flatnonzero(cnt)
         if not len(hit):
             continue
         c = cnt[hit]
         offs = np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c)
-        rule_i = idx[offs] if op in (">", ">=") else idx[n - 1 - offs]
+        rule_i = idx[offs] if up else idx[n - 1 - offs]
         at = np.repeat(hit if pos is None else pos[hit], c)
-        if per == "asset":
-            ids, dists, vals = a.ids[at].tolist(), a.districts[at].tolist(), a.values[at].tolist()
-            for ri, asset, d, x in zip(rule_i.tolist(), ids, dists, vals):
+        per_d = plan.per_district[rule_i]
+        if not per_d.all():
+            one = ~per_d
+            at1 = at[one]
+            for ri, asset, code, x in zip(rule_i[one].tolist(), a.ids[at1].tolist(), codes[at1].tolist(),
+                                          a.values[at1].tolist()):
                 r = plan.asset[ri]
-                breach[key_of(r.id, "asset:" + asset)] = (r, "asset:" + asset, d, asset, x, "")
-        else:
-            f = pd.DataFrame({"r": rule_i, "d": a.districts[at], "v": a.values[at]})
-            g = f.groupby(["r", "d"], sort=False)["v"]
-            worst = g.max() if op in (">", ">=") else g.min()
-            for (ri, d), x, k in zip(worst.index, worst.to_numpy().tolist(), g.size().to_numpy().tolist()):
-                r = plan.asset[ri]
-                breach[key_of(r.id, f"district:{d}")] = (r, f"district:{d}", d, None, x, f"{k} of its {r.kind}")
+                scope = "asset:" + asset
+                breach[key_of(r.id, scope)] = (r, scope, None if code < 0 else names[code], asset, x, "")
+        in_d = per_d & (codes[at] >= 0)  # assets outside every district have no district alert
+        if in_d.any():  # one alert per (rule, district): the worst value and how many assets
+            ri_d, at_d = rule_i[in_d], at[in_d]
+            cd = codes[at_d]
+            k = ri_d * (len(names) + 1) + cd
+            order = np.argsort(k, kind="stable")
+            k, vals = k[order], a.values[at_d[order]]
+            starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+            worst = (np.maximum if up else np.minimum).reduceat(vals, starts)
+            counts = np.diff(np.r_[starts, len(k)])
+            for ri, code, x, m in zip(ri_d[order][starts].tolist(), cd[order][starts].tolist(), worst.tolist(),
+                                      counts.tolist()):
+                r, d = plan.asset[ri], names[code]
+                breach[key_of(r.id, f"district:{d}")] = (r, f"district:{d}", d, None, x, f"{m} of its {r.kind}")
     for key, (r, scope, d, asset, x, why) in breach.items():
         run.advance(r, scope, d, asset, True, x, why)
     for key, e in run.old.items():  # open alerts of assets that no longer breach: below again, or silent
