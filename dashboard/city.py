@@ -90,6 +90,25 @@ class City:
             out["bounds"] = {"lon": [w, e], "lat": [s, n]}
         return out
 
+    @property
+    def alert_rules(self) -> list:
+        """Return the city's alert rules (``[[alert]]`` tables, see :mod:`dashboard.alerts.rules`), checked
+        against the registry and, when its districts file is GeoJSON, its district ids; a bad rule is
+        a one-line :class:`~dashboard.alerts.rules.RuleError` naming the rule and the field."""
+        from dashboard.alerts.rules import parse_rules
+
+        return parse_rules(self.config.get("alert"), str(self.folder / "city.toml"), self.district_ids())
+
+    def district_ids(self) -> set[str] | None:
+        """Return the ids of the districts file when it is GeoJSON (read without geometry), else None."""
+        name = self.files.get("districts", "")
+        if not name.lower().endswith((".geojson", ".json")) or not (self.folder / name).is_file():
+            return None
+        with open(self.folder / name, "rb") as fh:
+            features = json.load(fh).get("features") or []
+        ids = [(f.get("properties") or {}).get("id") for f in features]
+        return None if not ids or None in ids else {str(i) for i in ids}  # ids named at import: unknown here
+
     def path(self, key: str) -> Path:
         """Return the path of the file the city names under ``key``."""
         if key not in self.files:

@@ -118,6 +118,10 @@ class LiveData:
         except SQLAlchemyError as exc:
             raise StoreUnavailable(str(exc).splitlines()[0]) from exc
 
+    def read(self, fn):
+        """Return ``fn(conn)`` on a read connection (:class:`StoreUnavailable` when the store is down)."""
+        return self._run(fn)
+
     # --------------------------------------------------------------- reference data (once)
     def meta(self) -> dict:
         """Return city facts (name, timezone), read once."""

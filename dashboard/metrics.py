@@ -9,7 +9,7 @@ from __future__ import annotations
 from layers import DOMAINS
 from layers._domain import Metric
 
-__all__ = ["Metric", "METRICS", "ASSET_KINDS", "DERIVED", "DERIVED_AGG", "DERIVED_ATTRS", "ROLLUP_RESOLUTIONS",
+__all__ = ["Metric", "METRICS", "ASSET_VALUES", "ASSET_KINDS", "DERIVED", "DERIVED_AGG", "DERIVED_ATTRS", "ROLLUP_RESOLUTIONS",
            "CITY", "aggregation"]
 
 #: Asset kinds and the domain they belong to.
@@ -22,6 +22,9 @@ ROLLUP_RESOLUTIONS = (300, 3600)
 CITY = "*"
 
 METRICS: dict[str, Metric] = {m.id: m for d in DOMAINS for m in d.metrics}
+#: What an asset's alert rule may test: its metrics and the values its domain computes from them
+#: (``Domain.asset_values``, a station's AQI), by id.
+ASSET_VALUES: dict[str, Metric] = {**METRICS, **{m.id: m for d in DOMAINS for m in d.asset_values}}
 
 #: Derived per-district series kept in the district rollups, computed at ingest from a
 #: reading and its asset's attributes: name -> (source metric, function(values, attrs)).
@@ -33,6 +36,7 @@ DERIVED_AGG = {x.id: x.agg for d in DOMAINS for x in d.derived}
 DERIVED_ATTRS = {a: default for d in DOMAINS for x in d.derived for a, default in x.attrs}
 
 assert len(METRICS) == sum(len(d.metrics) for d in DOMAINS), "metric ids must be unique across domains"
+assert len(ASSET_VALUES) == len(METRICS) + sum(len(d.asset_values) for d in DOMAINS), "asset value ids must be unique"
 
 
 def aggregation(metric: str) -> str:

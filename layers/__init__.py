@@ -59,3 +59,9 @@ def exclusive_areas(ids: list[str]) -> list[str]:
     """
     areas = [i for i in ids if getattr(LAYER_BY_ID[i], "area", False)]
     return [i for i in ids if i not in areas[:-1]]
+
+
+def left_out() -> list[Domain]:
+    """Return the declarations of the domains ``PANORAMA_WITHOUT`` leaves out: a city file may still
+    name their KPIs (the same file serves the city with and without them)."""
+    return [importlib.import_module(f"layers.{p}").DOMAIN for p in DOMAIN_PACKAGES if p in _WITHOUT]

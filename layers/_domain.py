@@ -194,6 +194,8 @@ class Domain:
     - ``movers``: ((metric, label, unit, decimals, higher is worse or None), …): district series a
       report compares between periods ("what changed", its map).
     - ``options``: city.toml settings the domain reads through ``Query.option`` (name → default).
+    - ``asset_values``: per-asset values it computes from readings into a frame of ``latest`` (a
+      station's AQI), not stored: alert rules test them like metrics (a column of that name).
     """
 
     id: str
@@ -217,6 +219,7 @@ class Domain:
     ingest_hooks: tuple = ()
     movers: tuple = ()
     options: tuple[tuple[str, Any], ...] = ()
+    asset_values: tuple[Metric, ...] = ()
     extra: dict = field(default_factory=dict)
 
     @property

@@ -90,4 +90,5 @@ DOMAIN = Domain(
     city_assets=city_assets,
     ingest_hooks=((tuple(k.POLLUTANTS), rollup.update),),
     options=(("aqi_standard", "cn"),),
+    asset_values=(Metric("aqi", "AQI", "AQI", k.KIND, 0, 500),),
 )
