@@ -279,3 +279,15 @@ def test_feed_replays_the_city_file_and_offers_its_temperature(tmp_path):
     with pytest.raises(FileNotFoundError):
         DOMAIN.feed(FeedContext(SimpleNamespace(timezone="UTC", files={}, folder=tmp_path), 1, 5, "UTC",
                                 lambda kind: pd.DataFrame(), pd.DataFrame(), pd.DataFrame()))
+
+
+def test_pm25_24h_needs_no_pm25_trend_when_another_pollutant_leads_or_no_station_reports():
+    """The reader keeps only the main pollutant's trend: PM2.5's 24 h mean and sparkline come from its
+    two days (a district led by NO2, or with no station at all, raised KeyError 'pm25' before)."""
+    hist = hand_history()
+    pm25_24h = DOMAIN.kpis[4]
+    hist["series"] = {"no2": hist["series"]["no2"]}
+    p = pm25_24h.evaluate(frames(query(), history=hist), DOMAIN.period_s)
+    assert (p.value, p.delta) == (100.0, 60.0) and p.spark_x == [SPLIT + 3600]
+    hist["series"] = {}
+    assert pm25_24h.evaluate(frames(query(), history=hist), DOMAIN.period_s).value == 100.0

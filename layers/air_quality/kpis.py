@@ -205,7 +205,7 @@ def pm25_24h(f: Frames):
     cur, prev = both.since(split), both.since(split - 86_400).before(split)
     v = float(cur.sum.sum() / cur.n.sum()) if cur.n.sum() else None
     p = float(prev.sum.sum() / prev.n.sum()) if prev.n.sum() else None
-    s = f["series"]["pm25"]
+    s = both.since(q.start // 3600 * 3600)  # the window of the two days read (the main pollutant may be another)
     return v, change(v, p), s.bucket, s.mean, newest(f["stations"]), "mean of hourly station values"
 
 
