@@ -104,10 +104,10 @@ def page_rule(path: str) -> Rule | None:
     """Return the rule of the page at ``path``, or None when no page is there."""
     if path in PAGES:
         return PAGES[path]
-    for prefix, rule in PAGES.items():
-        if prefix.endswith("/") and path.startswith(prefix) and len(path) > len(prefix):
-            return rule
-    return None
+    # the longest prefix ending in "/" that holds more than the root ("/" is the manager's page only:
+    # as a prefix it would give every path, "/embed/…" included, the manager's rule)
+    prefixes = sorted((p for p in PAGES if p.endswith("/") and p != "/"), key=len, reverse=True)
+    return next((PAGES[p] for p in prefixes if path.startswith(p) and len(path) > len(p)), None)
 
 
 def callback_key(fn) -> str | None:
