@@ -11,6 +11,7 @@ No Flask import at module level: the CLI and the pure parts read this without a 
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -104,10 +105,10 @@ def page_rule(path: str) -> Rule | None:
     """Return the rule of the page at ``path``, or None when no page is there."""
     if path in PAGES:
         return PAGES[path]
-    for prefix, rule in PAGES.items():
-        if prefix.endswith("/") and path.startswith(prefix) and len(path) > len(prefix):
-            return rule
-    return None
+    # the longest prefix ending in "/" that holds more than the root ("/" is the manager's page only:
+    # as a prefix it would give every path, "/embed/…" included, the manager's rule)
+    prefixes = sorted((p for p in PAGES if p.endswith("/") and p != "/"), key=len, reverse=True)
+    return next((PAGES[p] for p in prefixes if path.startswith(p) and len(path) > len(p)), None)
 
 
 def callback_key(fn) -> str | None:
@@ -173,6 +174,17 @@ def current() -> Principal | None:
     return _ACTING.get()
 
 
+@contextmanager
+def acting(p: Principal | None):
+    """Run what is inside as ``p`` outside any request (``panorama export --as USER``): its scope
+    narrows every district as a request of ``p`` would."""
+    token = _ACTING.set(p)
+    try:
+        yield p
+    finally:
+        _ACTING.reset(token)
+
+
 def bound(fn):
     """Return ``fn`` that runs as the current principal wherever it is called later (a cache's
     background refresher calls it outside the request that asked)."""
@@ -181,11 +193,8 @@ def bound(fn):
         return fn
 
     def run():
-        token = _ACTING.set(p)
-        try:
+        with acting(p):
             return fn()
-        finally:
-            _ACTING.reset(token)
 
     return run
 
@@ -212,7 +221,9 @@ def narrow_district(district: str | None) -> str | None:
 
 
 def view_key() -> str:
-    """Return what, besides a request's own parameters, changes what it is shown: ``clip`` when the
-    principal sees some districts only (maps then draw only the district shown). Part of every
-    cache key of a rendered answer."""
-    return "clip" if scope() is not None else ""
+    """Return what, besides a request's own parameters, changes what it is shown: the districts of a
+    principal who sees some only (maps then draw only the district shown, and a request naming no
+    district shows the first of them). Part of every cache key of a rendered answer: two scoped
+    viewers sending the same refresh body without a district must not share an answer."""
+    districts = scope()
+    return "" if districts is None else "clip:" + ",".join(districts)

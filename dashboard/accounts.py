@@ -136,6 +136,18 @@ def get_user(conn, name: str):
     return conn.execute(select(users).where(func.lower(users.c.name) == str(name).lower())).first()
 
 
+def principal_of(engine, name: str):
+    """Return the principal a command acts as for ``--as NAME`` (their role and districts); raise
+    :class:`AccountError` for an unknown or disabled user."""
+    from dashboard.access import Principal
+
+    with engine.connect() as conn:
+        u = _user(_require(conn, name))
+    if u.disabled:
+        raise AccountError(f"user {u.name!r} is disabled")
+    return Principal("user", u.name, u.role, u.districts, user_id=u.id)
+
+
 def _require(conn, name: str):
     row = get_user(conn, name)
     if row is None:

@@ -16,6 +16,26 @@ console = Console(stderr=True, soft_wrap=True)
 REPORT_STEPS = 9  # progress steps reported by dashboard.report.build_report, + write (+ pdf)
 
 
+#: ``--as``: whose district scope an export or report has (the CLI is the store's administrator otherwise).
+AS_HELP = ("Act as this user: only their districts (no --district means their first; another is refused). "
+           "Without --as the command acts as the store's administrator and may read every district.")
+
+
+def _acting(name: str | None, engine):
+    """Return the context the command runs in: as user ``name`` (their scope), or as the administrator."""
+    from contextlib import nullcontext
+
+    from dashboard import accounts
+    from dashboard.access import acting
+
+    if name is None:
+        return nullcontext()
+    try:
+        return acting(accounts.principal_of(engine, name))
+    except accounts.AccountError as exc:
+        _fail(str(exc))
+
+
 def _fail(msg: str, code: int = 1):
     console.print(f"[bold red]error:[/] {escape(msg)}")  # the message may quote user input: never markup
     raise typer.Exit(code)
@@ -36,8 +56,11 @@ def report(
     fmt: str = typer.Option("html", "--format", help="html or pdf."),
     paper: str = typer.Option(None, help="Printed page size, a4 or letter (default: the city's paper, from "
                               "city.toml's paper or locale, else a4)."),
+    as_user: str = typer.Option(None, "--as", help=AS_HELP),
 ):
-    """Write a self-contained period report: every KPI vs the previous period, trends, map, sources."""
+    """Write a self-contained period report: every KPI vs the previous period, trends, map, sources.
+
+    Acts as the store's administrator (every district) unless --as names a user."""
     from dashboard.report import PAPERS, build_report, default_paper, print_pdf
     from dashboard.store import make_engine
 
@@ -54,6 +77,13 @@ def report(
     # the app's wiring: the city's AQI standard, thresholds and options, as on the screens
     live = build_live(get_settings(), city, engine=make_engine(get_settings().resolved_database_url))
     s = live.settings
+    from dashboard.access import Forbidden, narrow_district
+
+    with _acting(as_user, live.writer()):
+        try:
+            district = narrow_district(district or None)
+        except Forbidden as exc:
+            _fail(str(exc))
     paper = paper.lower() if paper else default_paper(city.config if city else None)
     engine = live.engine
     t0 = time.perf_counter()
@@ -65,9 +95,10 @@ def report(
 
         notes: list[str] = []
         try:
-            page = build_report(engine, start, end, district, s.aqi_standard, progress=step, paper=paper,
-                                thresholds=live.thresholds, notes=notes,
-                                detail=lambda label: bar.update(task, description=label))
+            with _acting(as_user, live.writer()):
+                page = build_report(engine, start, end, district, s.aqi_standard, progress=step, paper=paper,
+                                    thresholds=live.thresholds, notes=notes,
+                                    detail=lambda label: bar.update(task, description=label))
         except ValueError as exc:
             _fail(str(exc))
         html_path = out if fmt == "html" else out.with_suffix(".html")
@@ -109,8 +140,11 @@ def export(
     width: int = typer.Option(None, help="Image width in px (200–4000)."),
     height: int = typer.Option(None, help="Image height in px (150–4000)."),
     scale: float = typer.Option(None, help="Image scale (0.5–4)."),
+    as_user: str = typer.Option(None, "--as", help=AS_HELP),
 ):
-    """Write one panel as an image (PNG/SVG) or its data (CSV/JSON)."""
+    """Write one panel as an image (PNG/SVG) or its data (CSV/JSON).
+
+    Acts as the store's administrator (every district) unless --as names a user."""
     from dashboard.export import FORMATS, Renderer, UnknownPanel, panel_bytes, parse_request, standalone_live
     from dashboard.params import BadParameter
 
@@ -118,11 +152,14 @@ def export(
         _fail(f"--format must be one of {', '.join(FORMATS)}")
     args = {k: None if v is None else str(v) for k, v in dict(
         district=district, window=window, theme=theme, layers=layers, width=width, height=height, scale=scale).items()}
+    from dashboard.access import Forbidden
+
     live = standalone_live(get_settings())
     try:
-        req = parse_request(live, panel_id, args)
-        body, _ = panel_bytes(live, req, fmt)
-    except (UnknownPanel, BadParameter) as exc:
+        with _acting(as_user, live.writer()):
+            req = parse_request(live, panel_id, args)
+            body, _ = panel_bytes(live, req, fmt)
+    except (UnknownPanel, BadParameter, Forbidden) as exc:
         _fail(str(exc))
     finally:
         Renderer.stop()

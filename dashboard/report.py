@@ -341,6 +341,10 @@ def build_report(engine, start: date, end: date, district: str | None = None, aq
             sections.append(f"<section class='domain'><h2>{_e(d.label)}</h2>"
                             f"<div class='charts'>{charts}</div></section>")
     step("map")
+    from dashboard.access import scope
+
+    if scope() is not None:  # a scoped reader's map holds their districts only (``panorama report --as``)
+        districts = districts[districts["id"].isin(scope())]
     map_svg = _svg_map(districts, mapped, district) if mapped else "<p class='muted'>No district data in the period.</p>"
     map_caption = (f"{_e(mapped['label'])} ({_e(mapped['unit'])}): each district's mean over the period, and its "
                    f"change on the previous period. Darker is higher.") if mapped else ""

@@ -239,6 +239,9 @@ class Gate:
             spec = _embed_spec(body)
             if spec is not None and signing.TOKEN_ARG in spec[1]:
                 return self.embed_principal(*spec)
+            path, query = _router_url(body)  # the router of a signed embed's page: its URL holds the token
+            if path is not None and path.startswith(PREFIX) and signing.TOKEN_ARG in parse_query(query):
+                return self.embed_principal(panel_id_of(path), parse_query(query))
         return self.user_or_anonymous()
 
     def _check_page(self, p: Principal, path: str, query: str) -> None:

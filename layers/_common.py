@@ -120,16 +120,26 @@ class Shared:
         return self
 
 
+class Derived(Shared):
+    """A :class:`Shared` cache computed from the frame's rows: a frame of fewer rows (one district's,
+    :func:`layers._domain.scope`) does not inherit it."""
+
+    __slots__ = ()
+
+    def rows(self, mask) -> None:
+        return None
+
+
 def districts_geojson(static: pd.DataFrame) -> dict:
     """Return the districts as a FeatureCollection keyed by ``id``, simplified for the screen (cached)."""
-    if "geojson" in static.attrs:
+    if static.attrs.get("geojson") is not None:
         return static.attrs["geojson"].value
     feats = []
     for r in static.itertuples():
         g = shape(r.geometry).simplify(SIMPLIFY_DEG, preserve_topology=True)
         feats.append({"type": "Feature", "id": r.id, "properties": {"name": r.name},
                       "geometry": _round(mapping(g), 4)})
-    static.attrs["geojson"] = Shared({"type": "FeatureCollection", "features": feats})
+    static.attrs["geojson"] = Derived({"type": "FeatureCollection", "features": feats})
     return static.attrs["geojson"].value
 
 

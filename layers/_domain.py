@@ -137,7 +137,12 @@ def scope(frame, district: str | None, column: str = "district_id"):
     """
     if district is None or frame is None or not isinstance(frame, pd.DataFrame) or column not in frame.columns:
         return frame
-    return frame[frame[column].to_numpy(dtype=object) == district]
+    mask = frame[column].to_numpy(dtype=object) == district
+    out = frame[mask]
+    for key, value in frame.attrs.items():  # per-row data kept beside the frame (a road's dots) follows its rows
+        if hasattr(value, "rows"):
+            out.attrs[key] = value.rows(mask)
+    return out
 
 
 class Frames(dict):

@@ -15,7 +15,7 @@ from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
 from layers import DOMAINS
 from dashboard.live import LiveData, StoreUnavailable
-from dashboard.access import view_key
+from dashboard.access import scope, view_key
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
 from dashboard.api import GEOJSON_URL
@@ -132,6 +132,9 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                          html.Div("The data store cannot be reached. This page retries on reload.",
                                   className="banner banner-error")], className="error-page")
     d = live.districts()
+    mine = scope()  # a scoped viewer picks among their districts only, and never the whole city
+    if mine is not None:
+        d = d[d["id"].isin(mine)]
     refresh_ms = live.settings.refresh_seconds * 1000
     city = live.meta().get("city", "City")
     return html.Div([
@@ -141,10 +144,10 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
             html.Div([
                 dcc.RadioItems(id="window", value=window, className="window-picker", inline=True,
                                options=[{"label": WINDOW_LABELS[w], "value": w} for w in WINDOWS]),
-                dcc.Dropdown(id="district", value=district, placeholder="Whole city", clearable=True,
+                dcc.Dropdown(id="district", value=district, placeholder="Whole city", clearable=mine is None,
                              className="district-picker",
                              options=[{"label": r.name, "value": r.id} for r in d.itertuples()]),
-                html.Button("Whole city", id="whole-city", n_clicks=0, className="btn"),
+                html.Button("Whole city", id="whole-city", n_clicks=0, className="btn", hidden=mine is not None),
             ], className="controls"),
             html.Div([html.Span(id="clock", className="clock"),
                       html.Span(id="updated", className="updated")], className="status"),
@@ -212,17 +215,20 @@ def register(app: Dash, live: LiveData) -> None:
     def pick_district(click, _n, current):
         """Select the clicked district; click it again (or 'Whole city') to clear."""
         trig = callback_context.triggered_id
+        mine = scope()  # a scoped viewer stays in their districts: no whole city, no other district's shape
         if trig == "whole-city":
-            return None
+            return None if mine is None else no_update
         pts = click.get("points") if isinstance(click, dict) else None
         loc = next((p["location"] for p in pts if isinstance(p, dict) and isinstance(p.get("location"), str)),
                    None) if isinstance(pts, list) else None
         try:
-            if loc is None or loc not in live.district_ids():
+            if loc is None or loc not in live.district_ids() or mine is not None and loc not in mine:
                 return no_update
         except StoreUnavailable:
             return no_update
-        return None if loc == current else loc
+        if loc == current:
+            return None if mine is None else no_update
+        return loc
 
     @app.callback(Output("map", "figure", allow_duplicate=True), Input("district", "value"),
                   prevent_initial_call=True)

@@ -7,6 +7,7 @@ the hover values: a few KB, not the geometry.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -59,6 +60,22 @@ def _dots(coords: list, right_offset_m: float) -> list[tuple[float, float]]:
     return pts
 
 
+class Dots(NamedTuple):
+    """The dots drawn along the segments: where, and the row of the segment each belongs to."""
+
+    lon: np.ndarray
+    lat: np.ndarray
+    seg: np.ndarray
+
+    def rows(self, mask) -> "Dots":
+        """Return the dots of the segments ``mask`` keeps, pointing at their rows in the kept frame
+        (a district's map draws its own roads only: :func:`layers._domain.scope`)."""
+        mask = np.asarray(mask, dtype=bool)
+        keep = mask[self.seg] if len(self.seg) else np.zeros(0, dtype=bool)
+        row = np.cumsum(mask) - 1
+        return Dots(self.lon[keep], self.lat[keep], row[self.seg[keep]].astype(np.int32))
+
+
 class TrafficLayer:
     """Road segments coloured by congestion."""
 
@@ -85,8 +102,8 @@ class TrafficLayer:
             "free_flow_kmh": [float(x.get("free_flow_kmh", 60)) for x in a["attributes"]],
             "direction": [x.get("direction", "") for x in a["attributes"]],
         })
-        out.attrs["dots"] = (np.round(np.array(dots_lon), 5), np.round(np.array(dots_lat), 5),
-                             np.array(seg_of_dot, dtype=np.int32))
+        out.attrs["dots"] = Dots(np.round(np.array(dots_lon), 5), np.round(np.array(dots_lat), 5),
+                                 np.array(seg_of_dot, dtype=np.int32))
         return out
 
     def _state(self, static: pd.DataFrame, frame: pd.DataFrame, now: float | None = None):
