@@ -370,12 +370,23 @@ def _quote(s: str) -> str:
     return quote(s, safe="/")
 
 
+class NoSecretKey(ValueError):
+    """The app cannot start: PANORAMA_SECRET_KEY is missing or short (the message says how to make one)."""
+
+
+def check_secret(settings) -> None:
+    """Raise :class:`NoSecretKey` unless the secret key has at least 32 characters (never shows the key)."""
+    n = len(settings.secret_key.get_secret_value())
+    if n < 32:
+        what = "is not set" if n == 0 else f"has {n} characters, fewer than 32"
+        raise NoSecretKey(f"PANORAMA_SECRET_KEY {what}: make one with `export PANORAMA_SECRET_KEY=$(python3 -c "
+                          "'import secrets; print(secrets.token_urlsafe(48))')` and keep it (`panorama run` "
+                          "keeps one in its data folder)")
+
+
 def init_app(app, live, settings) -> Gate:
     """Install the access checks, the sign-in routes and the rate limits on ``app`` (before any other hook)."""
-    secret = settings.secret_key.get_secret_value()
-    if len(secret) < 32:
-        raise ValueError("PANORAMA_SECRET_KEY must be set to at least 32 random characters (e.g. `python3 -c "
-                         "\"import secrets; print(secrets.token_urlsafe(32))\"`); `panorama run` makes one")
+    check_secret(settings)
     server: Flask = app.server
     gate = Gate(app, live, settings)
     server.extensions["panorama_access"] = gate
