@@ -428,6 +428,11 @@ def _blueprint(gate: Gate, settings) -> Blueprint:
     from dashboard.login_page import login_html
 
     bp = Blueprint("access", __name__)
+    city = gate.live.city.name if gate.live.city is not None else None
+
+    def page(error: str | None = None, name: str = "", status: int = 200) -> Response:
+        return Response(login_html(gate.csrf_token(), _safe_next(request.values.get("next")), error=error,
+                                   name=name, city=city), status, mimetype="text/html")
 
     def set_session(resp: Response, token: str) -> None:
         resp.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_hours * 3600), httponly=True,
@@ -439,16 +444,15 @@ def _blueprint(gate: Gate, settings) -> Blueprint:
     def login():
         nxt = _safe_next(request.values.get("next"))
         if request.method == "GET":
-            return Response(login_html(gate.csrf_token(), nxt), mimetype="text/html")
+            return page()
         try:
             gate.check_form_csrf()
         except Denied as exc:
-            return Response(login_html(gate.csrf_token(), nxt, error=str(exc)), 403, mimetype="text/html")
+            return page(str(exc), status=403)
         name, password = request.form.get("name", "")[:64], request.form.get("password", "")[:1024]
         user = accounts.authenticate(gate.live.writer(), name, password, ip=_client_ip())
         if user is None:
-            return Response(login_html(gate.csrf_token(), nxt, error="Wrong name or password, or the account is "
-                                       "disabled.", name=name), 401, mimetype="text/html")
+            return page("Wrong name or password, or the account is disabled.", name, 401)
         old = request.cookies.get(SESSION_COOKIE)
         if old:  # a session id known before sign-in is never the one after it (no fixation)
             accounts.end_session(gate.live.writer(), old)
