@@ -1,6 +1,13 @@
 """WSGI entry point: ``gunicorn app:server`` (what ``panorama serve --workers N`` runs)."""
-from dashboard.app import create_app, warm
+import sys
 
-app = create_app()
+from dashboard.app import create_app, warm
+from dashboard.web_access import NoSecretKey
+
+try:
+    app = create_app()
+except NoSecretKey as exc:  # one line, no traceback: the variable and how to make one
+    print(f"error: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 server = app.server
 warm(app)  # Dash's per-process setup, done before gunicorn forks the workers (--preload)

@@ -31,6 +31,12 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
         serve_locally=True,
     )
     server = app.server
+    if settings.proxy_hops:
+        # X-Forwarded-For/-Proto of the trusted proxies give the client's address (rate limits, audit
+        # log) and HTTPS (Secure cookies); from anyone else they are ignored
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        server.wsgi_app = ProxyFix(server.wsgi_app, x_for=settings.proxy_hops, x_proto=settings.proxy_hops)
     _compress(server)
     cache = Cache()
     cache.init_app(server, config=cache_config(settings.cache_url, default_timeout=settings.refresh_seconds * 6))

@@ -1,4 +1,4 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, export, report."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report."""
 from __future__ import annotations
 
 import logging
@@ -111,7 +111,15 @@ def _check_schema() -> None:
                       f"{head()}: run `panorama db upgrade`")
 
 
-def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
+def _serve(host: str, port: int, workers: int, threads: int = 4, settings=None) -> None:
+    """Serve on host:port: gunicorn for ``workers`` > 1 (settings from the environment), else waitress
+    with ``settings`` (default: from the environment)."""
+    from dashboard.web_access import NoSecretKey, check_secret
+
+    try:
+        check_secret(settings or get_settings())
+    except NoSecretKey as exc:
+        _fail(str(exc), 2)
     if workers > 1:
         _check_schema()
         from gunicorn.app.wsgiapp import run as gunicorn_run
@@ -126,7 +134,7 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
     from dashboard.app import create_app
 
     _check_schema()
-    dash_app = create_app()
+    dash_app = create_app(settings)
     logging.getLogger("waitress").setLevel(logging.WARNING)  # our one line says where it serves
     try:
         server = create_server(dash_app.server, host=host, port=port, threads=threads, ident="City Panorama")
@@ -185,10 +193,14 @@ def run(host: str = "127.0.0.1", port: int = 8050,
     The first run writes the last day of history, starts serving, and fills in the older days
     in the background, so the page shows live data within a minute.
     """
+    from dashboard.cli_access import announce_admin, embedded_settings, first_admin
     from dashboard.feeds.simulator import Simulator
     from dashboard.store import is_initialised
 
-    s = get_settings()
+    try:
+        s = embedded_settings()  # the anonymous viewer and a kept secret key, unless the environment says otherwise
+    except (ValueError, OSError) as exc:
+        _fail(str(exc), 2)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     engine = _engine(s)
     threads = []
@@ -203,13 +215,16 @@ def run(host: str = "127.0.0.1", port: int = 8050,
         if days > 1:
             threads.append(threading.Thread(target=_fill_history, args=(s, days - 1, now - 86_400),
                                             name="history", daemon=True))
+    password = first_admin(engine)
+    if password:
+        announce_admin(password)
     sim = Simulator(engine, _city(s), seed=s.seed, step=s.refresh_seconds)
     stop = threading.Event()
     threads.append(threading.Thread(target=sim.run, args=(stop, s.refresh_seconds), name="simulator", daemon=True))
     for t in threads:
         t.start()
     try:
-        _serve(host, port, 1, threads=8)
+        _serve(host, port, 1, threads=8, settings=s)
     finally:
         stop.set()
         # let the simulator finish its tick: a daemon thread cut off inside the database driver
@@ -328,6 +343,8 @@ from dashboard.cli_city import city_app  # noqa: E402
 app.add_typer(city_app, name="city")
 from dashboard.cli_db import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
+from dashboard.cli_access import user_app  # noqa: E402
+app.add_typer(user_app, name="user")
 
 
 def main() -> None:

@@ -377,12 +377,23 @@ def _quote(s: str) -> str:
     return quote(s, safe="/")
 
 
+class NoSecretKey(ValueError):
+    """The app cannot start: PANORAMA_SECRET_KEY is missing or short (the message says how to make one)."""
+
+
+def check_secret(settings) -> None:
+    """Raise :class:`NoSecretKey` unless the secret key has at least 32 characters (never shows the key)."""
+    n = len(settings.secret_key.get_secret_value())
+    if n < 32:
+        what = "is not set" if n == 0 else f"has {n} characters, fewer than 32"
+        raise NoSecretKey(f"PANORAMA_SECRET_KEY {what}: make one with `export PANORAMA_SECRET_KEY=$(python3 -c "
+                          "'import secrets; print(secrets.token_urlsafe(48))')` and keep it (`panorama run` "
+                          "keeps one in its data folder)")
+
+
 def init_app(app, live, settings) -> Gate:
     """Install the access checks, the sign-in routes and the rate limits on ``app`` (before any other hook)."""
-    secret = settings.secret_key.get_secret_value()
-    if len(secret) < 32:
-        raise ValueError("PANORAMA_SECRET_KEY must be set to at least 32 random characters (e.g. `python3 -c "
-                         "\"import secrets; print(secrets.token_urlsafe(32))\"`); `panorama run` makes one")
+    check_secret(settings)
     server: Flask = app.server
     gate = Gate(app, live, settings)
     server.extensions["panorama_access"] = gate
@@ -424,6 +435,11 @@ def _blueprint(gate: Gate, settings) -> Blueprint:
     from dashboard.login_page import login_html
 
     bp = Blueprint("access", __name__)
+    city = gate.live.city.name if gate.live.city is not None else None
+
+    def page(error: str | None = None, name: str = "", status: int = 200) -> Response:
+        return Response(login_html(gate.csrf_token(), _safe_next(request.values.get("next")), error=error,
+                                   name=name, city=city), status, mimetype="text/html")
 
     def set_session(resp: Response, token: str) -> None:
         resp.set_cookie(SESSION_COOKIE, token, max_age=int(settings.session_hours * 3600), httponly=True,
@@ -435,16 +451,15 @@ def _blueprint(gate: Gate, settings) -> Blueprint:
     def login():
         nxt = _safe_next(request.values.get("next"))
         if request.method == "GET":
-            return Response(login_html(gate.csrf_token(), nxt), mimetype="text/html")
+            return page()
         try:
             gate.check_form_csrf()
         except Denied as exc:
-            return Response(login_html(gate.csrf_token(), nxt, error=str(exc)), 403, mimetype="text/html")
+            return page(str(exc), status=403)
         name, password = request.form.get("name", "")[:64], request.form.get("password", "")[:1024]
         user = accounts.authenticate(gate.live.writer(), name, password, ip=_client_ip())
         if user is None:
-            return Response(login_html(gate.csrf_token(), nxt, error="Wrong name or password, or the account is "
-                                       "disabled.", name=name), 401, mimetype="text/html")
+            return page("Wrong name or password, or the account is disabled.", name, 401)
         old = request.cookies.get(SESSION_COOKIE)
         if old:  # a session id known before sign-in is never the one after it (no fixation)
             accounts.end_session(gate.live.writer(), old)

@@ -1,8 +1,14 @@
-"""Take a screenshot of a page in headless Chromium: python scripts/screenshot.py URL OUT.png [WxH] [--wait S]."""
+"""Take a screenshot of a page in headless Chromium: python scripts/screenshot.py URL OUT.png [WxH] [--wait S].
+
+``--sign-in NAME`` signs in first through the page's /login form (the password from stdin's first line);
+``--ready SELECTOR`` is what to wait for (default: a map or a KPI card).
+"""
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from urllib.parse import urlsplit
 
 from selenium import webdriver
 from selenium.webdriver.common.by import By
@@ -28,6 +34,18 @@ def driver(width: int, height: int) -> webdriver.Chrome:
     return d
 
 
+def sign_in(d: webdriver.Chrome, url: str, name: str, password: str) -> None:
+    """Sign in through the sign-in form of the server of ``url``."""
+    u = urlsplit(url)
+    d.get(f"{u.scheme}://{u.netloc}/login")
+    d.find_element(By.ID, "login-name").send_keys(name)
+    d.find_element(By.ID, "login-password").send_keys(password)
+    d.find_element(By.CSS_SELECTOR, ".login-form button").click()
+    deadline = time.time() + 10
+    while time.time() < deadline and urlsplit(d.current_url).path == "/login":
+        time.sleep(0.1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("url")
@@ -35,13 +53,17 @@ def main() -> None:
     ap.add_argument("size", nargs="?", default="1920x1080")
     ap.add_argument("--wait", type=float, default=4.0)
     ap.add_argument("--click", help="CSS selector to click before the shot")
+    ap.add_argument("--sign-in", metavar="NAME", help="sign in as NAME first (password: stdin's first line)")
+    ap.add_argument("--ready", default=".maplibregl-canvas, .kpi", help="CSS selector to wait for")
     a = ap.parse_args()
     w, h = (int(x) for x in a.size.split("x"))
     d = driver(w, h)
     try:
+        if a.sign_in:
+            sign_in(d, a.url, a.sign_in, sys.stdin.readline().rstrip("\r\n"))
         d.get(a.url)
         deadline = time.time() + 30
-        while time.time() < deadline and not d.find_elements(By.CSS_SELECTOR, ".maplibregl-canvas, .kpi"):
+        while time.time() < deadline and not d.find_elements(By.CSS_SELECTOR, a.ready):
             time.sleep(0.2)
         time.sleep(a.wait)
         if a.click:

@@ -17,12 +17,12 @@ SIZES = [(1920, 1080), (1366, 768), (3840, 2160), (1080, 1920), (5120, 1440)]
 
 MANAGER_TEXT = (".topbar .brand, .city-name, .clock, .updated, .window-picker label, .btn, .banner, .domain-title, "
                 ".kpi, .kpi-label, .kpi-badge, .kpi-value, .kpi-unit, .kpi-main, .kpi-delta, .kpi-note, .kpi-age, "
-                ".legend, .legend-item, .layer-toggles label")
+                ".legend, .legend-item, .layer-toggles label, .account-name, .account .btn")
 WALL_TEXT = (".wall-cityname, .wall-sub, .wall-focus-now, .wall-notice, .wall-clock, .wall-date, .wall-updated, "
              ".wall-tile, .tile-title, .wall-kpi, .wk-label, .wk-main, .wk-value, .wk-badge, .wk-age, "
              ".focus-title, .worst-title, .worst-list li, .worst-place, .worst-value, .worst-detail, "
              ".att-title, .att, .att-badge, .att-dom, .att-place, .att-detail, .att-more, "
-             ".map-caption, .wall-legend-item")
+             ".map-caption, .wall-legend-item, .wall-user")
 
 #: arguments: the selector of the elements with text, whether the page may scroll down.
 MEASURE_JS = """

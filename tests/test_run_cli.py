@@ -1,10 +1,12 @@
-"""`panorama run` on a fresh data folder: one line with the URL, a production server, live feeds."""
+"""`panorama run` on a fresh data folder: one line with the URL, a production server, live feeds; the
+embedded default (the anonymous viewer, a kept secret key, the first administrator's password once)."""
 from __future__ import annotations
 
 import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -24,6 +26,8 @@ def test_run001_prints_one_url_line_and_serves_quietly(tmp_path):
     port = _free_port()
     env = {**os.environ, "PANORAMA_DATA_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT),
            "PANORAMA_DATABASE_URL": "", "PANORAMA_CACHE_URL": "", "COLUMNS": "200"}
+    for name in ("PANORAMA_SECRET_KEY", "PANORAMA_ANONYMOUS"):  # what `make run` gets: neither is set
+        env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "run", "--port", str(port), "--days", "1"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
     lines: list[str] = []
@@ -39,6 +43,7 @@ def test_run001_prints_one_url_line_and_serves_quietly(tmp_path):
         assert url == f"http://127.0.0.1:{port}/", "".join(lines)
         with urllib.request.urlopen(url, timeout=30) as r:
             assert r.status == 200 and b"<title>" in r.read()
+            assert r.url == url  # read without signing in (no redirect to /login): the anonymous viewer
         while time.monotonic() < deadline and not any("simulator running" in line for line in lines):
             time.sleep(0.2)
     finally:
@@ -55,3 +60,10 @@ def test_run001_prints_one_url_line_and_serves_quietly(tmp_path):
     assert "development server" not in out.lower() and "WARNING" not in out, out
     assert "Traceback" not in out, out
     assert any("simulator running" in line for line in lines), out  # the live feed runs alongside
+    # the embedded default: a private secret key kept in the data folder, the administrator's password once
+    assert stat.S_IMODE((tmp_path / "secret_key").stat().st_mode) == 0o600
+    key = (tmp_path / "secret_key").read_text().strip()
+    assert len(key) >= 32 and key not in out
+    shown = re.findall(r"^ {4}(\S+)$", out, re.M)
+    assert len(shown) == 1 and out.count(shown[0]) == 1, out
+    assert "`panorama user reset-password admin` makes a new one" in out

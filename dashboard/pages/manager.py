@@ -16,6 +16,7 @@ from dashboard.kpis import KPI_BY_ID
 from layers import DOMAINS
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.access import scope, view_key
+from dashboard.login_page import account_corner
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
 from dashboard.api import GEOJSON_URL
@@ -151,6 +152,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
             ], className="controls"),
             html.Div([html.Span(id="clock", className="clock"),
                       html.Span(id="updated", className="updated")], className="status"),
+            account_corner(pathname + (search if not search or search.startswith("?") else "?" + search)),
         ], className="topbar"),
         html.Div(id="banner", className="banner", children=" · ".join(notices), hidden=not notices),
         html.Main([

@@ -19,6 +19,7 @@ from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import FEED_PERIOD, KPI_BY_ID, KPIS, STALE_PERIODS, KpiValue
 from dashboard.live import LiveData, StoreUnavailable, visible_attention
 from dashboard.access import Forbidden, view_key
+from dashboard.login_page import wall_user
 from dashboard.params import BadParameter, check_district, parse_query
 from dashboard.theme import STATUS, THEMES
 from layers import DISTRICTS, LAYER_BY_ID, LAYERS
@@ -417,7 +418,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
             html.Div([html.Div(_fmt_time(now, tz) if tz else "", id=CLOCK, className="wall-clock"),
                       html.Div([html.Span(date_zone(now, tz) if tz else "", id=DATE, className="wall-date"),
                                 html.Span("updated " + _fmt_time(now, tz) if tz else "waiting for data", id=UPDATED,
-                                          className="wall-updated")], className="wall-time-sub")],
+                                          className="wall-updated"), wall_user()], className="wall-time-sub")],
                      className="wall-time"),
         ], className="wall-head"),
         html.Div([
