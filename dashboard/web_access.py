@@ -458,7 +458,8 @@ def _blueprint(gate: Gate, settings) -> Blueprint:
             return page(str(exc), status=403)
         name, password = request.form.get("name", "")[:64], request.form.get("password", "")[:1024]
         user = accounts.authenticate(gate.live.writer(), name, password, ip=_client_ip())
-        if user is None:
+        if user is None:  # logged for fail2ban-style watchers too: the name and address, never the password
+            log.warning("sign-in failed for %r from %s", name, _client_ip())
             return page("Wrong name or password, or the account is disabled.", name, 401)
         old = request.cookies.get(SESSION_COOKIE)
         if old:  # a session id known before sign-in is never the one after it (no fixation)
