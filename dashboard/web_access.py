@@ -530,3 +530,20 @@ def limit_rates(server: Flask, settings) -> None:
     for endpoint in ("api_kpis", "api_panels", "api_panel", CALLBACK_ENDPOINT):
         if endpoint in server.view_functions:
             server.view_functions[endpoint] = limiter.limit(settings.api_rate_limit)(server.view_functions[endpoint])
+
+    @server.errorhandler(429)
+    def too_many(exc):
+        """Say what was limited and when to try again: the sign-in page again, JSON for the API."""
+        limit = getattr(getattr(exc, "limit", None), "limit", None)
+        what = f" ({limit})" if limit is not None else ""
+        if request.path == LOGIN_PATH:
+            from dashboard.login_page import login_html
+
+            gate = server.extensions["panorama_access"]
+            city = gate.live.city.name if gate.live.city is not None else None
+            body = login_html(gate.csrf_token(), _safe_next(request.values.get("next")), city=city,
+                              error=f"Too many sign-in attempts{what}: wait a minute and try again.")
+            return Response(body, 429, mimetype="text/html")
+        from dashboard.api import _error
+
+        return _error(429, f"too many requests{what}: slow down and retry after the Retry-After seconds")

@@ -331,7 +331,15 @@ def test_users013_login_rate_limit_per_address_and_per_name(store):
     client = make_app(url, login_rate_limit="5 per minute").server.test_client()
     codes = [sign_in(client, "ann", WRONG).status_code for _ in range(6)]
     assert codes == [401] * 5 + [429]
-    assert sign_in(client, "someone-else", WRONG).status_code == 429  # the address is spent
+    r = sign_in(client, "someone-else", WRONG)
+    assert r.status_code == 429  # the address is spent
+    page = r.get_data(as_text=True)  # the sign-in page again, saying why and how long, with its form
+    assert "Too many sign-in attempts (5 per 1 minute)" in page and 'name="password"' in page
+    assert int(r.headers["Retry-After"]) <= 60
+    api = make_app(url, api_rate_limit="2 per minute").server.test_client()
+    assert sign_in(api, "ann", PASSWORD, environ_base={"REMOTE_ADDR": "198.51.100.7"}).status_code == 303
+    codes = [api.get("/api/kpis").status_code for _ in range(3)]  # per signed-in session
+    assert codes == [200, 200, 429] and "too many requests" in api.get("/api/kpis").get_json()["error"]
 
     client = make_app(url, login_rate_limit="5 per minute").server.test_client()
     codes = [sign_in(client, "ann", WRONG, environ_base={"REMOTE_ADDR": f"198.51.100.{i}"}).status_code
