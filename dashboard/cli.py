@@ -127,6 +127,9 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
 
     _check_schema()
     dash_app = create_app()
+    ticker = dash_app.server.extensions.get("panorama_alerts")
+    if ticker is not None:
+        ticker.start()  # the one process: it evaluates every tick
     logging.getLogger("waitress").setLevel(logging.WARNING)  # our one line says where it serves
     try:
         server = create_server(dash_app.server, host=host, port=port, threads=threads, ident="City Panorama")
