@@ -1,4 +1,4 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, export, report."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, export, report, alerts, silence."""
 from __future__ import annotations
 
 import logging
@@ -331,6 +331,9 @@ from dashboard.cli_city import city_app  # noqa: E402
 app.add_typer(city_app, name="city")
 from dashboard.cli_db import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
+from dashboard.cli_alerts import alerts_app, silence_app  # noqa: E402
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(silence_app, name="silence")
 
 
 def main() -> None:
