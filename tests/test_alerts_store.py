@@ -350,3 +350,12 @@ def test_a_tick_is_one_transaction_with_its_notifications(engine, monkeypatch):
     [a] = rows(engine)
     act(engine, a["id"], "ack", now=70)
     assert seen == [(f"alert-{a['id']}-1", "open", "new"), (f"alert-{a['id']}-2", "ack", "acknowledged")]
+
+
+def test_the_demo_city_declares_its_alerting():
+    from dashboard.city import load_city
+    from dashboard.settings import DATA_ROOT
+
+    cfg = load_city(DATA_ROOT / "beijing").alerting
+    assert (cfg.auto_resolve_after, cfg.escalate_after, cfg.targets[0]) == (600, 900, "duty-officer")
+    assert cfg.escalates("critical") and not cfg.escalates("warning") and "traffic-ops" in cfg.teams

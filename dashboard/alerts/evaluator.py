@@ -48,9 +48,14 @@ class Evaluator:
         self.observe = observe or (lambda now: Observations(now=now))
         self.tick_seconds = float(tick_seconds)
         self.clock = clock
-        self.worker = (worker or f"{socket.gethostname()}:{os.getpid()}")[:64]
+        self._worker = worker
         self.evaluations = 0  # ticks this process evaluated (its share of the deployment's)
         self.last: dict | None = None
+
+    @property
+    def worker(self) -> str:
+        """Who evaluates: host and pid, read when asked (gunicorn forks the workers after the app is made)."""
+        return (self._worker or f"{socket.gethostname()}:{os.getpid()}")[:64]
 
     def tick(self, now: float | None = None) -> dict | None:
         """Evaluate the tick of ``now`` (default: the clock) unless another process has or is doing it;
@@ -205,7 +210,6 @@ def for_live(live, settings) -> Evaluator | None:
     """Return the evaluator of an app's live data (the city's rules, ``[alerting]``, the screens'
     snapshots; writes through the store's URL), or None when alert evaluation is off
     (``PANORAMA_ALERT_TICK_SECONDS=0``) or the city's alert configuration is wrong (logged)."""
-    from dashboard.alerts.config import parse_alerting
     from dashboard.alerts.observe import observe_live
     from dashboard.alerts.rules import RuleError
 
@@ -215,8 +219,7 @@ def for_live(live, settings) -> Evaluator | None:
     city = live.city
     try:
         rules = city.alert_rules if city is not None else []
-        config = parse_alerting(city.config.get("alerting") if city is not None else None,
-                                str(city.folder / "city.toml") if city is not None else "city.toml")
+        config = city.alerting if city is not None else Alerting()
     except RuleError as exc:
         log.error("alerts are not evaluated: %s", exc)
         return None

@@ -119,7 +119,7 @@ def _visible(row: dict | None) -> bool:
 def init_app(server: Flask, live, settings) -> None:
     """Register the alerts API on ``server`` and, unless alert evaluation is off, the evaluator's
     ticker (``server.extensions["panorama_alerts"]``; started by ``panorama serve``/``run``)."""
-    from dashboard.alerts.config import Alerting, parse_alerting
+    from dashboard.alerts.config import Alerting
     from dashboard.alerts.evaluator import Ticker, for_live
     from dashboard.api import _error, _unavailable
     from dashboard.store import STORE_OUTAGES
@@ -127,7 +127,7 @@ def init_app(server: Flask, live, settings) -> None:
 
     city = live.city
     try:
-        config = parse_alerting(city.config.get("alerting")) if city is not None else Alerting()
+        config = city.alerting if city is not None else Alerting()
     except RuleError as exc:
         log.error("%s", exc)
         config = Alerting()
