@@ -148,6 +148,11 @@ def test_who_may_act(server, store):
     visitor = app_for(store, anonymous="viewer").test_client()  # reads without signing in, never acts
     assert visitor.get("/api/alerts").status_code == 200
     assert visitor.post(f"/api/alerts/{target}/ack", json={}).status_code == 403
+    _device, token = accounts.add_device(store["engine"], "wall 1")
+    wall = server.test_client()
+    assert wall.get(f"/device/{token}").status_code == 303
+    r = wall.post(f"/api/alerts/{target}/ack", json={}, headers={"X-CSRFToken": wall.get_cookie("_csrf_token").value})
+    assert r.status_code == 403 and "wall device" in r.get_json()["error"]  # a wall reads, never acts
     viewer = login(server, store, "vic")
     for path in (f"/api/alerts/{target}/ack", "/api/silences", "/api/silences/1/end"):
         assert post(viewer, path, {}).status_code == 403, path
