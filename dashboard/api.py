@@ -224,6 +224,8 @@ def init_app(server: Flask, live: LiveData) -> None:
     def health():
         """Return the store's reachability and the newest data age per domain."""
         h = live.health()
+        ticker = server.extensions.get("panorama_alerts")
+        h["worker"]["alert_evaluations"] = ticker.evaluator.evaluations if ticker is not None else None
         if h["store"] != "ok":
             log.warning("health: store %s", h["store"])  # the driver's text stays in the log
             h["store"] = "unreachable"

@@ -99,6 +99,14 @@ class City:
 
         return parse_rules(self.config.get("alert"), str(self.folder / "city.toml"), self.district_ids())
 
+    @property
+    def alerting(self):
+        """Return the city's ``[alerting]`` table (auto-resolve, escalation, teams; see
+        :mod:`dashboard.alerts.config`), checked; a mistake is a one-line ``RuleError``."""
+        from dashboard.alerts.config import parse_alerting
+
+        return parse_alerting(self.config.get("alerting"), str(self.folder / "city.toml"))
+
     def district_ids(self) -> set[str] | None:
         """Return the ids of the districts file when it is GeoJSON (read without geometry), else None."""
         name = self.files.get("districts", "")

@@ -1,4 +1,4 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report, alerts, silence."""
 from __future__ import annotations
 
 import logging
@@ -135,6 +135,9 @@ def _serve(host: str, port: int, workers: int, threads: int = 4, settings=None) 
 
     _check_schema()
     dash_app = create_app(settings)
+    ticker = dash_app.server.extensions.get("panorama_alerts")
+    if ticker is not None:
+        ticker.start()  # the one process: it evaluates every tick
     logging.getLogger("waitress").setLevel(logging.WARNING)  # our one line says where it serves
     try:
         server = create_server(dash_app.server, host=host, port=port, threads=threads, ident="City Panorama")
@@ -345,6 +348,9 @@ from dashboard.cli_db import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
 from dashboard.cli_access import user_app  # noqa: E402
 app.add_typer(user_app, name="user")
+from dashboard.cli_alerts import alerts_app, silence_app  # noqa: E402
+app.add_typer(alerts_app, name="alerts")
+app.add_typer(silence_app, name="silence")
 
 
 def main() -> None:

@@ -20,10 +20,14 @@ control_socket_disable = True  # one fixed socket path per user would clash betw
 
 
 def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
-    """Drop pooled connections inherited from the master (each worker opens its own)."""
+    """Drop pooled connections inherited from the master (each worker opens its own); start the
+    alert evaluator's ticker (threads do not survive the fork: the master never starts it)."""
     import sys
 
     module = sys.modules.get("app")
     live = getattr(getattr(module, "server", None), "extensions", {}).get("panorama") if module else None
     if live is not None:
         live.forget_connections()
+    ticker = getattr(getattr(module, "server", None), "extensions", {}).get("panorama_alerts") if module else None
+    if ticker is not None:
+        ticker.start()  # each worker ticks; one of the deployment evaluates each tick (dashboard.alerts.evaluator)

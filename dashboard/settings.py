@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     seed: int = 42
     background_refresh: bool = Field(default=True, description="Recompute what screens ask for as each "
                                      "refresh bucket starts, so their requests are cache hits.")
+    alert_tick_seconds: int = Field(default=-1, ge=-1, le=3600, description="Seconds between alert evaluations "
+                                    "(once per tick for the whole deployment); -1 = the refresh interval, 0 = off: "
+                                    "this app evaluates no alerts.")
     ngsi_token: str = Field(default="", description="Bearer token of POST /ngsi-ld/notify; empty = disabled.")
     write_wait_seconds: float = Field(default=10.0, ge=0.1, le=60, description="How long POST /ngsi-ld/notify "
                                       "waits for a store busy with another writer before answering 503 with "

@@ -527,7 +527,8 @@ def limit_rates(server: Flask, settings) -> None:
     limited = limiter.limit(settings.login_rate_limit, methods=["POST"],
                             key_func=lambda: "name:" + request.form.get("name", "")[:64].lower())(limited)
     server.view_functions["access.login"] = limited
-    for endpoint in ("api_kpis", "api_panels", "api_panel", CALLBACK_ENDPOINT):
+    for endpoint in ("api_kpis", "api_panels", "api_panel", CALLBACK_ENDPOINT,
+                     *(e for e in server.view_functions if e.startswith("alerts."))):
         if endpoint in server.view_functions:
             server.view_functions[endpoint] = limiter.limit(settings.api_rate_limit)(server.view_functions[endpoint])
 

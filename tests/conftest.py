@@ -16,6 +16,8 @@ import pytest
 
 # Many apps live in one test process: no background refreshers unless a test asks for one.
 os.environ.setdefault("PANORAMA_BACKGROUND_REFRESH", "0")
+# ... and no alert evaluator ticking by itself (tests drive the evaluator, or set this themselves)
+os.environ.setdefault("PANORAMA_ALERT_TICK_SECONDS", "0")
 # The screens' tests read as the anonymous viewer of the embedded default; access tests set their own.
 os.environ.setdefault("PANORAMA_ANONYMOUS", "viewer")
 os.environ.setdefault("PANORAMA_SECRET_KEY", "test-secret-key-of-at-least-32-characters")

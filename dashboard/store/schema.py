@@ -20,6 +20,7 @@ from sqlalchemy import (
     Text,
     create_engine,
     event,
+    text,
 )
 
 metadata = MetaData()
@@ -186,18 +187,107 @@ service_close_hist = Table(
     sqlite_with_rowid=False,
 )
 
+#: Alerting (migration 0008). The engine's state per alert key (rule|scope): only entries that are
+#: not inactive are kept, and only changed ones are written each tick (:mod:`dashboard.alerts.store`).
+alert_state = Table(
+    "alert_state", metadata,
+    Column("key", String(300), primary_key=True),
+    Column("entry", JSON, nullable=False),
+    Column("updated_at", BigInteger, nullable=False),
+)
+
+#: One row per evaluation tick (``tick`` = time // tick seconds): the evaluator of a tick inserts it in
+#: the tick's transaction, so a tick is evaluated once whatever the number of workers and hosts.
+alert_ticks = Table(
+    "alert_ticks", metadata,
+    Column("tick", BigInteger, primary_key=True, autoincrement=False),
+    Column("at", Float, nullable=False),
+    Column("worker", String(64), nullable=False),
+    Column("ms", Float, nullable=False),
+    Column("transitions", Integer, nullable=False),
+)
+
+#: One row per occurrence of an alert (a rule × scope from its firing to its resolution). Every
+#: change of a row comes from an ``alert_events`` row (:func:`dashboard.alerts.store.apply`): replaying
+#: an alert's events rebuilds it. ``status`` is the lifecycle (new, acknowledged, assigned, resolved);
+#: ``state`` the engine's (firing, nodata, error; inactive once the condition is clear).
 alerts = Table(
     "alerts", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(64), nullable=False),
-    Column("subject", String(200), nullable=False),
+    Column("key", String(300), nullable=False),
+    Column("rule", String(100), nullable=False),
+    Column("scope", String(200), nullable=False),
     Column("district_id", String(64)),
-    Column("severity", Integer, nullable=False),
-    Column("message", Text),
-    Column("opened_at", BigInteger, nullable=False),
-    Column("acknowledged_at", BigInteger),
-    Column("acknowledged_by", String(200)),
-    Column("closed_at", BigInteger),
+    Column("domain", String(32), nullable=False),
+    Column("asset", String(128)),
+    Column("severity", String(16), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("summary", Text),
+    Column("opened_at", Float, nullable=False),
+    Column("since", Float, nullable=False),
+    Column("value", Float),
+    Column("repeat", Integer, nullable=False),
+    Column("muted", String(200)),
+    Column("clear_since", Float),
+    Column("acknowledged_by", String(100)),
+    Column("acknowledged_at", Float),
+    Column("ack_note", Text),
+    Column("assignee", String(100)),
+    Column("assignee_kind", String(8)),
+    Column("shelved_until", Float),
+    Column("shelved_by", String(100)),
+    Column("resolved_at", Float),
+    Column("resolved_by", String(100)),
+    Column("escalation", Integer, nullable=False),
+    Column("escalated_at", Float),
+    Column("escalated_to", String(100)),
+    Column("updated_at", Float, nullable=False),
+    Column("events", Integer, nullable=False),
+    Index("ix_alerts_key_open", "key", unique=True, sqlite_where=text("status != 'resolved'"),
+          postgresql_where=text("status != 'resolved'")),
+    Index("ix_alerts_status", "status", "severity"),
+    Index("ix_alerts_district", "district_id", "id"),
+    Index("ix_alerts_updated", "updated_at"),
+)
+
+#: What happened to each alert, appended and never updated: the engine's transitions, the lifecycle
+#: actions (ack, assign, resolve, reopen, shelve, comment), escalations. ``uid`` (alert id and the
+#: event's number in it) is stable: the key of the notification of that change.
+alert_events = Table(
+    "alert_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", String(40), nullable=False, unique=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("from_status", String(16)),
+    Column("to_status", String(16)),
+    Column("note", Text),
+    Column("detail", JSON, nullable=False),
+    Index("ix_alert_events_alert", "alert_id", "seq", unique=True),
+    Index("ix_alert_events_at", "at"),
+)
+
+#: Maintenance windows: alerts they match (rule, domain, district, asset) are muted from ``starts_at``
+#: to ``ends_at``, then no more by themselves; ``ended_at`` when someone ended one early.
+silences = Table(
+    "silences", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("rule", String(100)),
+    Column("domain", String(32)),
+    Column("district_id", String(64)),
+    Column("asset", String(128)),
+    Column("starts_at", Float, nullable=False),
+    Column("ends_at", Float, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("ended_by", String(100)),
+    Index("ix_silences_ends", "ends_at"),
 )
 
 rejected = Table(
