@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import pytest
-from _access_kit import (EMBED_KPI, EMBED_MAP, OTHER, OWN, body, interaction, layout_of, make_world,
+from _access_kit import (csrf, EMBED_KPI, EMBED_MAP, OTHER, OWN, body, interaction, layout_of, make_world,
                          post_callback, server_callbacks, with_query)
 from _demo import build_demo_store
 from dash import Dash, Input, Output, html
@@ -115,7 +115,14 @@ def cases(app) -> list[Case]:
             Case("geojson", "districts_geojson", status=200), Case("ngsi no bearer", "ngsi_notify", status=401),
             Case("health", "health", status=200), Case("login page", "access.login", status=200),
             Case("logout without csrf", "access.logout", status=403),
-            Case("device unknown token", "access.device", status=403)]
+            Case("device unknown token", "access.device", status=403),
+            # alerts (dashboard/alerts/web.py): an id no alert has answers 404 to whoever may ask
+            Case("alerts list", "alerts.list_alerts"), Case("alert unknown", "alerts.get_alert", status=404),
+            Case("alert history unknown", "alerts.alert_history", status=404),
+            Case("alert ack unknown", "alerts.alert_action", status=404),
+            Case("silences list", "alerts.list_silences"),
+            Case("silence add without scope", "alerts.add_silence", status=400),
+            Case("silence end unknown", "alerts.end_silence", status=404)]
     for key in sorted(server_callbacks(app)):
         if key == "dashboard.app.route":
             out += [Case(f"callback route {p}", CALLBACK_ENDPOINT, page=p, callback=key) for p in PAGE_URLS]
@@ -254,9 +261,17 @@ def send(world, p, case: Case, secrets_):
         return c.post("/logout")
     if case.id == "device unknown token":
         return c.get("/device/not-a-device-token")
+    posts = {"alert ack unknown": ("/api/alerts/999999/ack", {"note": "x"}),
+             "silence add without scope": ("/api/silences", {"reason": "works", "minutes": 30}),
+             "silence end unknown": ("/api/silences/999999/end", {})}
+    if case.id in posts:
+        path, body = posts[case.id]
+        token = csrf(c)
+        return c.post(path, json=body, headers={"X-CSRFToken": token} if token else {})
     paths = {"dependencies": "/_dash-dependencies", "reload-hash": "/_reload-hash", "favicon": "/_favicon.ico",
              "api panels": "/api/panels", "geojson": "/api/geo/districts.geojson", "health": "/health",
-             "login page": "/login"}
+             "login page": "/login", "alerts list": "/api/alerts", "alert unknown": "/api/alerts/999999",
+             "alert history unknown": "/api/alerts/999999/history", "silences list": "/api/silences"}
     return c.get(paths[case.id])
 
 
@@ -287,7 +302,7 @@ def test_access004_matrix(world, secrets_, who, case):
                 text[max(0, seen[0].start() - 200):seen[0].end() + 50] if seen else ""
         return
     if want == "none":
-        api = case.callback or case.endpoint.startswith("api_") or case.endpoint == "api_panel"
+        api = case.callback or case.endpoint.startswith(("api_", "alerts.")) or case.endpoint == "api_panel"
         if api:
             assert r.status_code == 401, (r.status_code, r.get_data()[:300])
         else:
