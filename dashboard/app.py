@@ -38,6 +38,10 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     live = build_live(settings, city, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6))
     settings = live.settings
     server.extensions["panorama"] = live
+    from dashboard.alerts.deliver import Deliverer
+
+    # alert notifications: started by the server once it runs (after gunicorn's fork), not here
+    server.extensions["panorama_notify"] = Deliverer.for_app(settings, city)
 
     from dashboard import api, security
 

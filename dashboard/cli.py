@@ -1,4 +1,4 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, export, report."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, export, report, notify."""
 from __future__ import annotations
 
 import logging
@@ -134,12 +134,17 @@ def _serve(host: str, port: int, workers: int, threads: int = 4) -> None:
         _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
     shown = f"[{host}]" if ":" in host else host
     console.print(f"[bold]City Panorama[/] on {escape(f'http://{shown}:{server.effective_port}/')} (Ctrl-C stops it)")
+    notifier = dash_app.server.extensions.get("panorama_notify")
+    if notifier is not None:
+        notifier.start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        if notifier is not None:
+            notifier.stop()
 
 
 @app.command()
@@ -328,6 +333,8 @@ from dashboard.cli_city import city_app  # noqa: E402
 app.add_typer(city_app, name="city")
 from dashboard.cli_db import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
+from dashboard.cli_notify import notify_app  # noqa: E402
+app.add_typer(notify_app, name="notify")
 
 
 def main() -> None:

@@ -20,10 +20,15 @@ control_socket_disable = True  # one fixed socket path per user would clash betw
 
 
 def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
-    """Drop pooled connections inherited from the master (each worker opens its own)."""
+    """Drop pooled connections inherited from the master (each worker opens its own); start the
+    worker's notification deliverer."""
     import sys
 
     module = sys.modules.get("app")
-    live = getattr(getattr(module, "server", None), "extensions", {}).get("panorama") if module else None
+    extensions = getattr(getattr(module, "server", None), "extensions", {}) if module else {}
+    live = extensions.get("panorama")
     if live is not None:
         live.forget_connections()
+    notifier = extensions.get("panorama_notify")
+    if notifier is not None:
+        notifier.start()  # each worker delivers: they share the outbox (SKIP LOCKED)
