@@ -138,9 +138,9 @@ def enqueue(conn: Connection, key: str, channel: Channel, payload: dict, now: fl
     now = time.time() if now is None else now
     res = conn.execute(insert(outbox).values(key=key, target=channel.name, kind=channel.kind, payload=payload,
                                              created_at=now, attempts=0, next_attempt_at=now)
-                       .on_conflict_do_nothing(index_elements=["key"]))
+                       .on_conflict_do_nothing(index_elements=["key"]).returning(outbox.c.id))
     _wake_after_commit(conn)
-    return res.rowcount == 1
+    return res.first() is not None
 
 
 def payload_of(t, event_id, rule=None, place: str | None = None) -> dict:
