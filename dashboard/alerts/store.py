@@ -115,7 +115,7 @@ def append(conn, row: dict | None, action: str, actor: str, at: float, note: str
     ev["id"] = conn.execute(insert(alert_events).values(**{k: v for k, v in ev.items() if k != "id"})).inserted_primary_key[0]
     from dashboard.alerts import notify
 
-    notify.on_change(conn, ev, new)  # notifications: outbox.enqueue here (same transaction as the change)
+    notify.on_change(conn, ev, new, row)  # its notifications, in the same transaction as the change
     return new, ev
 
 
