@@ -328,6 +328,8 @@ from dashboard.cli_city import city_app  # noqa: E402
 app.add_typer(city_app, name="city")
 from dashboard.cli_db import db_app  # noqa: E402
 app.add_typer(db_app, name="db")
+from dashboard.cli_devices import device_app, embed_app  # noqa: E402
+app.add_typer(device_app, name="device"); app.add_typer(embed_app, name="embed")  # noqa: E702
 
 
 def main() -> None:
