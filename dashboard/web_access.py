@@ -433,7 +433,8 @@ def init_app(app, live, settings) -> Gate:
     @server.after_request
     def csrf_cookie(resp):
         """Give the page its CSRF token (Dash's renderer sends it back with each callback)."""
-        if request.method != "GET" or resp.status_code >= 400 or resp.mimetype != "text/html":
+        if request.method != "GET" or resp.status_code >= 300 or resp.mimetype != "text/html":
+            # (a redirect sets its own: a wall's claim sets its device's token, which this would replace)
             return resp
         nonce = g.pop("panorama_nonce", None)
         token = gate.csrf_token()
