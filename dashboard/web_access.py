@@ -395,6 +395,7 @@ def revoked_html() -> str:
     (``.wall-revoked`` in assets/wall.css, readable from 5 m)."""
     return ("<!doctype html><html lang='en' class='panorama-revoked'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'><title>Access revoked</title>"
+            "<link rel='icon' href='/assets/favicon.svg' type='image/svg+xml'>"
             "<link rel='stylesheet' href='/assets/theme.css'><link rel='stylesheet' href='/assets/wall.css'></head>"
             f"<body><div class='wall-revoked' role='alert'><p class='wall-revoked-text'>{DEVICE_REVOKED}</p>"
             "</div></body></html>")
