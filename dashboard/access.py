@@ -104,9 +104,9 @@ def page_rule(path: str) -> Rule | None:
     """Return the rule of the page at ``path``, or None when no page is there."""
     if path in PAGES:
         return PAGES[path]
-    for prefix, rule in PAGES.items():
-        if prefix.endswith("/") and path.startswith(prefix) and len(path) > len(prefix):
-            return rule
+    for prefix in sorted(PAGES, key=len, reverse=True):  # the longest prefix; "/" is the index page only
+        if prefix != "/" and prefix.endswith("/") and path.startswith(prefix) and len(path) > len(prefix):
+            return PAGES[prefix]
     return None
 
 

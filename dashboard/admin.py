@@ -135,7 +135,7 @@ def _devices(names: dict, tz) -> str:
             action = _form("devices/revoke", f"<input type='hidden' name='id' value='{d.id}'>"
                            "<button class='btn btn-warn'>Revoke</button>")
         rows.append(f"<tr class='{'revoked' if d.revoked_at else 'active'}'><td>{d.id}</td>"
-                    f"<td class='strong'>{e(d.name)}</td><td><code>{e(d.path)}</td><td>{e(scope)}</td>"
+                    f"<td class='strong'>{e(d.name)}</td><td><code>{e(d.path)}</code></td><td>{e(scope)}</td>"
                     f"<td class='when'>{_when(d.created_at, tz)}</td><td class='seen'>{accounts.seen_text(d.last_seen_at, now)}</td>"
                     f"<td>{e(state)}</td><td><div class='actions'>{action}</div></td></tr>")
     add = _form("devices/add", "<label>Name <input name='name' required maxlength='100' "
