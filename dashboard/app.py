@@ -71,6 +71,9 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     from dashboard import web_access
 
     web_access.init_app(app, live, settings)  # before any hook that could answer from a cache
+    from dashboard import admin
+
+    admin.init_app(server)
     app.layout = lambda: _shell(live, city_name)
     for page in _pages():
         page.register(app, live)

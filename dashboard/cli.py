@@ -364,6 +364,9 @@ app.add_typer(alerts_app, name="alerts")
 app.add_typer(silence_app, name="silence")
 from dashboard.cli_notify import notify_app  # noqa: E402
 app.add_typer(notify_app, name="notify")
+from dashboard.cli_devices import device_app, embed_app  # noqa: E402
+app.add_typer(device_app, name="device")
+app.add_typer(embed_app, name="embed")
 
 
 def main() -> None:

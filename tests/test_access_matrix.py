@@ -102,6 +102,20 @@ def _bundle_case() -> Case:
     return Case("bundle", "/_dash-component-suites/<string:package_name>/<path:fingerprinted_path>", status=200)
 
 
+#: The admin forms, each posted with a value it refuses (400, nothing changed): field -> value.
+ADMIN_FORMS = {"admin.user_add": ("/admin/users/add", {"name": "", "role": "viewer"}),
+               "admin.user_role": ("/admin/users/role", {"name": "nobody-at-all", "role": "king"}),
+               "admin.user_disable": ("/admin/users/disable", {"name": "nobody-at-all"}),
+               "admin.user_enable": ("/admin/users/enable", {"name": "nobody-at-all"}),
+               "admin.user_reset": ("/admin/users/reset", {"name": "nobody-at-all"}),
+               "admin.device_add": ("/admin/devices/add", {"name": "wall", "url": "/not-a-wall"}),
+               "admin.device_revoke": ("/admin/devices/revoke", {"id": "x"}),
+               "admin.embed_sign": ("/admin/embeds/sign", {"panel": "no-such-panel"})}
+#: Cases answered as a form or an API: no identity gets 401, not the sign-in page's redirect.
+POSTED = {"alert ack unknown", "silence add without scope", "silence end unknown", "admin rotate unconfirmed",
+          *(f"admin {e.removeprefix('admin.')} refused" for e in ADMIN_FORMS)}
+
+
 def cases(app) -> list[Case]:
     """Every request of the matrix, one per route of ``app`` (pages, layouts and callbacks one per
     page and callback); a route this cannot make a real request for fails :func:`test_access003`."""
@@ -122,7 +136,10 @@ def cases(app) -> list[Case]:
             Case("alert ack unknown", "alerts.alert_action", status=404),
             Case("silences list", "alerts.list_silences"),
             Case("silence add without scope", "alerts.add_silence", status=400),
-            Case("silence end unknown", "alerts.end_silence", status=404)]
+            Case("silence end unknown", "alerts.end_silence", status=404),
+            # the admin page (dashboard/admin.py): forms with their CSRF field and input that changes nothing
+            Case("admin page", "admin.page_view"), Case("admin rotate unconfirmed", "admin.embed_rotate"),
+            *[Case(f"admin {e.removeprefix('admin.')} refused", e, status=400) for e in ADMIN_FORMS]]
     for key in sorted(server_callbacks(app)):
         if key == "dashboard.app.route":
             out += [Case(f"callback route {p}", CALLBACK_ENDPOINT, page=p, callback=key) for p in PAGE_URLS]
@@ -264,6 +281,11 @@ def send(world, p, case: Case, secrets_):
     posts = {"alert ack unknown": ("/api/alerts/999999/ack", {"note": "x"}),
              "silence add without scope": ("/api/silences", {"reason": "works", "minutes": 30}),
              "silence end unknown": ("/api/silences/999999/end", {})}
+    forms = {f"admin {e.removeprefix('admin.')} refused": v for e, v in ADMIN_FORMS.items()}
+    forms["admin rotate unconfirmed"] = ("/admin/embeds/rotate", {})
+    if case.id in forms:
+        path, data = forms[case.id]
+        return c.post(path, data={**data, "csrf": csrf(c) or ""})
     if case.id in posts:
         path, body = posts[case.id]
         token = csrf(c)
@@ -271,7 +293,8 @@ def send(world, p, case: Case, secrets_):
     paths = {"dependencies": "/_dash-dependencies", "reload-hash": "/_reload-hash", "favicon": "/_favicon.ico",
              "api panels": "/api/panels", "geojson": "/api/geo/districts.geojson", "health": "/health",
              "login page": "/login", "alerts list": "/api/alerts", "alert unknown": "/api/alerts/999999",
-             "alert history unknown": "/api/alerts/999999/history", "silences list": "/api/silences"}
+             "alert history unknown": "/api/alerts/999999/history", "silences list": "/api/silences",
+             "admin page": "/admin"}
     return c.get(paths[case.id])
 
 
@@ -302,7 +325,7 @@ def test_access004_matrix(world, secrets_, who, case):
                 text[max(0, seen[0].start() - 200):seen[0].end() + 50] if seen else ""
         return
     if want == "none":
-        api = case.callback or case.endpoint.startswith(("api_", "alerts.")) or case.endpoint == "api_panel"
+        api = case.callback or case.endpoint.startswith(("api_", "alerts.")) or case.id in POSTED
         if api:
             assert r.status_code == 401, (r.status_code, r.get_data()[:300])
         else:
