@@ -107,6 +107,15 @@ class City:
 
         return parse_alerting(self.config.get("alerting"), str(self.folder / "city.toml"))
 
+    @property
+    def incidents(self):
+        """Return the city's incident types, grouping rules and team members (``[[incident_type]]``,
+        ``[[incident_rule]]``, ``[teams]``; see :mod:`dashboard.incidents.config`), checked; a mistake is a
+        one-line ``RuleError``."""
+        from dashboard.incidents.config import parse_incidents
+
+        return parse_incidents(self.config, str(self.folder / "city.toml"), self.alerting)
+
     def district_ids(self) -> set[str] | None:
         """Return the ids of the districts file when it is GeoJSON (read without geometry), else None."""
         name = self.files.get("districts", "")
