@@ -1,4 +1,4 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report, alerts, silence."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report, alerts, silence, incident."""
 from __future__ import annotations
 
 import logging
@@ -351,6 +351,8 @@ app.add_typer(user_app, name="user")
 from dashboard.cli_alerts import alerts_app, silence_app  # noqa: E402
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(silence_app, name="silence")
+from dashboard.cli_incidents import incident_app  # noqa: E402
+app.add_typer(incident_app, name="incident")
 
 
 def main() -> None:

@@ -244,12 +244,12 @@ def _step(conn, row: dict, actor: str, role: str, body: dict, cfg: Incidents, no
         raise IncidentError(400, f"step: a step number from 1 to {len(steps)}" if steps else
                             f"step: type {row['type']!r} has no checklist")
     step = steps[n - 1]
-    why = cfg.may_do(step, actor, role)
-    if why:
-        raise IncidentError(403, why)
     done = checklist(conn, row, cfg)[n - 1]["done"]
     if done:
         raise IncidentError(409, f"step {n} was done by {done['by']}")
+    why = cfg.may_do(step, actor, role)
+    if why:
+        raise IncidentError(403, why)
     try:
         fields = step.check(body.get("fields", {}))
     except ValueError as exc:
