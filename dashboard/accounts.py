@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from dashboard.access import ROLES
 from dashboard.store.schema import audit_log, devices, meta, sessions, users
@@ -326,6 +326,13 @@ def revoke_device(engine, device_id: int, actor: str | None = None) -> Device:
         return _device(conn.execute(select(devices).where(devices.c.id == row.id)).one())
 
 
+def seen_text(at: int | None, now: float | None = None) -> str:
+    """Return when a device last refreshed as '12 s ago', '4 min ago' or 'never'."""
+    from layers._common import age_text
+
+    return "never" if at is None else age_text((now or time.time()) - at) + " ago"
+
+
 def device_of(conn, token: str) -> Device | None:
     """Return the live (not revoked) device of a token, or None."""
     row = conn.execute(select(devices).where(devices.c.token_hash == digest(token),
@@ -334,12 +341,15 @@ def device_of(conn, token: str) -> Device | None:
 
 
 def touch_devices(engine, seen: dict[int, int]) -> None:
-    """Record when devices last refreshed (``seen``: device id → time), in one transaction."""
+    """Record when devices last refreshed (``seen``: device id → time), in one transaction. A time
+    never moves back: each gunicorn worker writes what it saw, and an older note may arrive last."""
     if not seen:
         return
     with engine.begin() as conn:
         for did, at in seen.items():
-            conn.execute(update(devices).where(devices.c.id == did).values(last_seen_at=at))
+            conn.execute(update(devices).where(devices.c.id == did, or_(devices.c.last_seen_at.is_(None),
+                                                                        devices.c.last_seen_at < at))
+                         .values(last_seen_at=at))
 
 
 # --- signed embeds ------------------------------------------------------------------------------

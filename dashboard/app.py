@@ -44,6 +44,18 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     live = build_live(settings, city, engine, BucketCache(cache, ttl=settings.refresh_seconds * 6))
     settings = live.settings
     server.extensions["panorama"] = live
+    from dashboard.alerts.deliver import Deliverer
+
+    # alert notifications: started by the server once it runs (after gunicorn's fork), not here
+    server.extensions["panorama_notify"] = Deliverer.for_app(settings, city)
+    if city is not None:
+        from dashboard.alerts import notify
+        from dashboard.alerts.rules import RuleError
+
+        try:
+            notify.configure(city.notify_channels, city.alert_rules)  # where the evaluator's changes go
+        except RuleError:
+            notify.configure(())  # the evaluator says why it does not run (dashboard.alerts.evaluator.for_live)
 
     from dashboard import api, security
 
@@ -62,6 +74,9 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     from dashboard import web_access
 
     web_access.init_app(app, live, settings)  # before any hook that could answer from a cache
+    from dashboard import admin
+
+    admin.init_app(server)
     app.layout = lambda: _shell(live, city_name)
     for page in _pages():
         page.register(app, live)

@@ -116,6 +116,16 @@ class City:
 
         return parse_incidents(self.config, str(self.folder / "city.toml"), self.alerting)
 
+    @property
+    def notify_channels(self) -> list:
+        """Return the city's notification channels (``[[notify]]`` tables, see
+        :mod:`dashboard.alerts.outbox`), checked against its rules and districts; a bad channel is a
+        one-line :class:`~dashboard.alerts.outbox.NotifyError`."""
+        from dashboard.alerts.outbox import parse_channels
+
+        return parse_channels(self.config.get("notify"), str(self.folder / "city.toml"),
+                              {r.id for r in self.alert_rules}, self.district_ids())
+
     def district_ids(self) -> set[str] | None:
         """Return the ids of the districts file when it is GeoJSON (read without geometry), else None."""
         name = self.files.get("districts", "")

@@ -1,4 +1,5 @@
-"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report, alerts, silence, incident."""
+"""The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report, alerts,
+silence, notify, incident."""
 from __future__ import annotations
 
 import logging
@@ -133,8 +134,13 @@ def _serve(host: str, port: int, workers: int, threads: int = 4, settings=None) 
 
     from dashboard.app import create_app
 
+    from dashboard.alerts.outbox import NotifyError
+
     _check_schema()
-    dash_app = create_app(settings)
+    try:
+        dash_app = create_app(settings)
+    except NotifyError as exc:  # a [[notify]] channel of city.toml that cannot be used: one line
+        _fail(str(exc), 2)
     ticker = dash_app.server.extensions.get("panorama_alerts")
     if ticker is not None:
         ticker.start()  # the one process: it evaluates every tick
@@ -145,12 +151,17 @@ def _serve(host: str, port: int, workers: int, threads: int = 4, settings=None) 
         _fail(f"cannot serve on {host}:{port}: {exc.strerror or exc}")
     shown = f"[{host}]" if ":" in host else host
     console.print(f"[bold]City Panorama[/] on {escape(f'http://{shown}:{server.effective_port}/')} (Ctrl-C stops it)")
+    notifier = dash_app.server.extensions.get("panorama_notify")
+    if notifier is not None:
+        notifier.start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
         server.close()
+        if notifier is not None:
+            notifier.stop()
 
 
 @app.command()
@@ -351,6 +362,11 @@ app.add_typer(user_app, name="user")
 from dashboard.cli_alerts import alerts_app, silence_app  # noqa: E402
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(silence_app, name="silence")
+from dashboard.cli_notify import notify_app  # noqa: E402
+app.add_typer(notify_app, name="notify")
+from dashboard.cli_devices import device_app, embed_app  # noqa: E402
+app.add_typer(device_app, name="device")
+app.add_typer(embed_app, name="embed")
 from dashboard.cli_incidents import incident_app  # noqa: E402
 app.add_typer(incident_app, name="incident")
 

@@ -21,13 +21,18 @@ control_socket_disable = True  # one fixed socket path per user would clash betw
 
 def post_fork(server, worker):  # noqa: ARG001 - gunicorn hook signature
     """Drop pooled connections inherited from the master (each worker opens its own); start the
-    alert evaluator's ticker (threads do not survive the fork: the master never starts it)."""
+    alert evaluator's ticker and the notification deliverer (threads do not survive the fork: the
+    master never starts them)."""
     import sys
 
     module = sys.modules.get("app")
-    live = getattr(getattr(module, "server", None), "extensions", {}).get("panorama") if module else None
+    extensions = getattr(getattr(module, "server", None), "extensions", {}) if module else {}
+    live = extensions.get("panorama")
     if live is not None:
         live.forget_connections()
-    ticker = getattr(getattr(module, "server", None), "extensions", {}).get("panorama_alerts") if module else None
+    ticker = extensions.get("panorama_alerts")
     if ticker is not None:
         ticker.start()  # each worker ticks; one of the deployment evaluates each tick (dashboard.alerts.evaluator)
+    notifier = extensions.get("panorama_notify")
+    if notifier is not None:
+        notifier.start()  # each worker delivers: they share the outbox (SKIP LOCKED)

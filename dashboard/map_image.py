@@ -270,6 +270,8 @@ def static_map_figure(fig: dict) -> dict:
         if t["type"] == "choroplethmap":
             shapes += _choropleth_shapes(t, canvas)
         elif t["type"] == "scattermap":
+            # positions may come as typed arrays ({dtype, bdata}: the buses' live positions)
+            t = {**t, "lon": _per_location(t.get("lon", []), 0), "lat": _per_location(t.get("lat", []), 0)}
             shapes += _marker_shapes(t, canvas)
         else:
             data.append(t)

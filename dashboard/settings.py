@@ -59,6 +59,26 @@ class Settings(BaseSettings):
                             "X-Forwarded-For/-Proto are trusted (client address for rate limits, HTTPS for "
                             "Secure cookies).")
 
+    notify_deliver: bool = Field(default=True, description="Send alert notifications from this process (a "
+                                 "background thread of the app and of `panorama run`); off when a separate "
+                                 "`panorama notify run` sends them.")
+    notify_poll_seconds: float = Field(default=0.5, gt=0, le=60, description="How often the deliverer looks for "
+                                       "notifications queued by other processes (it is woken at once by its own).")
+    notify_timeout_seconds: float = Field(default=5.0, gt=0, le=120, description="Longest wait for a webhook "
+                                          "receiver or the SMTP server, per attempt.")
+    notify_max_attempts: int = Field(default=10, ge=1, le=100, description="Attempts before a notification is "
+                                     "marked failed (`panorama notify list --failed`, `notify retry ID`).")
+    notify_backoff_seconds: float = Field(default=2.0, gt=0, le=3600, description="Wait before the first retry; "
+                                          "doubled each time (with jitter), up to notify_backoff_max_seconds.")
+    notify_backoff_max_seconds: float = Field(default=300.0, gt=0, le=86_400, description="Longest wait between "
+                                              "two attempts.")
+    smtp_host: str = Field(default="", description="SMTP server of e-mail channels; empty = e-mail cannot be sent.")
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_tls: Literal["starttls", "ssl", "off"] = Field(default="starttls", description="`starttls` (port 587), "
+                                                        "`ssl` (implicit TLS, port 465) or `off` (a local relay).")
+    smtp_user: str = Field(default="", description="SMTP login; empty = no login.")
+    smtp_password: SecretStr = Field(default=SecretStr(""))
+
     @field_validator("aqi_standard", mode="before")
     @classmethod
     def _lower(cls, v: str) -> str:

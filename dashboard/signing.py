@@ -80,3 +80,35 @@ def parse_expiry(text: str, now: float | None = None) -> int:
     if not 0 < seconds <= MAX_DAYS * 86400:
         raise ValueError(f"a signed link lives between a minute and {MAX_DAYS} days")
     return int((now or time.time()) + seconds)
+
+
+def check_base(base: str) -> str:
+    """Return the app's origin (``https://panorama.city.gov[/prefix]``) without a trailing slash; raise ValueError."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(str(base or "").strip())
+    if u.scheme not in ("http", "https") or not u.netloc or u.query or u.fragment or len(base) > 300:
+        raise ValueError(f"the base URL is the app's origin, e.g. https://panorama.city.gov, not {str(base)[:60]!r}")
+    return str(base).strip().rstrip("/")
+
+
+def make_link(live, secret: str, panel: str, args: dict, expires: str, base: str, actor: str | None,
+              now: float | None = None) -> tuple[str, int]:
+    """Return (the signed URL, its expiry) of ``panel`` with ``args``, validated exactly as the embed page
+    validates them (:func:`dashboard.export.parse_request`); audit it. Raises ValueError (bad expiry or
+    base), :class:`dashboard.export.UnknownPanel` or :class:`dashboard.params.BadParameter`."""
+    from dashboard import accounts
+    from dashboard.export import parse_request
+
+    if len(secret) < 32:
+        raise ValueError("PANORAMA_SECRET_KEY is not set: signed links need the server's key (at least 32 characters)")
+    args = {k: str(v) for k, v in args.items() if v not in (None, "")}
+    parse_request(live, panel, args)
+    expires_at = parse_expiry(expires, now)
+    base = check_base(base)
+    engine = live.writer()
+    key = accounts.ensure_embed_key(engine)
+    link = url(secret, key, panel, args, expires_at, base)
+    with engine.begin() as conn:
+        accounts.audit(conn, "embed.sign", actor, panel, {"args": args, "expires_at": expires_at})
+    return link, expires_at

@@ -44,6 +44,8 @@ SEEN_EVERY_S = 15.0
 #: A device cookie lives this long (browsers cap cookies at 400 days); revoking the device ends it sooner.
 DEVICE_COOKIE_DAYS = 400
 LOGIN_PATH = "/login"
+#: What a wall shows, and its callbacks answer, once its device token is revoked (assets/wall_live.js).
+DEVICE_REVOKED = "This screen's access was revoked — ask an administrator"
 
 
 def csrf_token_of(secret: str, binding: str) -> str:
@@ -134,14 +136,20 @@ class Gate:
         return p
 
     def _saw_device(self, did: int) -> None:
-        self._seen[did] = int(time.time())
-        if time.monotonic() - self._seen_flushed >= SEEN_EVERY_S:
+        """Note that a device refreshed; write the notes at most every :data:`SEEN_EVERY_S` per process
+        (each gunicorn worker writes its own; :func:`accounts.touch_devices` never moves a time back)."""
+        with self._lock:
+            self._seen[did] = int(time.time())
+            if time.monotonic() - self._seen_flushed < SEEN_EVERY_S:
+                return
             seen, self._seen, self._seen_flushed = self._seen, {}, time.monotonic()
+        if seen:
             try:
                 accounts.touch_devices(self.live.writer(), seen)
             except Exception:  # noqa: BLE001 - a busy store must not stop the wall: try again later
                 log.warning("could not record when wall devices last refreshed", exc_info=True)
-                self._seen.update(seen)
+                with self._lock:
+                    self._seen = {**seen, **self._seen}
 
     def embed_principal(self, panel: str, args: dict) -> Principal:
         token = args.get(signing.TOKEN_ARG)
@@ -163,10 +171,11 @@ class Gate:
             if p is not None:
                 return p
         token = request.cookies.get(DEVICE_COOKIE)
-        if token and len(token) < 200:
-            p = self.device_principal(token)
-            if p is not None:
-                return p
+        if token:
+            p = self.device_principal(token) if len(token) < 200 else None
+            if p is None:  # a revoked wall says so; it does not carry on as the anonymous viewer
+                raise Denied(403, DEVICE_REVOKED)
+            return p
         if self.anonymous == "viewer":
             return Principal("anonymous", "anonymous")
         return None
@@ -250,6 +259,8 @@ class Gate:
             return  # no page there: answered 404 by the router's own check
         if not p.allows(rule):
             raise Denied(403, f"{self._who(p)} may not open {path[:80]}")
+        if p.kind == "embed":
+            self._check_embed_page(p, path, query)
         if p.kind == "device":
             from dashboard.accounts import check_wall_url
 
@@ -264,6 +275,16 @@ class Gate:
         district = parse_query(query).get("district")
         if district and not p.sees(district):
             raise Denied(403, f"district {district[:60]!r} is outside what {self._who(p)} may see")
+
+    @staticmethod
+    def _check_embed_page(p: Principal, path: str, query: str) -> None:
+        """A signed link opens its own panel with its own parameters only (the router's body may name
+        another page than the one the link signed)."""
+        from dashboard.pages.embed import PREFIX, panel_id_of
+
+        args = {k: v for k, v in parse_query(query).items() if k != signing.TOKEN_ARG and v not in (None, "")}
+        if not path.startswith(PREFIX) or panel_id_of(path) != p.locks.get("panel") or args != p.locks.get("args"):
+            raise Denied(403, "a signed link shows the panel it was signed for only")
 
     def _check_callback(self, p: Principal, body: dict) -> None:
         cb = self.app.callback_map.get(body.get("output")) if isinstance(body.get("output"), str) else None
@@ -313,7 +334,8 @@ class Gate:
 
 def _items(body: dict):
     for part in ("inputs", "state"):
-        for item in body.get(part) or []:
+        items = body.get(part)
+        for item in items if isinstance(items, list) else ():  # a forged body: the callback guard answers 400
             if isinstance(item, dict):
                 yield item
             elif isinstance(item, list):
@@ -367,8 +389,21 @@ def _deny_response(status: int, message: str) -> Response:
 
     if status == 401:
         return redirect(f"{LOGIN_PATH}?next=" + _quote(request.full_path.rstrip("?")), 303)
+    if message == DEVICE_REVOKED:
+        return Response(revoked_html(), status, mimetype="text/html")
     title = {403: "Not allowed", 410: "Link expired"}.get(status, "Not allowed")
     return Response(error_html(status, message, title=title), status, mimetype="text/html")
+
+
+def revoked_html() -> str:
+    """Return the page a revoked wall shows when reloaded: the message the live wall shows, as large
+    (``.wall-revoked`` in assets/wall.css, readable from 5 m)."""
+    return ("<!doctype html><html lang='en' class='panorama-revoked'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'><title>Access revoked</title>"
+            "<link rel='icon' href='/assets/favicon.svg' type='image/svg+xml'>"
+            "<link rel='stylesheet' href='/assets/theme.css'><link rel='stylesheet' href='/assets/wall.css'></head>"
+            f"<body><div class='wall-revoked' role='alert'><p class='wall-revoked-text'>{DEVICE_REVOKED}</p>"
+            "</div></body></html>")
 
 
 def _quote(s: str) -> str:
@@ -415,7 +450,8 @@ def init_app(app, live, settings) -> Gate:
     @server.after_request
     def csrf_cookie(resp):
         """Give the page its CSRF token (Dash's renderer sends it back with each callback)."""
-        if request.method != "GET" or resp.status_code >= 400 or resp.mimetype != "text/html":
+        if request.method != "GET" or resp.status_code >= 300 or resp.mimetype != "text/html":
+            # (a redirect sets its own: a wall's claim sets its device's token, which this would replace)
             return resp
         nonce = g.pop("panorama_nonce", None)
         token = gate.csrf_token()

@@ -1,7 +1,9 @@
 """Take a screenshot of a page in headless Chromium: python scripts/screenshot.py URL OUT.png [WxH] [--wait S].
 
 ``--sign-in NAME`` signs in first through the page's /login form (the password from stdin's first line);
-``--ready SELECTOR`` is what to wait for (default: a map or a KPI card).
+``--ready SELECTOR`` is what to wait for (default: a map, a KPI card or the admin page).
+``--cookie NAME=VALUE`` (repeatable) sets a cookie on the URL's origin first: a signed-in session
+(``panorama_session=…``) or a wall's device token (``panorama_device=…``) for pages that need one.
 """
 from __future__ import annotations
 
@@ -54,13 +56,23 @@ def main() -> None:
     ap.add_argument("--wait", type=float, default=4.0)
     ap.add_argument("--click", help="CSS selector to click before the shot")
     ap.add_argument("--sign-in", metavar="NAME", help="sign in as NAME first (password: stdin's first line)")
-    ap.add_argument("--ready", default=".maplibregl-canvas, .kpi", help="CSS selector to wait for")
+    ap.add_argument("--ready", default=".maplibregl-canvas, .kpi, .admin-main", help="CSS selector to wait for")
+    ap.add_argument("--cookie", action="append", default=[], metavar="NAME=VALUE",
+                    help="a cookie for the URL's origin (repeatable), e.g. panorama_session=<token>")
     a = ap.parse_args()
     w, h = (int(x) for x in a.size.split("x"))
     d = driver(w, h)
     try:
         if a.sign_in:
             sign_in(d, a.url, a.sign_in, sys.stdin.readline().rstrip("\r\n"))
+        if a.cookie:
+            from urllib.parse import urlsplit
+
+            u = urlsplit(a.url)
+            d.get(f"{u.scheme}://{u.netloc}/health")  # a cookie is set on a page of its origin
+            for c in a.cookie:
+                name, _, value = c.partition("=")
+                d.add_cookie({"name": name, "value": value, "path": "/"})
         d.get(a.url)
         deadline = time.time() + 30
         while time.time() < deadline and not d.find_elements(By.CSS_SELECTOR, a.ready):

@@ -102,6 +102,20 @@ def _bundle_case() -> Case:
     return Case("bundle", "/_dash-component-suites/<string:package_name>/<path:fingerprinted_path>", status=200)
 
 
+#: The admin forms, each posted with a value it refuses (400, nothing changed): field -> value.
+ADMIN_FORMS = {"admin.user_add": ("/admin/users/add", {"name": "", "role": "viewer"}),
+               "admin.user_role": ("/admin/users/role", {"name": "nobody-at-all", "role": "king"}),
+               "admin.user_disable": ("/admin/users/disable", {"name": "nobody-at-all"}),
+               "admin.user_enable": ("/admin/users/enable", {"name": "nobody-at-all"}),
+               "admin.user_reset": ("/admin/users/reset", {"name": "nobody-at-all"}),
+               "admin.device_add": ("/admin/devices/add", {"name": "wall", "url": "/not-a-wall"}),
+               "admin.device_revoke": ("/admin/devices/revoke", {"id": "x"}),
+               "admin.embed_sign": ("/admin/embeds/sign", {"panel": "no-such-panel"})}
+#: Cases answered as a form or an API: no identity gets 401, not the sign-in page's redirect.
+POSTED = {"alert ack unknown", "silence add without scope", "silence end unknown", "admin rotate unconfirmed",
+          *(f"admin {e.removeprefix('admin.')} refused" for e in ADMIN_FORMS)}
+
+
 def cases(app) -> list[Case]:
     """Every request of the matrix, one per route of ``app`` (pages, layouts and callbacks one per
     page and callback); a route this cannot make a real request for fails :func:`test_access003`."""
@@ -123,6 +137,9 @@ def cases(app) -> list[Case]:
             Case("silences list", "alerts.list_silences"),
             Case("silence add without scope", "alerts.add_silence", status=400),
             Case("silence end unknown", "alerts.end_silence", status=404),
+            # the admin page (dashboard/admin.py): forms with their CSRF field and input that changes nothing
+            Case("admin page", "admin.page_view"), Case("admin rotate unconfirmed", "admin.embed_rotate"),
+            *[Case(f"admin {e.removeprefix('admin.')} refused", e, status=400) for e in ADMIN_FORMS],
             # incidents (dashboard/incidents/web.py): likewise an unknown id or type
             Case("incidents list", "incidents.list_incidents"), Case("incident types", "incidents.incident_types"),
             Case("incident unknown", "incidents.get_incident", status=404),
@@ -271,6 +288,11 @@ def send(world, p, case: Case, secrets_):
              "silence end unknown": ("/api/silences/999999/end", {}),
              "incident open unknown type": ("/api/incidents", {"type": "no-such-type"}),
              "incident note unknown": ("/api/incidents/999999/note", {"note": "x"})}
+    forms = {f"admin {e.removeprefix('admin.')} refused": v for e, v in ADMIN_FORMS.items()}
+    forms["admin rotate unconfirmed"] = ("/admin/embeds/rotate", {})
+    if case.id in forms:
+        path, data = forms[case.id]
+        return c.post(path, data={**data, "csrf": csrf(c) or ""})
     if case.id in posts:
         path, body = posts[case.id]
         token = csrf(c)
@@ -280,7 +302,8 @@ def send(world, p, case: Case, secrets_):
              "login page": "/login", "alerts list": "/api/alerts", "alert unknown": "/api/alerts/999999",
              "alert history unknown": "/api/alerts/999999/history", "silences list": "/api/silences",
              "incidents list": "/api/incidents", "incident types": "/api/incident-types",
-             "incident unknown": "/api/incidents/999999"}
+             "incident unknown": "/api/incidents/999999",
+             "admin page": "/admin"}
     return c.get(paths[case.id])
 
 
@@ -311,7 +334,7 @@ def test_access004_matrix(world, secrets_, who, case):
                 text[max(0, seen[0].start() - 200):seen[0].end() + 50] if seen else ""
         return
     if want == "none":
-        api = case.callback or case.endpoint.startswith(("api_", "alerts.", "incidents.")) or case.endpoint == "api_panel"
+        api = case.callback or case.endpoint.startswith(("api_", "alerts.", "incidents.")) or case.id in POSTED
         if api:
             assert r.status_code == 401, (r.status_code, r.get_data()[:300])
         else:

@@ -11,6 +11,7 @@ import zlib
 import pytest
 from _demo import build_demo_store
 from sqlalchemy import text
+from layers import LAYERS
 
 from dashboard.app import create_app
 from dashboard.export import panel_ids
@@ -451,3 +452,12 @@ def test_export016_csv_cells_cannot_start_a_formula():
 def test_export017_image_pixels_are_bounded(client):
     r = client.get("/api/panels/map.png?width=4000&height=4000&scale=4")
     assert r.status_code == 400 and "million pixels" in r.get_json()["error"]
+
+
+@pytest.mark.parametrize("lid", [layer.id for layer in LAYERS])
+def test_export018_every_map_layer_draws_as_svg(client, lid):
+    """Each layer's panel draws, whatever its traces carry: the buses' live positions come as typed
+    arrays ({dtype, bdata}), which the image made a 500 of before."""
+    r = client.get(f"/api/panels/map-{lid}.svg?width=640&height=400")
+    assert r.status_code == 200 and r.mimetype == "image/svg+xml", r.data[:200]
+    assert r.data.count(b"<path") >= 1

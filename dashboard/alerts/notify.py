@@ -38,11 +38,46 @@ def message(event: dict, alert: dict) -> tuple[str, str, dict]:
     return event["uid"], kind, payload
 
 
-def on_change(conn, event: dict, alert: dict) -> None:
-    """Queue the notification of ``event`` (in the caller's transaction)."""
+#: The city's ``[[notify]]`` channels and its rules by id (:func:`configure`, at app start).
+_CHANNELS: list = []
+_RULES: dict = {}
+
+
+def configure(channels, rules=()) -> None:
+    """Say where this process's alert changes go: the city's channels (``City.notify_channels``) and
+    its rules (their condition and summary go into each notification)."""
+    global _CHANNELS, _RULES
+    _CHANNELS = list(channels or ())
+    _RULES = {r.id: r for r in rules or ()}
+
+
+def event_name(event: dict) -> str:
+    """Return the name a channel selects a change by: the engine's event (firing, resolved, nodata,
+    error, resumed, unmuted, …) for the evaluator's changes, ``escalated``, or the action itself."""
+    if event["action"] in ("open", "engine"):
+        return (event.get("detail") or {}).get("event") or event["action"]
+    return "escalated" if event["action"] == "escalate" else event["action"]
+
+
+def transition_of(event: dict, alert: dict, before: dict | None):
+    """Return the engine :class:`~dashboard.alerts.engine.Transition` a stored change stands for."""
+    from dashboard.alerts.engine import Transition
+
+    d = event.get("detail") or {}
+    return Transition(rule=alert["rule"], scope=alert["scope"],
+                      from_state=before["state"] if before else "inactive", to_state=alert["state"],
+                      event=event_name(event), at=event["at"], value=alert.get("value"), severity=alert["severity"],
+                      repeat=alert.get("repeat") or 1, district=alert.get("district_id"), asset=alert.get("asset"),
+                      muted=alert.get("muted"), reason=d.get("reason") or event.get("note") or "")
+
+
+def on_change(conn, event: dict, alert: dict, before: dict | None = None) -> None:
+    """Queue the notification of ``event`` for every channel that wants it (in the caller's transaction:
+    the change and its notifications are stored together or not at all; the event's ``uid`` keys them)."""
     key, kind, payload = message(event, alert)
     box = outbox()
-    if box is not None:
-        box.enqueue(conn, key, kind, payload)  # notifications: outbox.enqueue here
+    if box is not None and _CHANNELS:
+        t = transition_of(event, alert, before)
+        box.notify_transition(conn, _CHANNELS, t, key, _RULES.get(alert["rule"]))
     for fn in LISTENERS:
         fn(conn, key, kind, payload)

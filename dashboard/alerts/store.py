@@ -105,7 +105,7 @@ def append(conn, row: dict | None, action: str, actor: str, at: float, note: str
     new, ev = write_event(conn, alerts, alert_events, apply, "alert", row, action, actor, at, note, detail)
     from dashboard.alerts import notify
 
-    notify.on_change(conn, ev, new)  # notifications: outbox.enqueue here (same transaction as the change)
+    notify.on_change(conn, ev, new, row)  # its notifications, in the same transaction as the change
     return new, ev
 
 

@@ -15,7 +15,7 @@ from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
 from layers import DOMAINS
 from dashboard.live import LiveData, StoreUnavailable
-from dashboard.access import scope, view_key
+from dashboard.access import ADMIN, current, scope, view_key
 from dashboard.login_page import account_corner
 from dashboard.params import BadParameter, check_district, check_layers, check_window, parse_query, view_query
 from dashboard.store.readmodel import WINDOWS
@@ -116,6 +116,13 @@ def default_layers(live: LiveData, defaults: list[str]) -> list[str]:
     return on
 
 
+def _admin_link() -> list:
+    """The "Admin" link of the header, for a signed-in admin only."""
+    p = current()
+    return [html.A("Admin", href="/admin", className="btn admin-link")] if p and p.kind == "user" and p.role == ADMIN \
+        else []
+
+
 def layout(live: LiveData, pathname: str = "/", search: str = ""):
     """Return the manager page for the query string ``search``."""
     try:
@@ -150,6 +157,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                              options=[{"label": r.name, "value": r.id} for r in d.itertuples()]),
                 html.Button("Whole city", id="whole-city", n_clicks=0, className="btn", hidden=mine is not None),
             ], className="controls"),
+            *_admin_link(),
             html.Div([html.Span(id="clock", className="clock"),
                       html.Span(id="updated", className="updated")], className="status"),
             account_corner(pathname + (search if not search or search.startswith("?") else "?" + search)),

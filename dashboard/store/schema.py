@@ -290,7 +290,7 @@ silences = Table(
     Index("ix_silences_ends", "ends_at"),
 )
 
-#: Incidents (migration 0009): alerts grouped into one event to handle, with a type whose standard
+#: Incidents (migration 0010): alerts grouped into one event to handle, with a type whose standard
 #: operating procedure is a checklist (:mod:`dashboard.incidents`). Like an alert, a row changes only
 #: through an ``incident_events`` row (:func:`dashboard.incidents.store.apply`), so replaying an
 #: incident's events rebuilds it; ``status`` is open or closed.
@@ -411,6 +411,26 @@ audit_log = Table(
     Column("detail", JSON),
     Column("ip", String(64)),
     Index("ix_audit_log_at", "at"),
+)
+
+#: Notifications waiting to go out, and what became of them (migration 0008): one row per state change
+#: per channel, ``key`` unique so that enqueueing the same change twice inserts once
+#: (:mod:`dashboard.alerts.outbox`). Times are float seconds, unlike the other tables: retries back
+#: off by fractions of a second and delivery latency is measured in milliseconds.
+outbox = Table(
+    "outbox", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("key", String(200), nullable=False, unique=True),
+    Column("target", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", Float),  # NULL once delivered or failed: nothing more to do
+    Column("delivered_at", Float),
+    Column("failed_at", Float),
+    Column("last_error", Text),
+    Index("ix_outbox_due", "next_attempt_at"),
 )
 
 meta = Table(
