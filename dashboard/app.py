@@ -63,6 +63,9 @@ def create_app(settings: Settings | None = None, engine=None) -> Dash:
     from dashboard.alerts import web as alerts_web
 
     alerts_web.init_app(server, live, settings)
+    from dashboard.incidents import web as incidents_web
+
+    incidents_web.init_app(server, live, settings)
     from dashboard import page_meta
 
     city_name = city.name if city is not None else None

@@ -108,6 +108,15 @@ class City:
         return parse_alerting(self.config.get("alerting"), str(self.folder / "city.toml"))
 
     @property
+    def incidents(self):
+        """Return the city's incident types, grouping rules and team members (``[[incident_type]]``,
+        ``[[incident_rule]]``, ``[teams]``; see :mod:`dashboard.incidents.config`), checked; a mistake is a
+        one-line ``RuleError``."""
+        from dashboard.incidents.config import parse_incidents
+
+        return parse_incidents(self.config, str(self.folder / "city.toml"), self.alerting)
+
+    @property
     def notify_channels(self) -> list:
         """Return the city's notification channels (``[[notify]]`` tables, see
         :mod:`dashboard.alerts.outbox`), checked against its rules and districts; a bad channel is a

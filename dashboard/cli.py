@@ -1,5 +1,5 @@
 """The ``panorama`` command: init, simulate, serve, run, ingest, db, city, user, export, report, alerts,
-silence, notify."""
+silence, notify, incident."""
 from __future__ import annotations
 
 import logging
@@ -367,6 +367,8 @@ app.add_typer(notify_app, name="notify")
 from dashboard.cli_devices import device_app, embed_app  # noqa: E402
 app.add_typer(device_app, name="device")
 app.add_typer(embed_app, name="embed")
+from dashboard.cli_incidents import incident_app  # noqa: E402
+app.add_typer(incident_app, name="incident")
 
 
 def main() -> None:

@@ -49,16 +49,19 @@ def _date(s: str, name: str) -> date:
 
 
 def report(
-    date_from: str = typer.Option(..., "--from", help="First day of the period (YYYY-MM-DD, city time)."),
-    date_to: str = typer.Option(..., "--to", help="Last day of the period, inclusive."),
+    date_from: str = typer.Option(None, "--from", help="First day of the period (YYYY-MM-DD, city time)."),
+    date_to: str = typer.Option(None, "--to", help="Last day of the period, inclusive."),
     district: str = typer.Option(None, help="A district id (default: the whole city)."),
     out: Path = typer.Option(..., help="Output file."),
     fmt: str = typer.Option("html", "--format", help="html or pdf."),
     paper: str = typer.Option(None, help="Printed page size, a4 or letter (default: the city's paper, from "
                               "city.toml's paper or locale, else a4)."),
     as_user: str = typer.Option(None, "--as", help=AS_HELP),
+    incident: int = typer.Option(None, help="An incident id: its after-action report (timeline, checklist as "
+                                 "done, KPIs and map around the event) instead of a period report."),
 ):
-    """Write a self-contained period report: every KPI vs the previous period, trends, map, sources.
+    """Write a self-contained period report: every KPI vs the previous period, trends, map, sources;
+    or, with --incident, an incident's after-action report.
 
     Acts as the store's administrator (every district) unless --as names a user."""
     from dashboard.report import PAPERS, build_report, default_paper, print_pdf
@@ -66,6 +69,12 @@ def report(
 
     if fmt not in ("html", "pdf"):
         _fail("--format must be html or pdf")
+    if incident is not None:
+        if date_from or date_to or district:
+            _fail("--incident: the report covers the incident's own span and place (no --from, --to, --district)")
+        return _incident_report(incident, out, fmt, as_user)
+    if date_from is None or date_to is None:
+        _fail("--from and --to: the period (or --incident ID)")
     if paper is not None and paper.lower() not in PAPERS:
         _fail(f"--paper must be {' or '.join(PAPERS)}, not {paper[:20]!r}")
     start, end = _date(date_from, "--from"), _date(date_to, "--to")
@@ -115,6 +124,40 @@ def report(
     for note in notes:
         console.print(f"[yellow]note:[/] {escape(note)}")
     console.print(f"{escape(str(out))}: {out.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+
+
+def _incident_report(incident_id: int, out: Path, fmt: str, as_user: str | None) -> None:
+    """Write incident ``incident_id``'s after-action report (HTML, or printed to PDF)."""
+    from dashboard.incidents.config import default
+    from dashboard.incidents.report import build_incident_report
+    from dashboard.live import build_live
+    from dashboard.report import print_pdf
+    from dashboard.store import make_engine
+
+    from dashboard.alerts.rules import RuleError
+
+    city = _city_or_none(get_settings())
+    live = build_live(get_settings(), city, engine=make_engine(get_settings().resolved_database_url))
+    try:
+        cfg = city.incidents if city is not None else default()
+    except RuleError as exc:
+        _fail(str(exc))
+    t0 = time.perf_counter()
+    try:
+        with _acting(as_user, live.writer()):
+            page = build_incident_report(live.engine, incident_id, cfg, live.settings.aqi_standard, live.thresholds)
+    except ValueError as exc:
+        _fail(str(exc))
+    html_path = out if fmt == "html" else out.with_suffix(".html")
+    html_path.parent.mkdir(parents=True, exist_ok=True)
+    html_path.write_text(page, encoding="utf-8")
+    if fmt == "pdf":
+        try:
+            print_pdf(html_path, out)
+        except (RuntimeError, OSError) as exc:
+            _fail(str(exc))
+    console.print(f"{escape(str(out))}: incident {incident_id}, {out.stat().st_size / 1e3:.0f} kB in "
+                  f"{time.perf_counter() - t0:.1f} s")
 
 
 def _city_or_none(settings):

@@ -139,7 +139,12 @@ def cases(app) -> list[Case]:
             Case("silence end unknown", "alerts.end_silence", status=404),
             # the admin page (dashboard/admin.py): forms with their CSRF field and input that changes nothing
             Case("admin page", "admin.page_view"), Case("admin rotate unconfirmed", "admin.embed_rotate"),
-            *[Case(f"admin {e.removeprefix('admin.')} refused", e, status=400) for e in ADMIN_FORMS]]
+            *[Case(f"admin {e.removeprefix('admin.')} refused", e, status=400) for e in ADMIN_FORMS],
+            # incidents (dashboard/incidents/web.py): likewise an unknown id or type
+            Case("incidents list", "incidents.list_incidents"), Case("incident types", "incidents.incident_types"),
+            Case("incident unknown", "incidents.get_incident", status=404),
+            Case("incident open unknown type", "incidents.open_incident", status=400),
+            Case("incident note unknown", "incidents.incident_action", status=404)]
     for key in sorted(server_callbacks(app)):
         if key == "dashboard.app.route":
             out += [Case(f"callback route {p}", CALLBACK_ENDPOINT, page=p, callback=key) for p in PAGE_URLS]
@@ -280,7 +285,9 @@ def send(world, p, case: Case, secrets_):
         return c.get("/device/not-a-device-token")
     posts = {"alert ack unknown": ("/api/alerts/999999/ack", {"note": "x"}),
              "silence add without scope": ("/api/silences", {"reason": "works", "minutes": 30}),
-             "silence end unknown": ("/api/silences/999999/end", {})}
+             "silence end unknown": ("/api/silences/999999/end", {}),
+             "incident open unknown type": ("/api/incidents", {"type": "no-such-type"}),
+             "incident note unknown": ("/api/incidents/999999/note", {"note": "x"})}
     forms = {f"admin {e.removeprefix('admin.')} refused": v for e, v in ADMIN_FORMS.items()}
     forms["admin rotate unconfirmed"] = ("/admin/embeds/rotate", {})
     if case.id in forms:
@@ -294,6 +301,8 @@ def send(world, p, case: Case, secrets_):
              "api panels": "/api/panels", "geojson": "/api/geo/districts.geojson", "health": "/health",
              "login page": "/login", "alerts list": "/api/alerts", "alert unknown": "/api/alerts/999999",
              "alert history unknown": "/api/alerts/999999/history", "silences list": "/api/silences",
+             "incidents list": "/api/incidents", "incident types": "/api/incident-types",
+             "incident unknown": "/api/incidents/999999",
              "admin page": "/admin"}
     return c.get(paths[case.id])
 
@@ -325,7 +334,7 @@ def test_access004_matrix(world, secrets_, who, case):
                 text[max(0, seen[0].start() - 200):seen[0].end() + 50] if seen else ""
         return
     if want == "none":
-        api = case.callback or case.endpoint.startswith(("api_", "alerts.")) or case.id in POSTED
+        api = case.callback or case.endpoint.startswith(("api_", "alerts.", "incidents.")) or case.id in POSTED
         if api:
             assert r.status_code == 401, (r.status_code, r.get_data()[:300])
         else:

@@ -10,7 +10,9 @@ and a restart reloads every timer from the store: no re-fired alert, no lost pen
 
 After the engine's step, the tick does what time does to alerts: shelves expire, alerts whose
 condition has been clear for ``auto_resolve_after`` are resolved, and new alerts nobody acknowledged
-within ``escalate_after`` escalate (``[alerting]``, :mod:`dashboard.alerts.config`).
+within ``escalate_after`` escalate (``[alerting]``, :mod:`dashboard.alerts.config`). Alerts it opened
+are then grouped into incidents by the city's ``[[incident_rule]]`` tables (:func:`dashboard.incidents.store.group`),
+in the same transaction.
 """
 from __future__ import annotations
 
@@ -41,8 +43,9 @@ class Evaluator:
     :class:`~dashboard.alerts.engine.Observations` at ``now``; ``clock`` is injectable for tests."""
 
     def __init__(self, engine, rules, config: Alerting | None = None, observe=None, tick_seconds: float = 5,
-                 clock=time.time, worker: str | None = None):
+                 clock=time.time, worker: str | None = None, incidents=None):
         self.engine = engine
+        self.incidents = incidents  # dashboard.incidents.config.Incidents: its rules group new alerts
         self.plan = Plan(rules)
         self.config = config or Alerting()
         self.observe = observe or (lambda now: Observations(now=now))
@@ -98,10 +101,16 @@ class Evaluator:
         rows = store.open_rows(conn)
         events = self._alerts(conn, rows, old["alerts"], new["alerts"], trans, now)
         events += self._time_passes(conn, rows, now)
+        grouped = []
+        opened = [e for e in events if e["action"] == "open"]
+        if opened and self.incidents is not None and self.incidents.rules:
+            from dashboard.incidents.store import group
+
+            grouped = group(conn, self.incidents, opened, now)  # same transaction: an alert and its incident
         ms = (time.perf_counter() - t0) * 1000
         conn.execute(update(alert_ticks).where(alert_ticks.c.tick == n).values(ms=ms, transitions=len(trans)))
         conn.execute(delete(alert_ticks).where(alert_ticks.c.tick < n - KEEP_TICKS))
-        return {"tick": n, "at": now, "transitions": trans, "events": events, "ms": ms}
+        return {"tick": n, "at": now, "transitions": trans, "events": events, "incident_events": grouped, "ms": ms}
 
     def _alerts(self, conn, rows: dict, old: dict, new: dict, trans: list, now: float) -> list[dict]:
         """Open, change or clear the alert rows of the engine's step; return the events written."""
@@ -223,4 +232,9 @@ def for_live(live, settings) -> Evaluator | None:
     except RuleError as exc:
         log.error("alerts are not evaluated: %s", exc)
         return None
-    return Evaluator(live.writer(), rules, config, lambda now: observe_live(live, now), tick)
+    try:
+        incidents = city.incidents if city is not None else None
+    except RuleError as exc:
+        log.error("alerts are not grouped into incidents: %s", exc)
+        incidents = None
+    return Evaluator(live.writer(), rules, config, lambda now: observe_live(live, now), tick, incidents=incidents)

@@ -141,20 +141,9 @@ def parse_rules(tables, where: str = "city.toml", districts: set[str] | None = N
     """
     if tables is None:
         return []
-    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
-        raise RuleError(f"{where}: alert rules are [[alert]] tables")
     reg, gone = _Registry(DOMAINS), None
     rules: list[Rule] = []
-    seen: set[str] = set()
-    for n, t in enumerate(tables, 1):
-        rid = t.get("id")
-        if not isinstance(rid, str) or not _ID.match(rid):
-            raise RuleError(f"{where}: [[alert]] #{n}: id: {'missing' if rid is None else repr(rid) + ' is not'} "
-                            "a rule id (letters, digits, _ . : -)")
-        here = f"{where}: [[alert]] {rid!r}"
-        if rid in seen:
-            raise RuleError(f"{here}: id: used by an earlier rule too")
-        seen.add(rid)
+    for t, here in declared(tables, where, "alert", "alert rules", "rule"):
         try:
             rules.append(_parse_one(t, here, reg, districts))
         except _Unknown as exc:
@@ -162,6 +151,24 @@ def parse_rules(tables, where: str = "city.toml", districts: set[str] | None = N
             if not exc.in_(gone):
                 raise RuleError(str(exc)) from None
     return rules
+
+
+def declared(tables, where: str, table: str, plural: str, noun: str):
+    """Yield (table, where it is) for each ``[[table]]`` of ``tables``, each with an id of its own;
+    raise :class:`RuleError` in one line for a missing, malformed or repeated id."""
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise RuleError(f"{where}: {plural} are [[{table}]] tables")
+    seen: set[str] = set()
+    for n, t in enumerate(tables, 1):
+        tid = t.get("id")
+        if not isinstance(tid, str) or not _ID.match(tid):
+            raise RuleError(f"{where}: [[{table}]] #{n}: id: {'missing' if tid is None else repr(tid) + ' is not'} "
+                            f"a {noun} id (letters, digits, _ . : -)")
+        here = f"{where}: [[{table}]] {tid!r}"
+        if tid in seen:
+            raise RuleError(f"{here}: id: used by an earlier {noun} too")
+        seen.add(tid)
+        yield t, here
 
 
 class _Unknown(RuleError):

@@ -102,20 +102,29 @@ def apply(row: dict | None, ev: dict) -> dict:
 def append(conn, row: dict | None, action: str, actor: str, at: float, note: str | None = None,
            detail: dict | None = None) -> tuple[dict, dict]:
     """Write one event and the row it makes (inserting the row for ``open``); return (row, event)."""
-    ev = {"action": action, "at": float(at), "actor": actor, "note": note, "detail": _json(detail or {})}
-    new = apply(row, ev)
-    if row is None:
-        fields = {k: v for k, v in new.items() if k != "id"}
-        new["id"] = conn.execute(insert(alerts).values(**fields)).inserted_primary_key[0]
-    else:
-        changed = {k: v for k, v in new.items() if row.get(k) != v and k != "id"}
-        conn.execute(update(alerts).where(alerts.c.id == row["id"]).values(**changed))
-    ev.update(alert_id=new["id"], seq=new["events"], uid=f"alert-{new['id']}-{new['events']}",
-              from_status=None if row is None else row["status"], to_status=new["status"])
-    ev["id"] = conn.execute(insert(alert_events).values(**{k: v for k, v in ev.items() if k != "id"})).inserted_primary_key[0]
+    new, ev = write_event(conn, alerts, alert_events, apply, "alert", row, action, actor, at, note, detail)
     from dashboard.alerts import notify
 
     notify.on_change(conn, ev, new, row)  # its notifications, in the same transaction as the change
+    return new, ev
+
+
+def write_event(conn, table, events, fold, kind: str, row: dict | None, action: str, actor: str, at: float,
+                note: str | None, detail: dict | None) -> tuple[dict, dict]:
+    """Append one event of ``kind`` (alert, incident) to ``events`` and write the row ``fold(row, event)``
+    makes to ``table`` (inserted for the first event); return (row, event). The event's ``uid`` is
+    ``kind-id-seq``; alert events also say the status they move from and to."""
+    ev = {"action": action, "at": float(at), "actor": actor, "note": note, "detail": _json(detail or {})}
+    new = fold(row, ev)
+    if row is None:
+        new["id"] = conn.execute(insert(table).values(**{k: v for k, v in new.items() if k != "id"})).inserted_primary_key[0]
+    else:
+        changed = {k: v for k, v in new.items() if row.get(k) != v and k != "id"}
+        conn.execute(update(table).where(table.c.id == row["id"]).values(**changed))
+    ev.update({f"{kind}_id": new["id"], "seq": new["events"], "uid": f"{kind}-{new['id']}-{new['events']}"})
+    if "from_status" in events.c:
+        ev.update(from_status=None if row is None else row["status"], to_status=new["status"])
+    ev["id"] = conn.execute(insert(events).values(**{k: v for k, v in ev.items() if k != "id"})).inserted_primary_key[0]
     return new, ev
 
 
@@ -271,9 +280,15 @@ def list_alerts(conn, *, states=(), severities=(), districts=None, district=None
         q = q.where(alerts.c.rule == rule)
     if since is not None:
         q = q.where(alerts.c.updated_at >= since)
+    return page(conn, q, alerts.c.id, limit, cursor)
+
+
+def page(conn, q, id_col, limit: int, cursor: int | None) -> tuple[list[dict], int | None]:
+    """Return one page of ``q``'s rows, newest (highest ``id_col``) first, before ``cursor``, and the
+    cursor of the next page (None: the last page)."""
     if cursor is not None:
-        q = q.where(alerts.c.id < cursor)
-    rows = [dict(r._mapping) for r in conn.execute(q.order_by(alerts.c.id.desc()).limit(limit + 1))]
+        q = q.where(id_col < cursor)
+    rows = [dict(r._mapping) for r in conn.execute(q.order_by(id_col.desc()).limit(limit + 1))]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1]["id"] if more else None)

@@ -290,6 +290,65 @@ silences = Table(
     Index("ix_silences_ends", "ends_at"),
 )
 
+#: Incidents (migration 0010): alerts grouped into one event to handle, with a type whose standard
+#: operating procedure is a checklist (:mod:`dashboard.incidents`). Like an alert, a row changes only
+#: through an ``incident_events`` row (:func:`dashboard.incidents.store.apply`), so replaying an
+#: incident's events rebuilds it; ``status`` is open or closed.
+incidents = Table(
+    "incidents", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("type", String(100), nullable=False),
+    Column("title", String(200), nullable=False),
+    Column("district_id", String(64)),
+    Column("domain", String(32)),
+    Column("severity", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("owner", String(100)),
+    Column("rule", String(100)),
+    Column("opened_at", Float, nullable=False),
+    Column("opened_by", String(100), nullable=False),
+    Column("closed_at", Float),
+    Column("closed_by", String(100)),
+    Column("summary", Text),
+    Column("handover", Text),
+    Column("handover_at", Float),
+    Column("handover_by", String(100)),
+    Column("alerts", Integer, nullable=False),
+    Column("last_alert_at", Float),
+    Column("steps_done", Integer, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("events", Integer, nullable=False),
+    Index("ix_incidents_status", "status", "district_id", "domain"),
+    Index("ix_incidents_updated", "updated_at"),
+)
+
+#: Which alerts an incident groups (an alert is in one incident at most), who added each and when.
+incident_alerts = Table(
+    "incident_alerts", metadata,
+    Column("incident_id", Integer, ForeignKey("incidents.id"), primary_key=True),
+    Column("alert_id", Integer, ForeignKey("alerts.id"), primary_key=True),
+    Column("added_at", Float, nullable=False),
+    Column("added_by", String(100), nullable=False),
+    Index("ix_incident_alerts_alert", "alert_id", unique=True),
+)
+
+#: What happened to each incident, appended and never updated: opened, alerts added, owner changed,
+#: notes, handover notes, checklist steps done (with their fields), closed, reopened.
+incident_events = Table(
+    "incident_events", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uid", String(40), nullable=False, unique=True),
+    Column("incident_id", Integer, ForeignKey("incidents.id"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("note", Text),
+    Column("detail", JSON, nullable=False),
+    Index("ix_incident_events_incident", "incident_id", "seq", unique=True),
+    Index("ix_incident_events_at", "at"),
+)
+
 rejected = Table(
     "rejected", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
