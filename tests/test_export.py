@@ -381,13 +381,18 @@ def test_export012_repeated_unknown_or_endless_layers_are_400(client, fmt, layer
 def test_export013_image_sizes_snap_to_a_grid_and_share_one_render(client):
     from dashboard.export import Renderer
 
-    first = client.get("/api/panels/energy.capacity_share.png?width=801&height=301")
-    assert first.status_code == 200
-    assert png_pixels(first.data)[:2] == (800, 300)  # snapped to the 20 px grid
-    n = Renderer.renders
-    for w, h in ((800, 300), (799, 299), (808, 295)):
-        again = client.get(f"/api/panels/energy.capacity_share.png?width={w}&height={h}")
-        assert again.data == first.data, (w, h)
+    live = client.application.extensions["panorama"]
+    for _attempt in range(3):  # images are kept per refresh interval: all four requests in one of them
+        bucket = live.bucket()
+        first = client.get("/api/panels/energy.capacity_share.png?width=801&height=301")
+        assert first.status_code == 200
+        assert png_pixels(first.data)[:2] == (800, 300)  # snapped to the 20 px grid
+        n = Renderer.renders
+        for w, h in ((800, 300), (799, 299), (808, 295)):
+            again = client.get(f"/api/panels/energy.capacity_share.png?width={w}&height={h}")
+            assert again.data == first.data, (w, h)
+        if live.bucket() == bucket:
+            break
     assert Renderer.renders == n, "a size 1 px away from a cached one was rendered again"
 
 

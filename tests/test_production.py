@@ -123,12 +123,13 @@ def test_fresh_workers_answer_their_first_requests(stack):
 
 def test_a_value_computed_once_is_served_to_every_worker(stack):
     base = stack["server"].base
-    before = {pid: h["worker"]["computations"] for pid, h in workers_health(base).items()}
-    assert len(before) == 2
     url = f"{base}/api/kpis?window=7d&district=haidian"
-    while time.time() % REFRESH > 0.3:  # start right after a bucket turns over
+    start = int(time.time() // REFRESH)
+    while int(time.time() // REFRESH) == start:  # a fresh bucket: nothing of it computed by an earlier request
         time.sleep(0.02)
     first = int(time.time() // REFRESH)
+    before = {pid: h["worker"]["computations"] for pid, h in workers_health(base).items()}
+    assert len(before) == 2
     answers: list = []
     with ThreadPoolExecutor(8) as pool:  # bursts back to back until both have answered (one can take a burst)
         while len({a[1]["X-Panorama-Worker"] for a in answers}) < 2 and len(answers) < 800:
