@@ -13,7 +13,9 @@ every hook, Dash, the shared refresh answers) as:
 Modes are interleaved, ``--rounds`` rounds of ``--requests`` each; per mode the median of the rounds'
 medians is reported, and the difference to ``no-gate``. The principal caches expire every second, so a
 run of several seconds includes their store lookups (one per token per second), as on a live wall.
-What it cannot see: the network, gunicorn and Redis (``bench_viewers.py --auth`` measures those with
+Device and session requests cycle through ``--tokens`` credentials (1,000: one per screen), so each
+finds its principal no longer remembered and reads it from the store, as a wall's refresh every 5 s
+does. What it cannot see: the network, gunicorn and Redis (``bench_viewers.py --auth`` measures those with
 1,000 screens); PostgreSQL lookups (``--database-url`` to use one).
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_access.py
@@ -47,6 +49,8 @@ def main() -> None:
     ap.add_argument("--database-url", default="", help="an existing Beijing store (default: a 6 h demo store in /tmp)")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--requests", type=int, default=1000, help="requests per mode per round")
+    ap.add_argument("--tokens", type=int, default=1000, help="devices and sessions the requests cycle through "
+                    "(each screen its own: every request finds its principal no longer remembered, as on a wall)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/out/access.json"))
     a = ap.parse_args()
 
@@ -79,11 +83,11 @@ def main() -> None:
 
     engine = make_engine(url)
     district = next(iter(_districts(engine)))
-    device_token = accounts.add_device(engine, "bench wall", "/wall", actor="bench")[1]
+    device_tokens = [accounts.add_device(engine, f"bench wall {i}", "/wall", actor="bench")[1] for i in range(a.tokens)]
     user = accounts.add_user(engine, f"bench-{secrets.token_hex(3)}", "viewer", actor="bench")[0]
     scoped = accounts.add_user(engine, f"bench-{secrets.token_hex(3)}", "viewer", districts=[district], actor="bench")[0]
-    session_token = accounts.start_session(engine, user, 2)
-    scoped_token = accounts.start_session(engine, scoped, 2)
+    session_tokens = [accounts.start_session(engine, user, 2) for _ in range(a.tokens)]
+    scoped_tokens = [accounts.start_session(engine, scoped, 2) for _ in range(a.tokens)]
     scoped_body = _with_district(body, district)
 
     app = create_app()
@@ -92,24 +96,24 @@ def main() -> None:
     limiter = server.extensions["panorama_limiter"]
     real_check = gate.check
 
-    def headers(cookie: str | None, token: str | None) -> dict:
-        if token is None:
-            return {}
-        return {"Cookie": f"{cookie}={token}", CSRF_HEADER: csrf_token_of(secret, token)}
+    def headers(cookie: str, tokens: list[str]) -> list[dict]:
+        return [{"Cookie": f"{cookie}={t}", CSRF_HEADER: csrf_token_of(secret, t)} for t in tokens]
 
-    cases = {"no-gate": (body, {}), "anonymous": (body, {}),
-             "device": (body, headers(DEVICE_COOKIE, device_token)),
-             "session": (body, headers(SESSION_COOKIE, session_token)),
-             "scoped": (scoped_body, headers(SESSION_COOKIE, scoped_token))}
+    cases = {"no-gate": (body, [{}]), "anonymous": (body, [{}]),
+             "device": (body, headers(DEVICE_COOKIE, device_tokens)),
+             "session": (body, headers(SESSION_COOKIE, session_tokens)),
+             "scoped": (scoped_body, headers(SESSION_COOKIE, scoped_tokens))}
 
     def run(mode: str, n: int) -> list[float]:
         gate.check = (lambda: None) if mode == "no-gate" else real_check
         limiter.enabled = mode != "no-gate"
-        payload, hdr = cases[mode]
+        payload, hdrs = cases[mode]
         data = json.dumps(payload)
         client = server.test_client()
         times = []
         for i in range(n):
+            hdr = hdrs[i % len(hdrs)]  # the next screen's credential
+            client._cookies.clear()  # each request carries only its own screen's cookie
             t0 = time.perf_counter()
             r = client.post("/_dash-update-component", data=data, headers={"Content-Type": "application/json", **hdr})
             times.append((time.perf_counter() - t0) * 1000)

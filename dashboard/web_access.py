@@ -554,7 +554,7 @@ def limit_rates(server: Flask, settings) -> None:
         return "t:" + accounts.digest(token)[:16] if token else "a:" + _client_ip()
 
     limiter = Limiter(client, app=server, storage_uri=limiter_storage(settings.cache_url),
-                      strategy="moving-window", headers_enabled=True,
+                      strategy="fixed-window", headers_enabled=True,  # O(1) per hit (one INCR in Redis)
                       on_breach=None, swallow_errors=True)
     server.extensions["panorama_limiter"] = limiter
     login = server.view_functions["access.login"]
