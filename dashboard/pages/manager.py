@@ -11,6 +11,7 @@ from dash import ALL, Dash, Input, Output, Patch, State, callback_context, dcc, 
 from dash.exceptions import PreventUpdate
 
 from dashboard import views
+from dashboard.pages import alerts_panel
 from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
 from layers import DOMAINS
@@ -127,6 +128,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         frames = live.layer_frames()
         kpis = [k for k in live.kpis(window, district) if k.id in live.kpi_ids]
         fig = views.map_figure(live, frames, params, layers_on)
+        fig["data"].append(alerts_panel.marker_trace())  # the alerts' places: filled by the panel's refresh
     except StoreUnavailable as exc:
         log.warning("manager: store unavailable: %s", exc)  # the driver's text stays in the log
         return html.Div([html.H1("City Panorama"),
@@ -165,7 +167,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                 html.Div(views.legend_block(params, layers_on), id="legend", className="legend",
                          tabIndex="0", title="Legend of the visible layers"),
             ], className="map-wrap"),
-            html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
+            html.Div([alerts_panel.panel(live), *views.kpi_sections(kpis)], id="kpis", className="kpi-panel"),
         ], id="main", className="main"),
         drill_panel(kid),
         dcc.Store(id="drill-kpi", data=kid),
@@ -173,6 +175,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         dcc.Store(id="loading-mark"),
         dcc.Store(id="kpi-labels", data={k.id: k.label for k in KPI_BY_ID.values()}),
         dcc.Store(id="city-tz", data=str(live.tz())),
+        dcc.Store(id=alerts_panel.TRACE, data=len(fig["data"]) - 1),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
         # the page's own view of the browser's URL: a callback of this page may not take the app
         # shell's "url" with this page's controls as inputs (on another page those are missing)
@@ -335,6 +338,8 @@ def register(app: Dash, live: LiveData) -> None:
             return None
         kid = trig.get("id") if isinstance(trig, dict) else None
         return kid if isinstance(kid, str) and kid in KPI_BY_ID else no_update
+
+    alerts_panel.register(app, live)
 
     app.clientside_callback(DRILL_JS, Output("drill", "hidden"), Output("drill-title", "children", allow_duplicate=True),
                             Input("drill-kpi", "data"), State("kpi-labels", "data"), prevent_initial_call=True)
