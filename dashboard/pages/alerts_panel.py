@@ -74,7 +74,7 @@ def panel(live: LiveData) -> html.Section:
     """Return the alerts panel (filters, grid, the selected alert, the actions for operators)."""
     grid_opts = {"rowSelection": {"mode": "singleRow", "checkboxes": False, "enableClickSelection": True},
                  "theme": {"function": _grid_theme()}, "animateRows": False,
-                 "overlayNoRowsTemplate": "No alert matches these filters"}
+                 "localeText": {"noRowsToShow": "No alert matches these filters"}}
     actions = None
     if may_act():
         actions = html.Div([
