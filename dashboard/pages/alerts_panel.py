@@ -94,9 +94,8 @@ def panel(live: LiveData) -> html.Section:
                      className="alert-row"),
         ], id="alert-actions", className="alert-actions")
     return html.Section([
-        html.Div([html.H2("Alerts", className="domain-title"), html.Span(id=COUNT, className="alerts-count")],
-                 className="alerts-head"),
-        html.Div([
+        html.Div([html.H2("Alerts", className="domain-title"), html.Span(id=COUNT, className="alerts-count"),
+                  html.Div([
             dcc.Dropdown(id=STATE, value="open", clearable=False, searchable=False, className="alerts-filter",
                          options=[{"label": k, "value": k} for k in screen.STATE_FILTERS]),
             dcc.Dropdown(id=SEVERITY, value=[], multi=True, searchable=False, placeholder="any severity",
@@ -104,16 +103,18 @@ def panel(live: LiveData) -> html.Section:
                                                              for s, (w, _c, _i) in screen.SEVERITY.items()]),
             dcc.Dropdown(id=DOMAIN, value=None, searchable=False, placeholder="any domain", className="alerts-filter",
                          options=[{"label": d.label, "value": d.id} for d in DOMAINS]),
-        ], className="alerts-filters"),
-        dag.AgGrid(id=GRID, className="alerts-grid", rowData=[], columnDefs=COLUMNS, getRowId="params.data.id",
-                   dashGridOptions=grid_opts, defaultColDef={"resizable": True, "sortable": True,
-                                                             "wrapHeaderText": True, "autoHeaderHeight": True},
-                   style={"height": "260px", "width": "100%"}),
+        ], className="alerts-filters")], className="alerts-head"),
+        html.Div([dag.AgGrid(id=GRID, className="alerts-grid", rowData=[], columnDefs=COLUMNS, getRowId="params.data.id",
+                   dashGridOptions=grid_opts, defaultColDef={"resizable": True, "sortable": True, "wrapText": True,
+                                                             "autoHeight": True, "wrapHeaderText": True,
+                                                             "autoHeaderHeight": True},
+                   style={"height": "100%", "width": "100%"}),
         html.Div([html.Div("Select an alert to see its history and its place on the map", id=TITLE,
                            className="alert-title"),
-                  html.Ol([], id=HISTORY, className="alert-history")], className="alert-detail"),
-        actions,
-        html.Div("", id=MESSAGE, className="alert-message", role="status"),
+                  actions,
+                  html.Div("", id=MESSAGE, className="alert-message", role="status"),
+                  html.Ol([], id=HISTORY, className="alert-history")], className="alert-detail")],
+            className="alerts-body"),
         dcc.Store(id=REV, data=0),
         dcc.Store(id=SELECTED, data=None),
     ], id="alerts-panel", className="domain alerts-panel")

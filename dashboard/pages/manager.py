@@ -158,7 +158,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         ], className="topbar"),
         html.Div(id="banner", className="banner", children=" · ".join(notices), hidden=not notices),
         html.Main([
-            html.Div([
+            html.Div([html.Div([
                 dcc.Graph(id="map", figure=fig, className="map", config={
                     "scrollZoom": True, "displaylogo": False,
                     "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}),
@@ -166,8 +166,8 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                               options=[{"label": layer_label(live, layer), "value": layer.id} for layer in LAYERS]),
                 html.Div(views.legend_block(params, layers_on), id="legend", className="legend",
                          tabIndex="0", title="Legend of the visible layers"),
-            ], className="map-wrap"),
-            html.Div([alerts_panel.panel(live), *views.kpi_sections(kpis)], id="kpis", className="kpi-panel"),
+            ], className="map-wrap"), alerts_panel.panel(live)], className="map-col"),
+            html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
         ], id="main", className="main"),
         drill_panel(kid),
         dcc.Store(id="drill-kpi", data=kid),

@@ -289,7 +289,7 @@ def ticker_rows(items: list[dict], now: float) -> list:
     """Return the ticker: how many alerts fire, then one line per alert (severity word, place, what,
     age), most severe first; the lines that do not fit the wall's width wrap out of sight, whole."""
     if not items:
-        return [html.Span("No alert firing", className="tk-count tk-clear")]
+        return [html.Div(html.Span("No alert firing", className="tk-count tk-clear"), className="tk-line")]
     from dashboard.alerts.screen import age_text
 
     n_crit = sum(i["severity"] == "critical" for i in items)
@@ -302,7 +302,7 @@ def ticker_rows(items: list[dict], now: float) -> list:
             html.Span(fit(i["summary"], TICKER_SUMMARY_CHARS), className="tk-summary"),
             html.Span(age_text(now - i["opened"]), className="tk-age", **{"data-opened": i["opened"]}),
         ], className=f"tk-item tk-{i['severity']}"))
-    return rows
+    return [html.Div(rows, className="tk-line")]
 
 
 def takeover_box() -> html.Section:
