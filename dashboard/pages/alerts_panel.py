@@ -42,14 +42,14 @@ _SEV_STYLE = {"styleConditions": [
 #: Plain columns and declarative options only: dash-ag-grid reads its "function" strings with its own
 #: parser (no eval), and no option here needs AG Grid's string expressions (which would).
 COLUMNS = [
-    {"field": "severity", "headerName": "Severity", "cellStyle": _SEV_STYLE, "minWidth": 104, "flex": 1},
-    {"field": "since", "headerName": "Since", "minWidth": 80, "flex": 1, "sortable": False},  # listed newest first
-    {"field": "place", "headerName": "Place", "minWidth": 130, "flex": 2},
-    {"field": "summary", "headerName": "Rule / summary", "minWidth": 150, "flex": 3},
-    {"field": "state", "headerName": "State", "minWidth": 80, "flex": 1},
-    {"field": "status", "headerName": "Status", "minWidth": 110, "flex": 1},
-    {"field": "owner", "headerName": "Owner", "minWidth": 90, "flex": 1},
-    {"field": "repeat", "headerName": "Repeats", "minWidth": 84, "flex": 1, "type": "numericColumn"},
+    {"field": "severity", "headerName": "Severity", "cellStyle": _SEV_STYLE, "minWidth": 104, "flex": 2},
+    {"field": "since", "headerName": "Since", "minWidth": 72, "flex": 1, "sortable": False},  # listed newest first
+    {"field": "place", "headerName": "Place", "minWidth": 118, "flex": 3},
+    {"field": "summary", "headerName": "Rule / summary", "minWidth": 104, "flex": 4},
+    {"field": "state", "headerName": "State", "minWidth": 64, "flex": 1},
+    {"field": "status", "headerName": "Status", "minWidth": 84, "flex": 2},
+    {"field": "owner", "headerName": "Owner", "minWidth": 76, "flex": 2},
+    {"field": "repeat", "headerName": "Repeat count", "minWidth": 78, "flex": 1, "type": "numericColumn"},
 ]
 ACTION_RULE = Rule(OPERATOR, why="acts on an alert as the signed-in operator (dashboard.alerts.store.act)")
 for _name, _rule in {"alert_rows": Rule(VIEWER), "alert_pick": Rule(VIEWER), "alert_act": ACTION_RULE}.items():
