@@ -46,6 +46,17 @@ TARGET_P95_MS = 200.0
 
 
 # ----------------------------------------------------------------------------- the load client
+def _decoded(data: bytes, encoding: str) -> bytes:
+    """Return an answer's body as sent before compression (gzip or deflate, as the client accepts)."""
+    import zlib
+
+    if encoding == "gzip":
+        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompress(data)
+    return data
+
+
 class Screen:
     """One wall screen: a keep-alive connection, a refresh every INTERVAL seconds."""
 
@@ -74,7 +85,7 @@ class Screen:
         if not status_line:
             raise ConnectionError("connection closed")
         status = int(status_line.split()[1])
-        length, close = None, False
+        length, close, encoding = None, False, ""
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b""):
@@ -84,15 +95,17 @@ class Screen:
                 length = int(v)
             elif k.lower() == "connection" and v.strip().lower() == "close":
                 close = True
+            elif k.lower() == "content-encoding":
+                encoding = v.strip().lower()
         if length is None:
             raise ConnectionError("answer without Content-Length")
         data = await self.reader.readexactly(length)
         if close:
             self.writer.close()
             self.writer = None
-        if status == 200 and b'"response"' not in data:
+        if status == 200 and b'"response"' not in _decoded(data, encoding):
             status = 599  # a 200 that is not a callback answer
-        return status, len(data)
+        return status, len(data)  # bytes on the wire (the app compresses answers for clients that accept it)
 
     async def run(self, start_at: float, stop_at: float, out: list, loop) -> None:
         await asyncio.sleep(max(0.0, start_at - loop.time()))
