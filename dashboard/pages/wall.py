@@ -71,6 +71,8 @@ TK_WORD, TK_SUMMARY, TK_PLACE, TK_AGE, TK_STEP, TK_MORE = (f"wall-takeover-{x}" 
 #: Characters of a ticker line's place and summary (cut on a word boundary, never by the browser).
 TICKER_PLACE_CHARS = 28
 TICKER_SUMMARY_CHARS = 40
+#: Lines the ticker carries (one line of the wall shows a few): the count says how many fire in all.
+TICKER_ITEMS = 12
 #: The alert tone (assets/alert-tone.wav), played once per new takeover when the URL has ``sound=1``.
 TONE = "/assets/alert-tone.wav"
 
@@ -273,6 +275,12 @@ def alert_items(live: LiveData, district: str | None, now: float) -> list[dict]:
                        lambda: [screen.ticker_item(r) for r in screen.firing(live, district, districts)])
 
 
+def takeover_queue(items: list[dict]) -> list[dict]:
+    """Return the alerts that may take the wall over: critical, nobody has acknowledged them (the
+    browser orders them and times each takeover)."""
+    return [i for i in items if i["severity"] == "critical" and i["status"] == "new"]
+
+
 def takeover_max(live: LiveData) -> float:
     """Return how long, at most, a critical alert nobody acknowledged holds the wall (``[alerting]
     takeover_max`` of city.toml, 10 min by default)."""
@@ -295,7 +303,7 @@ def ticker_rows(items: list[dict], now: float) -> list:
     n_crit = sum(i["severity"] == "critical" for i in items)
     count = f"{len(items)} alert{'s' if len(items) != 1 else ''}" + (f" · {n_crit} critical" if n_crit else "")
     rows = [html.Span(count, className="tk-count")]
-    for i in items:
+    for i in items[:TICKER_ITEMS]:
         rows.append(html.Span([
             html.Span(i["word"], className="tk-sev"),
             html.Span(fit(i["place"], TICKER_PLACE_CHARS), className="tk-place"),
@@ -518,7 +526,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
         dcc.Store(id=TRACES, data=traces),
         dcc.Store(id=LAST_OK, data=now * 1000),
         dcc.Store(id=AGES, data=ages(kpis, now)),
-        dcc.Store(id=ALERTS, data=firing),
+        dcc.Store(id=ALERTS, data=takeover_queue(firing)),
     ])
 
 
@@ -831,4 +839,5 @@ def register(app: Dash, live: LiveData) -> None:
         caps = [caption(kpis.get(HEADLINE[w["domain"]][0]), w["domain"], now) for w in worst_ids]
         return (fig, traces_out, [v["value"] for v in views_], [v["status"] for v in views_],
                 [v["class"] for v in views_], worst, [c[1] for c in caps], attention, city,
-                "updated " + _fmt_time(now, tz), "", True, now * 1000, ages(kpis, now), ticker_rows(firing, now), firing)
+                "updated " + _fmt_time(now, tz), "", True, now * 1000, ages(kpis, now), ticker_rows(firing, now),
+                takeover_queue(firing))
