@@ -7,6 +7,11 @@ more screens, step by step, until a step misses the target: the largest number h
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_viewers.py                 # 1,000 for 5 min, then steps
     PYTHONPATH=. .venv/bin/python benchmarks/bench_viewers.py --minutes 1 --steps 1500,2000
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_viewers.py --minutes 5 --steps "" --fire-alerts
+
+``--fire-alerts`` (issue 19): the server runs a copy of the city whose alert rules fire at once (every
+threshold crossed, no pending period), so the wall's refresh — the request captured and replayed —
+carries the alert ticker and the takeover's alerts, as on a control-room wall during an incident.
 
 The load client is a small asyncio HTTP/1.1 client in one process: one keep-alive connection per
 screen (as a browser keeps one), screens spread evenly over the interval, each request timed from
@@ -41,6 +46,17 @@ TARGET_P95_MS = 200.0
 
 
 # ----------------------------------------------------------------------------- the load client
+def _decoded(data: bytes, encoding: str) -> bytes:
+    """Return an answer's body as sent before compression (gzip or deflate, as the client accepts)."""
+    import zlib
+
+    if encoding == "gzip":
+        return zlib.decompress(data, 16 + zlib.MAX_WBITS)
+    if encoding == "deflate":
+        return zlib.decompress(data)
+    return data
+
+
 class Screen:
     """One wall screen: a keep-alive connection, a refresh every INTERVAL seconds."""
 
@@ -69,7 +85,7 @@ class Screen:
         if not status_line:
             raise ConnectionError("connection closed")
         status = int(status_line.split()[1])
-        length, close = None, False
+        length, close, encoding = None, False, ""
         while True:
             line = await self.reader.readline()
             if line in (b"\r\n", b""):
@@ -79,15 +95,17 @@ class Screen:
                 length = int(v)
             elif k.lower() == "connection" and v.strip().lower() == "close":
                 close = True
+            elif k.lower() == "content-encoding":
+                encoding = v.strip().lower()
         if length is None:
             raise ConnectionError("answer without Content-Length")
         data = await self.reader.readexactly(length)
         if close:
             self.writer.close()
             self.writer = None
-        if status == 200 and b'"response"' not in data:
+        if status == 200 and b'"response"' not in _decoded(data, encoding):
             status = 599  # a 200 that is not a callback answer
-        return status, len(data)
+        return status, len(data)  # bytes on the wire (the app compresses answers for clients that accept it)
 
     async def run(self, start_at: float, stop_at: float, out: list, loop) -> None:
         await asyncio.sleep(max(0.0, start_at - loop.time()))
@@ -182,6 +200,38 @@ def db_counter(url: str, db: str):
     return read
 
 
+def alerting_city(tmp: Path) -> Path:
+    """Return a copy of Beijing whose alert rules all fire: each threshold on the far side of every value
+    (``> -1``, ``< 1e9``) and no ``for`` pending period; the evaluator of the server opens them at its
+    first tick, and its later ticks keep them firing."""
+    import re
+    import shutil
+
+    dst = tmp / "beijing-alerts"
+    shutil.copytree(ROOT / "data" / "beijing", dst)
+    toml = dst / "city.toml"
+    text = re.sub(r'(when = "[^"]*?(?:>=|>))\s*-?[\d.]+"', r'\1 -1"', toml.read_text())
+    text = re.sub(r'(when = "[^"]*?(?:<=|<))\s*-?[\d.]+"', r'\1 1e9"', text)
+    text = re.sub(r'(?m)^for = "[^"]*".*$', "", text)
+    toml.write_text(text)
+    return dst
+
+
+def wait_for_alerts(port: int, timeout: float = 90) -> dict:
+    """Wait until the server's evaluator has opened alerts; return how many fire, by severity."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/alerts?state=open&limit=500", timeout=10) as r:
+            rows = [a for a in json.loads(r.read())["alerts"] if a["state"] in ("firing", "nodata", "error")]
+        if rows:
+            out: dict = {}
+            for a in rows:
+                out[a["severity"]] = out.get(a["severity"], 0) + 1
+            return out
+        time.sleep(1)
+    raise RuntimeError("no alert fired: is the alert evaluator off (PANORAMA_ALERT_TICK_SECONDS=0)?")
+
+
 def start_gunicorn(env: dict, port: int, workers: int, threads: int, log: Path) -> subprocess.Popen:
     proc = subprocess.Popen([str(ROOT / ".venv/bin/panorama"), "serve", "--workers", str(workers),
                              "--threads", str(threads), "--port", str(port)],
@@ -209,6 +259,14 @@ def first_requests_ok(port: int, body: dict) -> bool:
     return ok
 
 
+def ticker_lines(port: int, body: dict) -> int:
+    """Return how many alert lines the wall's refresh answer carries in its ticker."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/_dash-update-component", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.read().count(b'"tk-item ')
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -227,6 +285,8 @@ def main() -> None:
                     "anonymous (PANORAMA_ANONYMOUS=viewer), device (a wall device token per screen), session "
                     "(a signed-in session per screen); each held --minutes, interleaved for --rounds rounds")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--fire-alerts", action="store_true", help="serve a copy of the city whose alert rules all fire: "
+                    "the walls' refresh carries the alert ticker (issue 19)")
     a = ap.parse_args()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -243,16 +303,24 @@ def main() -> None:
     env = {"PANORAMA_DATABASE_URL": url, "PANORAMA_CACHE_URL": a.redis_url, "PANORAMA_REFRESH_SECONDS": "5",
            "PANORAMA_DATA_DIR": str(tmp), "PANORAMA_SECRET_KEY": secret, "PANORAMA_ANONYMOUS": "viewer",
            "PANORAMA_API_RATE_LIMIT": "1000000 per minute"}
+    if a.fire_alerts:
+        env["PANORAMA_CITY"] = str(alerting_city(tmp))
     # capture the wall's refresh from a real browser on a throwaway single-process server
     cap_port = free_port()
     cap = start_gunicorn(env, cap_port, 2, 2, tmp / "capture.log")
+    firing = None
     try:
+        if a.fire_alerts:
+            firing = wait_for_alerts(cap_port)
+            print("alerts firing: " + ", ".join(f"{n} {s}" for s, n in sorted(firing.items())), flush=True)
         d = chromium()
         body = capture_refresh(d, f"http://127.0.0.1:{cap_port}/wall", tick="wall-tick", timeout=60)
         d.quit()
     finally:
         cap.terminate()
         cap.wait(20)
+    if a.fire_alerts and "wall-ticker.children" not in body["output"]:
+        raise SystemExit("the captured wall refresh does not carry the alert ticker")
     body["inputs"][0]["value"] = "__N__"
     template = json.dumps(body)
     body["inputs"][0]["value"] = 1
@@ -264,6 +332,8 @@ def main() -> None:
     results = []
     try:
         fresh_ok = first_requests_ok(port, body)
+        if a.fire_alerts:
+            print(f"ticker lines in the refresh answer: {ticker_lines(port, body)}", flush=True)
         counter = db_counter(a.pg_url, a.pg_db)
         levels = [(a.screens, a.minutes * 60)] + [(int(s), a.step_seconds) for s in a.steps.split(",") if s]
         for screens, seconds in levels:
@@ -293,7 +363,8 @@ def main() -> None:
     print(f"target (1,000 screens, 5 min, p95 ≤ 200 ms, 0 errors): {'PASS' if target_ok else 'FAIL'}")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps({"levels": results, "held": held, "fresh_workers_ok": fresh_ok,
-                                       "workers": a.workers, "threads": a.threads}, indent=2))
+                                       "workers": a.workers, "threads": a.threads, "alerts_firing": firing},
+                                      indent=2))
     sys.exit(0 if target_ok else 1)
 
 

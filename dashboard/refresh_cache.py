@@ -5,10 +5,13 @@ differing only in their tick count. The values behind it are computed once per b
 (:mod:`dashboard.cache`); this keeps the *answer* too, as bytes, so a screen's request costs a
 dictionary lookup instead of rebuilding and serialising the same Dash output. The first request
 of each bucket runs the callback as usual; the callback says its answer may be shared by setting
-``flask.g.panorama_refresh_ok`` (a failed refresh, with its STALE banner, is never kept).
+``flask.g.panorama_refresh_ok`` (a failed refresh, with its STALE banner, is never kept). The answer
+is also kept gzip-compressed, once, for the screens that accept gzip: compressing a wall's answer
+(its map values, lists and alert ticker, ~100 KB) for every request cost more than all the rest.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import threading
 
@@ -31,7 +34,7 @@ class RefreshCache:
         """``ticks``: callback output spec -> id of the interval whose count is ignored in the key."""
         self.bucket_fn = bucket_fn
         self.ticks = dict(ticks)
-        self._mem: dict[bytes, tuple[int, bytes, str]] = {}
+        self._mem: dict[bytes, tuple[int, bytes, str, bytes]] = {}
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -67,6 +70,11 @@ class RefreshCache:
             hit = self._mem.get(key)
             if hit is not None and hit[0] == bucket:
                 self.hits += 1
+                if "gzip" in request.headers.get("Accept-Encoding", ""):
+                    resp = Response(hit[3], content_type=hit[2])
+                    resp.headers["Content-Encoding"] = "gzip"  # as Flask-Compress would, once per bucket
+                    resp.vary.add("Accept-Encoding")
+                    return resp
                 return Response(hit[1], content_type=hit[2])
             self.misses += 1
             g.panorama_refresh_key = (key, bucket)
@@ -78,10 +86,12 @@ class RefreshCache:
             if kb is not None and resp.status_code == 200 and g.pop("panorama_refresh_ok", False) \
                     and not resp.direct_passthrough and "Content-Encoding" not in resp.headers:
                 key, bucket = kb
+                data = resp.get_data()
+                packed = gzip.compress(data, compresslevel=6, mtime=0)
                 with self._lock:
-                    self._mem[key] = (bucket, resp.get_data(), resp.content_type)
+                    self._mem[key] = (bucket, data, resp.content_type, packed)
                     if len(self._mem) > MAX_KEYS:
-                        for k, (b, _d, _t) in list(self._mem.items()):
+                        for k, (b, _d, _t, _z) in list(self._mem.items()):
                             if b < bucket:
                                 self._mem.pop(k, None)
             return resp

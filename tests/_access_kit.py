@@ -184,7 +184,7 @@ def page_of(callback: str, district: str | None = None) -> str:
     """Return the page (path and query) whose layout holds a callback's components."""
     mod = callback.rsplit(".", 1)[0]
     q = f"?district={district}" if district else ""
-    return {"dashboard.pages.manager": "/" + q, "dashboard.pages.wall": "/wall" + q,
+    return {"dashboard.pages.manager": "/" + q, "dashboard.pages.alerts_panel": "/" + q, "dashboard.pages.wall": "/wall" + q,
             "dashboard.pages.embed": None}.get(mod, "/" + q)
 
 
@@ -210,6 +210,13 @@ def interaction(callback: str, comps: dict, district: str | None) -> tuple[dict,
         return {}, "district.value"
     if callback.endswith("manager.legend"):
         return {}, "layers.value"
+    # the alerts panel (dashboard/pages/alerts_panel.py): its refresh, a selection, an action
+    if callback.endswith("alerts_panel.alert_rows"):
+        return {("tick", "n_intervals"): 1}, "tick.n_intervals"
+    if callback.endswith("alerts_panel.alert_pick"):
+        return {("alerts-grid", "selectedRows"): []}, "alerts-grid.selectedRows"
+    if callback.endswith("alerts_panel.alert_act"):
+        return {("alert-ack", "n_clicks"): 1}, "alert-ack.n_clicks"
     if callback == "dashboard.app.route":
         return {("rendered", "data"): None}, "url.pathname"
     return {}, None

@@ -230,7 +230,7 @@ def _layout_principal(world, p, page: str):
 def callback_body(world, p, case: Case) -> dict:
     app = world.app_of(p)
     key = server_callbacks(app)[case.callback]
-    page = case.page or {"dashboard.pages.manager": "/", "dashboard.pages.wall": "/wall",
+    page = case.page or {"dashboard.pages.manager": "/", "dashboard.pages.alerts_panel": "/", "dashboard.pages.wall": "/wall",
                          "dashboard.pages.embed": "/embed"}[case.callback.rsplit(".", 1)[0]]
     url = page_url(p, page)
     if case.callback.endswith("refresh_map"):

@@ -8,6 +8,7 @@ cut by an ancestor that hides overflow, and lies inside the viewport (the manage
 from __future__ import annotations
 
 import pytest
+from _alerts_kit import fire
 from _demo import build_demo_store
 from test_manager_browser import console_errors, wait_for
 from test_wall_browser import make_app, set_viewport
@@ -17,12 +18,17 @@ SIZES = [(1920, 1080), (1366, 768), (3840, 2160), (1080, 1920), (5120, 1440)]
 
 MANAGER_TEXT = (".topbar .brand, .city-name, .clock, .updated, .window-picker label, .btn, .banner, .domain-title, "
                 ".kpi, .kpi-label, .kpi-badge, .kpi-value, .kpi-unit, .kpi-main, .kpi-delta, .kpi-note, .kpi-age, "
-                ".legend, .legend-item, .layer-toggles label, .account-name, .account .btn")
+                ".legend, .legend-item, .layer-toggles label, .account-name, .account .btn, "
+                # the alerts panel; the grid's cells wrap whole (AG Grid scrolls its rows in its own box)
+                ".alerts-count, .alert-title, .alerts-grid .ag-header-cell-text")
 WALL_TEXT = (".wall-cityname, .wall-sub, .wall-focus-now, .wall-notice, .wall-clock, .wall-date, .wall-updated, "
              ".wall-tile, .tile-title, .wall-kpi, .wk-label, .wk-main, .wk-value, .wk-badge, .wk-age, "
              ".focus-title, .worst-title, .worst-list li, .worst-place, .worst-value, .worst-detail, "
              ".att-title, .att, .att-badge, .att-dom, .att-place, .att-detail, .att-more, "
-             ".map-caption, .wall-legend-item, .wall-user")
+             ".map-caption, .wall-legend-item, .wall-user, "
+             # the alert ticker and a critical alert's takeover
+             ".tk-count, .tk-item, .tk-sev, .tk-place, .tk-summary, .tk-age, .wall-takeover, .to-head, .to-sev, "
+             ".to-unacked, .to-age, .to-summary, .to-place, .to-more")
 
 #: arguments: the selector of the elements with text, whether the page may scroll down.
 MEASURE_JS = """
@@ -68,21 +74,27 @@ return {n: n, bad: bad, view: [W, H], map: mr ? mr.width / W : null};
 
 @pytest.fixture(scope="module")
 def store_url(tmp_path_factory):
-    return build_demo_store(tmp_path_factory.mktemp("layout"), hours=3)
+    """Beijing with alerts firing: two critical (one takes the wall over, "+1 more critical"), a
+    station's warning, a city-wide info."""
+    url = build_demo_store(tmp_path_factory.mktemp("layout"), hours=3)
+    fire(url, {"chaoyang": 2.4, "haidian": 2.0})
+    return url
 
 
 def _wall_ready(dash_duo) -> bool:
     return dash_duo.driver.execute_script(
         "return !!document.querySelector('.wall .maplibregl-canvas')"
         " && [...document.querySelectorAll('.wall-tile .wk-value')].every(v => v.textContent.trim() !== '—')"
-        " && document.querySelector('#wall-clock').textContent !== ''")
+        " && document.querySelector('#wall-clock').textContent !== ''"
+        " && !!document.querySelector('#wall-ticker .tk-item') && !document.querySelector('#wall-takeover').hidden")
 
 
 def _manager_ready(dash_duo) -> bool:
     return dash_duo.driver.execute_script(
         "return !!document.querySelector('#map .maplibregl-canvas')"
         " && document.querySelectorAll('.kpi .kpi-value').length >= 18"
-        " && !!document.querySelector('#updated') && document.querySelector('#updated').textContent !== ''")
+        " && !!document.querySelector('#updated') && document.querySelector('#updated').textContent !== ''"
+        " && document.querySelectorAll('#alerts-grid .ag-row').length >= 4")
 
 
 def measure_at(dash_duo, path: str, size: tuple[int, int], ready, sel: str, scrolls: bool) -> dict:

@@ -47,6 +47,20 @@ def test_the_same_refresh_is_answered_once_per_bucket(client_and_cache):
     assert cache.misses - m0 == 2
 
 
+def test_a_screen_that_accepts_gzip_gets_the_answer_compressed_once(client_and_cache):
+    import gzip
+
+    client, cache, app = client_and_cache
+    plain = client.post("/_dash-update-component", json=_outputs(app, kpi_refresh(app, 1, "transit.on_time")))
+    h0 = cache.hits
+    packed = [client.post("/_dash-update-component", json=_outputs(app, kpi_refresh(app, n, "transit.on_time")),
+                          headers={"Accept-Encoding": "gzip, deflate"}) for n in (2, 3)]
+    assert cache.hits - h0 == 2
+    assert all(r.headers["Content-Encoding"] == "gzip" and "Accept-Encoding" in r.headers["Vary"] for r in packed)
+    assert packed[0].data == packed[1].data  # the same bytes: compressed once, when the answer was kept
+    assert gzip.decompress(packed[0].data) == plain.data
+
+
 def test_a_new_bucket_computes_a_new_answer(client_and_cache, monkeypatch):
     client, cache, app = client_and_cache
     client.post("/_dash-update-component", json=_outputs(app, kpi_refresh(app, 1, "air.aqi_worst")))

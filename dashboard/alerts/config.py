@@ -7,6 +7,7 @@ escalate_after = "15m"       # not acknowledged this long: escalate, then again 
 escalate_from = "critical"   # the least severity that escalates (info | warning | critical)
 targets = ["duty-officer", "shift-lead"]   # who each escalation notifies, in order
 teams = ["traffic-ops", "environment"]     # teams an alert may be assigned to
+takeover_max = "10m"         # a critical alert nobody acknowledged takes the wall over at most this long
 ```
 
 Each escalation notifies the next target and raises the severity one step (a critical alert stays
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 from dashboard.alerts.rules import SEVERITIES, RuleError, parse_duration
 
-_KEYS = {"auto_resolve_after", "escalate_after", "escalate_from", "targets", "teams"}
+_KEYS = {"auto_resolve_after", "escalate_after", "escalate_from", "targets", "teams", "takeover_max"}
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,7 @@ class Alerting:
     escalate_from: str = "critical"
     targets: tuple[str, ...] = ()
     teams: tuple[str, ...] = ()
+    takeover_max: float = 600.0
 
     def escalates(self, severity: str) -> bool:
         """Return whether an alert of ``severity`` escalates when nobody acknowledges it."""
@@ -74,5 +76,8 @@ def parse_alerting(table, where: str = "city.toml") -> Alerting:
     escalate = duration("escalate_after", 900)
     if escalate == 0:
         raise RuleError(f"{here} escalate_after: must be more than 0 (or \"off\")")
+    takeover = duration("takeover_max", 600)
+    if not takeover:
+        raise RuleError(f"{here} takeover_max: must be more than 0 (\"off\" is not allowed: a takeover must end)")
     return Alerting(auto_resolve_after=duration("auto_resolve_after", 600), escalate_after=escalate,
-                    escalate_from=sev, targets=names("targets"), teams=names("teams"))
+                    escalate_from=sev, targets=names("targets"), teams=names("teams"), takeover_max=takeover)

@@ -11,6 +11,7 @@ from dash import ALL, Dash, Input, Output, Patch, State, callback_context, dcc, 
 from dash.exceptions import PreventUpdate
 
 from dashboard import views
+from dashboard.pages import alerts_panel
 from dashboard.refresh_cache import mark_shareable
 from dashboard.kpis import KPI_BY_ID
 from layers import DOMAINS
@@ -134,6 +135,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         frames = live.layer_frames()
         kpis = [k for k in live.kpis(window, district) if k.id in live.kpi_ids]
         fig = views.map_figure(live, frames, params, layers_on)
+        fig["data"].append(alerts_panel.marker_trace())  # the alerts' places: filled by the panel's refresh
     except StoreUnavailable as exc:
         log.warning("manager: store unavailable: %s", exc)  # the driver's text stays in the log
         return html.Div([html.H1("City Panorama"),
@@ -164,7 +166,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         ], className="topbar"),
         html.Div(id="banner", className="banner", children=" · ".join(notices), hidden=not notices),
         html.Main([
-            html.Div([
+            html.Div([html.Div([
                 dcc.Graph(id="map", figure=fig, className="map", config={
                     "scrollZoom": True, "displaylogo": False,
                     "modeBarButtonsToRemove": ["select2d", "lasso2d", "toImage"]}),
@@ -172,7 +174,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
                               options=[{"label": layer_label(live, layer), "value": layer.id} for layer in LAYERS]),
                 html.Div(views.legend_block(params, layers_on), id="legend", className="legend",
                          tabIndex="0", title="Legend of the visible layers"),
-            ], className="map-wrap"),
+            ], className="map-wrap"), alerts_panel.panel(live)], className="map-col"),
             html.Div(views.kpi_sections(kpis), id="kpis", className="kpi-panel"),
         ], id="main", className="main"),
         drill_panel(kid),
@@ -181,6 +183,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         dcc.Store(id="loading-mark"),
         dcc.Store(id="kpi-labels", data={k.id: k.label for k in KPI_BY_ID.values()}),
         dcc.Store(id="city-tz", data=str(live.tz())),
+        dcc.Store(id=alerts_panel.TRACE, data=len(fig["data"]) - 1),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
         # the page's own view of the browser's URL: a callback of this page may not take the app
         # shell's "url" with this page's controls as inputs (on another page those are missing)
@@ -343,6 +346,8 @@ def register(app: Dash, live: LiveData) -> None:
             return None
         kid = trig.get("id") if isinstance(trig, dict) else None
         return kid if isinstance(kid, str) and kid in KPI_BY_ID else no_update
+
+    alerts_panel.register(app, live)
 
     app.clientside_callback(DRILL_JS, Output("drill", "hidden"), Output("drill-title", "children", allow_duplicate=True),
                             Input("drill-kpi", "data"), State("kpi-labels", "data"), prevent_initial_call=True)

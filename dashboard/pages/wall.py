@@ -54,7 +54,7 @@ WORST_ROWS = 4
 #: here, on a word boundary with an ellipsis, never mid-word by the browser.
 PLACE_CHARS = 24
 DETAIL_CHARS = 34
-PARAMS = ("rotate", "focus", "district")
+PARAMS = ("rotate", "focus", "district", "sound")
 
 # component ids, in one place
 WALL, CITY, WHERE, FOCUS_NAME, CLOCK, UPDATED = "wall", "wall-city", "wall-where", "wall-focus-name", "wall-clock", "wall-updated"
@@ -64,6 +64,17 @@ TICK, ROTATE, CLOCK_TICK = "wall-tick", "wall-rotate", "wall-clock-tick"
 LIVE_TICKS = (TICK,)  # intervals of the live refresh, whose answers screens share (refresh_cache)
 CONFIG, FOCUS, TRACES, LAST_OK = "wall-config", "wall-focus", "wall-traces", "wall-last-ok"
 AGES = "wall-ages"  # the as-of times the browser renders every age from, every second
+# alerts: the ticker of firing alerts, what the takeover needs (refreshed with the wall), the takeover
+TICKER, ALERTS, TAKEOVER, SOUND, SOUND_NOTE = "wall-ticker", "wall-alerts", "wall-takeover", "wall-sound", "wall-sound-note"
+TK_WORD, TK_SUMMARY, TK_PLACE, TK_AGE, TK_STEP, TK_MORE = (f"wall-takeover-{x}" for x in
+                                                          ("word", "summary", "place", "age", "step", "more"))
+#: Characters of a ticker line's place and summary (cut on a word boundary, never by the browser).
+TICKER_PLACE_CHARS = 28
+TICKER_SUMMARY_CHARS = 40
+#: Lines the ticker carries (one line of the wall shows a few): the count says how many fire in all.
+TICKER_ITEMS = 12
+#: The alert tone (assets/alert-tone.wav), played once per new takeover when the URL has ``sound=1``.
+TONE = "/assets/alert-tone.wav"
 
 
 def _kid(kind: str, kpi: str, slot: str) -> dict:
@@ -253,6 +264,69 @@ def stale_row(stale: list[dict]) -> html.Li:
                    className="att att-stale")
 
 
+def alert_items(live: LiveData, district: str | None, now: float) -> list[dict]:
+    """Return the firing alerts the wall tells of (the viewer's districts only), as the ticker and the
+    takeover need them; computed once per refresh bucket for every screen of the same view."""
+    from dashboard.access import scope
+    from dashboard.alerts import screen
+
+    districts = scope()
+    return live.cached(f"wall-alerts:{district or '*'}:{view_key()}",
+                       lambda: [screen.ticker_item(r) for r in screen.firing(live, district, districts)])
+
+
+def takeover_queue(items: list[dict]) -> list[dict]:
+    """Return the alerts that may take the wall over: critical, nobody has acknowledged them (the
+    browser orders them and times each takeover)."""
+    return [i for i in items if i["severity"] == "critical" and i["status"] == "new"]
+
+
+def takeover_max(live: LiveData) -> float:
+    """Return how long, at most, a critical alert nobody acknowledged holds the wall (``[alerting]
+    takeover_max`` of city.toml, 10 min by default)."""
+    from dashboard.alerts.config import Alerting
+    from dashboard.alerts.rules import RuleError
+
+    try:
+        return (live.city.alerting if live.city is not None else Alerting()).takeover_max
+    except RuleError:
+        return Alerting().takeover_max  # the alerts API logs the city's mistake
+
+
+def ticker_rows(items: list[dict], now: float) -> list:
+    """Return the ticker: how many alerts fire, then one line per alert (severity word, place, what,
+    age), most severe first; the lines that do not fit the wall's width wrap out of sight, whole."""
+    if not items:
+        return [html.Div(html.Span("No alert firing", className="tk-count tk-clear"), className="tk-line")]
+    from dashboard.alerts.screen import age_text
+
+    n_crit = sum(i["severity"] == "critical" for i in items)
+    count = f"{len(items)} alert{'s' if len(items) != 1 else ''}" + (f" · {n_crit} critical" if n_crit else "")
+    rows = [html.Span(count, className="tk-count")]
+    for i in items[:TICKER_ITEMS]:
+        rows.append(html.Span([
+            html.Span(i["word"], className="tk-sev"),
+            html.Span(fit(i["place"], TICKER_PLACE_CHARS), className="tk-place"),
+            html.Span(fit(i["summary"], TICKER_SUMMARY_CHARS), className="tk-summary"),
+            html.Span(age_text(now - i["opened"]), className="tk-age", **{"data-opened": i["opened"]}),
+        ], className=f"tk-item tk-{i['severity']}"))
+    return [html.Div(rows, className="tk-line")]
+
+
+def takeover_box() -> html.Section:
+    """Return the takeover: what a critical alert nobody acknowledged says over the map (filled in and
+    shown by the browser, ``_TAKEOVER_JS``)."""
+    return html.Section(id=TAKEOVER, className="wall-takeover", hidden=True, role="alert", children=[
+        html.Div([html.Span("CRITICAL", id=TK_WORD, className="to-sev"),
+                  html.Span("not acknowledged", className="to-unacked"),
+                  html.Span("", id=TK_AGE, className="to-age")], className="to-head"),
+        html.Div("", id=TK_SUMMARY, className="to-summary"),
+        html.Div("", id=TK_PLACE, className="to-place"),
+        html.Div("", id=TK_STEP, className="to-step", hidden=True),
+        html.Div("", id=TK_MORE, className="to-more", hidden=True),
+    ])
+
+
 def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
     """Return the map caption of a domain's layer (with its data age) and its class."""
     s = views.kpi_state(k, now) if k is not None else {"age": "no data yet", "class": ""}
@@ -376,9 +450,15 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
     traces = [t["meta"]["layer"] for t in fig["data"]]
     view = wall_view(live, district) if traces else {}
     refresh_ms = live.settings.refresh_seconds * 1000
+    sound = parse_query(search).get("sound") in ("1", "true", "yes", "on")
+    try:
+        firing = alert_items(live, district, now)
+    except StoreUnavailable:
+        firing = []
     config = {"tz": str(tz) if tz else "UTC", "zones": zone_names(tz), "focus": focus, "district": district,
               "refresh_ms": refresh_ms, "labels": {d: DOMAINS[d]["label"] for d in DOMAIN_IDS}, "slots": SLOT, "layout": LAYOUT_CLASS, "view": view,
-              "layers": {d: layers_for(d) for d in DOMAIN_IDS}}
+              "layers": {d: layers_for(d) for d in DOMAIN_IDS}, "sound": sound,
+              "takeover_max": takeover_max(live)}
 
     def blocks(ks: list[KpiValue], slot: str) -> list:
         """The domain's KPIs; or one line when the city has no assets for it ("no stations in this city")."""
@@ -433,6 +513,11 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
         html.Section([html.H2("Needs attention", className="att-title"),
                       html.Ol(attention_rows(attention), id=ATTENTION, className="att-list")],
                      className="wall-attention"),
+        html.Div(ticker_rows(firing, now), id=TICKER, className="wall-ticker", role="marquee", **{"aria-live": "polite"}),
+        takeover_box(),
+        html.Audio(id=SOUND, src=TONE, preload="auto") if sound else None,
+        html.Div("Sound is blocked by this browser until someone clicks or taps the wall once",
+                 id=SOUND_NOTE, className="wall-sound-note", hidden=True, role="status"),
         dcc.Interval(id=TICK, interval=refresh_ms, n_intervals=0),
         dcc.Interval(id=ROTATE, interval=max(rotate, 1) * 1000, n_intervals=0, disabled=rotate == 0 or len(focus) < 2),
         dcc.Interval(id=CLOCK_TICK, interval=1000, n_intervals=0),
@@ -441,6 +526,7 @@ def layout(live: LiveData, pathname: str = PATH, search: str = ""):
         dcc.Store(id=TRACES, data=traces),
         dcc.Store(id=LAST_OK, data=now * 1000),
         dcc.Store(id=AGES, data=ages(kpis, now)),
+        dcc.Store(id=ALERTS, data=takeover_queue(firing)),
     ])
 
 
@@ -470,6 +556,8 @@ def _refresh_request_ok(focus, traces, cfg, ids, worst_ids) -> bool:
 
 _ROTATE_JS = """
 function(n, cfg) {
+    const nu = window.dash_clientside.no_update;
+    if ((window.panoramaWall || {}).takeover) { return [nu, nu, nu]; }  // a critical alert holds the wall
     const f = cfg.focus, d = f[n % f.length];
     return [d, 'wall ' + (cfg.layout || '') + 'focus-' + d + ' fslot-' + cfg.slots[d], cfg.labels[d]];
 }"""
@@ -542,7 +630,7 @@ function(n, lastOk, cfg, ages, ageIds, capIds, bannerHidden) {
     const kpiAges = (ageIds || []).map(i => text(ages && ages.kpis && ages.kpis[i.kpi]));
     const capTexts = (capIds || []).map(i => text(ages && ages.captions && ages.captions[i.domain]));
     const gd = document.querySelector('#wall-map .js-plotly-plot');
-    const v = cfg.view;
+    const v = (W.takeover && W.takeover.view) || cfg.view;  // a takeover's place, else the wall's
     const sp = gd && gd._fullLayout && gd._fullLayout.map && gd._fullLayout.map._subplot;
     // fit only a map whose style has loaded: a new view racing the first draw breaks plotly
     if (sp && sp.map && sp.map.isStyleLoaded() && v && (v.lon || v.center) && gd.layout && gd.layout.map) {
@@ -590,6 +678,67 @@ function(n, lastOk, cfg, ages, ageIds, capIds, bannerHidden) {
 }"""
 
 
+# Every second and on each refresh answer: a critical alert nobody acknowledged takes the wall over
+# (its domain in focus, the map at its place, its age), the oldest first; each for at most
+# ``takeover_max`` seconds from when this wall began showing it, then the next in the queue; when none
+# is left the rotation goes on where it was. The ticker's ages tick here too. With ``?sound=1`` a
+# tone plays once per new takeover; a browser that blocks sound until a user gesture is said so on
+# screen, and the first click or tap on the wall allows it.
+_TAKEOVER_JS = """
+function(n, items, cfg, rot) {
+    const nu = window.dash_clientside.no_update, sp = window.dash_clientside.set_props;
+    const W = window.panoramaWall = window.panoramaWall || {};
+    const now = Date.now() / 1000;
+    const ageText = (s) => { s = Math.max(0, s); return s < 90 ? Math.round(s) + ' s' : s < 5400
+        ? Math.round(s / 60) + ' min' : s < 172800 ? Math.round(s / 3600) + ' h' : Math.round(s / 86400) + ' d'; };
+    document.querySelectorAll('#""" + TICKER + """ .tk-age').forEach((e) => {
+        const o = parseFloat(e.dataset.opened);
+        if (!isNaN(o) && e.textContent !== ageText(now - o)) { e.textContent = ageText(now - o); }
+    });
+    const tone = document.getElementById('""" + SOUND + """');
+    if (cfg.sound && !W.soundHook) {
+        W.soundHook = true;
+        // a browser that plays no sound before a user gesture: the first click or tap allows it
+        document.addEventListener('pointerdown', () => {
+            if (!tone) { return; }
+            const on = !!W.takeover;
+            tone.muted = !on;
+            tone.play().then(() => { if (!on) { tone.pause(); } tone.muted = false;
+                sp('""" + SOUND_NOTE + """', {hidden: true}); }, () => {});
+        }, {capture: true});
+        const policy = navigator.getAutoplayPolicy ? navigator.getAutoplayPolicy('mediaelement') : 'allowed';
+        if (policy !== 'allowed') { sp('""" + SOUND_NOTE + """', {hidden: false}); }
+    }
+    W.took = W.took || {};  // alert id -> when this wall began showing its takeover
+    const max = cfg.takeover_max || 600;
+    const queue = (items || []).filter((a) => a.severity === 'critical' && a.status === 'new'
+                                             && !(a.id in W.took && now - W.took[a.id] >= max))
+        .sort((a, b) => a.opened - b.opened || a.id - b.id);
+    const t = queue[0] || null, was = W.takeover ? W.takeover.id : null;
+    const cls = (d, on) => 'wall ' + (cfg.layout || '') + 'focus-' + d + ' fslot-' + cfg.slots[d] + (on ? ' takeover' : '');
+    const keep = [nu, nu, nu, nu, nu, nu, nu, nu];
+    if (!t) {
+        W.takeover = null;
+        if (was === null) { return [nu, ...keep, nu, nu, nu]; }
+        const f = cfg.focus, d = f[(rot || 0) % f.length];  // released: the rotation goes on
+        return [true, ...keep, d, cls(d, false), cfg.labels[d]];
+    }
+    if (!(t.id in W.took)) { W.took[t.id] = now; }
+    W.takeover = {id: t.id, view: t.view};
+    if (t.id !== was && cfg.sound && tone) {
+        tone.currentTime = 0;
+        const p = tone.play();
+        if (p && p.then) {
+            p.then(() => sp('""" + SOUND_NOTE + """', {hidden: true}), () => sp('""" + SOUND_NOTE + """', {hidden: false}));
+        }
+    }
+    const more = queue.length - 1, d = t.domain in cfg.slots ? t.domain : null;
+    const focus = t.id !== was && d ? [d, cls(d, true), cfg.labels[d]] : [nu, nu, nu];
+    return [false, t.word, t.summary, t.place, ageText(now - t.opened) + ' ago', t.step || '', !t.step,
+            more > 0 ? '+' + more + ' more critical' : '', more <= 0, ...focus];
+}"""
+
+
 def register(app: Dash, live: LiveData) -> None:
     """Attach the wall's callbacks to ``app``."""
     app.clientside_callback(_ROTATE_JS, Output(FOCUS, "data"), Output(WALL, "className"),
@@ -603,6 +752,14 @@ def register(app: Dash, live: LiveData) -> None:
                             Input(CLOCK_TICK, "n_intervals"), Input(LAST_OK, "data"), State(CONFIG, "data"),
                             State(AGES, "data"), State(_all("wall-age"), "id"),
                             State({"type": "wall-caption", "domain": ALL}, "id"), State(BANNER, "hidden"))
+    app.clientside_callback(_TAKEOVER_JS, Output(TAKEOVER, "hidden"), Output(TK_WORD, "children"),
+                            Output(TK_SUMMARY, "children"), Output(TK_PLACE, "children"), Output(TK_AGE, "children"),
+                            Output(TK_STEP, "children"), Output(TK_STEP, "hidden"), Output(TK_MORE, "children"),
+                            Output(TK_MORE, "hidden"), Output(FOCUS, "data", allow_duplicate=True),
+                            Output(WALL, "className", allow_duplicate=True),
+                            Output(FOCUS_NAME, "children", allow_duplicate=True),
+                            Input(CLOCK_TICK, "n_intervals"), Input(ALERTS, "data"), State(CONFIG, "data"),
+                            State(ROTATE, "n_intervals"), prevent_initial_call=True)
 
     @app.callback(
         Output(MAP, "figure", allow_duplicate=True),
@@ -619,6 +776,8 @@ def register(app: Dash, live: LiveData) -> None:
         Output(BANNER, "hidden"),
         Output(LAST_OK, "data"),
         Output(AGES, "data"),
+        Output(TICKER, "children"),
+        Output(ALERTS, "data"),
         Input(TICK, "n_intervals"),
         State(FOCUS, "data"), State(TRACES, "data"), State(CONFIG, "data"),
         State(_all("wall-kpi"), "id"), State({"type": "wall-worst", "domain": ALL}, "id"),
@@ -655,6 +814,7 @@ def register(app: Dash, live: LiveData) -> None:
                    f"{view_key()}")
             fig, traces_out, worst, attention = live.cached(key, render)
             traces_out = no_update if traces_out is None else traces_out
+            firing = alert_items(live, district, now)
         except BadParameter:
             raise PreventUpdate from None  # a district the city does not have
         except Forbidden:
@@ -672,11 +832,12 @@ def register(app: Dash, live: LiveData) -> None:
             n, nw = len(ids), len(worst_ids)
             return (no_update, no_update, [no_update] * n, [no_update] * n, [no_update] * n,
                     [no_update] * nw, [no_update] * nw, no_update, no_update, no_update,
-                    msg, False, no_update, no_update)
+                    msg, False, no_update, no_update, no_update, no_update)
         live.stale_since = None
         mark_shareable()  # every screen asking this in this bucket may get this very answer
         views_ = [kpi_view(kpis[i["kpi"]], now) for i in ids]
         caps = [caption(kpis.get(HEADLINE[w["domain"]][0]), w["domain"], now) for w in worst_ids]
         return (fig, traces_out, [v["value"] for v in views_], [v["status"] for v in views_],
                 [v["class"] for v in views_], worst, [c[1] for c in caps], attention, city,
-                "updated " + _fmt_time(now, tz), "", True, now * 1000, ages(kpis, now))
+                "updated " + _fmt_time(now, tz), "", True, now * 1000, ages(kpis, now), ticker_rows(firing, now),
+                takeover_queue(firing))

@@ -1,0 +1,153 @@
+"""What the screens show of alerts: the rows of the manager's panel, the wall's ticker and takeover.
+
+Reads only (actions go through :func:`dashboard.alerts.store.act`). Every read takes the districts
+the viewer may see: a district-scoped viewer gets its districts' alerts and not the city-wide ones
+(those are the whole city's numbers), as ``/api/alerts`` does. Each alert carries its place: the
+asset's name and point, or the district's name and outline box, or the whole city.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from sqlalchemy import select
+
+from dashboard.alerts import store
+from dashboard.theme import STATUS_COLOURS
+
+#: Severity: the word shown (never colour alone), its colour and the text colour on it, most severe first.
+SEVERITY = {"critical": ("CRITICAL", STATUS_COLOURS["dark"]["bad"], "#1d0800"),
+            "warning": ("WARNING", STATUS_COLOURS["dark"]["warn"], "#1b1a00"),
+            "info": ("INFO", "#4cc3ff", "#06121d")}
+RANK = {s: i for i, s in enumerate(SEVERITY)}
+#: The state filter of the manager's panel: the open ones (firing, no data, error; not resolved),
+#: those acknowledged or assigned, those shelved now, those resolved.
+STATE_FILTERS = {"open": ("open",), "acknowledged": ("acknowledged", "assigned"), "shelved": ("shelved",),
+                 "resolved": ("resolved",)}
+#: At most this many alerts on a screen (the API pages through more).
+MAX_ROWS = 200
+#: An asset alert's map view: this zoom around its point.
+ASSET_ZOOM = 14.0
+
+
+def age_text(seconds: float) -> str:
+    """Return an alert's age: "40 s", "12 min", "3 h", "2 d"."""
+    s = max(0.0, seconds)
+    return (f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.0f} h" if s < 172800
+            else f"{s / 86400:.0f} d")
+
+
+def _places(live, rows: list[dict]) -> dict:
+    """Return {asset id: (name, lon, lat)} of the assets the alerts name (one query)."""
+    from dashboard.store.schema import assets
+
+    ids = sorted({r["asset"] for r in rows if r.get("asset")})
+    if not ids:
+        return {}
+    q = select(assets.c.id, assets.c.name, assets.c.lon, assets.c.lat).where(assets.c.id.in_(ids))
+    return {r.id: (r.name or r.id, r.lon, r.lat) for r in live.read(lambda c: list(c.execute(q)))}
+
+
+def place_of(live, row: dict, assets: dict, names: dict) -> dict:
+    """Return where an alert is: ``name`` (asset · district, district, or "whole city") and ``view``:
+    a point and zoom for an asset, a lon/lat box for a district, None for the whole city."""
+    district = names.get(row.get("district_id"), row.get("district_id"))
+    a = assets.get(row.get("asset")) if row.get("asset") else None
+    if a is not None:
+        name = f"{a[0]} · {district}" if district else a[0]
+        if a[1] is not None and a[2] is not None and math.isfinite(a[1]) and math.isfinite(a[2]):
+            return {"name": name, "view": {"center": {"lon": a[1], "lat": a[2]}, "zoom": ASSET_ZOOM},
+                    "point": [a[1], a[2]]}
+        return {"name": name, "view": None, "point": None}
+    if row.get("district_id"):
+        b = live.bounds(row["district_id"])
+        point = [(b["lon"][0] + b["lon"][1]) / 2, (b["lat"][0] + b["lat"][1]) / 2] if b else None
+        return {"name": district, "view": b, "point": point}
+    return {"name": "whole city", "view": None, "point": None}
+
+
+def read_alerts(live, states: tuple[str, ...] = ("open",), severities=(), district: str | None = None,
+                domain: str | None = None, districts=None, now: float | None = None) -> list[dict]:
+    """Return the alerts of the filters, most severe and newest first, each with its place.
+
+    ``district``: that district's alerts and the city-wide ones (a district's screen is also told
+    what the whole city has); ``districts``: the viewer's scope (None: every district)."""
+    now = time.time() if now is None else now
+
+    def q(conn):
+        rows, _ = store.list_alerts(conn, states=states, severities=severities, districts=districts, domain=domain,
+                                    limit=MAX_ROWS, now=now)
+        return rows
+
+    rows = live.read(q)
+    if district is not None:
+        rows = [r for r in rows if r["district_id"] in (district, None)]
+    assets = _places(live, rows)
+    names = dict(zip(live.districts()["id"], live.districts()["name"]))
+    out = []
+    for r in rows:
+        shelved = r["shelved_until"] is not None and r["shelved_until"] > now
+        out.append({**r, "shelved": shelved, "place": place_of(live, r, assets, names)})
+    out.sort(key=lambda r: (RANK.get(r["severity"], 9), -r["opened_at"], -r["id"]))
+    return out
+
+
+def firing(live, district: str | None, districts=None, now: float | None = None) -> list[dict]:
+    """Return the alerts the wall tells of: firing (or no data, or error), not resolved, not shelved,
+    not muted by a silence or an inhibition; most severe and newest first."""
+    now = time.time() if now is None else now
+    rows = read_alerts(live, ("open",), district=district, districts=districts, now=now)
+    return [r for r in rows if r["state"] in store.OPEN_STATES and not r["shelved"] and not r["muted"]]
+
+
+def summary_of(r: dict) -> str:
+    """Return what an alert says: its rule's summary, else the rule id; and its state when not firing."""
+    text = r.get("summary") or r["rule"]
+    return text if r["state"] == "firing" else f"{text} ({'no data' if r['state'] == 'nodata' else r['state']})"
+
+
+def owner_of(r: dict) -> str:
+    """Return who has the alert: the assignee (a team says so), else who acknowledged it."""
+    if r.get("assignee"):
+        return f"{r['assignee']} (team)" if r.get("assignee_kind") == "team" else r["assignee"]
+    return r.get("acknowledged_by") or ""
+
+
+def grid_row(r: dict, now: float) -> dict:
+    """Return one row of the manager's alerts grid (plain values: the grid sorts and shows them)."""
+    status = r["status"] + (" · shelved" if r["shelved"] else "") + (" · muted" if r["muted"] else "")
+    return {"id": r["id"], "severity": SEVERITY.get(r["severity"], (r["severity"].upper(),))[0],
+            "since": age_text(now - r["opened_at"]), "opened": r["opened_at"], "place": r["place"]["name"],
+            "summary": summary_of(r), "domain": r["domain"], "state": r["state"], "status": status,
+            "owner": owner_of(r), "repeat": r["repeat"]}
+
+
+def ticker_item(r: dict) -> dict:
+    """Return what the wall needs of one firing alert (its ticker line and, critical, its takeover)."""
+    return {"id": r["id"], "severity": r["severity"], "word": SEVERITY.get(r["severity"], (r["severity"].upper(),))[0],
+            "place": r["place"]["name"], "summary": summary_of(r), "opened": r["opened_at"], "domain": r["domain"],
+            "status": r["status"], "view": r["place"]["view"], "step": procedure_step(r)}
+
+
+def procedure_step(r: dict) -> str | None:
+    """Return the current step of the procedure of the incident an alert belongs to, for the wall's
+    takeover. Incidents and their procedures are another part of issue 19 (branch ``incidents``):
+    until they land an alert belongs to no incident and has no step."""
+    return None
+
+
+def history_lines(events: list[dict], tz) -> list[str]:
+    """Return an alert's events as lines: "14:02:11 · ann · ack · new → acknowledged · on it"."""
+    from datetime import datetime
+
+    out = []
+    for e in events:
+        change = f"{e['from_status']} → {e['to_status']}" if e["from_status"] and e["from_status"] != e["to_status"] else ""
+        detail = e.get("detail") or {}
+        extra = (f"to {detail['to']}" if e["action"] == "assign" else
+                 f"{detail.get('minutes')} min" if e["action"] == "shelve" else
+                 detail.get("state", "") if e["action"] == "engine" else "")
+        parts = [datetime.fromtimestamp(e["at"], tz).strftime("%d %b %H:%M:%S"), e["actor"], e["action"], extra, change,
+                 e.get("note") or ""]
+        out.append(" · ".join(p for p in parts if p))
+    return out

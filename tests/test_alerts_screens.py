@@ -1,0 +1,206 @@
+"""Alerts on screen, through the app and its access gate: the manager's alerts panel (rows, filters,
+actions by an operator and refused for a viewer, history, click to zoom, map markers) and the wall's
+ticker (what it says, whose districts). Real callback bodies from the layouts, real alert rows."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from _access_kit import body, layout_of, make_world, post_callback, server_callbacks
+from _alerts_kit import fire
+from _demo import build_demo_store
+from sqlalchemy import select
+
+from dashboard.alerts import store
+from dashboard.alerts.config import parse_alerting
+from dashboard.alerts.rules import RuleError
+from dashboard.store.schema import alerts
+
+HOT = {"chaoyang": 2.4, "haidian": 2.0}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("alerts-screens")
+    url = build_demo_store(folder, hours=1)
+    w = make_world(url, folder)
+    w.fired = fire(url, HOT)
+    return w
+
+
+def alert_id(world, rule, district=None, asset=None) -> int:
+    with world.engine.connect() as c:
+        q = select(alerts.c.id).where(alerts.c.rule == rule, alerts.c.status != "resolved")
+        if district:
+            q = q.where(alerts.c.district_id == district)
+        if asset:
+            q = q.where(alerts.c.asset == asset)
+        return c.execute(q).scalar_one()
+
+
+def row(world, aid) -> dict:
+    with world.engine.connect() as c:
+        return store.get(c, aid)
+
+
+def call(world, who, callback, page="/", values=None, trigger=None, layout_as=None):
+    """POST ``callback`` as principal ``who`` with the component values of the page as ``layout_as``
+    (default: ``who``) receives it, and ``values``."""
+    p = world.principals[who]
+    app = world.app_of(p)
+    comps = layout_of(world.principals[layout_as or who].client, page)
+    b = body(app, server_callbacks(app)[f"dashboard.pages.{callback}"], comps, values or {}, trigger)
+    return post_callback(p.client, b)
+
+
+def answer(r) -> dict:
+    assert r.status_code == 200, (r.status_code, r.get_data(as_text=True)[:300])
+    return r.get_json()["response"]
+
+
+def rows(world, who="viewer", **filters):
+    vals = {("tick", "n_intervals"): 1}
+    for k, v in filters.items():
+        vals[({"state": "alerts-state", "severity": "alerts-severity", "domain": "alerts-domain",
+               "district": "district"}[k], "value")] = v
+    res = answer(call(world, who, "alerts_panel.alert_rows", values=vals, trigger="tick.n_intervals"))
+    return res["alerts-grid"]["rowData"], res
+
+
+def test_the_panel_lists_the_firing_alerts_most_severe_first_with_their_place_and_owner(world):
+    got, res = rows(world)
+    assert [(r["severity"], r["place"], r["summary"]) for r in got] == [
+        ("CRITICAL", "Haidian", "Heavy congestion"), ("CRITICAL", "Chaoyang", "Heavy congestion"),
+        ("WARNING", f"{world.fired['station'][1]} · Chaoyang", "Very unhealthy air"),
+        ("INFO", "whole city", "Car parks filling up")]
+    assert {(r["state"], r["status"], r["owner"], r["repeat"]) for r in got} == {("firing", "new", "", 1)}
+    assert all(r["since"].endswith((" s", " min")) for r in got)
+    assert res["alerts-count"]["children"] == "4 shown · 4 firing"
+    # the open ones on the map: one marker each, in the severity's colour, the most severe drawn last
+    ops = {tuple(o["location"][2:]): o["params"]["value"] for o in res["map"]["figure"]["operations"]}
+    assert ops[("marker", "color")][-2:] == ["#d55e00", "#d55e00"] and len(ops[("lon",)]) == 3  # the city has no point
+
+
+def test_filters_severity_domain_state_and_the_pages_district(world):
+    assert {r["severity"] for r in rows(world, severity=["critical"])[0]} == {"CRITICAL"}
+    assert [r["summary"] for r in rows(world, domain="air_quality")[0]] == ["Very unhealthy air"]
+    # the page's district: that district's alerts and the city-wide ones
+    assert [r["place"].split(" · ")[-1] for r in rows(world, district="haidian")[0]] == ["Haidian", "whole city"]
+    assert rows(world, state="resolved")[0] == []
+    # a forged filter is refused without an answer
+    r = call(world, "viewer", "alerts_panel.alert_rows", values={("alerts-state", "value"): "everything"},
+             trigger="alerts-state.value")
+    assert r.status_code == 200 and "rowData" not in r.get_data(as_text=True)
+
+
+def act(world, who, button, aid, layout_as="operator", **fields):
+    vals = {("alert-selected", "data"): aid, (button, "n_clicks"): 1}
+    for k, v in fields.items():
+        vals[({"note": "alert-note", "to": "alert-assignee", "kind": "alert-assign-kind",
+               "minutes": "alert-minutes"}[k], "value")] = v
+    return call(world, who, "alerts_panel.alert_act", values=vals, trigger=f"{button}.n_clicks", layout_as=layout_as)
+
+
+def test_an_operator_acts_as_himself_and_a_viewer_is_refused(world):
+    aid = alert_id(world, "tti-hot", "chaoyang")
+    r = act(world, "viewer", "alert-ack", aid, note="mine")
+    assert r.status_code == 403 and row(world, aid)["status"] == "new"  # the gate, before the callback
+    assert "alert-actions" not in json.dumps(layout_of(world.principals["viewer"].client, "/"))  # no buttons either
+    assert act(world, "device", "alert-ack", aid).status_code == 403
+    res = answer(act(world, "operator", "alert-ack", aid, note="police informed"))
+    assert res["alert-message"]["children"] == f"Acknowledge: alert #{aid} is acknowledged"
+    a = row(world, aid)
+    assert (a["status"], a["acknowledged_by"], a["ack_note"]) == ("acknowledged", "otto", "police informed")
+    rev = res["alerts-rev"]["data"]
+    assert isinstance(rev, int) and rev > 0  # the acting page lists again at once
+    answer(act(world, "operator", "alert-assign", aid, to="otto", kind="user"))
+    assert (row(world, aid)["status"], row(world, aid)["assignee"]) == ("assigned", "otto")
+    res = answer(act(world, "operator", "alert-resolve", aid))
+    assert "still firing" in res["alert-message"]["children"]  # the store's reason, said on screen
+    assert "alerts-rev" not in res
+    answer(act(world, "operator", "alert-comment", aid, note="lane 2 reopened"))
+    answer(act(world, "operator", "alert-shelve", aid, minutes=15))
+    assert row(world, aid)["shelved_by"] == "otto"
+    assert "Select an alert first" in json.dumps(answer(act(world, "operator", "alert-ack", None)))
+    got = {r["id"]: r for r in rows(world, state="acknowledged")[0]}
+    assert got[aid]["owner"] == "otto" and got[aid]["status"] == "assigned · shelved"
+    assert aid in {r["id"] for r in rows(world, state="shelved")[0]}
+
+
+def pick(world, aid, who="viewer"):
+    return answer(call(world, who, "alerts_panel.alert_pick", values={("alerts-grid", "selectedRows"): [{"id": aid}]},
+                       trigger="alerts-grid.selectedRows"))
+
+
+def test_selecting_an_alert_shows_its_history_and_zooms_the_map_to_its_place(world):
+    sid, name, _d = world.fired["station"]
+    aid = alert_id(world, "aqi-hot", asset=sid)
+    answer(act(world, "operator", "alert-comment", aid, note="sensor checked on site"))
+    res = pick(world, aid)
+    assert res["alert-selected"]["data"] == aid
+    assert res["alert-title"]["children"].startswith(f"#{aid} WARNING · {name} · Chaoyang")
+    lines = [li["props"]["children"] for li in res["alert-history"]["children"]]
+    assert lines[0].split(" · ")[1:3] == ["system", "open"]
+    assert lines[-1].endswith("otto · comment · sensor checked on site")
+    ops = {tuple(o["location"]): o["params"]["value"] for o in res["map"]["figure"]["operations"]}
+    with world.engine.connect() as c:
+        from dashboard.store.schema import assets
+        lon, lat = c.execute(select(assets.c.lon, assets.c.lat).where(assets.c.id == sid)).one()
+    assert ops[("layout", "map", "center")] == {"lon": lon, "lat": lat} and ops[("layout", "map", "zoom")] == 14.0
+    # a district's alert: the map fits the district
+    res = pick(world, alert_id(world, "tti-hot", "haidian"))
+    c = {tuple(o["location"]): o["params"]["value"] for o in res["map"]["figure"]["operations"]}
+    b = world.app_off.server.extensions["panorama"].bounds("haidian")
+    assert b["lon"][0] < c[("layout", "map", "center")]["lon"] < b["lon"][1]
+    assert b["lat"][0] < c[("layout", "map", "center")]["lat"] < b["lat"][1]
+
+
+def test_a_scoped_viewer_sees_only_its_districts_alerts(world):
+    got, _ = rows(world, who="scoped")
+    assert got and {r["place"].split(" · ")[-1] for r in got} == {"Chaoyang"}
+    res = answer(call(world, "scoped", "alerts_panel.alert_pick",
+                      values={("alerts-grid", "selectedRows"): [{"id": alert_id(world, "tti-hot", "haidian")}]},
+                      trigger="alerts-grid.selectedRows"))
+    assert res["alert-selected"]["data"] is None and "Haidian" not in json.dumps(res)
+
+
+def wall(world, who="viewer", page="/wall"):
+    world.principals[who].client.get(page)  # the page sets the CSRF cookie its callbacks send back
+    res = answer(call(world, who, "wall.refresh", page=page, values={("wall-tick", "n_intervals"): 1},
+                      trigger="wall-tick.n_intervals"))
+    text = " ".join(_texts(res["wall-ticker"]["children"]))
+    return text, res["wall-alerts"]["data"]
+
+
+def _texts(node) -> list[str]:
+    if isinstance(node, str):
+        return [node]
+    if isinstance(node, list):
+        return [t for n in node for t in _texts(n)]
+    if isinstance(node, dict):
+        return _texts(node.get("props", {}).get("children"))
+    return []
+
+
+def test_the_wall_ticker_tells_the_firing_alerts_and_not_the_shelved_ones(world):
+    text, items = wall(world)
+    a = row(world, alert_id(world, "tti-hot", "chaoyang"))
+    shelved = a["shelved_until"] is not None
+    assert text.startswith("3 alerts · 1 critical " if shelved else "4 alerts · 2 critical ")
+    assert "CRITICAL Haidian Heavy congestion" in text and "INFO whole city Car parks filling up" in text
+    assert ("Chaoyang Heavy congestion" in text) is not shelved
+    # what may take the wall over: the critical ones nobody acknowledged, with their domain, age and place
+    assert [i["place"] for i in items] == ["Haidian"] + ([] if a["status"] != "new" else ["Chaoyang"])
+    assert all(set(i) >= {"id", "domain", "opened", "status", "view", "place", "summary"} for i in items)
+    # a district's wall and a scoped one: their districts' alerts (and the city's, for the unscoped)
+    text, _ = wall(world, page="/wall?district=haidian")
+    assert "Haidian" in text and "Chaoyang" not in text and "whole city" in text
+    text, _ = wall(world, who="device", page="/wall?district=chaoyang")
+    assert "Haidian" not in text and "whole city" not in text
+
+
+def test_takeover_max_is_read_from_the_alerting_table():
+    assert parse_alerting(None).takeover_max == 600
+    assert parse_alerting({"takeover_max": "90s"}).takeover_max == 90
+    with pytest.raises(RuleError, match="takeover_max"):
+        parse_alerting({"takeover_max": "off"})
