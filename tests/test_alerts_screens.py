@@ -204,3 +204,28 @@ def test_takeover_max_is_read_from_the_alerting_table():
     assert parse_alerting({"takeover_max": "90s"}).takeover_max == 90
     with pytest.raises(RuleError, match="takeover_max"):
         parse_alerting({"takeover_max": "off"})
+
+
+def test_a_takeover_shows_the_current_step_of_its_incidents_procedure(world):
+    """A critical alert in an incident: what the wall's takeover shows carries the first step not done
+    yet (the wall's answer is this, kept for its refresh interval)."""
+    from dashboard.alerts import screen
+    from dashboard.incidents import store as incidents
+
+    live = world.app_off.server.extensions["panorama"]
+    cfg = live.city.incidents
+    aid = alert_id(world, "tti-hot", "haidian")
+
+    def step():
+        return [screen.ticker_item(r)["step"] for r in screen.firing(live, None) if r["id"] == aid]
+
+    assert step() == [None]  # in no incident yet
+    with world.engine.begin() as conn:
+        row_, _ = incidents.open_incident(conn, "ann", cfg.type("traffic-incident"), alert_ids=[aid])
+    assert step() == ["Step 1 of 4: Confirm on the road cameras: what, where, lanes blocked — operator"]
+    with world.engine.begin() as conn:
+        incidents.act(conn, row_["id"], "step", "ann", "operator",
+                      {"step": 1, "fields": {"cause": "crash", "lanes_blocked": 2}}, cfg)
+    assert step() == ["Step 2 of 4: Dispatch traffic police and set the diversion — traffic-ops"]
+    _, items = wall(world)
+    assert all("step" in i for i in items)  # the wall's answer carries it to the takeover

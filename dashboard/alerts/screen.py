@@ -97,7 +97,8 @@ def firing(live, district: str | None, districts=None, now: float | None = None)
     not muted by a silence or an inhibition; most severe and newest first."""
     now = time.time() if now is None else now
     rows = read_alerts(live, ("open",), district=district, districts=districts, now=now)
-    return [r for r in rows if r["state"] in store.OPEN_STATES and not r["shelved"] and not r["muted"]]
+    return with_procedure_steps(live, [r for r in rows if r["state"] in store.OPEN_STATES and not r["shelved"]
+                                       and not r["muted"]])
 
 
 def summary_of(r: dict) -> str:
@@ -130,10 +131,38 @@ def ticker_item(r: dict) -> dict:
 
 
 def procedure_step(r: dict) -> str | None:
-    """Return the current step of the procedure of the incident an alert belongs to, for the wall's
-    takeover. Incidents and their procedures are another part of issue 19 (branch ``incidents``):
-    until they land an alert belongs to no incident and has no step."""
-    return None
+    """Return the current step of the procedure of the incident an alert belongs to (set by
+    :func:`with_procedure_steps`), for the wall's takeover; None outside an incident or when every
+    step is done."""
+    return r.get("step")
+
+
+def with_procedure_steps(live, rows: list[dict]) -> list[dict]:
+    """Give each critical alert the current step of its incident's procedure ("Step 2 of 4: … — traffic-ops"):
+    what the wall's takeover shows. One read for the alerts that can take over; none when none can."""
+    crit = [r for r in rows if r["severity"] == "critical"]
+    if not crit:
+        return rows
+    from dashboard.alerts.rules import RuleError
+    from dashboard.incidents import config as ic
+    from dashboard.incidents import store as incidents
+
+    try:
+        cfg = live.city.incidents if live.city is not None else ic.default()
+    except RuleError:
+        cfg = ic.default()  # the city file's mistake is said where incidents are served
+
+    def q(conn):
+        out = {}
+        for r in crit:
+            iid = incidents.incident_of(conn, r["id"])
+            step = incidents.current_step(conn, iid, cfg) if iid is not None else None
+            if step is not None:
+                out[r["id"]] = f"Step {step['n']} of {step['of']}: {step['text']} — {step['role']}"
+        return out
+
+    steps = live.read(q)
+    return [{**r, "step": steps.get(r["id"])} for r in rows]
 
 
 def history_lines(events: list[dict], tz) -> list[str]:
