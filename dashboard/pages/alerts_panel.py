@@ -67,7 +67,7 @@ def marker_trace() -> dict:
     severity's colour, one trace on the page's one map (no WebGL context of its own)."""
     return {"type": "scattermap", "mode": "markers", "lon": [], "lat": [], "text": [], "customdata": [],
             "marker": {"size": 20, "color": [], "opacity": 0.9}, "hovertemplate": "%{text}<extra></extra>",
-            "name": "alerts", "meta": {"layer": "alerts"}, "showlegend": False}
+            "name": "alerts", "meta": {"layer": "alerts"}, "uid": "alerts", "showlegend": False}
 
 
 def panel(live: LiveData) -> html.Section:
