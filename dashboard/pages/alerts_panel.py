@@ -62,6 +62,9 @@ def may_act() -> bool:
     return p is None or p.kind == "user" and RANK.get(p.role, -1) >= RANK[OPERATOR]
 
 
+PANEL_CLASS = "domain alerts-panel"
+
+
 def marker_trace() -> dict:
     """Return the map's trace of firing alerts' places (filled by :func:`marker_patch`): circles in the
     severity's colour, one trace on the page's one map (no WebGL context of its own)."""
@@ -117,7 +120,7 @@ def panel(live: LiveData) -> html.Section:
             className="alerts-body"),
         dcc.Store(id=REV, data=0),
         dcc.Store(id=SELECTED, data=None),
-    ], id="alerts-panel", className="domain alerts-panel")
+    ], id="alerts-panel", className=PANEL_CLASS + " alerts-none")
 
 
 def _grid_theme() -> str:
@@ -203,7 +206,7 @@ def register(app: Dash, live: LiveData) -> None:
     """Attach the alerts panel's callbacks to ``app``."""
 
     @app.callback(Output(GRID, "rowData"), Output(COUNT, "children"),
-                  Output("map", "figure", allow_duplicate=True),
+                  Output("map", "figure", allow_duplicate=True), Output("alerts-panel", "className"),
                   Input("tick", "n_intervals"), Input(STATE, "value"), Input(SEVERITY, "value"),
                   Input(DOMAIN, "value"), Input("district", "value"), Input(REV, "data"), State(TRACE, "data"),
                   prevent_initial_call="initial_duplicate")
@@ -219,14 +222,15 @@ def register(app: Dash, live: LiveData) -> None:
             key = f"alert-rows:{state}:{','.join(sevs)}:{domain}:{district or '*'}:{rev}:{access.view_key()}"
             rows = live.cached(key, lambda: rows_for(live, state, list(sevs), domain, district))
         except (BadParameter, TypeError):
-            return no_update, "", no_update
+            return no_update, "", no_update, no_update
         except StoreUnavailable:
-            return no_update, "alerts cannot be read right now", no_update
+            return no_update, "alerts cannot be read right now", no_update, no_update
         n_open = sum(r["state"] in store.OPEN_STATES and r["status"] != store.RESOLVED for r in rows)
         count = f"{len(rows)} shown" + (f" · {n_open} firing" if n_open else "")
         fig = marker_patch(rows, trace) if isinstance(trace, int) and not isinstance(trace, bool) else no_update
         mark_shareable()
-        return [screen.grid_row(r, now) for r in rows], count, fig
+        # nothing listed: the panel folds to its head and the map takes the room back
+        return [screen.grid_row(r, now) for r in rows], count, fig, PANEL_CLASS + ("" if rows else " alerts-none")
 
     @app.callback(Output(SELECTED, "data"), Output(TITLE, "children"), Output(HISTORY, "children"),
                   Output("map", "figure", allow_duplicate=True),
