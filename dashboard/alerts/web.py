@@ -9,6 +9,7 @@ the reason, an unknown or out-of-scope alert or silence 404, an action the alert
 from __future__ import annotations
 
 import logging
+from functools import partial
 import math
 import re
 import time
@@ -94,6 +95,33 @@ def _int(name: str, value: str | None, lo: int, hi: int, default: int | None) ->
     return int(value)
 
 
+def answer_of(fn, errors):
+    """Run ``fn()`` (an API answer), mapping errors to their status: a bad parameter 400, an ``errors``
+    exception its own ``status`` (404, 409 …), a store outage 503."""
+    from dashboard.api import _error, _unavailable
+    from dashboard.store import STORE_OUTAGES
+
+    try:
+        return fn()
+    except Bad as exc:
+        return _error(400, str(exc))
+    except errors as exc:
+        return _error(exc.status, str(exc))
+    except STORE_OUTAGES as exc:
+        return _unavailable(exc)
+
+
+def checked_district(live, value) -> str | None:
+    """Return a ``district`` filter (None: any); 400 for one the city has not, 403 outside the caller's scope."""
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or value not in live.district_ids():
+        raise Bad(f"district: unknown district {str(value)[:60]!r}")
+    if access.current() is None or access.current().sees(value):
+        return value
+    raise access.Forbidden(f"district {value[:60]!r} is outside what you may see")
+
+
 def _actor() -> str:
     """Return the name of the person acting; refuse anyone else (the gate's levels already do)."""
     p = access.current()
@@ -121,8 +149,6 @@ def init_app(server: Flask, live, settings) -> None:
     ticker (``server.extensions["panorama_alerts"]``; started by ``panorama serve``/``run``)."""
     from dashboard.alerts.config import Alerting
     from dashboard.alerts.evaluator import Ticker, for_live
-    from dashboard.api import _error, _unavailable
-    from dashboard.store import STORE_OUTAGES
     from layers import DOMAIN_BY_ID
 
     city = live.city
@@ -136,25 +162,8 @@ def init_app(server: Flask, live, settings) -> None:
         server.extensions["panorama_alerts"] = Ticker(evaluator)
     bp = Blueprint(BP, __name__)
 
-    def answer(fn):
-        """Run ``fn()`` (a JSON-ready result) mapping errors to their status."""
-        try:
-            return fn()
-        except Bad as exc:
-            return _error(400, str(exc))
-        except store.AlertError as exc:
-            return _error(exc.status, str(exc))
-        except STORE_OUTAGES as exc:
-            return _unavailable(exc)
-
-    def district_arg(value: str | None) -> str | None:
-        if value in (None, ""):
-            return None
-        if value not in live.district_ids():
-            raise Bad(f"district: unknown district {value[:60]!r}")
-        if not access.current() or access.current().sees(value):
-            return value
-        raise access.Forbidden(f"district {value[:60]!r} is outside what you may see")
+    answer = partial(answer_of, errors=store.AlertError)
+    district_arg = partial(checked_district, live)
 
     @bp.get("/api/alerts")
     def list_alerts():

@@ -10,6 +10,7 @@ reason. Cookie sessions send ``X-CSRFToken`` (the gate checks it). Closing witho
 from __future__ import annotations
 
 import logging
+from functools import partial
 import time
 
 from flask import Blueprint, Flask, jsonify, request
@@ -17,7 +18,8 @@ from flask import Blueprint, Flask, jsonify, request
 from dashboard import access
 from dashboard.access import OPERATOR, VIEWER, Rule
 from dashboard.alerts.rules import RuleError
-from dashboard.alerts.web import MAX_LIMIT, Bad, _actor, _body, _int, _list, alert_json, parse_time
+from dashboard.alerts.web import (MAX_LIMIT, Bad, _actor, _body, _int, _list, alert_json, answer_of, checked_district,
+                                  parse_time)
 from dashboard.incidents import config as ic
 from dashboard.incidents import store
 
@@ -69,8 +71,6 @@ def detail(conn, row: dict, cfg: ic.Incidents) -> dict:
 
 def init_app(server: Flask, live, settings) -> None:
     """Register the incidents API on ``server``."""
-    from dashboard.api import _error, _unavailable
-    from dashboard.store import STORE_OUTAGES
     from layers import DOMAIN_BY_ID
 
     city = live.city
@@ -81,24 +81,8 @@ def init_app(server: Flask, live, settings) -> None:
         cfg = ic.default()
     bp = Blueprint(BP, __name__)
 
-    def answer(fn):
-        try:
-            return fn()
-        except Bad as exc:
-            return _error(400, str(exc))
-        except store.IncidentError as exc:
-            return _error(exc.status, str(exc))
-        except STORE_OUTAGES as exc:
-            return _unavailable(exc)
-
-    def district_arg(value) -> str | None:
-        if value in (None, ""):
-            return None
-        if not isinstance(value, str) or value not in live.district_ids():
-            raise Bad(f"district: unknown district {str(value)[:60]!r}")
-        if access.current() is None or access.current().sees(value):
-            return value
-        raise access.Forbidden(f"district {value[:60]!r} is outside what you may see")
+    answer = partial(answer_of, errors=store.IncidentError)
+    district_arg = partial(checked_district, live)
 
     @bp.get("/api/incidents")
     def list_incidents():
