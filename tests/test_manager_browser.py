@@ -277,11 +277,13 @@ def test_mgr007_district_names_on_the_map_follow_it_and_its_layer(dash_duo, app,
         for b in shown[i + 1:] + got["overlays"]:  # nor under the legend or the layer toggles
             assert a["r"] <= b["l"] or b["r"] <= a["l"] or a["b"] <= b["t"] or b["b"] <= a["t"], (a, b)
     assert len(got["overlays"]) == 2
-    # the names move with the map (read at once: a live refresh may put the view back)
-    first = shown[0]
-    after = dash_duo.driver.execute_script(
+    # the names move with the map (read before and after in one script: a live refresh may put the
+    # view back, and the page may still be settling its layout between two separate reads)
+    before, after = dash_duo.driver.execute_script(
+        "const read = () => {" + LABELS_JS + "}; const before = read();"
         "document.querySelector('#map .js-plotly-plot')._fullLayout.map._subplot.map.panBy([60, 0], {animate: false});"
-        + LABELS_JS)
+        "return [before, read()];")
+    first = next(s for s in before["labels"] if s["shown"])
     moved = next(s for s in after["labels"] if s["name"] == first["name"])
     assert moved["l"] == pytest.approx(first["l"] - 60, abs=1.5) and moved["t"] == pytest.approx(first["t"], abs=1.5)
     # and go with the districts layer
