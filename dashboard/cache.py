@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 import msgpack
 import numpy as np
 import pandas as pd
+from dash import Patch
 from flask_caching import Cache
 from flask_caching.backends.filesystemcache import FileSystemCache
 from flask_caching.backends.rediscache import RedisCache
@@ -50,6 +51,7 @@ _TEXT_DTYPES = frozenset({"str", "string", "string[python]", "string[pyarrow]"})
 _RAW_KINDS = frozenset("biufcmM")
 
 _EXT_TUPLE, _EXT_ARRAY, _EXT_SCALAR, _EXT_FRAME, _EXT_SERIES, _EXT_INDEX, _EXT_RANGE, _EXT_DATACLASS = range(1, 9)
+_EXT_PATCH = 9  # a dash.Patch (the wall's map update): its location and operations, as data
 
 
 class UnsafeValue(TypeError):
@@ -116,6 +118,8 @@ def _default(obj):
                                                    dict(obj.attrs)]))
     if isinstance(obj, pd.Index):
         return _index_parts(obj)
+    if isinstance(obj, Patch):
+        return msgpack.ExtType(_EXT_PATCH, _pack([list(obj._location), list(obj._operations)]))
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         name = f"{type(obj).__module__}:{type(obj).__qualname__}"
         if name in SAFE_DATACLASSES:
@@ -159,6 +163,14 @@ def _ext_hook(code: int, data: bytes):
         return out
     if code == _EXT_DATACLASS:
         return _dataclass(v[0])(**v[1])
+    if code == _EXT_PATCH:
+        location, operations = v
+        if not (isinstance(location, list) and isinstance(operations, list)
+                and all(isinstance(o, dict) and isinstance(o.get("operation"), str) for o in operations)):
+            raise ValueError("malformed patch record")
+        patch = Patch(location=location)
+        patch._operations = operations
+        return patch
     raise ValueError(f"unknown record type {code}")
 
 
@@ -183,8 +195,22 @@ def dumps(value) -> bytes:
     return out
 
 
+class _NotShared:
+    """What reading the marker of an unshareable value returns: the value exists but only in the
+    process that computed it (a reader computes its own instead of waiting for it)."""
+
+    def __repr__(self) -> str:
+        return "NOT_SHARED"
+
+
+NOT_SHARED = _NotShared()
+
+
 def loads(data):
-    """Return the value ``data`` holds, or None (a miss) for anything this app did not write."""
+    """Return the value ``data`` holds, :data:`NOT_SHARED` for the marker of a value the format could not
+    hold, or None (a miss) for anything this app did not write."""
+    if data == UNSHARED:
+        return NOT_SHARED
     if not isinstance(data, (bytes, bytearray)) or not data.startswith(MAGIC) or len(data) > MAX_VALUE_BYTES:
         if data is not None and data != UNSHARED:
             log.warning("ignored a cache value that is not in the data-only format (%d bytes)", len(data))
@@ -263,6 +289,9 @@ class BucketCache:
         self._down_since: float | None = None
         self.computations = 0
         self._mem: dict[str, tuple[int, object]] = {}  # key -> (bucket, value): this process's copy
+        # keys whose values the shared backend cannot hold: computed by each process for itself, never
+        # waited for (another process's copy would never arrive)
+        self._unshared: set[str] = set()
         # an in-process backend (simple://) shares nothing with other processes: the memory copy is
         # the value, and copying it into the backend (a pickle per value) would only cost time
         self.in_process = type(getattr(cache, "cache", None)).__name__ == "SimpleCache"
@@ -306,18 +335,21 @@ class BucketCache:
 
         A bucket's value never changes once computed, so each process also keeps the current one
         in memory: a screen's request then costs neither a backend round trip nor an unpickling.
-        While another caller computes a new bucket, the previous bucket's value is served.
+        While another caller computes a new bucket, the previous bucket's value is served. A value
+        the shared backend cannot hold (its marker reads :data:`NOT_SHARED`) is computed by each
+        process for itself from then on: nobody waits for a copy that never comes.
         """
         mine = self._mem.get(key)
         if mine is not None and mine[0] == bucket:
             return mine[1]
         full = f"{key}:{bucket}"
-        v = self._safe("get", full)
+        v = None if key in self._unshared else self._shared(key, full)
         if v is not None:
             return self._keep(key, bucket, v)
         lock = self._lock_for(key)
         if not lock.acquire(blocking=False):
-            prev = mine[1] if mine is not None and mine[0] == bucket - 1 else self._safe("get", f"{key}:{bucket - 1}")
+            prev = mine[1] if mine is not None and mine[0] == bucket - 1 else \
+                None if key in self._unshared else self._shared(key, f"{key}:{bucket - 1}")
             if prev is not None:
                 return prev
             lock.acquire()
@@ -325,10 +357,11 @@ class BucketCache:
             mine = self._mem.get(key)
             if mine is not None and mine[0] == bucket:  # computed by another thread meanwhile
                 return mine[1]
-            v = self._safe("get", full)
+            local = self._down_since is not None or self.in_process or key in self._unshared
+            v = None if local else self._shared(key, full)
             if v is not None:
                 return self._keep(key, bucket, v)
-            if self._down_since is not None or self.in_process:
+            if local:
                 return self._keep(key, bucket, self._compute(fn))
             if self._safe("add", f"lock:{full}", 1, 30, default=True):
                 try:
@@ -338,18 +371,28 @@ class BucketCache:
                     self._safe("delete", f"lock:{full}")
                 return self._keep(key, bucket, v)
             # another process computes this bucket: serve its previous one, or wait for it
-            prev = self._safe("get", f"{key}:{bucket - 1}")
+            prev = self._shared(key, f"{key}:{bucket - 1}")
             if prev is not None:
                 return prev
             deadline = time.time() + wait_s
-            while time.time() < deadline:
+            while time.time() < deadline and key not in self._unshared:
                 time.sleep(0.02)
-                v = self._safe("get", full)
+                v = self._shared(key, full)
                 if v is not None:
                     return self._keep(key, bucket, v)
             return self._keep(key, bucket, self._compute(fn))
         finally:
             lock.release()
+
+    def _shared(self, key: str, full: str):
+        """Return the backend's value of ``full``, or None; note a key whose value it cannot hold."""
+        v = self._safe("get", full)
+        if v is NOT_SHARED:
+            if len(self._unshared) >= MAX_LOCKS:
+                self._unshared.clear()
+            self._unshared.add(key)
+            return None
+        return v
 
     def _keep(self, key: str, bucket: int, value):
         """Remember ``value`` as this process's copy of ``key`` for ``bucket``; return it."""

@@ -387,3 +387,65 @@ def test_cache015_a_held_lock_is_never_dropped():
         assert bc._lock_for("busy") is held  # a caller waiting on it and a new one share one lock
     finally:
         held.release()
+
+
+def test_cache016_nobody_waits_for_a_value_another_worker_cannot_share(own_redis):
+    """A value the shared format cannot hold exists only in the worker that computed it: a worker
+    waiting for it stops as soon as the other's marker lands and computes its own, and from then on
+    computes that key for itself without the cross-worker lock (the wall's stalls of ~5 s every
+    third bucket, 1,000 screens, came from waiting the full wait for a copy that never came)."""
+    import redis
+
+    workers = [redis_cache(own_redis.url) for _ in range(2)]
+    release, computing, got = threading.Event(), {}, {}
+
+    def slow_odd():
+        computing["thread"] = threading.current_thread()
+        release.wait(20)
+        return {"s": {1}}  # a set: not in the data-only format
+
+    first = threading.Thread(target=lambda: got.setdefault(0, workers[0].compute_once("odd", 1, slow_odd)))
+    first.start()
+    wait_until(lambda: computing.get("thread") is first, what="the first worker to compute")
+    second = threading.Thread(target=lambda: got.setdefault(
+        1, workers[1].compute_once("odd", 1, lambda: {"s": {2}}, wait_s=600)))
+    second.start()
+    wait_until(lambda: inside(second, "compute_once"), what="the second worker to wait")
+    release.set()
+    first.join(30)
+    second.join(30)  # with the old wait it would sit here for 600 s
+    assert not second.is_alive(), "the second worker still waits for a value that cannot come"
+    assert got == {0: {"s": {1}}, 1: {"s": {2}}}, "each worker served its own copy"
+    assert "odd" in workers[1]._unshared
+    # the next bucket: another process holds the backend lock forever, yet this worker does not wait
+    redis.Redis.from_url(own_redis.url).set("panorama:lock:odd:2", b"1", ex=60)
+    later = threading.Thread(target=lambda: got.setdefault(2, workers[1].compute_once("odd", 2, lambda: {"s": {3}},
+                                                                                       wait_s=600)))
+    later.start()
+    later.join(30)
+    assert not later.is_alive() and got[2] == {"s": {3}}
+    assert all(w.healthy for w in workers)
+
+
+def test_cache017_the_walls_map_patch_is_shared_between_workers(demo_url, tmp_path):
+    """The wall's refresh keeps a plotly Patch (map values only); it crosses the shared cache as data
+    and comes back the same operations, so one worker computes it for every worker."""
+    import json
+
+    from dash import Patch
+
+    from dashboard import views
+    from dashboard.cache import dumps, loads
+    from dashboard.pages.wall import DOMAIN_IDS, WINDOW, layers_for
+
+    live = _app(demo_url, "simple://", tmp_path).server.extensions["panorama"]
+    frames = live.layer_frames()
+    patch = views.map_patch(live, frames, live.params(time.time(), WINDOW, None), layers_for(DOMAIN_IDS[0]),
+                            set_visibility=False)
+    assert isinstance(patch, Patch) and patch._operations
+    back = loads(dumps({"fig": patch}))["fig"]
+    assert isinstance(back, Patch)
+    from plotly.utils import PlotlyJSONEncoder
+
+    assert json.dumps(back.to_plotly_json(), cls=PlotlyJSONEncoder) == \
+        json.dumps(patch.to_plotly_json(), cls=PlotlyJSONEncoder)
