@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
 
 from dashboard.access import ROLES
 from dashboard.store.schema import audit_log, devices, meta, sessions, users
@@ -29,6 +30,10 @@ MIN_PASSWORD = 10
 MAX_PASSWORD = 1024
 #: The ``meta`` row holding the embed-signing key's random part; rotating it revokes every signed URL.
 EMBED_KEY = "embed_key"
+#: The ``meta`` row that changes whenever a credential is revoked or changes what it may do (sign-out,
+#: disable, new password, role or scope, revoked device, rotated embed key): every process checks it
+#: about once a second and forgets who it remembered when it changed (``dashboard.web_access``).
+ACCESS_REVISION = "access_revision"
 
 
 class AccountError(ValueError):
@@ -158,6 +163,26 @@ def _require(conn, name: str):
 def _end_sessions(conn, user_id: int, now: int) -> None:
     conn.execute(update(sessions).where(sessions.c.user_id == user_id, sessions.c.ended_at.is_(None))
                  .values(ended_at=now))
+    bump_access(conn)
+
+
+def bump_access(conn) -> None:
+    """Change the access revision in ``conn``'s transaction: every process drops the principals it
+    remembers once it sees the change (within ``web_access.REMEMBER_S``)."""
+    value = secrets.token_hex(8)
+    if conn.execute(update(meta).where(meta.c.key == ACCESS_REVISION).values(value=value)).rowcount:
+        return
+    try:
+        with conn.begin_nested():  # the first change ever: the row is made (another writer may race us)
+            conn.execute(insert(meta).values(key=ACCESS_REVISION, value=value))
+    except IntegrityError:
+        conn.execute(update(meta).where(meta.c.key == ACCESS_REVISION).values(value=value))
+
+
+def access_revision(engine) -> str | None:
+    """Return the current access revision (None before the first change)."""
+    with engine.connect() as conn:
+        return conn.execute(select(meta.c.value).where(meta.c.key == ACCESS_REVISION)).scalar()
 
 
 def set_role(engine, name: str, role: str, districts=None, all_districts: bool = False,
@@ -187,6 +212,8 @@ def set_disabled(engine, name: str, disabled: bool = True, actor: str | None = N
         conn.execute(update(users).where(users.c.id == row.id).values(disabled=int(disabled)))
         if disabled:
             _end_sessions(conn, row.id, now)
+        else:
+            bump_access(conn)  # a remembered "no such session" of theirs is forgotten too
         audit(conn, "user.disable" if disabled else "user.enable", actor, row.name, now=now)
         return _user(conn.execute(select(users).where(users.c.id == row.id)).one())
 
@@ -244,17 +271,25 @@ def end_session(engine, token: str, ip: str | None = None) -> None:
         row = conn.execute(select(sessions.c.user_id, users.c.name).join(users, users.c.id == sessions.c.user_id)
                            .where(sessions.c.token_hash == digest(token))).first()
         conn.execute(update(sessions).where(sessions.c.token_hash == digest(token)).values(ended_at=now))
+        bump_access(conn)
         if row is not None:
             audit(conn, "logout", row.name, row.name, ip=ip, now=now)
 
 
 def session_user(conn, token: str, now: float | None = None) -> User | None:
     """Return the user of a live session token, or None (unknown, ended, expired, user disabled)."""
+    found = session_of(conn, token, now)
+    return None if found is None else found[0]
+
+
+def session_of(conn, token: str, now: float | None = None) -> tuple[User, int] | None:
+    """Return the user of a live session token and when the session expires (epoch s), or None."""
     now = int(now or time.time())
-    row = conn.execute(select(users).join(sessions, users.c.id == sessions.c.user_id)
+    row = conn.execute(select(users, sessions.c.expires_at.label("session_expires_at"))
+                       .join(sessions, users.c.id == sessions.c.user_id)
                        .where(sessions.c.token_hash == digest(token), sessions.c.ended_at.is_(None),
                               sessions.c.expires_at > now, users.c.disabled == 0)).first()
-    return None if row is None else _user(row)
+    return None if row is None else (_user(row), int(row.session_expires_at))
 
 
 # --- wall devices -------------------------------------------------------------------------------
@@ -322,6 +357,7 @@ def revoke_device(engine, device_id: int, actor: str | None = None) -> Device:
             raise AccountError(f"no device {device_id}")
         conn.execute(update(devices).where(devices.c.id == row.id, devices.c.revoked_at.is_(None))
                      .values(revoked_at=now))
+        bump_access(conn)
         audit(conn, "device.revoke", actor, f"{row.id} {row.name}", now=now)
         return _device(conn.execute(select(devices).where(devices.c.id == row.id)).one())
 
@@ -366,6 +402,7 @@ def rotate_embed_key(engine, actor: str | None = None) -> None:
     with engine.begin() as conn:
         conn.execute(meta.delete().where(meta.c.key == EMBED_KEY))
         conn.execute(insert(meta).values(key=EMBED_KEY, value=secrets.token_hex(16)))
+        bump_access(conn)
         audit(conn, "embed.rotate_key", actor, None, now=now)
 
 

@@ -4,8 +4,11 @@ Order on each request: find the route's rule (a route missing from the access ta
 find the principal (a signed embed's token, a session cookie, a wall's device cookie, or the
 anonymous viewer of ``PANORAMA_ANONYMOUS=viewer``), check the rule, the page a layout or the router
 renders, the districts a callback body names and what a device or signed embed is locked to —
-all before a cached answer may be served. Principals are remembered per process for one second
-(:data:`REMEMBER_S`): a revoked device or ended session stops within one refresh.
+all before a cached answer may be served. Principals are remembered per process for up to
+:data:`TRUST_S` (a session never past its expiry), so a thousand walls refreshing every few seconds
+do not each read their credential from the store; every change that revokes or narrows a credential
+changes the store's access revision (:func:`accounts.bump_access`), which each process reads at most
+every :data:`REMEMBER_S`: a revoked device or ended session stops within one refresh.
 
 CSRF: a request carrying a session or device cookie must send the token of the ``_csrf_token``
 cookie (HMAC of its credential) back in ``X-CSRFToken`` (Dash's renderer does so for every
@@ -37,8 +40,11 @@ DEVICE_COOKIE = "panorama_device"
 CSRF_COOKIE = "_csrf_token"
 CSRF_HEADER = "X-CSRFToken"
 NONCE_COOKIE = "panorama_nonce"
-#: Seconds a process remembers who a session or device token is (revocation takes effect after it).
+#: Seconds between a process's reads of the access revision: a revocation takes effect within this.
 REMEMBER_S = 1.0
+#: Longest a process trusts a remembered principal without reading it again (a change made outside
+#: the product, e.g. by hand in SQL, changes no revision: it takes effect after this).
+TRUST_S = 60.0
 #: Seconds between writes of when each wall device last refreshed.
 SEEN_EVERY_S = 15.0
 #: A device cookie lives this long (browsers cap cookies at 400 days); revoking the device ends it sooner.
@@ -81,55 +87,90 @@ class Gate:
         self.settings = settings
         self.secret = settings.secret_key.get_secret_value()
         self.anonymous = settings.anonymous
-        self._remember: dict[tuple[str, str], tuple[float, object]] = {}
+        self._remember: dict[tuple[str, str], tuple[float, object, str | None]] = {}
         self._lock = threading.Lock()
+        self._revision: str | None = None
+        self._revision_read = float("-inf")
+        self._revision_lock = threading.Lock()
         self._seen: dict[int, int] = {}
         self._seen_flushed = time.monotonic()
-        self._embed_key: tuple[float, str] | None = None
+        self._embed_key: tuple[float, str, str | None] | None = None
 
     # -- credentials -----------------------------------------------------------------------
     def csrf_for(self, binding: str) -> str:
         return csrf_token_of(self.secret, binding)
 
     def _remembered(self, kind: str, token: str, load):
+        """Return ``load()``'s ``(principal or None, expires)`` for a credential, remembered while the
+        access revision stays the one it was read under, for at most :data:`TRUST_S` and never past
+        ``expires`` (epoch seconds; None: no expiry of its own)."""
+        rev = self._revision_now()
         key = (kind, accounts.digest(token))
         now = time.monotonic()
         hit = self._remember.get(key)
-        if hit is not None and hit[0] > now:
+        if hit is not None and hit[0] > now and hit[2] == rev:
             return hit[1]
-        value = load()
+        value, expires = load()
+        until = now + TRUST_S
+        if expires is not None:
+            until = min(until, now + (expires - time.time()))
         with self._lock:
             if len(self._remember) > 10_000:
-                self._remember = {k: v for k, v in self._remember.items() if v[0] > now}
-            self._remember[key] = (now + REMEMBER_S, value)
+                self._remember = {k: v for k, v in self._remember.items() if v[0] > now and v[2] == rev}
+            self._remember[key] = (until, value, rev)
         return value
+
+    def _revision_now(self):
+        """Return the store's access revision, read at most every :data:`REMEMBER_S` by one thread (the
+        others go on with the last one read); a change drops everything remembered under the old one."""
+        now = time.monotonic()
+        if now >= self._revision_read + REMEMBER_S and self._revision_lock.acquire(blocking=False):
+            try:
+                if now >= self._revision_read + REMEMBER_S:
+                    rev = accounts.access_revision(self.live.writer())
+                    self._revision_read = time.monotonic()
+                    if rev != self._revision:
+                        with self._lock:
+                            self._revision = rev
+                            self._remember.clear()
+                            self._embed_key = None
+            except Exception:  # noqa: BLE001 - a store that cannot be read cannot have been revoked in
+                log.warning("could not read the access revision", exc_info=True)
+            finally:
+                self._revision_lock.release()
+        return self._revision
 
     def forget(self) -> None:
         """Drop what this process remembers (after an admin change made here: no second of grace)."""
         with self._lock:
             self._remember.clear()
             self._embed_key = None
+            self._revision_read = float("-inf")
 
     def embed_key(self) -> str:
+        rev = self._revision_now()
         now = time.monotonic()
-        if self._embed_key is None or self._embed_key[0] <= now:
-            self._embed_key = (now + REMEMBER_S, accounts.ensure_embed_key(self.live.writer()))
+        if self._embed_key is None or self._embed_key[0] <= now or self._embed_key[2] != rev:
+            self._embed_key = (now + TRUST_S, accounts.ensure_embed_key(self.live.writer()), rev)
         return self._embed_key[1]
 
     def session_principal(self, token: str) -> Principal | None:
         def load():
             with self.live.writer().connect() as conn:
-                u = accounts.session_user(conn, token)
-            return None if u is None else Principal("user", u.name, u.role, u.districts, user_id=u.id,
-                                                    session=accounts.digest(token))
+                found = accounts.session_of(conn, token)
+            if found is None:
+                return None, None
+            u, expires = found
+            return Principal("user", u.name, u.role, u.districts, user_id=u.id,
+                             session=accounts.digest(token)), expires
         return self._remembered("session", token, load)
 
     def device_principal(self, token: str) -> Principal | None:
         def load():
             with self.live.writer().connect() as conn:
                 d = accounts.device_of(conn, token)
-            return None if d is None else Principal("device", d.name, districts=d.districts,
-                                                    locks={"path": d.path, "id": d.id})
+            return (None if d is None else Principal("device", d.name, districts=d.districts,
+                                                     locks={"path": d.path, "id": d.id})), None
         p = self._remembered("device", token, load)
         if p is not None:
             self._saw_device(p.locks["id"])

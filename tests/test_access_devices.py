@@ -153,3 +153,40 @@ def test_device005_two_workers_gates_each_write_what_they_saw(store, tmp_path):
     for a in apps:
         a.server.extensions["panorama_access"].forget()
     assert [c.get("/wall").status_code for c in clients] == [403, 403]  # revocation reaches every worker
+
+
+def test_device006_walls_read_their_credential_once_and_still_see_every_revocation(store, tmp_path, monkeypatch):
+    """A thousand walls each refreshing every 5 s must not each read their device or session from the
+    store (that cost seconds at p50 on PostgreSQL): a worker reads a credential once, then only the
+    access revision (at most every REMEMBER_S, whatever the number of walls). Each action that revokes
+    or narrows a credential, done by another worker, changes the revision: seen at the next read."""
+    url, engine = store
+    accounts.add_user(engine, "ann", "operator", "a long password")
+    d, token = accounts.add_device(engine, "wall", "/wall")
+    app = app_for(url, tmp_path)
+    gate = app.server.extensions["panorama_access"]
+    reads = {"device": 0, "session": 0, "revision": 0}
+    for name, kind in (("device_of", "device"), ("session_of", "session"), ("access_revision", "revision")):
+        real = getattr(accounts, name)
+        monkeypatch.setattr(accounts, name, lambda *a, _r=real, _k=kind, **k: reads.__setitem__(_k, reads[_k] + 1)
+                            or _r(*a, **k))
+    wall = app.server.test_client()
+    wall.set_cookie("panorama_device", token)
+    user = app.server.test_client()
+    user.set_cookie("panorama_session", accounts.start_session(engine, accounts.list_users(engine)[0], 1))
+
+    def due():  # REMEMBER_S later: the worker reads the revision again
+        gate._revision_read -= web_access.REMEMBER_S
+
+    for _ in range(20):  # twenty refreshes, the revision read again before each
+        due()
+        assert wall.get("/wall").status_code == 200 and user.get("/api/kpis").status_code == 200
+    assert reads == {"device": 1, "session": 1, "revision": 20}, reads
+    # another worker (no forget() here) ends the session, then revokes the device
+    accounts.set_role(engine, "ann", "viewer")
+    assert user.get("/api/kpis").status_code == 200, "not yet read: within REMEMBER_S"
+    due()
+    assert user.get("/api/kpis").status_code == 401 and wall.get("/wall").status_code == 200
+    accounts.revoke_device(engine, d.id)
+    due()
+    assert wall.get("/wall").status_code == 403
