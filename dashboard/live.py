@@ -248,14 +248,20 @@ class LiveData:
 
         return self.cached(self.key(self.query(None, None, now)), compute, now)
 
-    def snapshot(self, window: str, district: str | None = None, now: float | None = None) -> snap.Snapshot:
-        """Return the snapshot of ``window`` and ``district`` for the bucket, computed once."""
+    def snapshot(self, window: str, district: str | None = None, now: float | None = None,
+                 domains: tuple[str, ...] | None = None) -> snap.Snapshot:
+        """Return the snapshot of ``window`` and ``district`` for the bucket, computed once; with
+        ``domains`` (ids), only those domains' KPIs (what the alert rules read)."""
+        only = None if domains is None else [d for d in DOMAINS if d.id in domains]
+
         def compute():
             q = self.query(window, district, now)
             base = self.base(now)
-            return self._run(lambda c: snap.build(c, q, base, static=self._domain_static, attention=False))
+            return self._run(lambda c: snap.build(c, q, base, domains=only, static=self._domain_static,
+                                                  attention=False))
 
-        return self.cached(self.key(self.query(window, district, now)), compute, now)
+        key = self.key(self.query(window, district, now))
+        return self.cached(key if only is None else f"{key}:{','.join(d.id for d in only)}", compute, now)
 
     def _domain_static(self, domain):
         return self.static(domain.layer.id) if domain.layer is not None else None

@@ -349,3 +349,45 @@ def test_observations_from_the_demo_store_drive_the_city_rules(tmp_path):
     fired = [t for t in trans if t.rule == "feed-1s"]
     assert [t.event for t in fired] == ["firing"] and fired[0].value >= 1
     assert not [t for t in trans if t.event == "error"]
+
+
+def test_observations_for_the_rules_compute_only_the_kpis_they_test(tmp_path, monkeypatch):
+    """The evaluator runs each tick in a worker that also serves screens: it computes only the
+    snapshots its rules read (a district's snapshot only for the domains of the KPI rules on it), and
+    the rules see the very values a full observation gives them."""
+    import time
+
+    from _demo import BEIJING, build_demo_store
+
+    from dashboard import snapshot as snapmod
+    from dashboard.alerts.observe import needs_of, observe_live
+    from dashboard.city import load_city
+    from dashboard.live import build_live
+    from dashboard.settings import Settings
+
+    city = load_city(BEIJING)
+    url = build_demo_store(tmp_path, hours=1, end=time.time())
+    live = build_live(Settings(database_url=url, background_refresh=False), city)
+    end = float(live.base().latest["traffic"]["roads"]["ts"].max() + 60)
+    ids = sorted(live.district_ids())
+    rules = parse_rules([{"id": "tti-city", "when": "traffic.tti > 1.6"},
+                         {"id": "tti-each", "when": "traffic.tti > 1.8", "scope": "each district"},
+                         {"id": "park-haidian", "when": "parking.full >= 25", "scope": "haidian"},
+                         {"id": "aqi", "when": "any aq_station aqi > 200"}], districts=set(ids))
+    scopes, metrics = needs_of(rules, ids)
+    assert scopes == {None: {"traffic"}, **{d: {"traffic"} for d in ids}, "haidian": {"traffic", "parking"}}
+    assert metrics == {"aqi"}
+    built = []
+    real = snapmod.build
+    monkeypatch.setattr(snapmod, "build", lambda c, q, base, domains=None, **k: built.append(
+        (q.district, None if domains is None else sorted(d.id for d in domains))) or real(c, q, base, domains, **k))
+    part = observe_live(live, now=end, rules=rules)
+    assert sorted(built, key=repr) == sorted([(None, ["traffic"]), ("haidian", ["parking", "traffic"])]
+                                             + [(d, ["traffic"]) for d in ids if d != "haidian"], key=repr)
+    full_now = observe_live(live, now=end)  # the same bucket: every KPI of every scope, for comparison
+    assert set(part.kpis) < set(full_now.kpis)
+    for key in part.kpis:
+        assert part.kpis[key] == full_now.kpis[key], key
+    assert set(part.assets) == {"aqi"}
+    assert np.array_equal(part.assets["aqi"].values, full_now.assets["aqi"].values, equal_nan=True)
+    assert [t.event for t in evaluate(rules, None, part)[1]] == [t.event for t in evaluate(rules, None, full_now)[1]]

@@ -237,4 +237,5 @@ def for_live(live, settings) -> Evaluator | None:
     except RuleError as exc:
         log.error("alerts are not grouped into incidents: %s", exc)
         incidents = None
-    return Evaluator(live.writer(), rules, config, lambda now: observe_live(live, now), tick, incidents=incidents)
+    return Evaluator(live.writer(), rules, config, lambda now: observe_live(live, now, rules=rules), tick,
+                     incidents=incidents)

@@ -94,11 +94,33 @@ def observe(base: Snapshot, snapshots: dict, ages: dict, districts, metrics=None
                         assets=asset_obs(base, metrics), ages=dict(ages), failed=failed)
 
 
-def observe_live(live, now: float | None = None, metrics=None) -> Observations:
+def needs_of(rules, districts) -> tuple[dict, set]:
+    """Return what ``rules`` read: {None (the city) or district id: ids of the domains whose KPIs its
+    KPI rules test} and the metrics of the asset rules. The evaluator computes only these snapshots
+    (each tick, in a worker that also serves screens): a rule set of one city-wide KPI costs one."""
+    from dashboard.alerts.rules import CITY, EACH
+
+    scopes: dict = {}
+    for r in rules:
+        if r.type != "kpi":
+            continue
+        for where in ((None,) if r.scope == CITY else tuple(districts) if r.scope == EACH else (r.scope,)):
+            scopes.setdefault(where, set()).add(r.domain)
+    return scopes, {r.target for r in rules if r.type == "asset"}
+
+
+def observe_live(live, now: float | None = None, metrics=None, rules=None) -> Observations:
     """Return the observations of a :class:`dashboard.live.LiveData` at ``now`` (default: the clock): the
-    same cached snapshots the screens read this refresh interval, plus the newest ages."""
+    same cached snapshots the screens read this refresh interval, plus the newest ages. With ``rules``,
+    only the KPIs and asset metrics they test (:func:`needs_of`); else every KPI of the city and of
+    each district."""
     base = live.base(now)
     ids = sorted(live.district_ids())
-    snaps = {None: live.snapshot(WINDOW, None, now), **{d: live.snapshot(WINDOW, d, now) for d in ids}}
+    if rules is None:
+        snaps = {None: live.snapshot(WINDOW, None, now), **{d: live.snapshot(WINDOW, d, now) for d in ids}}
+    else:
+        scopes, metrics = needs_of(rules, ids)
+        snaps = {where: live.snapshot(WINDOW, where, now, domains=tuple(sorted(doms)))
+                 for where, doms in scopes.items()}
     ages = live.read(lambda conn: newest_ages(conn, base.query.now, ids))
     return observe(base, snaps, ages, ids, metrics)
