@@ -90,3 +90,97 @@ def test_only_live_refreshes_are_keyed():
     body["state"] = [{"id": "cfg", "property": "data", "value": {"district": "x"}}]
     assert cache.key(body) != k1
     assert cache.key({"output": "other.children", "inputs": []}) is None
+
+
+def _toy(bucket: list):
+    """A Flask app with one "live refresh" route whose renders the test holds and counts."""
+    import threading
+
+    from flask import Flask
+
+    from dashboard.refresh_cache import mark_shareable
+
+    server = Flask("toy")
+    cache = RefreshCache(lambda: bucket[0], {"out.children": "tick"})
+    cache.init_app(server)
+    state = {"renders": 0, "gate": threading.Event(), "inside": threading.Event(), "share": True}
+
+    @server.post("/_dash-update-component")
+    def render():
+        state["renders"] += 1
+        state["inside"].set()
+        assert state["gate"].wait(20)
+        if state["share"]:
+            mark_shareable()
+        return f"bucket {bucket[0]} render {state['renders']}"
+    return server, cache, state
+
+
+def _ask(server, n: int, out: list):
+    body = {"output": "out.children", "inputs": [{"id": "tick", "property": "n_intervals", "value": n}]}
+    out.append(server.test_client().post("/_dash-update-component", json=body).get_data(as_text=True))
+
+
+def test_while_one_request_renders_a_new_bucket_the_others_get_the_previous_answer():
+    """At each bucket's start every wall misses at once: one request per process renders; the others
+    get the previous bucket's bytes at once instead of all rendering the same answer."""
+    import threading
+
+    bucket = [1]
+    server, cache, state = _toy(bucket)
+    state["gate"].set()
+    first: list = []
+    _ask(server, 1, first)
+    assert first == ["bucket 1 render 1"]
+    bucket[0], state["gate"] = 2, threading.Event()
+    state["inside"].clear()
+    got: list = []
+    renderer = threading.Thread(target=_ask, args=(server, 2, got))
+    renderer.start()
+    assert state["inside"].wait(20)
+    others: list = []
+    for n in range(3, 13):
+        _ask(server, n, others)  # answered while the render is held: they do not wait for it
+    assert others == ["bucket 1 render 1"] * 10 and state["renders"] == 2 and cache.stale == 10
+    state["gate"].set()
+    renderer.join(20)
+    assert got == ["bucket 2 render 2"]
+    after: list = []
+    _ask(server, 13, after)
+    assert after == ["bucket 2 render 2"] and state["renders"] == 2
+
+
+def test_with_no_previous_answer_the_others_wait_for_the_one_render():
+    import threading
+
+    server, cache, state = _toy([7])
+    got: list = []
+    threads = [threading.Thread(target=_ask, args=(server, n, got)) for n in range(6)]
+    threads[0].start()
+    assert state["inside"].wait(20)
+    for t in threads[1:]:
+        t.start()
+    state["gate"].set()
+    for t in threads:
+        t.join(20)
+    assert got == ["bucket 7 render 1"] * 6 and state["renders"] == 1
+
+
+def test_a_render_that_keeps_nothing_does_not_hold_the_waiting_requests():
+    """A failed refresh (its STALE banner is never kept) wakes the requests waiting for it: each
+    renders its own answer rather than waiting for one another."""
+    import threading
+
+    server, cache, state = _toy([3])
+    state["share"] = False
+    got: list = []
+    threads = [threading.Thread(target=_ask, args=(server, n, got)) for n in range(4)]
+    threads[0].start()
+    assert state["inside"].wait(20)
+    for t in threads[1:]:
+        t.start()
+    state["gate"].set()
+    for t in threads:
+        t.join(20)
+    assert not any(t.is_alive() for t in threads) and len(got) == 4 and state["renders"] == 4
+    assert cache._rendering == {}
