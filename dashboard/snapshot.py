@@ -178,7 +178,8 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
             v = _evaluate(k, f, d, why)
             # a KPI with nothing to measure in the city or the district says so (notes such as "0
             # stations" would only repeat it): not "no data", which would say its sensors are silent
-            empty = next((e for counts, where in places if (e := no_assets(d, counts, k, where))), "")
+            empty = next((e for counts, where in places  # the domain's whole line first, if it has nothing there
+                          if (e := no_assets(d, counts, None, where) or no_assets(d, counts, k, where))), "")
             if empty:
                 v.no_assets, v.note = empty, ""
             if fill and k.reaches(q) < fill["to"]:  # older days still being written: say so

@@ -94,6 +94,7 @@ def test_no_nodata_alert_where_the_domain_has_nothing_to_measure(demo, tmp_path)
     absent = {(k, d) for (k, d), o in obs.kpis.items() if o.status == "absent"}
     assert {d for k, d in absent if k == "air.aqi_worst"} == {d for d in obs.districts if not counts["aq_station"].get(d)}
     assert ("transit.in_service", "fengtai") in absent and ("transit.on_time", "fengtai") not in absent  # stops, no bus
+    assert obs.kpis[("transit.on_time", "miyun")].reason == "no bus lines or bus stops or buses in this district"
 
 
 def test_a_district_whose_sensors_went_silent_still_raises_nodata(demo, tmp_path):
