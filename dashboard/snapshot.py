@@ -112,11 +112,13 @@ class Snapshot:
         return {d.layer.id: self.layer_frame(d) for d in DOMAINS if d.layer is not None}
 
 
-def no_assets(domain: Domain, counts: dict) -> str:
-    """Return "no stations in this city" when ``domain`` measures assets and the city has none."""
-    if not domain.kinds or any(counts.get(k.id, 0) for k in domain.kinds):
+def no_assets(domain: Domain, counts: dict, kpi=None, where: str = "this city") -> str:
+    """Return "no stations in this city" when ``domain`` measures assets and the place has none
+    (``counts``: assets per kind there, ``where`` what it is); of ``kpi``: of the kinds it measures."""
+    kinds = [k for k in domain.kinds if kpi is None or not kpi.kinds or k.id in kpi.kinds]
+    if not kinds or any(counts.get(k.id, 0) for k in kinds):
         return ""
-    return f"no {' or '.join(k.plural for k in domain.kinds)} in this city"
+    return f"no {' or '.join(k.plural for k in kinds)} in {where}"
 
 
 def build_base(conn: Connection, q: Query, domains: list[Domain] | None = None) -> Snapshot:
@@ -169,10 +171,16 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
                 why = snap.failed[d.id] = f"{type(exc).__name__}: {exc}"
         f = Frames(q, scoped, history)
         f.static = (lambda d=d: static(d)) if d.layer is not None else None  # read only if a rule needs it
-        empty = no_assets(d, base.counts)
+        places = [(base.counts, "this city")]
+        if q.district is not None:
+            places.append(({k.id: r.asset_count(k.id, q.district) for k in d.kinds}, "this district"))
         for k in d.kpis:
             v = _evaluate(k, f, d, why)
-            if empty:  # a domain with no assets at all says so (notes such as "0 stations" would only repeat it)
+            # a KPI with nothing to measure in the city or the district says so (notes such as "0
+            # stations" would only repeat it): not "no data", which would say its sensors are silent
+            empty = next((e for counts, where in places  # the domain's whole line first, if it has nothing there
+                          if (e := no_assets(d, counts, None, where) or no_assets(d, counts, k, where))), "")
+            if empty:
                 v.no_assets, v.note = empty, ""
             if fill and k.reaches(q) < fill["to"]:  # older days still being written: say so
                 v.loading = f"{'history incomplete' if fill['failed'] else 'history loading'} ({fill['percent']} %)"

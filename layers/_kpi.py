@@ -89,6 +89,9 @@ class Kpi:
     #: over a report's period: "mean" of its hourly values, or "total" (``total_of``: a KPI whose
     #: trend is summed instead, with its label and unit)
     report: tuple | None = None
+    #: the asset kinds it measures, when only some of its domain's (default: every one): a place with
+    #: none of them has nothing for it to measure (see :func:`dashboard.snapshot.no_assets`)
+    kinds: tuple[str, ...] = ()
 
     def reaches(self, q: Query) -> int:
         """Return the oldest time this KPI reads for ``q``."""

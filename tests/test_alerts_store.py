@@ -264,6 +264,75 @@ def test_escalation_after_n_minutes_without_acknowledgement(engine):
     assert_replays(engine)
 
 
+ESCALATE = {"escalate_after": "15m", "targets": ["duty-officer", "shift-lead"]}
+
+
+def escalations(engine, alert_id):
+    return [e["at"] for e in _history(engine, alert_id) if e["action"] == "escalate"]
+
+
+def _history(engine, alert_id):
+    with engine.connect() as conn:
+        return store.history(conn, alert_id)
+
+
+def test_a_shelve_pauses_the_escalation_clock(engine):
+    """Shelved for 20 of its first 30 minutes, an alert has been unacknowledged 10 of them: with
+    escalate_after 15 min it escalates at 35 min, not when the shelve ends."""
+    feed = Feed(2.0)
+    ev = evaluator(engine, feed, {**TTI, "for": 0, "severity": "critical"}, alerting=ESCALATE)
+    run(ev, feed, {t: 2.0 for t in range(0, 301, 60)})
+    [a] = rows(engine)
+    act(engine, a["id"], "shelve", now=300, minutes=20)
+    run(ev, feed, {t: 2.0 for t in range(360, 1801, 60)})
+    [a] = rows(engine)
+    assert a["shelved_until"] is None and escalations(engine, a["id"]) == []  # back at 25 min, 10 min counted
+    assert store.unacked(a, 1800) == 600
+    run(ev, feed, {t: 2.0 for t in range(1860, 2041, 60)})
+    assert escalations(engine, a["id"]) == []  # 14 min counted
+    run(ev, feed, {2100: 2.0})
+    assert escalations(engine, a["id"]) == [2100]  # 15 min counted: 5 before the shelve, 10 after
+    assert rows(engine)[0]["escalation"] == 1
+    assert_replays(engine)
+
+
+def test_a_silence_pauses_the_escalation_clock(engine):
+    feed = Feed(2.0)
+    ev = evaluator(engine, feed, {**TTI, "for": 0, "severity": "critical"}, alerting=ESCALATE)
+    with engine.begin() as conn:
+        store.add_silence(conn, actor="ann", reason="parade", rule="tti", start=300, end=1500, now=0)
+    run(ev, feed, {t: 2.0 for t in range(0, 1801, 60)})
+    [a] = rows(engine)
+    assert a["muted"] is None and escalations(engine, a["id"]) == []  # muted 5 → 25 min: 10 min counted
+    run(ev, feed, {t: 2.0 for t in range(1860, 2041, 60)})
+    assert escalations(engine, a["id"]) == []
+    run(ev, feed, {2100: 2.0})
+    assert escalations(engine, a["id"]) == [2100]
+    assert [x["event"] for x in _details(engine, a["id"]) if "event" in x] == ["firing", "muted", "unmuted"]
+    assert_replays(engine)
+
+
+def test_a_restart_keeps_the_escalation_clock(engine):
+    """The counted time lives in the alert row: evaluators started afresh (mid-shelve, then after it)
+    go on from it, and the time the alert was clear counts no more than the shelve."""
+    feed = Feed(2.0)
+    spec = {**TTI, "for": 0, "severity": "critical"}
+    run(evaluator(engine, feed, spec, alerting=ESCALATE), feed, {t: 2.0 for t in range(0, 301, 60)})
+    [a] = rows(engine)
+    act(engine, a["id"], "shelve", now=300, minutes=20)
+    run(evaluator(engine, feed, spec, alerting=ESCALATE), feed, {t: 2.0 for t in range(360, 1201, 60)})
+    run(evaluator(engine, feed, spec, alerting=ESCALATE), feed,
+        {**{t: 2.0 for t in range(1260, 1801, 60)}, **{t: 1.0 for t in range(1860, 2101, 60)}})
+    [a] = rows(engine)
+    assert (a["state"], store.unacked(a, 2100)) == ("inactive", 660)  # clear from 31 min: paused again
+    ev = evaluator(engine, feed, spec, alerting=ESCALATE)
+    run(ev, feed, {t: 2.0 for t in range(2160, 2341, 60)})
+    assert escalations(engine, a["id"]) == []  # 11 + 3 min
+    run(ev, feed, {2400: 2.0})
+    assert escalations(engine, a["id"]) == [2400]
+    assert_replays(engine)
+
+
 def test_only_severities_from_escalate_from_escalate():
     assert not parse_alerting({"targets": ["a"]}).escalates("warning")
     assert parse_alerting({"targets": ["a"]}).escalates("critical")

@@ -145,3 +145,41 @@ def test_cli_db_upgrade_current_and_errors(tmp_path, monkeypatch):
     r = runner.invoke(cli, ["db", "upgrade"])
     assert r.exit_code == 1 and "cannot be reached" in r.output
     assert len(r.output.strip().splitlines()) <= 2
+
+
+def test_0011_fills_the_escalation_clock_of_open_alerts_from_their_events(empty):
+    """Downgraded below 0011 and upgraded again, every open alert's escalation clock is what its
+    events make it: the time it was open and neither shelved nor acknowledged, running or paused."""
+    from dashboard.alerts import store
+    from dashboard.alerts.engine import KpiObs, Observations
+    from dashboard.alerts.evaluator import Evaluator
+    from dashboard.alerts.rules import parse_rules
+    from dashboard.store.schema import alerts
+
+    upgrade(empty)
+    places = ("north", "south", "east")
+    rules = parse_rules([{"id": "tti", "when": "traffic.tti > 1.6", "scope": "each district", "severity": "critical"}],
+                        districts=set(places))
+    ev = Evaluator(empty, rules, None, lambda now: Observations(
+        now=now, districts=places, kpis={("traffic.tti", d): KpiObs(2.0) for d in places}), 60, worker="test")
+    ev.tick(0)
+    with empty.begin() as conn:
+        ids = {r.district_id: r.id for r in conn.execute(select(alerts.c.district_id, alerts.c.id))}
+        store.act(conn, ids["north"], "shelve", "ann", {"minutes": 10}, now=300)
+        store.act(conn, ids["south"], "shelve", "ann", {"minutes": 60}, now=300)
+        store.act(conn, ids["east"], "ack", "ann", now=420)
+    for t in range(60, 1260, 60):
+        ev.tick(t)
+
+    def clocks():
+        with empty.connect() as conn:
+            return {r.district_id: (r.unacked_s, r.unacked_since)
+                    for r in conn.execute(select(alerts.c.district_id, alerts.c.unacked_s, alerts.c.unacked_since))}
+
+    before = clocks()
+    assert before == {"north": (300, 900), "south": (300, None), "east": (420, None)}
+    downgrade(empty, "0010")
+    upgrade(empty)
+    assert clocks() == before
+    with empty.connect() as conn:
+        assert all(store.replay(conn, i)["unacked_s"] == before[d][0] for d, i in ids.items())

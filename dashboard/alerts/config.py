@@ -12,6 +12,7 @@ takeover_max = "10m"         # a critical alert nobody acknowledged takes the wa
 
 Each escalation notifies the next target and raises the severity one step (a critical alert stays
 critical, its escalation level says how far it went); after the last target it escalates no more.
+Only the time an alert is open and neither muted nor shelved counts towards ``escalate_after``.
 """
 from __future__ import annotations
 

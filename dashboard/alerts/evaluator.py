@@ -10,7 +10,8 @@ and a restart reloads every timer from the store: no re-fired alert, no lost pen
 
 After the engine's step, the tick does what time does to alerts: shelves expire, alerts whose
 condition has been clear for ``auto_resolve_after`` are resolved, and new alerts nobody acknowledged
-within ``escalate_after`` escalate (``[alerting]``, :mod:`dashboard.alerts.config`). Alerts it opened
+within ``escalate_after`` escalate (counting only the time they were open and neither muted nor
+shelved: :func:`dashboard.alerts.store.unacked`) (``[alerting]``, :mod:`dashboard.alerts.config`). Alerts it opened
 are then grouped into incidents by the city's ``[[incident_rule]]`` tables (:func:`dashboard.incidents.store.group`),
 in the same transaction.
 """
@@ -157,11 +158,11 @@ class Evaluator:
                                        f"condition clear for {int(now - row['clear_since'])} s")
                 events.append(ev)
             level = row["escalation"]
-            if (row["status"] == store.NEW and row["state"] in store.OPEN_STATES and not row["muted"]
-                    and row["shelved_until"] is None and cfg.escalates(row["severity"]) and level < len(cfg.targets)
-                    and now - (row["escalated_at"] or row["opened_at"]) >= cfg.escalate_after):
+            if (store.counting(row) and cfg.escalates(row["severity"]) and level < len(cfg.targets)
+                    and store.unacked(row, now) >= cfg.escalate_after):
                 row, ev = store.append(conn, row, "escalate", store.SYSTEM, now,
-                                       f"not acknowledged for {int(now - row['opened_at']) // 60} min", {
+                                       f"not acknowledged for {int(store.unacked(row, now)) // 60} min "
+                                       "while open and neither silenced nor shelved", {
                                            "level": level + 1, "target": cfg.targets[level],
                                            "severity": raised(row["severity"]), "from_severity": row["severity"]})
                 events.append(ev)

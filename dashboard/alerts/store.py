@@ -94,9 +94,35 @@ def apply(row: dict | None, ev: dict) -> dict:
         r.update(escalation=d["level"], escalated_at=at, escalated_to=d["target"], severity=d["severity"])
     elif a not in ("open", "comment"):
         raise ValueError(f"unknown alert event {a!r}")
+    _clock(row, r, a, at)
     r["events"] += 1
     r["updated_at"] = at
     return r
+
+
+def counting(r: dict) -> bool:
+    """Return whether alert row ``r`` is on the escalation clock: open, nobody has acknowledged it,
+    neither muted (a silence, inhibition) nor shelved."""
+    return r["status"] == NEW and r["state"] in OPEN_STATES and not r["muted"] and r["shelved_until"] is None
+
+
+def _clock(row: dict | None, r: dict, action: str, at: float) -> None:
+    """Move the escalation clock of ``r`` (``row`` after an event at ``at``): the time since it last
+    started counts, escalating starts it from zero, and it runs on only while :func:`counting`."""
+    if row is None:
+        r["unacked_s"] = 0.0
+    elif row.get("unacked_since") is not None:
+        r["unacked_s"] = (row.get("unacked_s") or 0.0) + max(0.0, at - row["unacked_since"])
+    if action == "escalate":
+        r["unacked_s"] = 0.0  # the next target is told after as long again
+    r["unacked_since"] = at if counting(r) else None
+
+
+def unacked(row: dict, now: float) -> float:
+    """Return the seconds alert ``row`` has been on the escalation clock at ``now`` since it opened or
+    last escalated (only the time it was open, unacknowledged, neither muted nor shelved)."""
+    since = row.get("unacked_since")
+    return (row.get("unacked_s") or 0.0) + (0.0 if since is None else max(0.0, now - since))
 
 
 def append(conn, row: dict | None, action: str, actor: str, at: float, note: str | None = None,
@@ -407,5 +433,5 @@ def active_silences(conn, now: float) -> list[Silence]:
 
 
 __all__ = ["ACTIONS", "AlertError", "STATUSES", "act", "active_silences", "add_silence", "append", "apply",
-           "end_silence", "get", "history", "list_alerts", "list_silences", "load_state", "open_rows", "replay",
-           "save_state"]
+           "counting", "end_silence", "get", "history", "list_alerts", "list_silences", "load_state", "open_rows",
+           "replay", "save_state", "unacked"]

@@ -244,6 +244,10 @@ alerts = Table(
     Column("escalated_to", String(100)),
     Column("updated_at", Float, nullable=False),
     Column("events", Integer, nullable=False),
+    # the escalation clock (migration 0011): seconds it was open, new, neither muted nor shelved,
+    # since it opened or last escalated, up to ``unacked_since`` (when it last started; NULL: paused)
+    Column("unacked_s", Float, nullable=False, server_default="0"),
+    Column("unacked_since", Float),
     Index("ix_alerts_key_open", "key", unique=True, sqlite_where=text("status != 'resolved'"),
           postgresql_where=text("status != 'resolved'")),
     Index("ix_alerts_status", "status", "severity"),

@@ -118,6 +118,7 @@ DOMAIN = Domain(
             bad=k.OCC_THRESHOLDS[1], decimals=1,
             definition="Occupied spaces as a share of the capacity of the car parks and on-street zones reporting"),
         Kpi("parking.full", ID, "Car parks full", "", k.full_count, warn=10, bad=25, status_from=k.full_share,
+            kinds=(k.CAR_PARK,),
             definition="Off-street car parks at 95 % occupancy or more now; status from their share of those "
                        "reporting (watch from 10 %, alert from 25 %)"),
         Kpi("parking.free", ID, "Free spaces", "spaces", k.free_now, warn=15, bad=5, higher_is_worse=False,

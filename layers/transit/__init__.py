@@ -192,13 +192,15 @@ DOMAIN = Domain(
     latest=k.latest, history=k.history,
     kpis=(
         Kpi("transit.on_time", ID, "On time", "%", k.on_time_share, warn=80, bad=65, higher_is_worse=False,
-            decimals=1, definition="Share of bus arrivals in the last 30 min from 1 min early to 5 min late"),
-        Kpi("transit.mean_delay", ID, "Mean delay", "min", k.mean_delay, warn=2, bad=4, decimals=1,
+            decimals=1, kinds=(k.STOP,),
+            definition="Share of bus arrivals in the last 30 min from 1 min early to 5 min late"),
+        Kpi("transit.mean_delay", ID, "Mean delay", "min", k.mean_delay, warn=2, bad=4, decimals=1, kinds=(k.STOP,),
             definition="Mean delay of bus arrivals against the timetable in the last 30 min (early counts negative)"),
         Kpi("transit.regularity", ID, "Regular headways", "%", k.regularity, warn=80, bad=65, higher_is_worse=False,
-            decimals=1, definition="Share of headways in the last 30 min (time since the line's previous bus at "
-                                   "the stop) within ±50 % of the scheduled headway"),
-        Kpi("transit.in_service", ID, "Buses in service", "", k.in_service,
+            decimals=1, kinds=(k.STOP,),
+            definition="Share of headways in the last 30 min (time since the line's previous bus at the stop) "
+                       "within ±50 % of the scheduled headway"),
+        Kpi("transit.in_service", ID, "Buses in service", "", k.in_service, kinds=(k.LINE, k.VEHICLE),
             definition="Buses that reported their position in the last 5 min"),
     ),
     layer=TransitLayer(),
