@@ -2,7 +2,10 @@
 
 Every action names the person it is done as (``--as USER``): an enabled user of the store with the
 operator role or above, within their districts — the same rule as the API, so the audit trail
-names people, never "the command line".
+names people, never "the command line". Actions go through the store's functions the API uses, and
+their notifications go to the city's ``[[notify]]`` channels as the app's do. Bad input (an unknown
+id, an action the status forbids, a missing field, an unknown ``--as``) is one line, exit code 2;
+a store that cannot be reached, exit code 1.
 """
 from __future__ import annotations
 
@@ -16,11 +19,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dashboard.settings import get_settings
 
-alerts_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Alerts: list, acknowledge, history.")
+alerts_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Alerts: list, acknowledge, assign, resolve, reopen, shelve, comment, history.")
 silence_app = typer.Typer(add_completion=False, no_args_is_help=True, help="Silences (maintenance windows).")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
-AS = typer.Option(..., "--as", help="The user acting (an operator or admin).")
+AS = typer.Option(None, "--as", help="The user acting, an operator or admin (required).")
+NOTE = typer.Option(None, help="Why, what is being done.")
+#: The exit code of bad input (as click's usage errors); 1 is a store that cannot be reached.
+BAD = 2
 
 
 def _fail(msg: str, code: int = 1):
@@ -38,17 +45,47 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _actor(conn, name: str):
-    """Return the acting user (name, districts) or fail: enabled, operator or admin."""
+def _person(conn, name: str | None):
+    """Return the acting user (name, role, districts) or fail: enabled, operator or admin."""
     from dashboard.access import RANK
     from dashboard.store.schema import users
 
+    if not name:
+        _fail("--as: name the user acting (an operator or admin)", BAD)
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None or row.disabled:
-        _fail(f"--as: no enabled user {name!r}")
+        _fail(f"--as: no enabled user {name!r}", BAD)
     if RANK.get(row.role, -1) < RANK["operator"]:
-        _fail(f"--as: {name} is a {row.role}; acting on alerts needs an operator or admin")
-    return row.name, (tuple(row.districts) if row.districts else None)
+        _fail(f"--as: {name} is a {row.role}; acting on alerts needs an operator or admin", BAD)
+    return row.name, row.role, (tuple(row.districts) if row.districts else None)
+
+
+def _actor(conn, name: str | None):
+    """Return the acting user (name, districts) or fail: enabled, operator or admin."""
+    who, _role, districts = _person(conn, name)
+    return who, districts
+
+
+def acting_city():
+    """Return the configured city (None: there is none) with this process's notifications set up as
+    the app sets them up: a change made here reaches the city's ``[[notify]]`` channels. A channel
+    that cannot be used fails the command (the app would not start either); broken alert rules
+    leave the channels unused, with a warning, as in the app."""
+    from dashboard.alerts import notify
+    from dashboard.alerts.outbox import NotifyError
+    from dashboard.alerts.rules import RuleError
+    from dashboard.live import configured_city
+
+    city = configured_city(get_settings())
+    notify.configure(())
+    if city is not None:
+        try:
+            notify.configure(city.notify_channels, city.alert_rules)
+        except NotifyError as exc:
+            _fail(str(exc), BAD)
+        except RuleError as exc:
+            console.print(f"[bold yellow]warning:[/] {escape(str(exc))}: no notification is sent")
+    return city
 
 
 def _run(fn):
@@ -57,7 +94,7 @@ def _run(fn):
     try:
         return fn()
     except AlertError as exc:
-        _fail(str(exc))
+        _fail(str(exc), BAD)
     except SQLAlchemyError as exc:
         _fail(f"the store cannot be reached ({str(getattr(exc, 'orig', None) or exc).splitlines()[0]})")
 
@@ -74,7 +111,7 @@ def list_cmd(state: str = typer.Option("open", help="open, new, acknowledged, as
     states = tuple(s.strip() for s in state.split(",") if s.strip())
     bad = [s for s in states if s not in STATE_FILTERS]
     if bad:
-        _fail(f"--state: {bad[0]!r} is not one of {', '.join(STATE_FILTERS)}")
+        _fail(f"--state: {bad[0]!r} is not one of {', '.join(STATE_FILTERS)}", BAD)
 
     def go():
         with _engine().connect() as conn:
@@ -91,14 +128,61 @@ def list_cmd(state: str = typer.Option("open", help="open, new, acknowledged, as
 
 
 @alerts_app.command("ack")
-def ack_cmd(alert_id: int = typer.Argument(..., help="The alert's id."), as_: str = AS,
-            note: str = typer.Option(None, help="Why, what is being done.")):
+def ack_cmd(alert_id: int = typer.Argument(..., help="The alert's id."), as_: str = AS, note: str = NOTE):
     """Acknowledge a new alert: you have it."""
-    _act(alert_id, "ack", as_, {"note": note} if note else {})
+    _act(alert_id, "ack", as_, {"note": note})
 
 
-def _act(alert_id: int, action: str, name: str, body: dict) -> None:
+@alerts_app.command("assign")
+def assign_cmd(alert_id: int = typer.Argument(..., help="The alert's id."),
+               to: str = typer.Option(None, help="The user (or, with --team, the team) who handles it."),
+               team: bool = typer.Option(False, "--team", help="--to names a team of [alerting] teams."),
+               as_: str = AS, note: str = NOTE):
+    """Assign an alert to a person or a team."""
+    _act(alert_id, "assign", as_, {"to": to, "kind": "team" if team else "user", "note": note})
+
+
+@alerts_app.command("resolve")
+def resolve_cmd(alert_id: int = typer.Argument(..., help="The alert's id."), as_: str = AS, note: str = NOTE):
+    """Resolve an alert whose condition is clear."""
+    _act(alert_id, "resolve", as_, {"note": note})
+
+
+@alerts_app.command("reopen")
+def reopen_cmd(alert_id: int = typer.Argument(..., help="The alert's id."), as_: str = AS, note: str = NOTE):
+    """Reopen a resolved alert."""
+    _act(alert_id, "reopen", as_, {"note": note})
+
+
+@alerts_app.command("shelve")
+def shelve_cmd(alert_id: int = typer.Argument(..., help="The alert's id."),
+               minutes: float = typer.Option(None, help="How long it is hidden; it comes back by itself."),
+               as_: str = AS, note: str = NOTE):
+    """Hide an alert for --minutes."""
+    _act(alert_id, "shelve", as_, {"minutes": minutes, "note": note})
+
+
+@alerts_app.command("comment")
+def comment_cmd(alert_id: int = typer.Argument(..., help="The alert's id."), as_: str = AS,
+                note: str = typer.Option(None, help="The comment.")):
+    """Add a comment to an alert's history."""
+    _act(alert_id, "comment", as_, {"note": note})
+
+
+def _act(alert_id: int, action: str, name: str | None, body: dict) -> None:
+    """Do ``action`` on an alert as user ``name`` through :func:`dashboard.alerts.store.act`, as the
+    API does; the body's None values are left out (the store says what is missing)."""
     from dashboard.alerts import store
+    from dashboard.alerts.rules import RuleError
+
+    city = acting_city()
+    try:
+        teams = city.alerting.teams if city is not None else ()
+    except RuleError as exc:
+        _fail(str(exc), BAD)
+    body = {k: v for k, v in body.items() if v is not None}
+    if isinstance(body.get("minutes"), float) and body["minutes"].is_integer():
+        body["minutes"] = int(body["minutes"])
 
     def go():
         with _engine().begin() as conn:
@@ -106,10 +190,12 @@ def _act(alert_id: int, action: str, name: str, body: dict) -> None:
             row = store.get(conn, alert_id)
             if row is None or districts is not None and row["district_id"] not in districts:
                 raise store.AlertError(404, f"no alert {alert_id}")
-            return store.act(conn, alert_id, action, actor, body)[0]
+            return store.act(conn, alert_id, action, actor, body, teams=teams)[0]
 
     row = _run(go)
-    out.print(escape(f"alert {row['id']}: {row['status']} ({row['rule']}, {row['state']})"))
+    extra = {"assign": f", assigned to {row['assignee']}",
+             "shelve": f", shelved until {_when(row['shelved_until'])}"}.get(action, "")
+    out.print(escape(f"alert {row['id']}: {row['status']} ({row['rule']}, {row['state']}){extra}"))
 
 
 @alerts_app.command("history")
@@ -123,7 +209,7 @@ def history_cmd(alert_id: int = typer.Argument(..., help="The alert's id.")):
 
     events = _run(go)
     if not events:
-        _fail(f"no alert {alert_id}")
+        _fail(f"no alert {alert_id}", BAD)
     for e in events:
         moved = f"{e['from_status'] or '-'} -> {e['to_status']}"
         extra = e["note"] or e["detail"].get("event") or ""
@@ -143,13 +229,13 @@ def silence_add(reason: str = typer.Option(..., help="Why (shown with every aler
     try:
         duration = parse_duration(for_, "--for")
     except RuleError as exc:
-        _fail(str(exc))
+        _fail(str(exc), BAD)
 
     def go():
         with _engine().begin() as conn:
             actor, districts = _actor(conn, as_)
             if districts is not None and district not in districts:
-                _fail(f"--district: {actor} may silence {', '.join(districts)} only")
+                _fail(f"--district: {actor} may silence {', '.join(districts)} only", BAD)
             return store.add_silence(conn, actor=actor, reason=reason, rule=rule, domain=domain, district=district,
                                      asset=asset, duration=duration)
 

@@ -1,4 +1,4 @@
-"""``panorama notify``: send the queued alert notifications, list them, retry a failed one."""
+"""``panorama notify``: send the queued alert and incident notifications, list them, retry a failed one."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +14,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from dashboard.settings import get_settings
 
 notify_app = typer.Typer(add_completion=False, no_args_is_help=True,
-                         help="Alert notifications: the outbox and its delivery (webhooks, e-mail).")
+                         help="Alert and incident notifications: the outbox and its delivery (webhooks, e-mail).")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 

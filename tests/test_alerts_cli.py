@@ -33,32 +33,32 @@ def test_alerts_and_silences_from_the_command_line(tmp_path, monkeypatch):
     assert r.exit_code == 0 and "critical" in r.output and "north" in r.output and "tti" in r.output, r.output
     aid = r.output.split()[0]
     assert run(cli, ["alerts", "list", "--state", "resolved"]).output.strip() == "no alert"
-    assert run(cli, ["alerts", "list", "--state", "gone"]).exit_code == 1
+    assert run(cli, ["alerts", "list", "--state", "gone"]).exit_code == 2
     r = run(cli, ["alerts", "ack", aid, "--as", "vic"])
-    assert r.exit_code == 1 and "needs an operator" in r.output
+    assert r.exit_code == 2 and "needs an operator" in r.output
     r = run(cli, ["alerts", "ack", aid, "--as", "sam"])
-    assert r.exit_code == 1 and f"no alert {aid}" in r.output  # north is not sam's
+    assert r.exit_code == 2 and f"no alert {aid}" in r.output  # north is not sam's
     r = run(cli, ["alerts", "ack", aid, "--as", "nobody"])
-    assert r.exit_code == 1 and "no enabled user" in r.output
+    assert r.exit_code == 2 and "no enabled user" in r.output
     r = run(cli, ["alerts", "ack", aid, "--as", "ann", "--note", "crew sent"])
     assert r.exit_code == 0 and "acknowledged" in r.output, r.output
     r = run(cli, ["alerts", "ack", aid, "--as", "ann"])
-    assert r.exit_code == 1 and "only a new alert" in r.output
+    assert r.exit_code == 2 and "only a new alert" in r.output
     r = run(cli, ["alerts", "history", aid])
     assert "system" in r.output and "ann" in r.output and "crew sent" in r.output, r.output
 
     r = run(cli, ["silence", "add", "--district", "north", "--for", "2h", "--reason", "marathon", "--as", "ann"])
     assert r.exit_code == 0 and "silence 1 until" in r.output, r.output
     r = run(cli, ["silence", "add", "--district", "north", "--for", "2h", "--reason", "x", "--as", "sam"])
-    assert r.exit_code == 1 and "may silence south only" in r.output
+    assert r.exit_code == 2 and "may silence south only" in r.output
     r = run(cli, ["silence", "add", "--for", "2h", "--reason", "x", "--as", "ann"])
-    assert r.exit_code == 1 and "at least one of" in r.output
+    assert r.exit_code == 2 and "at least one of" in r.output
     r = run(cli, ["silence", "add", "--rule", "tti", "--for", "soon", "--reason", "x", "--as", "ann"])
-    assert r.exit_code == 1 and "not a duration" in r.output
+    assert r.exit_code == 2 and "not a duration" in r.output
     r = run(cli, ["silence", "list"])
     assert "active" in r.output and "district=north" in r.output and "by ann: marathon" in r.output, r.output
     assert run(cli, ["silence", "end", "1", "--as", "ann"]).exit_code == 0
     assert run(cli, ["silence", "list"]).output.strip() == "no silence"
     assert "ended" in run(cli, ["silence", "list", "--all"]).output
     r = run(cli, ["silence", "end", "1", "--as", "ann"])
-    assert r.exit_code == 1 and "already ended" in r.output
+    assert r.exit_code == 2 and "already ended" in r.output

@@ -208,9 +208,9 @@ def test_the_command_line(server, store, monkeypatch):
     r = run(cli, ["incident", "show", iid])
     assert r.exit_code == 0 and "Confirm on cameras" in r.output and "[ ]" in r.output, r.output
     r = run(cli, ["incident", "close", iid, "--as", "ann"])
-    assert r.exit_code != 0
-    assert run(cli, ["incident", "close", iid, "--as", "vic", "--summary", "x"]).exit_code == 1
+    assert r.exit_code == 2 and "closing an incident needs a summary" in r.output, r.output
+    assert run(cli, ["incident", "close", iid, "--as", "vic", "--summary", "x"]).exit_code == 2
     r = run(cli, ["incident", "close", iid, "--as", "ann", "--summary", "towed away"])
     assert r.exit_code == 0 and "closed" in r.output, r.output
     assert "towed away" in run(cli, ["incident", "show", iid]).output
-    assert run(cli, ["incident", "show", "999999"]).exit_code == 1
+    assert run(cli, ["incident", "show", "999999"]).exit_code == 2

@@ -299,15 +299,20 @@ def _queue_for_apps(engine, smtp, tmp_path, n: int, hold: str):
         r.stop()
 
 
+def stop_mid_queue(proc: subprocess.Popen, r: WebhookReceiver, engine, log: Path) -> None:
+    """Stop a delivering process (SIGTERM) while ``r`` holds a webhook; assert it stopped cleanly with work left."""
+    assert r.holding.wait(60), log.read_text()
+    proc.send_signal(signal.SIGTERM)
+    r.release.set()
+    assert proc.wait(30) == 0, log.read_text()
+    pending = [x for x in rows(engine) if x["delivered_at"] is None]
+    assert pending and not any(x["failed_at"] for x in pending)  # stopped with work left
+
+
 def test_every_change_arrives_exactly_once_across_a_clean_restart(engine, smtp, tmp_path):
     with _queue_for_apps(engine, smtp, tmp_path, 20, "ev7:ops-hook") as (r, events, start, log):
         procs = [start()]
-        assert r.holding.wait(60), log.read_text()
-        procs[0].send_signal(signal.SIGTERM)  # stop mid-queue, while a webhook is being answered
-        r.release.set()
-        assert procs[0].wait(30) == 0, log.read_text()
-        pending = [x for x in rows(engine) if x["delivered_at"] is None]
-        assert pending and not any(x["failed_at"] for x in pending)  # stopped with work left
+        stop_mid_queue(procs[0], r, engine, log)
         procs.append(start())
         r.wait_for(lambda x: len(x.accepted()) == 20, what="every webhook")
         smtp.wait_for(lambda x: len(x.message_ids()) == 20, what="every e-mail")

@@ -55,6 +55,8 @@ log = logging.getLogger("panorama.notify")
 SIGNATURE, TIMESTAMP, DELIVERY = "X-Panorama-Signature", "X-Panorama-Timestamp", "X-Panorama-Delivery"
 _WORDS = {"firing": "firing", "resolved": "resolved", "nodata": "no data", "error": "error",
           "resumed": "firing again", "unmuted": "firing, silence over", "escalated": "escalated"}
+_INCIDENT_WORDS = {"opened": "opened", "owner": "has a new owner", "handover": "handed over", "step": "step done",
+                   "closed": "closed", "reopened": "reopened"}
 
 
 class Failure(Exception):
@@ -153,9 +155,36 @@ def _retry_after(headers) -> float | None:
 
 # ---------------------------------------------------------------------------- e-mail
 def subject_of(payload: dict) -> str:
-    """Return a short subject: severity, rule, what happened, where."""
+    """Return a short subject: severity, rule (incident and type), what happened, where."""
+    if payload.get("kind") == "incident":
+        what = _INCIDENT_WORDS.get(payload.get("event"), payload.get("event", ""))
+        if payload.get("event") == "owner" and payload.get("owner"):
+            what = f"now owned by {payload['owner']}"
+        elif payload.get("event") == "step" and isinstance(payload.get("step"), dict):
+            what = f"step {payload['step'].get('step')} done"
+        return (f"[{str(payload.get('severity', '')).upper()}] incident {payload.get('incident')} "
+                f"{payload.get('type')} {what}: {payload.get('place', '')}")
     what = _WORDS.get(payload.get("event"), payload.get("event", ""))
     return f"[{str(payload.get('severity', '')).upper()}] {payload.get('rule')} {what}: {payload.get('place', '')}"
+
+
+#: The lines of an e-mail's body after its first: (label, payload key) of an alert and of an incident.
+_LINES = (("Rule", "rule"), ("Condition", "condition"), ("Event", "event"), ("Severity", "severity"),
+          ("Place", "place"), ("Value", "value"), ("Since", "at_iso"), ("Repeat", "repeat"), ("Reason", "reason"))
+_INCIDENT_LINES = (("Incident", "incident"), ("Type", "type"), ("Event", "event"), ("Severity", "severity"),
+                   ("Place", "place"), ("Status", "status"), ("Owner", "owner"), ("Previous owner", "previous_owner"),
+                   ("By", "who"), ("At", "at_iso"), ("Step", "step"), ("Summary", "summary"), ("Note", "note"),
+                   ("Grouped by rule", "rule"), ("Alerts", "alerts"), ("Link", "link"))
+
+
+def _text(v) -> str:
+    """Return a payload value as a line of an e-mail shows it."""
+    if isinstance(v, dict) and "step" in v:  # a checklist step done, with its fields
+        fields = ", ".join(f"{k}={x}" for k, x in (v.get("fields") or {}).items())
+        return f"{v['step']}. {v.get('text')}" + (f" ({fields})" if fields else "")
+    if isinstance(v, list):
+        return ", ".join(str(x) for x in v)
+    return str(v)
 
 
 def message_of(channel: ob.Channel, key: str, payload: dict) -> EmailMessage:
@@ -168,12 +197,11 @@ def message_of(channel: ob.Channel, key: str, payload: dict) -> EmailMessage:
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = f"<{re.sub(r'[^A-Za-z0-9.!#$%&*+/=?^_`{|}~-]', '-', key)}@panorama>"
     msg[DELIVERY] = key
-    lines = [payload.get("summary") or subject_of(payload), ""]
-    for label, k in (("Rule", "rule"), ("Condition", "condition"), ("Event", "event"), ("Severity", "severity"),
-                     ("Place", "place"), ("Value", "value"), ("Since", "at_iso"), ("Repeat", "repeat"),
-                     ("Reason", "reason")):
-        if payload.get(k) not in (None, ""):
-            lines.append(f"{label}: {payload[k]}")
+    incident = payload.get("kind") == "incident"
+    lines = [(payload.get("title") if incident else payload.get("summary")) or subject_of(payload), ""]
+    for label, k in _INCIDENT_LINES if incident else _LINES:
+        if payload.get(k) not in (None, "", []):
+            lines.append(f"{label}: {_text(payload[k])}")
     msg.set_content("\n".join(lines) + "\n")
     return msg
 

@@ -1,7 +1,9 @@
-"""Where alert changes leave for the outside: the notifications outbox, if installed.
+"""Where alert and incident changes leave for the outside: the notifications outbox, if installed.
 
 :func:`dashboard.alerts.store.append` calls :func:`on_change` for every event it writes, inside the
-transaction of that change, so a change and its notification are stored together or not at all.
+transaction of that change, so a change and its notification are stored together or not at all;
+:func:`dashboard.incidents.store.append` calls :func:`on_incident` the same way (an incident's
+notification key is its event's ``uid``, ``incident-<id>-<n>``).
 The event's ``uid`` (alert id and event number) is the outbox key: the same change is never sent
 twice, even when a restart repeats a delivery. Without the outbox module (``dashboard.alerts.outbox``,
 built separately) nothing is sent; :data:`LISTENERS` lets tests and other in-process consumers see
@@ -81,3 +83,51 @@ def on_change(conn, event: dict, alert: dict, before: dict | None = None) -> Non
         box.notify_transition(conn, _CHANNELS, t, key, _RULES.get(alert["rule"]))
     for fn in LISTENERS:
         fn(conn, key, kind, payload)
+
+
+#: Incident actions (``incident_events.action``) that are told to the channels, and the event name
+#: a channel selects them by (:data:`dashboard.alerts.outbox.INCIDENT_EVENTS`); ``alerts`` (alerts
+#: added) and ``note`` are not.
+INCIDENT_EVENTS = {"open": "opened", "owner": "owner", "handover": "handover", "step": "step", "close": "closed",
+                   "reopen": "reopened"}
+
+
+def incident_message(event: dict, row: dict, alert_ids=()) -> dict:
+    """Return the JSON a channel receives for an incident event: ``kind`` "incident", the ``event``
+    (opened, owner, handover, step, closed, reopened), the incident (id, type, title, severity, status,
+    district, domain, owner), ``who`` did it and ``at`` when, ``link`` (the incident's API path), and
+    what the event carries: the new owner's predecessor, the step done with its fields, the summary,
+    the note; for ``opened``, the rule that grouped it (None: by hand) and its alerts."""
+    from datetime import datetime, timezone
+
+    d = event.get("detail") or {}
+    name = INCIDENT_EVENTS[event["action"]]
+    out = {"kind": "incident", "event": name, "event_id": event["uid"], "incident": row["id"], "type": row["type"],
+           "title": row["title"], "severity": row["severity"], "status": row["status"],
+           "district": row["district_id"], "domain": row["domain"], "owner": row["owner"],
+           "place": row["district_id"] or "city", "who": event["actor"], "at": event["at"],
+           "at_iso": datetime.fromtimestamp(event["at"], timezone.utc).isoformat(timespec="seconds"),
+           "note": event.get("note"), "link": f"/api/incidents/{row['id']}"}
+    if name == "opened":
+        out.update(rule=row["rule"], alerts=list(alert_ids))
+    elif name == "owner":
+        out["previous_owner"] = d.get("from")
+    elif name == "step":
+        out["step"] = {k: d.get(k) for k in ("step", "text", "role", "fields")}
+    elif name == "closed":
+        out["summary"] = d.get("summary")
+    return out
+
+
+def on_incident(conn, event: dict, row: dict, alert_ids=()) -> None:
+    """Queue the notification of an incident ``event`` (the row as it made it) for every channel that
+    wants it, in the caller's transaction; events that are not told (alerts added, notes) queue nothing.
+    ``alert_ids``: the incident's alerts, for ``opened``."""
+    if event["action"] not in INCIDENT_EVENTS:
+        return
+    payload = incident_message(event, row, alert_ids)
+    box = outbox()
+    if box is not None and _CHANNELS:
+        box.notify_incident(conn, _CHANNELS, payload)
+    for fn in LISTENERS:
+        fn(conn, payload["event_id"], f"incident.{payload['event']}", payload)

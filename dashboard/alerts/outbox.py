@@ -30,8 +30,12 @@ KINDS = ("webhook", "email")
 #: default: an alert starts, ends, loses or regains its data, or its silence ends while it fires.
 DEFAULT_EVENTS = ("firing", "resolved", "nodata", "error", "resumed", "unmuted")
 EVENTS = (*DEFAULT_EVENTS, "pending", "inactive", "removed", "escalated")
+#: The incident events (:func:`dashboard.alerts.notify.on_incident`) a channel is told of unless its
+#: ``incidents`` says otherwise: opened (by hand or by a rule), a new owner, a handover note, a
+#: checklist step done, closed (with the summary), reopened.
+INCIDENT_EVENTS = ("opened", "owner", "handover", "step", "closed", "reopened")
 
-_KEYS = {"name", "kind", "url", "secret_env", "to", "from", "severities", "rules", "districts", "events"}
+_KEYS = {"name", "kind", "url", "secret_env", "to", "from", "severities", "rules", "districts", "events", "incidents"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ADDRESS = re.compile(r"^[^@\s<>,;]+@[^@\s<>,;]+$")
@@ -47,7 +51,9 @@ class Channel:
     or an e-mail (``to``, ``sender``; the SMTP server comes from the settings). ``severities``,
     ``rules``, ``districts`` and ``events`` select what it is told of (empty: everything;
     ``events`` defaults to :data:`DEFAULT_EVENTS`); ``districts`` may name ``city`` for the
-    city-wide alerts."""
+    city-wide alerts. ``incidents``: the incident events it is told of (default
+    :data:`INCIDENT_EVENTS`, empty: none), chosen by ``severities`` and ``districts`` as alerts are;
+    ``rules`` and ``events`` are the alerts' alone."""
 
     name: str
     kind: str
@@ -59,12 +65,20 @@ class Channel:
     rules: tuple[str, ...] = ()
     districts: tuple[str, ...] = ()
     events: tuple[str, ...] = DEFAULT_EVENTS
+    incidents: tuple[str, ...] = INCIDENT_EVENTS
 
     def wants(self, t) -> bool:
         """Return whether a :class:`~dashboard.alerts.engine.Transition` is for this channel."""
-        return ((t.event in self.events) and (not self.severities or t.severity in self.severities)
-                and (not self.rules or t.rule in self.rules)
-                and (not self.districts or (t.district or "city") in self.districts))
+        return (t.event in self.events) and (not self.rules or t.rule in self.rules) and \
+            self._selects(t.severity, t.district)
+
+    def wants_incident(self, event: str, severity: str, district: str | None) -> bool:
+        """Return whether an incident's ``event`` (one of :data:`INCIDENT_EVENTS`) is for this channel."""
+        return event in self.incidents and self._selects(severity, district)
+
+    def _selects(self, severity: str, district: str | None) -> bool:
+        return (not self.severities or severity in self.severities) and \
+            (not self.districts or (district or "city") in self.districts)
 
 
 def parse_channels(tables, where: str = "city.toml", rule_ids=None, districts=None) -> list[Channel]:
@@ -106,7 +120,8 @@ def parse_channels(tables, where: str = "city.toml", rule_ids=None, districts=No
         fields = dict(severities=names("severities", SEVERITIES, "severity"),
                       rules=names("rules", rule_ids, "rule"),
                       districts=names("districts", None if districts is None else {"city", *districts}, "district"),
-                      events=names("events", EVENTS, "event") or DEFAULT_EVENTS)
+                      events=names("events", EVENTS, "event") or DEFAULT_EVENTS,
+                      incidents=_incident_events(t, here))
         if kind == "webhook":
             url, env = t.get("url"), t.get("secret_env")
             if not isinstance(url, str) or not re.match(r"^https?://[^\s/]+", url):
@@ -125,6 +140,22 @@ def parse_channels(tables, where: str = "city.toml", rule_ids=None, districts=No
                 raise NotifyError(f"{here}: from: {sender!r} is not an address")
             out.append(Channel(name, kind, to=tuple(to), sender=sender, **fields))
     return out
+
+
+def _incident_events(t: dict, here: str) -> tuple[str, ...]:
+    """Return the incident events a channel table asks for: ``incidents = true`` (the default: all),
+    ``false`` (none) or a list of :data:`INCIDENT_EVENTS`."""
+    v = t.get("incidents", True)
+    if isinstance(v, bool):
+        return INCIDENT_EVENTS if v else ()
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+        raise NotifyError(f"{here}: incidents: true, false or a list of incident events "
+                          f"({', '.join(INCIDENT_EVENTS)})")
+    bad = sorted(set(v) - set(INCIDENT_EVENTS))
+    if bad:
+        raise NotifyError(f"{here}: incidents: unknown incident event(s) {', '.join(bad)} "
+                          f"(use {', '.join(INCIDENT_EVENTS)})")
+    return tuple(x for x in INCIDENT_EVENTS if x in v)
 
 
 # ---------------------------------------------------------------------------- queueing
@@ -147,7 +178,7 @@ def payload_of(t, event_id, rule=None, place: str | None = None) -> dict:
     """Return the JSON a channel receives for a :class:`~dashboard.alerts.engine.Transition`:
     ``rule`` (a :class:`~dashboard.alerts.rules.Rule`) adds its condition and summary, ``place`` a
     display name of its district or asset."""
-    out = {"event_id": event_id, **t.as_row(),
+    out = {"kind": "alert", "event_id": event_id, **t.as_row(),
            "at_iso": datetime.fromtimestamp(t.at, timezone.utc).isoformat(timespec="seconds"),
            "place": place or t.asset or t.district or "city"}
     out["from"], out["to"] = out.pop("from_state"), out.pop("to_state")
@@ -171,6 +202,17 @@ def notify_transition(conn: Connection, channels, t, event_id, rule=None, place:
         if c.wants(t):
             payload = payload or payload_of(t, event_id, rule, place)
             n += enqueue(conn, f"{event_id}:{c.name}", c, payload, now)
+    return n
+
+
+def notify_incident(conn: Connection, channels, payload: dict, now: float | None = None) -> int:
+    """Queue an incident event's ``payload`` (:func:`dashboard.alerts.notify.incident_message`) for
+    every channel that wants it, in the caller's transaction, keyed by its ``event_id`` (the
+    incident event's uid); return how many rows were inserted."""
+    n = 0
+    for c in channels:
+        if c.wants_incident(payload["event"], payload["severity"], payload["district"]):
+            n += enqueue(conn, f"{payload['event_id']}:{c.name}", c, payload, now)
     return n
 
 

@@ -71,9 +71,16 @@ def apply(row: dict | None, ev: dict) -> dict:
 
 
 def append(conn, row: dict | None, action: str, actor: str, at: float, note: str | None = None,
-           detail: dict | None = None) -> tuple[dict, dict]:
-    """Write one event and the row it makes (inserting the row for ``open``); return (row, event)."""
-    return write_event(conn, incidents, incident_events, apply, "incident", row, action, actor, at, note, detail)
+           detail: dict | None = None, notify: bool = True) -> tuple[dict, dict]:
+    """Write one event and the row it makes (inserting the row for ``open``) and queue its notification
+    in the same transaction (``notify`` False: the caller does, :func:`open_incident` once its alerts
+    are in); return (row, event)."""
+    new, ev = write_event(conn, incidents, incident_events, apply, "incident", row, action, actor, at, note, detail)
+    if notify:
+        from dashboard.alerts import notify as out
+
+        out.on_incident(conn, ev, new)
+    return new, ev
 
 
 def history(conn, incident_id: int) -> list[dict]:
@@ -163,11 +170,14 @@ def open_incident(conn, actor: str, kind: IncidentType, *, alert_ids: list | Non
     title = title.strip() if title else f"{kind.label} — {district or 'city-wide'}"
     detail = {"type": kind.id, "title": title, "district": district, "domain": domain,
               "severity": severity or "warning", "owner": _user(conn, owner) if owner else None, "rule": rule}
-    row, ev = append(conn, None, "open", actor, now, _note(note), detail)
-    events = [ev]
+    row, opened = append(conn, None, "open", actor, now, _note(note), detail, notify=False)
+    events = [opened]
     if found:
         row, ev = _add(conn, row, found, actor, now)
         events.append(ev)
+    from dashboard.alerts import notify as out
+
+    out.on_incident(conn, opened, row, [a["id"] for a in found])  # told once, with its alerts and their severity
     return row, events
 
 
