@@ -150,12 +150,12 @@ def test_while_one_request_renders_a_new_bucket_the_others_get_the_previous_answ
     assert after == ["bucket 2 render 2"] and state["renders"] == 2
 
 
-def test_with_no_previous_answer_the_others_wait_for_the_one_render():
+def _arrive_during_a_render(server, state, n: int):
+    """Send ``n`` requests, all but the first while the first one's render is held; return the answers."""
     import threading
 
-    server, cache, state = _toy([7])
     got: list = []
-    threads = [threading.Thread(target=_ask, args=(server, n, got)) for n in range(6)]
+    threads = [threading.Thread(target=_ask, args=(server, i, got)) for i in range(n)]
     threads[0].start()
     assert state["inside"].wait(20)
     for t in threads[1:]:
@@ -163,24 +163,21 @@ def test_with_no_previous_answer_the_others_wait_for_the_one_render():
     state["gate"].set()
     for t in threads:
         t.join(20)
+    return got, threads
+
+
+def test_with_no_previous_answer_the_others_wait_for_the_one_render():
+
+    server, cache, state = _toy([7])
+    got, threads = _arrive_during_a_render(server, state, 6)
     assert got == ["bucket 7 render 1"] * 6 and state["renders"] == 1
 
 
 def test_a_render_that_keeps_nothing_does_not_hold_the_waiting_requests():
     """A failed refresh (its STALE banner is never kept) wakes the requests waiting for it: each
     renders its own answer rather than waiting for one another."""
-    import threading
-
     server, cache, state = _toy([3])
     state["share"] = False
-    got: list = []
-    threads = [threading.Thread(target=_ask, args=(server, n, got)) for n in range(4)]
-    threads[0].start()
-    assert state["inside"].wait(20)
-    for t in threads[1:]:
-        t.start()
-    state["gate"].set()
-    for t in threads:
-        t.join(20)
+    got, threads = _arrive_during_a_render(server, state, 4)
     assert not any(t.is_alive() for t in threads) and len(got) == 4 and state["renders"] == 4
     assert cache._rendering == {}
