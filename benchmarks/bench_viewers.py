@@ -13,6 +13,9 @@ more screens, step by step, until a step misses the target: the largest number h
 threshold crossed, no pending period), so the wall's refresh — the request captured and replayed —
 carries the alert ticker and the takeover's alerts, as on a control-room wall during an incident.
 
+``BENCH_TRACE=out.json`` writes every request of the last level held as [seconds since start, ms,
+status]: where in time the slow answers fall (every bucket's start? one worker stalling?).
+
 The load client is a small asyncio HTTP/1.1 client in one process: one keep-alive connection per
 screen (as a browser keeps one), screens spread evenly over the interval, each request timed from
 write to the last byte of the answer. Database work is read from PostgreSQL's own counters
@@ -144,6 +147,8 @@ async def hold(port: int, template: str, screens: int, seconds: float, warmup: f
     db1, m1 = db_counter(), loop.time()
     for s in pool:
         s.close()
+    if os.environ.get("BENCH_TRACE"):
+        Path(os.environ["BENCH_TRACE"]).write_text(json.dumps([(r[0] - t0, r[1], r[2]) for r in out]))
     measured = [r for r in out if r[0] >= t0 + warmup]
     lat = sorted(r[1] for r in measured)
     errors = sum(1 for r in measured if r[2] != 200)
