@@ -133,3 +133,139 @@ def test_alerts003_the_manager_lists_alerts_and_a_click_zooms_the_map(dash_duo, 
     # the anonymous viewer reads: no action buttons
     assert dash_duo.driver.find_elements("css selector", "#alert-actions") == []
     assert console_errors(dash_duo) == []
+
+
+# ----------------------------------------------------------------------------- markers on the manager's map
+def map_state(dash_duo) -> dict:
+    """Return the manager map's view and its alert and incident traces ({} before the map is drawn)."""
+    return dash_duo.driver.execute_script("""
+        const gd = document.querySelector('#map .js-plotly-plot'), m = gd && gd.layout && gd.layout.map;
+        if (!m || !gd._fullLayout.map) { return {}; }
+        const t = (uid) => { const i = gd.data.findIndex(d => d.uid === uid);
+            const d = gd.data[i]; return !d ? null : {index: i, lon: Array.from(d.lon), lat: Array.from(d.lat),
+            text: Array.from(d.text), customdata: Array.from(d.customdata), size: d.marker.size}; };
+        return {center: m.center, zoom: m.zoom, alerts: t('alerts'), incidents: t('incidents')};""")
+
+
+def screen_xy(dash_duo, lon: float, lat: float, dx: float = 0) -> tuple[float, float]:
+    """Return where (lon, lat) is drawn on the map, in the browser window's pixels (``dx`` to its right)."""
+    return dash_duo.driver.execute_script("""
+        const gd = document.querySelector('#map .js-plotly-plot'), map = gd._fullLayout.map._subplot.map;
+        const r = map.getCanvas().getBoundingClientRect(), p = map.project([arguments[0], arguments[1]]);
+        return [r.left + p.x + arguments[2], r.top + p.y];""", lon, lat, dx)
+
+
+def mouse(dash_duo, xy, click: bool = False) -> None:
+    """Move the mouse to window pixel ``xy`` (and click there), as a person does."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+    chain = ActionChains(dash_duo.driver)
+    builder = ActionBuilder(dash_duo.driver)
+    builder.pointer_action.move_to_location(int(xy[0]), int(xy[1]))
+    builder.perform()
+    if click:
+        chain.click().perform()
+
+
+def viewport(dash_duo, width: int, height: int) -> None:
+    """Make the browser's viewport ``width`` × ``height`` (the window around it a little larger)."""
+    d = dash_duo.driver
+    d.set_window_size(width, height)
+    inner = d.execute_script("return [window.innerWidth, window.innerHeight]")
+    d.set_window_size(width + (width - inner[0]), height + (height - inner[1]))
+
+
+def hover_text(dash_duo) -> str:
+    return dash_duo.driver.execute_script(
+        "return [...document.querySelectorAll('#map .hoverlayer .hovertext')].map(e => e.textContent).join(' | ');")
+
+
+@pytest.fixture
+def critical_in_incident(one_critical):
+    """The Chaoyang critical alert in an open air-pollution incident owned by otto: (store URL, incident id)."""
+    from sqlalchemy import select
+
+    from dashboard.city import load_city
+    from dashboard.incidents import store as istore
+    from dashboard.store.schema import alerts
+
+    engine = make_engine(one_critical)
+    kind = load_city(BEIJING).incidents.type("air-pollution")
+    with engine.begin() as c:
+        aid = c.execute(select(alerts.c.id).where(alerts.c.district_id == "chaoyang",
+                                                  alerts.c.severity == "critical")).scalar_one()
+        row, _ = istore.open_incident(c, "otto", kind, alert_ids=[aid], owner="otto")
+    engine.dispose()
+    return one_critical, row["id"]
+
+
+def test_alerts004_an_open_incident_is_a_ring_at_its_place_and_a_click_opens_it(dash_duo, critical_in_incident,
+                                                                                tmp_path):
+    url, iid = critical_in_incident
+    viewport(dash_duo, 1920, 1080)
+    dash_duo.start_server(make_app(url, tmp_path))
+    # the districts alone: at the whole city's zoom a road's hover point a few pixels away wins the hover
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/?layers=districts")
+    s = wait_for(lambda: (lambda s: s if s.get("incidents") and s["incidents"]["lon"] else None)(map_state(dash_duo)))
+    inc, al = s["incidents"], s["alerts"]
+    # a ring (two discs, the wider one outside) under the alerts' dots, at its alert's place: Chaoyang
+    assert inc["index"] < al["index"] and len(inc["lon"]) == 2 and inc["size"][0] > inc["size"][1] > 20
+    assert inside({"lon": inc["lon"][0], "lat": inc["lat"][0]}, CHAOYANG)
+    k = al["customdata"].index(next(i for i, t in zip(al["customdata"], al["text"]) if "Chaoyang" in t
+                                    and "CRITICAL" in t))
+    assert (inc["lon"][0], inc["lat"][0]) == (al["lon"][k], al["lat"][k])
+    assert inc["text"][0] == f"Incident #{iid} · Air-pollution episode · owner otto · open · Chaoyang"
+    # the mouse on the ring (beside the alert's dot) shows the incident's hover text
+    ring = screen_xy(dash_duo, inc["lon"][0], inc["lat"][0], dx=(inc["size"][1] / 2 + 20 / 2) / 2 + 2)
+    assert dash_duo.driver.execute_script("return document.elementFromPoint(...arguments).tagName", *ring) == "CANVAS"
+    mouse(dash_duo, ring)
+    wait_for(lambda: f"Incident #{iid}" in hover_text(dash_duo))
+    # a click on it shows the incident (its next step, its timeline) and zooms to its place
+    mouse(dash_duo, ring, click=True)
+    title = wait_for(lambda: (lambda t: t if f"Incident #{iid}" in t else None)(dash_duo.find_element("#alert-title").text))
+    assert "owner otto" in title and "Air-pollution episode" in title
+    hist = dash_duo.find_element("#alert-history").text
+    assert "Next: step 1 of" in hist and "otto · open" in hist and "alerts" in hist
+    z = wait_for(lambda: (lambda t: t if t["zoom"] > s["zoom"] + 0.5 and inside(t["center"], CHAOYANG) else None)(
+        map_state(dash_duo)))
+    assert z["zoom"] > 9
+    assert console_errors(dash_duo) == []
+
+
+def test_alerts005_a_click_on_an_alerts_dot_selects_its_row_and_zooms_the_map(dash_duo, one_critical, tmp_path):
+    viewport(dash_duo, 1920, 1080)  # smaller, the legend lies over Chaoyang's dot
+    dash_duo.start_server(make_app(one_critical, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/")
+    s = wait_for(lambda: (lambda s: s if s.get("alerts") and s["alerts"]["lon"] else None)(map_state(dash_duo)))
+    al = s["alerts"]
+    k = next(i for i, t in enumerate(al["text"]) if "CRITICAL" in t and "Chaoyang" in t)
+    assert not inside(s["center"], CHAOYANG) and s["zoom"] < 9  # the whole city before the click
+    xy = screen_xy(dash_duo, al["lon"][k], al["lat"][k])
+    assert dash_duo.driver.execute_script("return document.elementFromPoint(...arguments).tagName", *xy) == "CANVAS"
+    mouse(dash_duo, xy, click=True)
+    row = wait_for(lambda: dash_duo.driver.find_elements("css selector", "#alerts-grid .ag-row-selected"))
+    assert len(row) == 1 and row[0].get_attribute("row-id") == str(al["customdata"][k]) and "Chaoyang" in row[0].text
+    wait_for(lambda: "Heavy congestion" in dash_duo.find_element("#alert-title").text)
+    z = wait_for(lambda: (lambda t: t if inside(t["center"], CHAOYANG) and t["zoom"] > 9 else None)(map_state(dash_duo)))
+    assert z["zoom"] > s["zoom"] + 0.5
+    assert console_errors(dash_duo) == []
+
+
+def test_alerts006_the_alerts_grid_never_scrolls_sideways_at_1366x768(dash_duo, one_critical, tmp_path):
+    d = dash_duo.driver
+    viewport(dash_duo, 1366, 768)
+    dash_duo.start_server(make_app(one_critical, tmp_path))
+    dash_duo.wait_for_page(f"{dash_duo.server_url}/")
+    assert d.execute_script("return [window.innerWidth, window.innerHeight]") == [1366, 768]
+    wait_for(lambda: d.find_elements("css selector", "#alerts-grid .ag-row"))
+
+    def fitted():
+        g = d.execute_script("""const v = document.querySelector('#alerts-grid .ag-center-cols-viewport');
+            return {scroll: v.scrollWidth, client: v.clientWidth,
+                    cols: [...document.querySelectorAll('#alerts-grid .ag-header-cell')].map(c => c.getAttribute('col-id'))};""")
+        return g if g["scroll"] <= g["client"] else None
+
+    g = wait_for(fitted)
+    assert {"severity", "since", "place", "state", "owner"} <= set(g["cols"]), g
+    assert console_errors(dash_duo) == []

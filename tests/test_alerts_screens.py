@@ -77,7 +77,9 @@ def test_the_panel_lists_the_firing_alerts_most_severe_first_with_their_place_an
     assert all(r["since"].endswith((" s", " min")) for r in got)
     assert res["alerts-count"]["children"] == "4 shown · 4 firing"
     # the open ones on the map: one marker each, in the severity's colour, the most severe drawn last
-    ops = {tuple(o["location"][2:]): o["params"]["value"] for o in res["map"]["figure"]["operations"]}
+    trace = layout_of(world.principals["viewer"].client, "/")["alert-trace"]["data"]
+    ops = {tuple(o["location"][2:]): o["params"]["value"] for o in res["map"]["figure"]["operations"]
+           if o["location"][1] == trace}
     assert ops[("marker", "color")][-2:] == ["#d55e00", "#d55e00"] and len(ops[("lon",)]) == 3  # the city has no point
 
 
@@ -229,3 +231,66 @@ def test_a_takeover_shows_the_current_step_of_its_incidents_procedure(world):
     assert step() == ["Step 2 of 4: Dispatch traffic police and set the diversion — traffic-ops"]
     _, items = wall(world)
     assert all("step" in i for i in items)  # the wall's answer carries it to the takeover
+
+
+def click_marker(world, curve: int, mid, who="viewer"):
+    """POST the alerts panel's pick as a click on point ``mid`` of the map's trace ``curve``."""
+    click = {"points": [{"curveNumber": curve, "pointNumber": 0, "customdata": mid}]}
+    return call(world, who, "alerts_panel.alert_pick", values={("map", "clickData"): click}, trigger="map.clickData")
+
+
+def test_an_open_incident_is_a_ring_on_the_map_and_a_click_on_it_or_on_an_alerts_dot_selects_it(world):
+    """The map's incident trace: one ring (two discs) an open incident, at its alert's place, with its
+    hover text; a click on it shows the incident and zooms there; a click on an alert's dot selects
+    its grid row and zooms to it; a click elsewhere (a district) leaves the panel alone."""
+    from dashboard.incidents import store as incidents
+    from dashboard.pages import alerts_panel
+    from dashboard.store.schema import assets
+
+    live = world.app_off.server.extensions["panorama"]
+    sid, name, _d = world.fired["station"]
+    aid = alert_id(world, "aqi-hot", asset=sid)
+    with world.engine.begin() as conn:
+        inc, _ = incidents.open_incident(conn, "ann", live.city.incidents.type("air-pollution"), alert_ids=[aid])
+        lon, lat = conn.execute(select(assets.c.lon, assets.c.lat).where(assets.c.id == sid)).one()
+    comps = layout_of(world.principals["viewer"].client, "/")
+    itrace, trace = comps["incident-trace"]["data"], comps["alert-trace"]["data"]
+    assert itrace == trace - 1  # drawn under the alerts' dots
+    # a new revision (as after an action): not the answer cached before the incident was opened
+    res = answer(call(world, "viewer", "alerts_panel.alert_rows", trigger="tick.n_intervals",
+                      values={("tick", "n_intervals"): 1, ("alerts-rev", "data"): 10**6 + inc["id"]}))
+    ops = {tuple(o["location"][2:]): o["params"]["value"] for o in res["map"]["figure"]["operations"]
+           if o["location"][1] == itrace}
+    k = ops[("customdata",)].index(inc["id"])
+    assert ops[("customdata",)][k:k + 2] == [inc["id"]] * 2 and ops[("marker", "size")][k:k + 2] == list(alerts_panel.RING)
+    assert ops[("lon",)][k:k + 2] == [lon, lon] and ops[("lat",)][k:k + 2] == [lat, lat]
+    assert ops[("text",)][k] == f"Incident #{inc['id']} · Air-pollution episode · no owner · open · {name} · Chaoyang"
+    # a click on the ring: the incident (its next step and timeline), no alert selected, the map at its place
+    res = answer(click_marker(world, itrace, inc["id"]))
+    assert res["alert-title"]["children"].startswith(f"Incident #{inc['id']} · Air-pollution episode")
+    lines = [li["props"]["children"] for li in res["alert-history"]["children"]]
+    assert lines[0].startswith("Next: step 1 of ") and any(f"alert #{aid} · system · open" in x for x in lines)
+    assert res["alert-selected"]["data"] is None and res["alerts-grid"]["selectedRows"] == []
+    zoom = {tuple(o["location"]): o["params"]["value"] for o in res["map"]["figure"]["operations"]}
+    assert zoom[("layout", "map", "center")] == {"lon": lon, "lat": lat}
+    assert zoom[("layout", "map", "uirevision")] == f"incident:{inc['id']}"
+    # a click on an alert's dot: its grid row selected (and scrolled to), its history, the map at its place
+    res = answer(click_marker(world, trace, aid))
+    assert res["alerts-grid"]["selectedRows"] == {"ids": [str(aid)]} and res["alerts-grid"]["scrollTo"] == {"rowId": str(aid)}
+    assert res["alert-selected"]["data"] == aid and res["alert-title"]["children"].startswith(f"#{aid} WARNING")
+    zoom = {tuple(o["location"]): o["params"]["value"] for o in res["map"]["figure"]["operations"]}
+    assert zoom[("layout", "map", "center")] == {"lon": lon, "lat": lat} and zoom[("layout", "map", "zoom")] == 14.0
+    # the grid then reports the selection as it was set: the same alert, no second zoom
+    res = answer(call(world, "viewer", "alerts_panel.alert_pick",
+                      values={("alerts-grid", "selectedRows"): {"ids": [str(aid)]}, ("alert-selected", "data"): aid},
+                      trigger="alerts-grid.selectedRows"))
+    assert res["alert-selected"]["data"] == aid and "map" not in res
+    # a district's shape, another layer's point, a forged click: nothing for the panel
+    for curve, mid in ((0, "chaoyang"), (1, 5), (trace, True), (itrace + 99, inc["id"])):
+        assert click_marker(world, curve, mid).status_code == 204
+    # an incident the viewer may not see: said, nothing shown of it
+    with world.engine.begin() as conn:
+        other, _ = incidents.open_incident(conn, "ann", live.city.incidents.type("air-pollution"), district="haidian")
+    res = answer(click_marker(world, itrace, other["id"], who="scoped"))
+    assert res["alert-title"]["children"] == f"Incident #{other['id']} is closed or not yours to see"
+    assert "Haidian" not in json.dumps(res)

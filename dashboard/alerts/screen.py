@@ -143,14 +143,9 @@ def with_procedure_steps(live, rows: list[dict]) -> list[dict]:
     crit = [r for r in rows if r["severity"] == "critical"]
     if not crit:
         return rows
-    from dashboard.alerts.rules import RuleError
-    from dashboard.incidents import config as ic
     from dashboard.incidents import store as incidents
 
-    try:
-        cfg = live.city.incidents if live.city is not None else ic.default()
-    except RuleError:
-        cfg = ic.default()  # the city file's mistake is said where incidents are served
+    cfg = incident_config(live)
 
     def q(conn):
         out = {}
@@ -165,6 +160,67 @@ def with_procedure_steps(live, rows: list[dict]) -> list[dict]:
     return [{**r, "step": steps.get(r["id"])} for r in rows]
 
 
+def incident_config(live):
+    """Return the city's incident types (the defaults when the city file has none or a mistake: the
+    mistake is said where incidents are served)."""
+    from dashboard.alerts.rules import RuleError
+    from dashboard.incidents import config as ic
+
+    try:
+        return live.city.incidents if live.city is not None else ic.default()
+    except RuleError:
+        return ic.default()
+
+
+def incident_place(live, row: dict, located: list[dict], names: dict) -> dict:
+    """Return where an incident is (``name``, ``point``, ``view`` as :func:`place_of`): the place of its
+    alerts when they share one (``located``: their places, the viewer's only), else its district's
+    centre, else the middle of its alerts' points, else nowhere (city-wide, no alert at a place)."""
+    placed = [p for p in located if p["point"]]
+    if placed and all(p["view"] == placed[0]["view"] for p in placed):
+        return placed[0]
+    if row["district_id"] or not placed:
+        return place_of(live, {"district_id": row["district_id"]}, {}, names)
+    lons, lats = [p["point"][0] for p in placed], [p["point"][1] for p in placed]
+    return {"name": "several places", "point": [sum(lons) / len(lons), sum(lats) / len(lats)],
+            "view": {"lon": [min(lons), max(lons)], "lat": [min(lats), max(lats)]}}
+
+
+def read_incidents(live, district: str | None = None, districts=None) -> list[dict]:
+    """Return the open incidents, newest first, each with its type's ``label`` and its ``place``
+    (:func:`incident_place`). ``district`` and ``districts`` as for :func:`read_alerts`: a scoped
+    viewer sees its districts' incidents, placed by its districts' alerts only."""
+    from dashboard.incidents import store as incidents
+    from dashboard.store.schema import alerts, incident_alerts
+
+    def q(conn):
+        rows, _ = incidents.list_incidents(conn, statuses=(incidents.OPEN,), districts=districts, limit=MAX_ROWS)
+        rows = [r for r in rows if district is None or r["district_id"] in (district, None)]
+        ids = [r["id"] for r in rows]
+        members = [] if not ids else [dict(m._mapping) for m in conn.execute(
+            select(incident_alerts.c.incident_id, alerts.c.id, alerts.c.asset, alerts.c.district_id)
+            .join(alerts, alerts.c.id == incident_alerts.c.alert_id)
+            .where(incident_alerts.c.incident_id.in_(ids)).order_by(alerts.c.id))]
+        return rows, [m for m in members if districts is None or m["district_id"] in districts]
+
+    rows, members = live.read(q)
+    assets = _places(live, members)
+    names = dict(zip(live.districts()["id"], live.districts()["name"]))
+    cfg = incident_config(live)
+    out = []
+    for r in rows:
+        located = [place_of(live, m, assets, names) for m in members if m["incident_id"] == r["id"]]
+        kind = cfg.type(r["type"])
+        out.append({**r, "label": kind.label if kind else r["type"], "place": incident_place(live, r, located, names)})
+    return out
+
+
+def incident_text(r: dict) -> str:
+    """Return an incident's hover line: "Incident #3 · Traffic jam · owner ann · open · Chaoyang"."""
+    owner = f"owner {r['owner']}" if r.get("owner") else "no owner"
+    return f"Incident #{r['id']} · {r['label']} · {owner} · {r['status']} · {r['place']['name']}"
+
+
 def history_lines(events: list[dict], tz) -> list[str]:
     """Return an alert's events as lines: "14:02:11 · ann · ack · new → acknowledged · on it"."""
     from datetime import datetime
@@ -177,6 +233,26 @@ def history_lines(events: list[dict], tz) -> list[str]:
                  f"{detail.get('minutes')} min" if e["action"] == "shelve" else
                  detail.get("state", "") if e["action"] == "engine" else "")
         parts = [datetime.fromtimestamp(e["at"], tz).strftime("%d %b %H:%M:%S"), e["actor"], e["action"], extra, change,
+                 e.get("note") or ""]
+        out.append(" · ".join(p for p in parts if p))
+    return out
+
+
+def incident_lines(timeline: list[dict], tz) -> list[str]:
+    """Return an incident's timeline (:func:`dashboard.incidents.store.timeline`) as lines:
+    "14:02:11 · ann · owner · to bob · on it", an alert's events as "… · alert #7 · system · open"."""
+    from datetime import datetime
+
+    out = []
+    for e in timeline:
+        d = e.get("detail") or {}
+        extra = (f"to {d.get('to')}" if e["action"] == "owner" else
+                 f"step {d.get('step')}: {d.get('text')}" if e["action"] == "step" else
+                 d.get("summary", "") if e["action"] == "close" else
+                 f"{len(d.get('alerts', []))} alert(s)" if e["action"] == "alerts" else
+                 e.get("to_status") or "" if e["source"] == "alert" else "")
+        who = f"alert #{e['alert_id']}" if e["source"] == "alert" else ""
+        parts = [datetime.fromtimestamp(e["at"], tz).strftime("%d %b %H:%M:%S"), who, e["actor"], e["action"], extra,
                  e.get("note") or ""]
         out.append(" · ".join(p for p in parts if p))
     return out

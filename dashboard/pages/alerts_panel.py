@@ -15,6 +15,7 @@ import time
 
 import dash_ag_grid as dag
 from dash import Dash, Input, Output, Patch, State, callback_context, dcc, html, no_update
+from dash.exceptions import PreventUpdate
 
 from dashboard import access
 from dashboard.access import OPERATOR, RANK, VIEWER, Rule
@@ -22,6 +23,7 @@ from dashboard.alerts import screen, store
 from dashboard.live import LiveData, StoreUnavailable
 from dashboard.params import BadParameter, check_district
 from dashboard.refresh_cache import mark_shareable
+from dashboard.theme import THEMES
 from layers import DOMAINS
 
 log = logging.getLogger("panorama.manager")
@@ -30,6 +32,12 @@ GRID, COUNT, STATE, SEVERITY, DOMAIN = "alerts-grid", "alerts-count", "alerts-st
 HISTORY, TITLE, MESSAGE, REV, SELECTED, TRACE = ("alert-history", "alert-title", "alert-message", "alerts-rev",
                                                  "alert-selected", "alert-trace")
 NOTE, ASSIGNEE, KIND, MINUTES = "alert-note", "alert-assignee", "alert-assign-kind", "alert-minutes"
+INCIDENT_TRACE = "incident-trace"
+#: An incident's marker: a ring (a disc in its severity's colour under a disc in the map's background)
+#: around the place, wider than an alert's dot, which it leaves visible when both are at one place.
+RING = (44, 32)
+ALERT_SIZE = 20
+PROMPT = "Select an alert to see its history and its place on the map"
 #: The action buttons: id -> (store action, label).
 BUTTONS = {"alert-ack": ("ack", "Acknowledge"), "alert-assign": ("assign", "Assign"),
            "alert-resolve": ("resolve", "Resolve"), "alert-reopen": ("reopen", "Reopen"),
@@ -41,15 +49,18 @@ _SEV_STYLE = {"styleConditions": [
     for word, colour, ink in screen.SEVERITY.values()]}
 #: Plain columns and declarative options only: dash-ag-grid reads its "function" strings with its own
 #: parser (no eval), and no option here needs AG Grid's string expressions (which would).
+#: ``context.narrow``: the columns assets/alerts_grid.js hides, 1 first, when the grid is too narrow for
+#: every column's minimum width (never sideways scrolling; the selected alert's detail says it all).
 COLUMNS = [
-    {"field": "severity", "headerName": "Severity", "cellStyle": _SEV_STYLE, "minWidth": 104, "flex": 2},
-    {"field": "since", "headerName": "Since", "minWidth": 72, "flex": 1, "sortable": False},  # listed newest first
-    {"field": "place", "headerName": "Place", "minWidth": 118, "flex": 3},
-    {"field": "summary", "headerName": "Rule / summary", "minWidth": 104, "flex": 4},
+    {"field": "severity", "headerName": "Severity", "cellStyle": _SEV_STYLE, "minWidth": 100, "flex": 2},
+    {"field": "since", "headerName": "Since", "minWidth": 70, "flex": 1, "sortable": False},  # listed newest first
+    {"field": "place", "headerName": "Place", "minWidth": 112, "flex": 3, "tooltipField": "summary"},
+    {"field": "summary", "headerName": "Rule / summary", "minWidth": 104, "flex": 4, "context": {"narrow": 3}},
     {"field": "state", "headerName": "State", "minWidth": 64, "flex": 1},
-    {"field": "status", "headerName": "Status", "minWidth": 84, "flex": 2},
+    {"field": "status", "headerName": "Status", "minWidth": 84, "flex": 2, "context": {"narrow": 2}},
     {"field": "owner", "headerName": "Owner", "minWidth": 76, "flex": 2},
-    {"field": "repeat", "headerName": "Repeat count", "minWidth": 78, "flex": 1, "type": "numericColumn"},
+    {"field": "repeat", "headerName": "Repeat", "minWidth": 80, "flex": 1, "type": "numericColumn",
+     "context": {"narrow": 1}},
 ]
 ACTION_RULE = Rule(OPERATOR, why="acts on an alert as the signed-in operator (dashboard.alerts.store.act)")
 for _name, _rule in {"alert_rows": Rule(VIEWER), "alert_pick": Rule(VIEWER), "alert_act": ACTION_RULE}.items():
@@ -69,8 +80,16 @@ def marker_trace() -> dict:
     """Return the map's trace of firing alerts' places (filled by :func:`marker_patch`): circles in the
     severity's colour, one trace on the page's one map (no WebGL context of its own)."""
     return {"type": "scattermap", "mode": "markers", "lon": [], "lat": [], "text": [], "customdata": [],
-            "marker": {"size": 20, "color": [], "opacity": 0.9}, "hovertemplate": "%{text}<extra></extra>",
+            "marker": {"size": ALERT_SIZE, "color": [], "opacity": 0.9}, "hovertemplate": "%{text}<extra></extra>",
             "name": "alerts", "meta": {"layer": "alerts"}, "uid": "alerts", "showlegend": False}
+
+
+def incident_trace() -> dict:
+    """Return the map's trace of open incidents' places (filled by :func:`incident_patch`): a ring a
+    place, drawn under the alerts' dots (the smaller dot wins a hover or click inside the ring)."""
+    return {"type": "scattermap", "mode": "markers", "lon": [], "lat": [], "text": [], "customdata": [],
+            "marker": {"size": [], "color": [], "opacity": 1}, "hovertemplate": "%{text}<extra></extra>",
+            "name": "incidents", "meta": {"layer": "incidents"}, "uid": "incidents", "showlegend": False}
 
 
 def panel(live: LiveData) -> html.Section:
@@ -112,7 +131,7 @@ def panel(live: LiveData) -> html.Section:
                                                              "autoHeight": True, "wrapHeaderText": True,
                                                              "autoHeaderHeight": True},
                    style={"height": "100%", "width": "100%"}),
-        html.Div([html.Div("Select an alert to see its history and its place on the map", id=TITLE,
+        html.Div([html.Div(PROMPT, id=TITLE,
                            className="alert-title"),
                   actions,
                   html.Div("", id=MESSAGE, className="alert-message", role="status"),
@@ -148,11 +167,12 @@ def rows_for(live: LiveData, state, severities, domain, district, now: float | N
     return screen.read_alerts(live, states, sevs, district=district, domain=domain, districts=access.scope(), now=now)
 
 
-def marker_patch(rows: list[dict], trace: int) -> Patch:
-    """Return a Patch of the map's alert trace: the open alerts with a place, the most severe drawn last."""
+def marker_patch(rows: list[dict], trace: int, p: Patch | None = None) -> Patch:
+    """Return a Patch (``p``, else a new one) of the map's alert trace: the open alerts with a place,
+    the most severe drawn last."""
     pts = [r for r in reversed(rows) if r["place"]["point"] and r["status"] != store.RESOLVED
            and r["state"] in store.OPEN_STATES]
-    p = Patch()
+    p = Patch() if p is None else p
     t = p["data"][trace]
     t["lon"] = [r["place"]["point"][0] for r in pts]
     t["lat"] = [r["place"]["point"][1] for r in pts]
@@ -162,8 +182,23 @@ def marker_patch(rows: list[dict], trace: int) -> Patch:
     return p
 
 
-def zoom_patch(live: LiveData, row: dict) -> Patch:
-    """Return a Patch of the map's view onto an alert's place (its asset, else its district, else the city)."""
+def incident_patch(incidents: list[dict], trace: int, p: Patch) -> Patch:
+    """Add to ``p`` the map's incident trace: a ring (two discs) for each open incident with a place."""
+    pts = [r for r in incidents if r["place"]["point"]]
+    t = p["data"][trace]
+    t["lon"] = [r["place"]["point"][0] for r in pts for _ in RING]
+    t["lat"] = [r["place"]["point"][1] for r in pts for _ in RING]
+    t["text"] = [screen.incident_text(r) for r in pts for _ in RING]
+    t["customdata"] = [r["id"] for r in pts for _ in RING]
+    t["marker"]["size"] = list(RING) * len(pts)
+    t["marker"]["color"] = [c for r in pts for c in (screen.SEVERITY.get(r["severity"], screen.SEVERITY["info"])[1],
+                                                      THEMES["dark"]["bg"])]
+    return p
+
+
+def zoom_patch(live: LiveData, row: dict, key: str | None = None) -> Patch:
+    """Return a Patch of the map's view onto an alert's place (its asset, else its district, else the
+    city), or an incident's (``key``: ``incident:<id>``)."""
     from dashboard import views
 
     v = row["place"]["view"]
@@ -176,7 +211,7 @@ def zoom_patch(live: LiveData, row: dict) -> Patch:
     p = Patch()
     p["layout"]["map"]["center"] = view["center"]
     p["layout"]["map"]["zoom"] = view["zoom"]
-    p["layout"]["map"]["uirevision"] = f"alert:{row['id']}"  # the user's own view gives way to this one
+    p["layout"]["map"]["uirevision"] = key or f"alert:{row['id']}"  # the user's own view gives way to this one
     return p
 
 
@@ -194,6 +229,53 @@ def _one(live: LiveData, alert_id) -> dict | None:
     return row
 
 
+def _index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1000
+
+
+def _selected_id(selected):
+    """Return the alert id of the grid's selection: its rows (a click), or ``{"ids": [...]}`` (set by a
+    click on the map); None for none or anything else."""
+    if isinstance(selected, dict) and isinstance(selected.get("ids"), list) and selected["ids"]:
+        first = selected["ids"][0]
+        return int(first) if isinstance(first, str) and first.isdigit() and len(first) < 19 else None
+    first = selected[0] if isinstance(selected, list) and selected and isinstance(selected[0], dict) else None
+    return first.get("id") if first else None
+
+
+def clicked_marker(click, trace, itrace) -> tuple[str | None, int | None]:
+    """Return what a click on the map hit: ("alert", id), ("incident", id), or (None, None) for a
+    district, another layer's point, or a forged click."""
+    pts = click.get("points") if isinstance(click, dict) else None
+    pt = pts[0] if isinstance(pts, list) and pts and isinstance(pts[0], dict) else {}
+    curve, mid = pt.get("curveNumber"), pt.get("customdata")
+    if not _index(curve) or isinstance(mid, bool) or not isinstance(mid, int):
+        return None, None
+    kind = "alert" if _index(trace) and curve == trace else "incident" if _index(itrace) and curve == itrace else None
+    return (kind, mid) if kind else (None, None)
+
+
+def _show_incident(live: LiveData, incident_id: int) -> tuple:
+    """Return alert_pick's outputs for an incident clicked on the map: no alert selected (the grid's
+    row let go), the incident's title and timeline, the map at its place."""
+    from dashboard.incidents import store as istore
+    from dashboard.incidents import web as iweb
+
+    try:
+        found = [r for r in screen.read_incidents(live, None, access.scope()) if r["id"] == incident_id]
+        if not found:
+            return None, f"Incident #{incident_id} is closed or not yours to see", [], no_update, [], no_update
+        row = found[0]
+        d = live.read(lambda c: iweb.detail(c, istore.get(c, incident_id), screen.incident_config(live)))
+    except StoreUnavailable:
+        return no_update, "incidents cannot be read right now", no_update, no_update, no_update, no_update
+    step = d["current_step"]
+    title = f"{screen.incident_text(row)} · {row['title']}"
+    lines = ([f"Next: step {step['n']} of {step['of']}: {step['text']} — {step['role']}"] if step else []) + \
+        screen.incident_lines(d["timeline"], live.tz())
+    return None, title, [html.Li(x) for x in lines], zoom_patch(live, row, f"incident:{incident_id}"), [], no_update
+
+
 def detail(live: LiveData, row: dict) -> tuple[str, list]:
     """Return an alert's title line and its history, oldest first."""
     events = live.read(lambda c: store.history(c, row["id"]))
@@ -209,10 +291,10 @@ def register(app: Dash, live: LiveData) -> None:
                   Output("map", "figure", allow_duplicate=True), Output("alerts-panel", "className"),
                   Input("tick", "n_intervals"), Input(STATE, "value"), Input(SEVERITY, "value"),
                   Input(DOMAIN, "value"), Input("district", "value"), Input(REV, "data"), State(TRACE, "data"),
-                  prevent_initial_call="initial_duplicate")
-    def alert_rows(_n, state, severities, domain, district, rev, trace):
-        """List the alerts of the filters (and draw the open ones on the map): the same answer for every
-        viewer of these filters and districts in this refresh bucket."""
+                  State(INCIDENT_TRACE, "data"), prevent_initial_call="initial_duplicate")
+    def alert_rows(_n, state, severities, domain, district, rev, trace, itrace):
+        """List the alerts of the filters (and draw the open ones and the open incidents on the map): the
+        same answer for every viewer of these filters and districts in this refresh bucket."""
         now = time.time()
         try:
             district = check_district(district, live.district_ids())
@@ -221,36 +303,49 @@ def register(app: Dash, live: LiveData) -> None:
             states, sevs, domain = _filters(state, severities, domain)
             key = f"alert-rows:{state}:{','.join(sevs)}:{domain}:{district or '*'}:{rev}:{access.view_key()}"
             rows = live.cached(key, lambda: rows_for(live, state, list(sevs), domain, district))
+            incidents = live.cached(f"incident-marks:{district or '*'}:{rev}:{access.view_key()}",
+                                    lambda: screen.read_incidents(live, district, access.scope()))
         except (BadParameter, TypeError):
             return no_update, "", no_update, no_update
         except StoreUnavailable:
             return no_update, "alerts cannot be read right now", no_update, no_update
         n_open = sum(r["state"] in store.OPEN_STATES and r["status"] != store.RESOLVED for r in rows)
         count = f"{len(rows)} shown" + (f" · {n_open} firing" if n_open else "")
-        fig = marker_patch(rows, trace) if isinstance(trace, int) and not isinstance(trace, bool) else no_update
+        fig = no_update
+        if _index(trace) and _index(itrace):
+            fig = incident_patch(incidents, itrace, marker_patch(rows, trace))
         mark_shareable()
         # nothing listed: the panel folds to its head and the map takes the room back
         return [screen.grid_row(r, now) for r in rows], count, fig, PANEL_CLASS + ("" if rows else " alerts-none")
 
     @app.callback(Output(SELECTED, "data"), Output(TITLE, "children"), Output(HISTORY, "children"),
-                  Output("map", "figure", allow_duplicate=True),
-                  Input(GRID, "selectedRows"), Input(REV, "data"), State(SELECTED, "data"), prevent_initial_call=True)
-    def alert_pick(selected, _rev, current):
-        """Show the selected alert's history and zoom the map to its place (a new action: its history again)."""
+                  Output("map", "figure", allow_duplicate=True), Output(GRID, "selectedRows"), Output(GRID, "scrollTo"),
+                  Input(GRID, "selectedRows"), Input(REV, "data"), Input("map", "clickData"), State(SELECTED, "data"),
+                  State(TRACE, "data"), State(INCIDENT_TRACE, "data"), prevent_initial_call=True)
+    def alert_pick(selected, _rev, click, current, trace, itrace):
+        """Show the selected alert's history and zoom the map to its place (a new action: its history
+        again). A click on an alert's dot on the map selects its row; on an incident's ring, shows
+        the incident (its timeline) and zooms to its place; elsewhere on the map, nothing here."""
         trig = callback_context.triggered_id
-        rid = current
-        if trig == GRID:
-            first = selected[0] if isinstance(selected, list) and selected and isinstance(selected[0], dict) else None
-            rid = first.get("id") if first else None
+        rid, grid = current, (no_update, no_update)
+        if trig == "map":
+            kind, rid = clicked_marker(click, trace, itrace)
+            if kind is None:
+                raise PreventUpdate
+            if kind == "incident":
+                return _show_incident(live, rid)
+            grid = {"ids": [str(rid)]}, {"rowId": str(rid)}
+        elif trig == GRID:
+            rid = _selected_id(selected)
         try:
             row = _one(live, rid)
             if row is None:
-                return None, "Select an alert to see its history and its place on the map", [], no_update
+                return None, PROMPT, [], no_update, *grid
             title, hist = detail(live, row)
         except StoreUnavailable:
-            return no_update, "alerts cannot be read right now", no_update, no_update
-        zoom = zoom_patch(live, row) if trig == GRID and rid != current else no_update
-        return row["id"], title, hist, zoom
+            return no_update, "alerts cannot be read right now", no_update, no_update, no_update, no_update
+        zoom = zoom_patch(live, row) if trig == "map" or trig == GRID and rid != current else no_update
+        return row["id"], title, hist, zoom, *grid
 
     @app.callback(Output(MESSAGE, "children"), Output(REV, "data", allow_duplicate=True),
                   *[Input(b, "n_clicks") for b in BUTTONS],

@@ -135,7 +135,8 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         frames = live.layer_frames()
         kpis = [k for k in live.kpis(window, district) if k.id in live.kpi_ids]
         fig = views.map_figure(live, frames, params, layers_on)
-        fig["data"].append(alerts_panel.marker_trace())  # the alerts' places: filled by the panel's refresh
+        # the open incidents' and the alerts' places (the dots over the rings): filled by the panel's refresh
+        fig["data"] += [alerts_panel.incident_trace(), alerts_panel.marker_trace()]
     except StoreUnavailable as exc:
         log.warning("manager: store unavailable: %s", exc)  # the driver's text stays in the log
         return html.Div([html.H1("City Panorama"),
@@ -184,6 +185,7 @@ def layout(live: LiveData, pathname: str = "/", search: str = ""):
         dcc.Store(id="kpi-labels", data={k.id: k.label for k in KPI_BY_ID.values()}),
         dcc.Store(id="city-tz", data=str(live.tz())),
         dcc.Store(id=alerts_panel.TRACE, data=len(fig["data"]) - 1),
+        dcc.Store(id=alerts_panel.INCIDENT_TRACE, data=len(fig["data"]) - 2),
         dcc.Interval(id="tick", interval=refresh_ms, n_intervals=0),
         # the page's own view of the browser's URL: a callback of this page may not take the app
         # shell's "url" with this page's controls as inputs (on another page those are missing)
