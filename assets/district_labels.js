@@ -127,8 +127,27 @@
         place(gd);
     }
 
-    // Dash mounts (and remounts) graphs at any time: look for new maps a few times a second
+    // where the map's overlays are: a legend that grows or a notice that appears after the names were
+    // placed would otherwise cover some of them until the map next moves
+    function overlays(gd) {
+        const wrap = gd.closest(".map-wrap, .wall-map") || gd.parentElement;
+        return [...wrap.querySelectorAll(OVERLAYS)].map((e) => {
+            const r = e.getBoundingClientRect();
+            return [r.left, r.top, r.right, r.bottom].map(Math.round).join(",");
+        }).join(";");
+    }
+
+    // Dash mounts (and remounts) graphs at any time: look for new maps a few times a second, and
+    // place the names again when the overlays moved or changed size
     setInterval(() => document.querySelectorAll(".js-plotly-plot").forEach((gd) => {
-        if (gd.__districtMap !== mapOf(gd)) { hook(gd); }
+        if (gd.__districtMap !== mapOf(gd)) {
+            hook(gd);
+        } else if (gd.__districtMap) {
+            const now = overlays(gd);
+            if (now !== gd.__overlaysAt) {
+                gd.__overlaysAt = now;
+                place(gd);
+            }
+        }
     }), 250);
 }());
