@@ -7,6 +7,9 @@ VENV        ?= .venv
 VENV_PY     := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
+# two pytest-xdist workers, each test file on one of them (its module fixtures built once):
+# most of the suite waits on browsers, servers and databases; `make test TEST_WORKERS=0` runs serially
+TEST_WORKERS ?= 2
 HOST        ?=
 PORT        ?=
 BENCHES     := $(sort $(wildcard benchmarks/bench_*.py))
@@ -19,7 +22,7 @@ help: ## show this help
 	@echo "  run     start the dashboard + live simulator on 127.0.0.1:8050 (make run HOST=0.0.0.0 PORT=8060)"
 	@echo "  test    ruff check (pyproject.toml [tool.ruff]), install/start test services"
 	@echo "          (scripts/ensure_test_env.sh), then pytest --headless"
-	@echo "          (extra pytest arguments: make test PYTEST_ARGS='-k map -x')"
+	@echo "          (extra pytest arguments: make test PYTEST_ARGS='-k map -x'; TEST_WORKERS=0 runs serially)"
 	@echo "  bench   run every benchmarks/bench_*.py"
 	@echo "  clean   remove var/ (the embedded store) and caches (keeps .venv)"
 
@@ -44,7 +47,7 @@ test: export PANORAMA_REQUIRE_SERVICES := 1
 test: venv ## run the test suite
 	$(VENV)/bin/ruff check .
 	bash scripts/ensure_test_env.sh
-	$(VENV_PY) -m pytest --headless -q $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest --headless -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
 
 bench: venv ## run the benchmarks
 	@if [ -z "$(BENCHES)" ]; then echo "no benchmarks/bench_*.py found"; fi

@@ -40,9 +40,28 @@ CHROME_ARGUMENTS = (
     "--window-size=1600,1000",
 )
 
+
+def _worker_index() -> int:
+    """Return this pytest-xdist worker's number (gw0 -> 0), 0 without xdist."""
+    name = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(name[2:]) if name.startswith("gw") and name[2:].isdigit() else 0
+
+
+WORKER = _worker_index()
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-DEFAULT_REDIS = "redis://127.0.0.1:6379/15"
+# each xdist worker flushes a Redis database of its own (14 belongs to bench_viewers.py)
+DEFAULT_REDIS = f"redis://127.0.0.1:6379/{(15, 13, 12, 11, 10, 9, 8, 7)[WORKER % 8]}"
 DEFAULT_MQTT = "127.0.0.1:1883"
+
+
+def _own_dash_ports() -> None:
+    """dash.testing numbers its servers' ports from 58050 in every process: xdist workers would clash."""
+    from dash.testing.application_runners import BaseDashRunner
+
+    BaseDashRunner._next_port = 58050 + 400 * WORKER
+
+
+_own_dash_ports()
 
 _FALSE_VALUES = {"", "0", "false", "no", "off"}
 
