@@ -210,11 +210,14 @@ def interaction(callback: str, comps: dict, district: str | None) -> tuple[dict,
         return {}, "district.value"
     if callback.endswith("manager.legend"):
         return {}, "layers.value"
-    # the alerts panel (dashboard/pages/alerts_panel.py): its refresh, a selection, an action
+    # the alerts panel (dashboard/pages/alerts_panel.py): its refresh, a selection, a group's chip, an action
     if callback.endswith("alerts_panel.alert_rows"):
         return {("tick", "n_intervals"): 1}, "tick.n_intervals"
     if callback.endswith("alerts_panel.alert_pick"):
         return {("alerts-grid", "selectedRows"): []}, "alerts-grid.selectedRows"
+    if callback.endswith("alerts_panel.alert_group"):  # a click on the first chip over the grid
+        chip = '{"slot":"0","type":"alerts-group"}'
+        return {(chip, "n_clicks"): 1, ("alerts-group-keys", "data"): [[district or OWN, "traffic"]]}, f"{chip}.n_clicks"
     if callback.endswith("alerts_panel.alert_act"):
         return {("alert-ack", "n_clicks"): 1}, "alert-ack.n_clicks"
     if callback == "dashboard.app.route":

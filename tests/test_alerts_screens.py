@@ -294,3 +294,85 @@ def test_an_open_incident_is_a_ring_on_the_map_and_a_click_on_it_or_on_an_alerts
     res = answer(click_marker(world, itrace, other["id"], who="scoped"))
     assert res["alert-title"]["children"] == f"Incident #{other['id']} is closed or not yours to see"
     assert "Haidian" not in json.dumps(res)
+
+
+# ------------------------------------------------------------------ groups: one domain in one district
+def _item(n, domain, severity, opened, district=None, name=None, place=None):
+    from dashboard.alerts import screen
+
+    return {"id": n, "severity": severity, "word": screen.SEVERITY[severity][0], "place": place or name or "whole city",
+            "summary": f"alert {n}", "opened": opened, "domain": domain, "status": "new", "view": None, "step": None,
+            "district_id": district, "district": name}
+
+
+def _hand_made(now):
+    """14 air-quality alerts in Haidian (one critical, the oldest 2 h old), one critical traffic alert in
+    Chaoyang, one energy warning in Haidian, three parking notes city-wide."""
+    aq = [_item(i, "air_quality", "warning", now - 60 * i, "haidian", "Haidian", f"Station {i} · Haidian")
+          for i in range(1, 14)] + [_item(14, "air_quality", "critical", now - 7200, "haidian", "Haidian")]
+    return aq + [_item(20, "traffic", "critical", now - 30, "chaoyang", "Chaoyang"),
+                 _item(21, "energy", "warning", now - 600, "haidian", "Haidian", "Substation 4 · Haidian"),
+                 *[_item(30 + i, "parking", "info", now - 10 * i) for i in range(3)]]
+
+
+def test_the_wall_ticker_groups_one_domains_alerts_in_one_district_and_keeps_singles_single():
+    from dashboard.pages import wall
+
+    now = 1_700_000_000.0
+    line = wall.ticker_rows(_hand_made(now), now)[0]
+    count, *items = line.children
+    assert count.children == "19 alerts · 2 critical"
+    got = [(i.className, [s.children for s in i.children]) for i in items]
+    assert got == [
+        # most severe first, then the larger group, then the oldest; a group: its worst severity, oldest age
+        ("tk-item tk-critical", ["CRITICAL", "14 air-quality alerts in Haidian", "2 h"]),
+        ("tk-item tk-critical", ["CRITICAL", "Chaoyang", "alert 20", "30 s"]),
+        ("tk-item tk-warning", ["WARNING", "Substation 4 · Haidian", "alert 21", "10 min"]),
+        ("tk-item tk-info", ["INFO", "3 parking alerts in the city", "20 s"])]
+    assert items[0].children[1].className == "tk-summary tk-group"
+    assert items[0].children[-1].to_plotly_json()["props"]["data-opened"] == now - 7200
+
+
+def test_the_panel_summary_lists_the_groups_and_a_chip_filters_the_grid(world):
+    from dashboard.alerts import screen
+    from dashboard.pages import alerts_panel
+
+    now = 1_700_000_000.0
+    rows_ = [{"id": i["id"], "severity": i["severity"], "place": {"name": i["place"], "view": None},
+              "summary": i["summary"], "rule": "r", "state": "firing", "opened_at": i["opened"], "domain": i["domain"],
+              "status": "new", "district_id": i["district_id"], "district_name": i["district"]} for i in _hand_made(now)]
+    rows_ += [{**rows_[-1], "id": 40 + i, "domain": "transit", "district_id": d, "district_name": d.title()}
+              for d in ("a", "b", "c") for i in range(2)]
+    assert screen.ticker_item(rows_[0])["district"] == "Haidian"
+    texts, hidden, classes, keys, more = alerts_panel.group_chips(rows_, "haidian", "air_quality")
+    # the groups of two or more, most severe first, as many as fit; the rest counted
+    assert texts == ["Haidian: 14 air quality", "City: 3 parking", "A: 2 public transport", "B: 2 public transport"]
+    assert hidden == [False] * 4 and more == "+1 more"
+    assert classes[:2] == ["alerts-chip chip-critical chip-on", "alerts-chip chip-info"]
+    assert keys[:2] == [["haidian", "air_quality"], [None, "parking"]]
+    # singles are no chips: the world's four alerts are four groups of one
+    _, res = rows(world)
+    assert res["alerts-group-keys"]["data"] == [] and res["alerts-group-more"]["children"] == ""
+    assert [res[_chip_key(i)]["hidden"] for i in range(4)] == [True] * 4
+    # a click on a chip sets the page's district and the domain filter: the grid lists that group
+    station = world.fired["station"]
+    keys = [[None, "parking"], [station[2], "air_quality"]]
+    res = answer(call(world, "viewer", "alerts_panel.alert_group", trigger=f"{_chip_key(1)}.n_clicks",
+                      values={(_chip_key(1), "n_clicks"): 1, ("alerts-group-keys", "data"): keys}))
+    assert (res["district"]["value"], res["alerts-domain"]["value"]) == (station[2], "air_quality")
+    got, _ = rows(world, district=station[2], domain="air_quality")
+    assert [(r["place"], r["domain"]) for r in got] == [(f"{station[1]} · Chaoyang", "air_quality")]
+    # a forged district, or one outside a scoped viewer's districts, sets nothing
+    for who, key in (("viewer", ["atlantis", "traffic"]), ("viewer", ["chaoyang", "weather"]),
+                     ("scoped", ["haidian", "traffic"]), ("scoped", [None, "parking"])):
+        r = call(world, who, "alerts_panel.alert_group", trigger=f"{_chip_key(0)}.n_clicks",
+                 values={(_chip_key(0), "n_clicks"): 1, ("alerts-group-keys", "data"): [key]})
+        assert r.status_code == 204, (who, key, r.status_code)
+
+
+def _chip(i):
+    return {"slot": str(i), "type": "alerts-group"}
+
+
+def _chip_key(i):
+    return json.dumps(_chip(i), separators=(",", ":"), sort_keys=True)

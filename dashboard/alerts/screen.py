@@ -87,7 +87,8 @@ def read_alerts(live, states: tuple[str, ...] = ("open",), severities=(), distri
     out = []
     for r in rows:
         shelved = r["shelved_until"] is not None and r["shelved_until"] > now
-        out.append({**r, "shelved": shelved, "place": place_of(live, r, assets, names)})
+        out.append({**r, "shelved": shelved, "place": place_of(live, r, assets, names),
+                    "district_name": names.get(r["district_id"], r["district_id"])})
     out.sort(key=lambda r: (RANK.get(r["severity"], 9), -r["opened_at"], -r["id"]))
     return out
 
@@ -127,7 +128,33 @@ def ticker_item(r: dict) -> dict:
     """Return what the wall needs of one firing alert (its ticker line and, critical, its takeover)."""
     return {"id": r["id"], "severity": r["severity"], "word": SEVERITY.get(r["severity"], (r["severity"].upper(),))[0],
             "place": r["place"]["name"], "summary": summary_of(r), "opened": r["opened_at"], "domain": r["domain"],
-            "status": r["status"], "view": r["place"]["view"], "step": procedure_step(r)}
+            "status": r["status"], "view": r["place"]["view"], "step": procedure_step(r),
+            "district_id": r.get("district_id"), "district": r.get("district_name")}
+
+
+def domain_label(domain: str) -> str:
+    """Return a domain's label in running text ("air quality"), from the layers' registry."""
+    from layers import DOMAINS
+
+    return next((d.label for d in DOMAINS if d.id == domain), domain.replace("_", " ")).lower()
+
+
+def groups(items: list[dict]) -> list[dict]:
+    """Return ``items`` (as :func:`ticker_item` makes them) grouped by district and domain: each group's
+    ``district_id`` and ``district`` (None: city-wide), ``domain``, ``n``, its most severe alert's
+    ``severity`` and ``word``, its oldest ``opened`` and its ``items``. Most severe first, then the
+    larger groups, then the oldest."""
+    by: dict[tuple, list[dict]] = {}
+    for i in items:
+        by.setdefault((i.get("district_id"), i["domain"]), []).append(i)
+    out = []
+    for (did, domain), its in by.items():
+        worst = min(its, key=lambda i: RANK.get(i["severity"], len(RANK)))
+        out.append({"district_id": did, "district": its[0].get("district") or did, "domain": domain, "n": len(its),
+                    "severity": worst["severity"], "word": worst["word"], "opened": min(i["opened"] for i in its),
+                    "items": its})
+    out.sort(key=lambda g: (RANK.get(g["severity"], len(RANK)), -g["n"], g["opened"]))
+    return out
 
 
 def procedure_step(r: dict) -> str | None:

@@ -14,7 +14,7 @@ import logging
 import time
 
 import dash_ag_grid as dag
-from dash import Dash, Input, Output, Patch, State, callback_context, dcc, html, no_update
+from dash import ALL, Dash, Input, Output, Patch, State, callback_context, dcc, html, no_update
 from dash.exceptions import PreventUpdate
 
 from dashboard import access
@@ -33,6 +33,11 @@ HISTORY, TITLE, MESSAGE, REV, SELECTED, TRACE = ("alert-history", "alert-title",
                                                  "alert-selected", "alert-trace")
 NOTE, ASSIGNEE, KIND, MINUTES = "alert-note", "alert-assignee", "alert-assign-kind", "alert-minutes"
 INCIDENT_TRACE = "incident-trace"
+#: The summary line over the grid: a chip per group of two or more alerts of one domain in one district
+#: (most severe first; the chip sets the panel's district and domain filters), then "+N more".
+GROUPS, GROUP_KEYS, GROUP_MORE, GROUP_CHIP = "alerts-groups", "alerts-group-keys", "alerts-group-more", "alerts-group"
+#: Chips on the line: what fits the map's column of a 1366×768 screen, whole.
+GROUP_CHIPS = 4
 #: An incident's marker: a ring (a disc in its severity's colour under a disc in the map's background)
 #: around the place, wider than an alert's dot, which it leaves visible when both are at one place.
 RING = (44, 32)
@@ -63,7 +68,8 @@ COLUMNS = [
      "context": {"narrow": 1}},
 ]
 ACTION_RULE = Rule(OPERATOR, why="acts on an alert as the signed-in operator (dashboard.alerts.store.act)")
-for _name, _rule in {"alert_rows": Rule(VIEWER), "alert_pick": Rule(VIEWER), "alert_act": ACTION_RULE}.items():
+for _name, _rule in {"alert_rows": Rule(VIEWER), "alert_pick": Rule(VIEWER), "alert_group": Rule(VIEWER),
+                     "alert_act": ACTION_RULE}.items():
     access.register(access.CALLBACKS, f"{__name__}.{_name}", _rule)
 
 
@@ -126,6 +132,11 @@ def panel(live: LiveData) -> html.Section:
             dcc.Dropdown(id=DOMAIN, value=None, searchable=False, placeholder="any domain", className="alerts-filter",
                          options=[{"label": d.label, "value": d.id} for d in DOMAINS]),
         ], className="alerts-filters")], className="alerts-head"),
+        html.Div([*[html.Button("", id=_chip(i), n_clicks=0, hidden=True, className="alerts-chip")
+                    for i in range(GROUP_CHIPS)],
+                  html.Span("", id=GROUP_MORE, className="alerts-more")], id=GROUPS, className="alerts-groups",
+                 role="group", **{"aria-label": "Alerts by district and domain"}),
+        dcc.Store(id=GROUP_KEYS, data=[]),
         html.Div([dag.AgGrid(id=GRID, className="alerts-grid", rowData=[], columnDefs=COLUMNS, getRowId="params.data.id",
                    dashGridOptions=grid_opts, defaultColDef={"resizable": True, "sortable": True, "wrapText": True,
                                                              "autoHeight": True, "wrapHeaderText": True,
@@ -140,6 +151,28 @@ def panel(live: LiveData) -> html.Section:
         dcc.Store(id=REV, data=0),
         dcc.Store(id=SELECTED, data=None),
     ], id="alerts-panel", className=PANEL_CLASS + " alerts-none")
+
+
+def _chip(slot) -> dict:
+    """Return the id of a chip's slot (a string: pattern-matching ids carry strings, callback_guard)."""
+    return {"type": GROUP_CHIP, "slot": slot if slot is ALL else str(slot)}
+
+
+def group_chips(rows: list[dict], district, domain) -> tuple[list, list, list, list, str]:
+    """Return the summary line of ``rows`` (the alerts of the panel's state and severity filters, every
+    district the viewer sees): the groups of two or more alerts of one domain in one district, most
+    severe first; per chip slot its text, hidden flag, class, then the slots' [district, domain] and
+    "+N more" for the groups beyond the slots. The chip of the filters in force is pressed."""
+    found = [g for g in screen.groups([screen.ticker_item(r) for r in rows]) if g["n"] > 1]
+    shown = found[:GROUP_CHIPS]
+    pad = [None] * (GROUP_CHIPS - len(shown))
+    texts = [f"{g['district'] or 'City'}: {g['n']} {screen.domain_label(g['domain'])}" for g in shown] + [""] * len(pad)
+    hidden = [False] * len(shown) + [True] * len(pad)
+    classes = [f"alerts-chip chip-{g['severity']}" + (" chip-on" if (g["district_id"], g["domain"]) == (district, domain)
+                                                      else "") for g in shown] + ["alerts-chip"] * len(pad)
+    keys = [[g["district_id"], g["domain"]] for g in shown]
+    more = f"+{len(found) - len(shown)} more" if len(found) > len(shown) else ""
+    return texts, hidden, classes, keys, more
 
 
 def _grid_theme() -> str:
@@ -289,13 +322,17 @@ def register(app: Dash, live: LiveData) -> None:
 
     @app.callback(Output(GRID, "rowData"), Output(COUNT, "children"),
                   Output("map", "figure", allow_duplicate=True), Output("alerts-panel", "className"),
+                  Output(_chip(ALL), "children"), Output(_chip(ALL), "hidden"), Output(_chip(ALL), "className"),
+                  Output(GROUP_KEYS, "data"), Output(GROUP_MORE, "children"),
                   Input("tick", "n_intervals"), Input(STATE, "value"), Input(SEVERITY, "value"),
                   Input(DOMAIN, "value"), Input("district", "value"), Input(REV, "data"), State(TRACE, "data"),
                   State(INCIDENT_TRACE, "data"), prevent_initial_call="initial_duplicate")
     def alert_rows(_n, state, severities, domain, district, rev, trace, itrace):
         """List the alerts of the filters (and draw the open ones and the open incidents on the map): the
-        same answer for every viewer of these filters and districts in this refresh bucket."""
+        same answer for every viewer of these filters and districts in this refresh bucket. Over the
+        grid, the groups of the state and severity filters in every district the viewer sees."""
         now = time.time()
+        keep = (*([no_update] * GROUP_CHIPS,) * 3, no_update, no_update)  # a wildcard output: one per chip
         try:
             district = check_district(district, live.district_ids())
             if not isinstance(rev, int) or isinstance(rev, bool):
@@ -303,12 +340,15 @@ def register(app: Dash, live: LiveData) -> None:
             states, sevs, domain = _filters(state, severities, domain)
             key = f"alert-rows:{state}:{','.join(sevs)}:{domain}:{district or '*'}:{rev}:{access.view_key()}"
             rows = live.cached(key, lambda: rows_for(live, state, list(sevs), domain, district))
+            every = rows if (domain, district) == (None, None) else live.cached(
+                f"alert-rows:{state}:{','.join(sevs)}:None:*:{rev}:{access.view_key()}",
+                lambda: rows_for(live, state, list(sevs), None, None))
             incidents = live.cached(f"incident-marks:{district or '*'}:{rev}:{access.view_key()}",
                                     lambda: screen.read_incidents(live, district, access.scope()))
         except (BadParameter, TypeError):
-            return no_update, "", no_update, no_update
+            return no_update, "", no_update, no_update, *keep
         except StoreUnavailable:
-            return no_update, "alerts cannot be read right now", no_update, no_update
+            return no_update, "alerts cannot be read right now", no_update, no_update, *keep
         n_open = sum(r["state"] in store.OPEN_STATES and r["status"] != store.RESOLVED for r in rows)
         count = f"{len(rows)} shown" + (f" · {n_open} firing" if n_open else "")
         fig = no_update
@@ -316,7 +356,29 @@ def register(app: Dash, live: LiveData) -> None:
             fig = incident_patch(incidents, itrace, marker_patch(rows, trace))
         mark_shareable()
         # nothing listed: the panel folds to its head and the map takes the room back
-        return [screen.grid_row(r, now) for r in rows], count, fig, PANEL_CLASS + ("" if rows else " alerts-none")
+        return ([screen.grid_row(r, now) for r in rows], count, fig, PANEL_CLASS + ("" if rows else " alerts-none"),
+                *group_chips(every, district, domain))
+
+    @app.callback(Output("district", "value", allow_duplicate=True), Output(DOMAIN, "value"),
+                  Input(_chip(ALL), "n_clicks"), State(GROUP_KEYS, "data"), prevent_initial_call=True)
+    def alert_group(_clicks, keys):
+        """Filter the panel to the clicked group's district (the whole city for a city-wide group) and
+        domain. A forged slot, district or domain, or one outside the viewer's districts, does nothing."""
+        slot = (callback_context.triggered_id or {}).get("slot")
+        clicked = callback_context.triggered[0].get("value") if callback_context.triggered else None
+        slot = int(slot) if isinstance(slot, str) and slot.isdigit() and len(slot) < 4 else None
+        if slot is None or not isinstance(keys, list) or slot >= len(keys) or not clicked:
+            raise PreventUpdate
+        key = keys[slot]
+        district, domain = key if isinstance(key, list) and len(key) == 2 else (None, "")
+        mine = access.scope()
+        try:
+            known = district is None or isinstance(district, str) and district in live.district_ids()
+        except StoreUnavailable:
+            raise PreventUpdate from None
+        if domain not in DOMAIN_IDS or not known or mine is not None and district not in mine:
+            raise PreventUpdate
+        return district, domain
 
     @app.callback(Output(SELECTED, "data"), Output(TITLE, "children"), Output(HISTORY, "children"),
                   Output("map", "figure", allow_duplicate=True), Output(GRID, "selectedRows"), Output(GRID, "scrollTo"),

@@ -295,21 +295,27 @@ def takeover_max(live: LiveData) -> float:
 
 def ticker_rows(items: list[dict], now: float) -> list:
     """Return the ticker: how many alerts fire, then one line per alert (severity word, place, what,
-    age), most severe first; the lines that do not fit the wall's width wrap out of sight, whole."""
+    age), or per group of two or more of one domain in one district ("14 air-quality alerts in
+    Haidian": its worst severity, its oldest age); most severe first, then the larger groups, then the
+    oldest. The lines that do not fit the wall's width wrap out of sight, whole."""
     if not items:
         return [html.Div(html.Span("No alert firing", className="tk-count tk-clear"), className="tk-line")]
-    from dashboard.alerts.screen import age_text
+    from dashboard.alerts.screen import age_text, domain_label, groups
 
     n_crit = sum(i["severity"] == "critical" for i in items)
     count = f"{len(items)} alert{'s' if len(items) != 1 else ''}" + (f" · {n_crit} critical" if n_crit else "")
     rows = [html.Span(count, className="tk-count")]
-    for i in items[:TICKER_ITEMS]:
+    for g in groups(items)[:TICKER_ITEMS]:
+        i = g["items"][0]
+        what = [html.Span(fit(i["place"], TICKER_PLACE_CHARS), className="tk-place"),
+                html.Span(fit(i["summary"], TICKER_SUMMARY_CHARS), className="tk-summary")]
+        if g["n"] > 1:
+            text = f"{g['n']} {domain_label(g['domain']).replace(' ', '-')} alerts in {g['district'] or 'the city'}"
+            what = [html.Span(fit(text, TICKER_PLACE_CHARS + TICKER_SUMMARY_CHARS), className="tk-summary tk-group")]
         rows.append(html.Span([
-            html.Span(i["word"], className="tk-sev"),
-            html.Span(fit(i["place"], TICKER_PLACE_CHARS), className="tk-place"),
-            html.Span(fit(i["summary"], TICKER_SUMMARY_CHARS), className="tk-summary"),
-            html.Span(age_text(now - i["opened"]), className="tk-age", **{"data-opened": i["opened"]}),
-        ], className=f"tk-item tk-{i['severity']}"))
+            html.Span(g["word"], className="tk-sev"), *what,
+            html.Span(age_text(now - g["opened"]), className="tk-age", **{"data-opened": g["opened"]}),
+        ], className=f"tk-item tk-{g['severity']}"))
     return [html.Div(rows, className="tk-line")]
 
 
