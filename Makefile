@@ -7,9 +7,10 @@ VENV        ?= .venv
 VENV_PY     := $(VENV)/bin/python
 STAMP       := $(VENV)/.installed
 PYTEST_ARGS ?=
-# two pytest-xdist workers, each test file on one of them (its module fixtures built once):
-# most of the suite waits on browsers, servers and databases; `make test TEST_WORKERS=0` runs serially
-TEST_WORKERS ?= 2
+# `make test TEST_WORKERS=4` runs pytest-xdist workers: the browser tests one after another on one of
+# them, every other test file whole on one (tests/conftest.py groups them). Serial by default: on two
+# cores two workers took as long (20 min) as one, the browser tests being CPU-bound
+TEST_WORKERS ?= 0
 HOST        ?=
 PORT        ?=
 BENCHES     := $(sort $(wildcard benchmarks/bench_*.py))
@@ -47,7 +48,7 @@ test: export PANORAMA_REQUIRE_SERVICES := 1
 test: venv ## run the test suite
 	$(VENV)/bin/ruff check .
 	bash scripts/ensure_test_env.sh
-	$(VENV_PY) -m pytest --headless -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest --headless -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 bench: venv ## run the benchmarks
 	@if [ -z "$(BENCHES)" ]; then echo "no benchmarks/bench_*.py found"; fi

@@ -63,6 +63,20 @@ def _own_dash_ports() -> None:
 
 _own_dash_ports()
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Under ``-n N --dist loadgroup`` (``make test``): every browser test on one worker, one at a time
+    (two Chromiums and their servers on two cores made both slow and timing checks flaky); every other
+    test file whole on one worker (its module fixtures built once)."""
+    if config.getoption("dist", None) != "loadgroup":
+        return
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        browser = "dash_duo" in getattr(item, "fixturenames", ()) or item.get_closest_marker("browser") is not None \
+            or "browser" in path
+        item.add_marker(pytest.mark.xdist_group("browser" if browser else path))
+
 _FALSE_VALUES = {"", "0", "false", "no", "off"}
 
 

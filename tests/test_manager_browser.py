@@ -62,11 +62,11 @@ def kpi_texts(dash_duo) -> dict[str, str]:
 
 
 def map_layers(dash_duo) -> dict[str, bool]:
-    """Return, per layer id, whether its traces are visible in the drawn figure (the alerts' markers,
-    always on and no layer of the toggles, left out)."""
+    """Return, per layer id, whether its traces are visible in the drawn figure (the alerts' and the
+    incidents' markers, always on and no layer of the toggles, left out)."""
     return dash_duo.driver.execute_script(
         "const g = document.querySelector('#map .js-plotly-plot'); if (!g || !g.data) return null;"
-        "const out = {}; for (const t of g.data) { if (t.meta.layer === 'alerts') continue;"
+        "const out = {}; for (const t of g.data) { if (['alerts', 'incidents'].includes(t.meta.layer)) continue;"
         " out[t.meta.layer] = (t.visible === true || t.visible === undefined); }"
         "return out;")
 

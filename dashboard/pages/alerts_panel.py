@@ -332,6 +332,10 @@ def register(app: Dash, live: LiveData) -> None:
         same answer for every viewer of these filters and districts in this refresh bucket. Over the
         grid, the groups of the state and severity filters in every district the viewer sees."""
         now = time.time()
+        outs = callback_context.outputs_list
+        if not (isinstance(outs, list) and len(outs) == 9
+                and all(isinstance(outs[i], list) and len(outs[i]) == GROUP_CHIPS for i in (4, 5, 6))):
+            raise PreventUpdate  # the page always has GROUP_CHIPS chips: a forged request gets nothing
         keep = (*([no_update] * GROUP_CHIPS,) * 3, no_update, no_update)  # a wildcard output: one per chip
         try:
             district = check_district(district, live.district_ids())
@@ -364,7 +368,8 @@ def register(app: Dash, live: LiveData) -> None:
     def alert_group(_clicks, keys):
         """Filter the panel to the clicked group's district (the whole city for a city-wide group) and
         domain. A forged slot, district or domain, or one outside the viewer's districts, does nothing."""
-        slot = (callback_context.triggered_id or {}).get("slot")
+        trigger = callback_context.triggered_id
+        slot = trigger.get("slot") if isinstance(trigger, dict) else None  # a forged trigger: no chip
         clicked = callback_context.triggered[0].get("value") if callback_context.triggered else None
         slot = int(slot) if isinstance(slot, str) and slot.isdigit() and len(slot) < 4 else None
         if slot is None or not isinstance(keys, list) or slot >= len(keys) or not clicked:
