@@ -345,9 +345,9 @@ def test_the_panel_summary_lists_the_groups_and_a_chip_filters_the_grid(world):
               for d in ("a", "b", "c") for i in range(2)]
     assert screen.ticker_item(rows_[0])["district"] == "Haidian"
     texts, hidden, classes, keys, more = alerts_panel.group_chips(rows_, "haidian", "air_quality")
-    # the groups of two or more, most severe first, as many as fit; the rest counted
+    # the groups of two or more, most severe first, as many as fit; how many there are, first
     assert texts == ["Haidian: 14 air quality", "City: 3 parking", "A: 2 public transport", "B: 2 public transport"]
-    assert hidden == [False] * 4 and more == "+1 more"
+    assert hidden == [False] * 4 and more == "5 groups:"
     assert classes[:2] == ["alerts-chip chip-critical chip-on", "alerts-chip chip-info"]
     assert keys[:2] == [["haidian", "air_quality"], [None, "parking"]]
     # singles are no chips: the world's four alerts are four groups of one

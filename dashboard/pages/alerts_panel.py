@@ -141,7 +141,7 @@ def panel(live: LiveData) -> html.Section:
                    dashGridOptions=grid_opts, defaultColDef={"resizable": True, "sortable": True, "wrapText": True,
                                                              "autoHeight": True, "wrapHeaderText": True,
                                                              "autoHeaderHeight": True},
-                   style={"height": "100%", "width": "100%"}),
+                   style={"width": "100%"}),  # its height: theme.css (the panel's box; 320 px in portrait)
         html.Div([html.Div(PROMPT, id=TITLE,
                            className="alert-title"),
                   actions,
@@ -162,7 +162,7 @@ def group_chips(rows: list[dict], district, domain) -> tuple[list, list, list, l
     """Return the summary line of ``rows`` (the alerts of the panel's state and severity filters, every
     district the viewer sees): the groups of two or more alerts of one domain in one district, most
     severe first; per chip slot its text, hidden flag, class, then the slots' [district, domain] and
-    "+N more" for the groups beyond the slots. The chip of the filters in force is pressed."""
+    how many groups there are ("5 groups:", first on the line). The chip of the filters in force is pressed."""
     found = [g for g in screen.groups([screen.ticker_item(r) for r in rows]) if g["n"] > 1]
     shown = found[:GROUP_CHIPS]
     pad = [None] * (GROUP_CHIPS - len(shown))
@@ -171,7 +171,8 @@ def group_chips(rows: list[dict], district, domain) -> tuple[list, list, list, l
     classes = [f"alerts-chip chip-{g['severity']}" + (" chip-on" if (g["district_id"], g["domain"]) == (district, domain)
                                                       else "") for g in shown] + ["alerts-chip"] * len(pad)
     keys = [[g["district_id"], g["domain"]] for g in shown]
-    more = f"+{len(found) - len(shown)} more" if len(found) > len(shown) else ""
+    # how many groups there are, first on the line: a chip the width cannot hold wraps out of sight, whole
+    more = f"{len(found)} group{'s' if len(found) != 1 else ''}:" if found else ""
     return texts, hidden, classes, keys, more
 
 
