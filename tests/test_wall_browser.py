@@ -428,12 +428,14 @@ def test_wall011_server_silent_banner_in_header_values_grey_ages_tick_map_follow
     wait_for(lambda: (x := facts())["banner"] is None and x["colour"] != "rgb(163, 173, 185)", timeout=2 * REFRESH + 4)
 
 
-def test_wall014_clock_has_date_and_zone_names_scale_and_stations_are_named(dash_duo, store_url, tmp_path):
+def test_wall014_clock_has_date_and_zone_names_scale_and_stations_are_named(dash_duo, tmp_path):
     """The clock says which day and time zone ("Sun 6 Dec · CST/UTC+8"); district names scale with the
     screen as the values do; the focused air-quality map names its stations, no two names overlapping."""
     from zoneinfo import ZoneInfo
 
-    dash_duo.start_server(make_app(store_url, tmp_path))
+    # a store of its own, fresh: run after the module's other tests, the shared one named no station
+    # (passing alone, failing in every full run; cause not yet found)
+    dash_duo.start_server(make_app(build_demo_store(tmp_path / "store", hours=3), tmp_path))
     set_viewport(dash_duo, 1920, 1080)
     dash_duo.wait_for_page(f"{dash_duo.server_url}/wall?focus=air_quality&rotate=0")
     dash_duo.wait_for_element(".wall .maplibregl-canvas", timeout=20)
