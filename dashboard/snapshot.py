@@ -170,6 +170,7 @@ def build(conn: Connection, q: Query, base: Snapshot, domains: list[Domain] | No
                 log.exception("reading the history of %s failed", d.id)
                 why = snap.failed[d.id] = f"{type(exc).__name__}: {exc}"
         f = Frames(q, scoped, history)
+        f.city = base.latest.get(d.id) or {}
         f.static = (lambda d=d: static(d)) if d.layer is not None else None  # read only if a rule needs it
         places = [(base.counts, "this city")]
         if q.district is not None:

@@ -40,6 +40,9 @@ class KpiValue:
     decimals: int = 0
     no_assets: str = ""  # e.g. "no stations in this city": the domain has nothing to measure (not "no data yet")
     loading: str = ""  # "history loading (40 %)": its window reaches into days a background fill has not written yet
+    #: e.g. "no bus scheduled in the last 30 min": nothing to measure at this hour (out of service),
+    #: not silent sensors; no value, and no "no data" alert (see :class:`Quiet`)
+    quiet: str = ""
 
     def as_json(self) -> dict:
         """Return the API form of this KPI (no sparkline)."""
@@ -60,6 +63,14 @@ class KpiValue:
         if isinstance(self.value, str):
             return self.value
         return f"{self.value:,.{self.decimals}f}"
+
+
+class Quiet(str):
+    """A KPI's note when it has no value because nothing is scheduled to be measured at this hour (no
+    bus runs at night): a compute function returns it as its note, and the value is then "quiet", not
+    "no data" (its sensors are not silent; an alert rule waits for the service instead of firing)."""
+
+    __slots__ = ()
 
 
 @dataclass(frozen=True)
@@ -134,7 +145,8 @@ class Kpi:
             delta_label=self.delta_label.format(window=q.window), status=self.status(frames, value),
             as_of=None if as_of is None else int(as_of), age_s=age, stale=bool(stale and value is not None),
             spark_x=np.asarray(sx).astype(np.int64).tolist(), spark_y=finite_or_none(sy),
-            note=note, decimals=self.decimals)
+            note=str(note), decimals=self.decimals,
+            quiet=str(note) if value is None and isinstance(note, Quiet) else "")
 
 
 # ---------------------------------------------------------------------------- helpers for KPIs

@@ -1,11 +1,16 @@
 """What the alert engine sees of the real demo city, per district: a district where a domain has
 nothing to measure (Miyun has no road segment, eight districts no air-quality station) raises no
-NoData alert, while a district whose sensors went silent still does."""
+NoData alert, while a district whose sensors went silent still does; at night, when no bus runs, the
+transit KPIs are quiet (no value, no NoData alert), while a silent transit feed still alerts.
+
+The stores end at a fixed local hour (Beijing): what they hold does not depend on when the tests run."""
 from __future__ import annotations
 
 import shutil
-import time
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 from _demo import BEIJING, build_demo_store
 from sqlalchemy import delete, select, update
@@ -23,15 +28,35 @@ from layers import DOMAINS
 KPI_BY_ID = {k.id: k for d in DOMAINS for k in d.kpis}
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    """(folder, the city, a minute after the last traffic tick written) of a one-hour demo store."""
-    folder = tmp_path_factory.mktemp("observe")
-    build_demo_store(folder, hours=1, end=time.time())
+def last_local(hour: int, minute: int = 0) -> float:
+    """Return the newest instant before now at ``hour``:``minute`` in Beijing."""
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    t = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return (t if t <= now else t - timedelta(days=1)).timestamp()
+
+
+def demo_store(tmp_path_factory, name: str, end: float):
+    """(folder, the city, a minute after the last traffic tick written) of a one-hour demo store
+    ending at ``end``."""
+    folder = tmp_path_factory.mktemp(name)
+    build_demo_store(folder, hours=1, end=end)
     city = load_city(BEIJING)
     live = build_live(Settings(database_url=f"sqlite:///{folder / 'demo.sqlite'}", background_refresh=False), city)
     end = float(live.base().latest["traffic"]["roads"]["ts"].max() + 60)
     return folder, city, end
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo city at 10:30 local time: every feed busy."""
+    return demo_store(tmp_path_factory, "observe", last_local(10, 30))
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """The demo city at 00:40 local time: the last bus ran before 23:00 (the feed still reports its
+    lines' buses on duty: none)."""
+    return demo_store(tmp_path_factory, "night", last_local(0, 40))
 
 
 def copy_of(demo, tmp_path) -> str:
@@ -119,3 +144,49 @@ def test_a_district_whose_sensors_went_silent_still_raises_nodata(demo, tmp_path
     assert obs.kpis[("traffic.tti", stopped)].reason.startswith("stale")
     assert "tti-district|district:miyun" not in rows
     assert not [k for k, r in rows.items() if r["state"] == "nodata" and r["district_id"] not in (stopped, never)]
+
+
+def test_at_night_the_transit_kpis_are_quiet_not_no_data(night, tmp_path):
+    folder, city, end = night
+    rows, obs, counts = tick(copy_of(night, tmp_path), city.alert_rules, city, end)
+    for k, d in ((k, d) for k in ("transit.on_time", "transit.mean_delay", "transit.regularity")
+                 for d in (None, "haidian", "fengtai")):
+        o = obs.kpis[(k, d)]
+        assert (o.status, o.value, o.reason) == ("absent", None, "no bus scheduled in the last 30 min"), (k, d)
+    assert obs.kpis[("transit.in_service", None)].value == 0  # a count: nothing running is a value
+    assert obs.kpis[("traffic.tti", None)].status == "ok"  # the night is quiet for buses only
+    assert not [k for k in rows if k.startswith(("transit-on-time", "nodata-transit"))]
+    live = build_live(Settings(database_url=copy_of(night, tmp_path), background_refresh=False), city)
+    k = next(k for k in live.snapshot("1h", None, end).kpis if k.id == "transit.on_time")
+    assert (k.value, k.quiet, k.stale) == (None, "no bus scheduled in the last 30 min", False)  # the screens: not STALE
+
+
+def test_at_night_a_silent_transit_feed_still_alerts(night, tmp_path):
+    folder, city, end = night
+    url = copy_of(night, tmp_path)
+    engine = make_engine(url)
+    with engine.begin() as conn:  # the feed stopped two hours ago
+        transit = select(assets.c.pk).where(assets.c.kind.in_(("transit_line", "transit_stop", "transit_vehicle")))
+        conn.execute(update(latest).where(latest.c.asset_pk.in_(transit)).values(ts=latest.c.ts - 7200))
+    engine.dispose()
+    rows, obs, counts = tick(url, city.alert_rules, city, end)
+    assert rows["nodata-transit|city"]["state"] == "firing"  # one feed for the city: one alert
+    assert obs.kpis[("transit.in_service", None)].status == "nodata"  # its lines went silent
+
+
+@pytest.mark.parametrize(("hhmm", "first", "last", "expected"), [
+    ("10:00", 5 * 3600, 23 * 3600, True),
+    ("23:20", 5 * 3600, 23 * 3600, True),  # the last arrival was 20 min ago
+    ("23:40", 5 * 3600, 23 * 3600, False),
+    ("00:10", 5 * 3600, 23 * 3600, False),
+    ("00:10", 5 * 3600, 86_000, True),  # 23:53: within the 30 min reaching back over midnight
+    ("05:10", 5 * 3600, 23 * 3600, True),
+    ("04:50", 5 * 3600, 23 * 3600, False),
+    ("04:50", float("nan"), 23 * 3600, None),  # no stop says when it is served: unknown
+])
+def test_scheduled_recently(hhmm, first, last, expected):
+    from layers.transit.kpis import scheduled_recently
+    h, m = map(int, hhmm.split(":"))
+    now = datetime(2026, 12, 6, h, m, tzinfo=ZoneInfo("Asia/Shanghai")).timestamp()
+    stops = pd.DataFrame({"first_s": [first, first], "last_s": [last, last]})
+    assert scheduled_recently(stops, now, "Asia/Shanghai") is expected

@@ -23,8 +23,8 @@ WINDOW = "1h"
 def kpi_obs(k) -> KpiObs:
     """Return what a rule sees of one computed KPI (:class:`~layers._kpi.KpiValue`)."""
     if k.value is None:
-        if k.no_assets:
-            return KpiObs(None, "absent", k.no_assets)
+        if k.no_assets or k.quiet:  # nothing there, or nothing scheduled now: nothing to alert on
+            return KpiObs(None, "absent", k.no_assets or k.quiet)
         if k.note.startswith("could not compute"):
             return KpiObs(None, "error", k.note)
         return KpiObs(None, "nodata", k.note or "no data")

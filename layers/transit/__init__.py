@@ -7,8 +7,6 @@ bus arrivals: an arrival is a reading on the stop it reached.
 """
 from __future__ import annotations
 
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -110,11 +108,6 @@ def city_assets(city, districts, assign) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------- attention
-def _local_second(now: float, tz: str) -> float:
-    t = datetime.fromtimestamp(now, ZoneInfo(tz))
-    return t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
-
-
 def _within(sod: float, lo, hi) -> np.ndarray:
     """Return where ``lo <= sod <= hi``; an unknown bound does not limit."""
     lo, hi = np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)
@@ -131,7 +124,7 @@ def attention(f: Frames) -> list[dict]:
     """Lines running bunched, stops waiting 20 min or more for a bus while their line runs, and
     lines expected to run whose buses have gone silent (stale: then nothing else is said of them)."""
     q = f.q
-    now, sod = float(q.now), _local_second(q.now, q.tz)
+    now, sod = float(q.now), k.local_second(q.now, q.tz)
     lines = scope(lines_of(f.static), q.district)
     veh, stops = f["vehicles"], f["stops"]
     v_line, v_ts = _num(veh, "line_no"), _num(veh, "ts")

@@ -6,11 +6,14 @@ window.
 """
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import numpy as np
 import pandas as pd
 
 from layers._domain import Frames
-from layers._kpi import delta_vs_start, newest, plural
+from layers._kpi import Quiet, delta_vs_start, newest, plural
 
 LINE, STOP, VEHICLE = "transit_line", "transit_stop", "transit_vehicle"
 #: An arrival is on time from 1 min early to 5 min late (s).
@@ -21,6 +24,7 @@ REGULAR_BAND = (0.5, 1.5)
 RECENT_S = 1800
 #: A bus is in service when it reported its position in the last 5 minutes.
 IN_SERVICE_S = 300
+DAY_S = 86_400
 #: The rollup series the KPIs read: frame name -> metric or derived series.
 SERIES = {"on_time": "transit_on_time", "delay": "arrival_delay_s", "regular": "transit_headway_regular",
           "running": "vehicles_running"}
@@ -65,14 +69,66 @@ def _recent_mean(f: Frames, name: str) -> tuple[float | None, int]:
     return (float(np.sum(s.sum) / n) if n else None), n
 
 
+def local_second(now: float, tz: str) -> float:
+    """Return the local second of the day (in ``tz``) at ``now``."""
+    t = datetime.fromtimestamp(now, ZoneInfo(tz))
+    return t.hour * 3600 + t.minute * 60 + t.second + t.microsecond / 1e6
+
+
+def scheduled_recently(stops: pd.DataFrame, now: float, tz: str, span_s: float = RECENT_S) -> bool | None:
+    """Return whether any of ``stops`` had an arrival scheduled in the ``span_s`` before ``now`` (its
+    ``first_s``..``last_s``, local seconds of the day; a span reaching back over midnight counts
+    yesterday's evening too); None when no stop says when it is served."""
+    if stops is None or not len(stops) or "first_s" not in stops.columns or "last_s" not in stops.columns:
+        return None
+    first = pd.to_numeric(stops["first_s"], errors="coerce").to_numpy(dtype=float)
+    last = pd.to_numeric(stops["last_s"], errors="coerce").to_numpy(dtype=float)
+    known = np.isfinite(first) & np.isfinite(last)
+    if not known.any():
+        return None
+    if (~known).any():
+        return True  # a stop whose service hours are unknown may be served at any hour
+    sod = local_second(now, tz)
+    spans = [(sod - span_s, sod)] if sod >= span_s else [(0.0, sod), (DAY_S + sod - span_s, DAY_S)]
+    return bool(any(((first <= b) & (last >= a)).any() for a, b in spans))
+
+
+def served_recently(f: Frames) -> bool:
+    """Return whether a bus was scheduled in the last 30 minutes at a stop of the place (the stops'
+    timetable, as their arrivals carry it), else on a line of the city (the static lines, when no stop
+    reported: a store that begins at night); True when neither says."""
+    q = f.q
+    known = scheduled_recently(f["stops"], q.now, q.tz)
+    if known is None and f.static is not None:
+        from layers.transit.layer import lines_of  # the layer imports this module
+
+        known = scheduled_recently(lines_of(f.static), q.now, q.tz)
+    return known is not False
+
+
 def _recent_kpi(f: Frames, name: str, times: float, per: float, word: str):
-    """A KPI over the last 30 minutes of series ``name`` (× ``times`` / ``per``), its trend the window's."""
+    """A KPI over the last 30 minutes of series ``name`` (× ``times`` / ``per``), its trend the window's.
+    With no arrival while no stop of the place was served (night): quiet, not "no data"."""
     v, n = _recent_mean(f, name)
     v = None if v is None else times * v / per
     s = f[name]
     y = times * np.asarray(s.mean, dtype=float) / per
-    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, newest(f["stops"]), \
-        f"{plural(n, word)} in the last 30 min" if n else f"no {word} in the last 30 min"
+    if n:
+        note = f"{plural(n, word)} in the last 30 min"
+    elif not served_recently(f):
+        note = Quiet("no bus scheduled in the last 30 min")
+    else:
+        note = f"no {word} in the last 30 min"
+    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, feed_as_of(f), note
+
+
+def feed_as_of(f: Frames) -> int | None:
+    """Return the transit feed's newest report, city-wide: one feed serves every district, and its
+    lines count their buses on duty every period, also at night, so neither a quiet evening nor a
+    district whose stops no bus served in the last minutes is a stale feed (the newest arrival alone
+    would say so)."""
+    times = [t for t in (newest(f.city.get(n)) for n in ("stops", "lines", "vehicles")) if t is not None]
+    return max(times) if times else None
 
 
 def on_time_share(f: Frames):
