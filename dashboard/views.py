@@ -294,6 +294,10 @@ def age_text(seconds: float | None) -> str:
     return _age_text(seconds)
 
 
+#: The badge of a KPI with nothing scheduled to measure now (no bus at night): not "no data".
+QUIET_WORD = "OFF HOURS"
+
+
 def kpi_state(k: KpiValue, now: float | None = None) -> dict:
     """Return what a KPI card shows now: value, delta, age and classes (age relative to ``now``)."""
     now = time.time() if now is None else now
@@ -306,11 +310,11 @@ def kpi_state(k: KpiValue, now: float | None = None) -> dict:
         arrow = "▲" if k.delta > 0 else ("▼" if k.delta < 0 else "■")
         delta = f"{arrow} {abs(k.delta):,.{k.decimals}f} {k.delta_label}"
     cls = (f"kpi status-{'none' if category else k.status}" + (" stale" if stale else "") + (" nodata" if k.value is None else "")
-           + (" noassets" if k.no_assets else ""))
+           + (" noassets" if k.no_assets else "") + (" quiet" if k.quiet else ""))
     age_s = (k.no_assets or "no data yet") if k.as_of is None else (
         f"STALE · {age_text(age)} old" if stale else f"{age_text(age)} ago")
     return {"value": k.formatted(), "delta": delta, "age": age_s, "class": cls,
-            "status": "" if category else STATUS[k.status][1],
+            "status": "" if category else QUIET_WORD if k.quiet else STATUS[k.status][1],
             "note": " · ".join(x for x in (k.loading, "" if category else k.note) if x)}
 
 

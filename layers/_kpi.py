@@ -40,7 +40,7 @@ class KpiValue:
     decimals: int = 0
     no_assets: str = ""  # e.g. "no stations in this city": the domain has nothing to measure (not "no data yet")
     loading: str = ""  # "history loading (40 %)": its window reaches into days a background fill has not written yet
-    #: e.g. "no bus scheduled in the last 30 min": nothing to measure at this hour (out of service),
+    #: e.g. "no bus service now": nothing to measure at this hour (out of service),
     #: not silent sensors; no value, and no "no data" alert (see :class:`Quiet`)
     quiet: str = ""
 
@@ -52,6 +52,7 @@ class KpiValue:
         return {"id": self.id, "domain": self.domain, "label": self.label, "value": v, "unit": self.unit,
                 "delta": None if self.delta is None else round(self.delta, self.decimals + 2),
                 "delta_label": self.delta_label, "status": self.status, "stale": self.stale,
+                "quiet": self.quiet or None,
                 "data_age_s": None if self.age_s is None else round(self.age_s, 1),
                 "as_of": None if self.as_of is None else datetime.fromtimestamp(self.as_of, timezone.utc).isoformat().replace("+00:00", "Z"),
                 "note": " · ".join(x for x in (self.loading, self.note or self.no_assets) if x)}

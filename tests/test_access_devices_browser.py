@@ -41,7 +41,7 @@ def _viewport(dash_duo, chrome: tuple[int, int], width: int, height: int) -> Non
 
 def _numbers(dash_duo) -> list[str]:
     return dash_duo.driver.execute_script(
-        "return [...document.querySelectorAll('.wall-tile .wk-value')].map(e => e.textContent.trim())")
+        "return [...document.querySelectorAll('.wall-tile .wall-kpi:not(.quiet) .wk-value')].map(e => e.textContent.trim())")
 
 
 MESSAGE_JS = """

@@ -325,6 +325,9 @@ def test_observations_from_the_demo_store_drive_the_city_rules(tmp_path):
     url = build_demo_store(tmp_path, hours=1, end=time.time())
     live = build_live(Settings(database_url=url, background_refresh=False), city)
     end = float(live.base().latest["traffic"]["roads"]["ts"].max() + 60)  # a minute after the last tick written
+    # a fresh reader: the one above keeps the clock's snapshot of this refresh interval, which ``end``
+    # may share (observed then at the clock's time, not at ``end``)
+    live = build_live(Settings(database_url=url, background_refresh=False), city)
     obs = observe_live(live, now=end)
     ids = sorted(live.district_ids())
     assert obs.now == end and list(obs.districts) == ids

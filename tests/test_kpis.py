@@ -202,7 +202,7 @@ def test_as_json_fields(store):
     got = compute(store["engine"])
     j = got["traffic.tti"].as_json()
     assert set(j) == {"id", "domain", "label", "value", "unit", "delta", "delta_label", "status", "stale",
-                      "data_age_s", "as_of", "note"}
+                      "data_age_s", "as_of", "note", "quiet"}
     assert j["id"] == "traffic.tti" and j["domain"] == "traffic" and j["unit"] == "×"
     assert j["value"] == round((3 + 80 / 70 + 1.25) / 3, 4)  # decimals 2 + 2
     assert j["as_of"] == datetime.fromtimestamp(NOW - 60, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

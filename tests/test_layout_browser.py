@@ -84,7 +84,7 @@ def store_url(tmp_path_factory):
 def _wall_ready(dash_duo) -> bool:
     return dash_duo.driver.execute_script(
         "return !!document.querySelector('.wall .maplibregl-canvas')"
-        " && [...document.querySelectorAll('.wall-tile .wk-value')].every(v => v.textContent.trim() !== '—')"
+        " && [...document.querySelectorAll('.wall-tile .wk-value')].every(v => v.textContent.trim() !== '—' || v.closest('.wall-kpi.quiet'))"
         " && document.querySelector('#wall-clock').textContent !== ''"
         " && !!document.querySelector('#wall-ticker .tk-item') && !document.querySelector('#wall-takeover').hidden")
 

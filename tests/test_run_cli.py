@@ -22,6 +22,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _ctrl_c_reaches_it() -> None:
+    """In the child: take SIGINT as a command in a terminal does. A suite started in the background
+    (``cmd &`` in a script) passes SIGINT on ignored, and Python then never turns it into Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_run001_prints_one_url_line_and_serves_quietly(tmp_path):
     port = _free_port()
     env = {**os.environ, "PANORAMA_DATA_DIR": str(tmp_path), "PYTHONPATH": str(PROJECT_ROOT),
@@ -29,7 +35,8 @@ def test_run001_prints_one_url_line_and_serves_quietly(tmp_path):
     for name in ("PANORAMA_SECRET_KEY", "PANORAMA_ANONYMOUS"):  # what `make run` gets: neither is set
         env.pop(name, None)
     proc = subprocess.Popen([sys.executable, "-m", "dashboard.cli", "run", "--port", str(port), "--days", "1"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            preexec_fn=_ctrl_c_reaches_it)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()

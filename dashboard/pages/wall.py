@@ -168,7 +168,8 @@ def kpi_view(k: KpiValue, now: float) -> dict:
     """Return what a wall KPI shows: value, status word, age and its classes."""
     s = views.kpi_state(k, now)
     cls = "wall-kpi " + s["class"].removeprefix("kpi ").strip()
-    age = f"{s['age']} · {k.loading}" if k.loading else s["age"]  # as the browser writes it (_CLOCK_JS)
+    age = k.quiet if k.quiet and k.as_of is not None else s["age"]  # as the browser writes it (_CLOCK_JS)
+    age = f"{age} · {k.loading}" if k.loading else age
     return {"value": s["value"], "status": s["status"], "age": age, "class": cls}
 
 
@@ -344,11 +345,14 @@ def caption(k: KpiValue | None, domain: str, now: float) -> tuple[str, str]:
             f"map-caption caption-{domain} slot-{SLOT[domain]}{stale}")
 
 
-def _age_entry(k: KpiValue | None, prefix: str = "") -> list:
+def _age_entry(k: KpiValue | None, prefix: str = "", quiet: bool = True) -> list:
     """Return what the browser needs to write an age ("12 s ago", "STALE · 3 min old") every second:
-    [prefix, as_of, seconds until stale, text without data, suffix]."""
+    [prefix, as_of, seconds until stale, text without data, suffix]; ``quiet``: a KPI with nothing
+    scheduled now says so instead (a tile; a map caption keeps its feed's age)."""
     if k is None:
         return [prefix, None, 0, "no data yet", ""]
+    if quiet and k.quiet and k.as_of is not None:  # nothing scheduled now (no bus at night): not an age
+        return [prefix, None, 0, k.quiet, k.loading]
     return [prefix, k.as_of, STALE_PERIODS * FEED_PERIOD[k.domain], k.no_assets or "no data yet", k.loading]
 
 
@@ -360,7 +364,7 @@ def ages(kpis: dict, now: float) -> dict:
         k = kpis.get(HEADLINE[dom][0])
         text = caption(k, dom, now)[0]
         caps[dom] = ([text, None, 0, "", ""] if k is not None and k.no_assets
-                     else _age_entry(k, f"{DOMAINS[dom]['label']} · {WHAT[dom]} · data "))
+                     else _age_entry(k, f"{DOMAINS[dom]['label']} · {WHAT[dom]} · data ", quiet=False))
     return {"now": now, "kpis": {kid: _age_entry(k) for kid, k in kpis.items()}, "captions": caps}
 
 

@@ -116,7 +116,7 @@ def _recent_kpi(f: Frames, name: str, times: float, per: float, word: str):
     if n:
         note = f"{plural(n, word)} in the last 30 min"
     elif not served_recently(f):
-        note = Quiet("no bus scheduled in the last 30 min")
+        note = Quiet("no bus service now")
     else:
         note = f"no {word} in the last 30 min"
     return v, delta_vs_start(v, s.bucket, y), s.bucket, y, feed_as_of(f), note
