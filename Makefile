@@ -48,7 +48,7 @@ test: export PANORAMA_REQUIRE_SERVICES := 1
 test: venv ## run the test suite
 	$(VENV)/bin/ruff check .
 	bash scripts/ensure_test_env.sh
-	$(VENV_PY) -m pytest --headless -q $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
+	$(VENV_PY) -m pytest --headless -q --durations=25 $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup) $(PYTEST_ARGS)
 
 bench: venv ## run the benchmarks
 	@if [ -z "$(BENCHES)" ]; then echo "no benchmarks/bench_*.py found"; fi

@@ -13,6 +13,17 @@ BEIJING = PROJECT_ROOT / "data" / "beijing"
 ARRIVAL_KPIS = frozenset({"transit.on_time", "transit.mean_delay", "transit.regularity"})
 
 
+def last_local(hour: int, minute: int = 0, tz: str = "Asia/Shanghai") -> float:
+    """Return the newest instant before now at ``hour``:``minute`` local time (Beijing's by default):
+    a store ending then holds the same hours of the day whenever a test runs."""
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    now = datetime.now(ZoneInfo(tz))
+    t = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    return (t if t <= now else t - timedelta(days=1)).timestamp()
+
+
 def may_be_quiet(url: str, kid: str, district: str | None = None, now: float | None = None) -> bool:
     """Return whether KPI ``kid`` may show no value because nothing is scheduled (the screens' "quiet"),
     judged without the product: an arrival KPI, and the store at ``url`` holds no bus arrival in

@@ -7,12 +7,12 @@ The stores end at a fixed local hour (Beijing): what they hold does not depend o
 from __future__ import annotations
 
 import shutil
-from datetime import datetime, timedelta
+from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pandas as pd
 import pytest
-from _demo import BEIJING, build_demo_store
+from _demo import BEIJING, build_demo_store, last_local
 from sqlalchemy import delete, select, update
 
 from dashboard.alerts.evaluator import Evaluator
@@ -26,13 +26,6 @@ from dashboard.store.schema import alerts, assets, latest, make_engine
 from layers import DOMAINS
 
 KPI_BY_ID = {k.id: k for d in DOMAINS for k in d.kpis}
-
-
-def last_local(hour: int, minute: int = 0) -> float:
-    """Return the newest instant before now at ``hour``:``minute`` in Beijing."""
-    now = datetime.now(ZoneInfo("Asia/Shanghai"))
-    t = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    return (t if t <= now else t - timedelta(days=1)).timestamp()
 
 
 def demo_store(tmp_path_factory, name: str, end: float):
