@@ -156,9 +156,9 @@ class Frames(dict):
         self.q = q
         self._static = None  # the domain layer's static frame (city-wide), or a function giving it
         self._memo: dict = {}
-        #: the domain's current frames city-wide (the same as these in a city-wide snapshot): a feed
-        #: that serves the whole city tells from them whether it is alive in a district with no report
-        self.city: dict = dict(self)
+        #: the domain's current frames city-wide (None: these ones, a city-wide snapshot's): a feed that
+        #: serves the whole city tells from them whether it is alive in a district with no report
+        self.city: dict | None = None
 
     @property
     def static(self):

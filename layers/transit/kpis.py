@@ -14,6 +14,7 @@ import pandas as pd
 
 from layers._domain import Frames
 from layers._kpi import Quiet, delta_vs_start, newest, plural
+from layers.transit.timetable import DAY_S
 
 LINE, STOP, VEHICLE = "transit_line", "transit_stop", "transit_vehicle"
 #: An arrival is on time from 1 min early to 5 min late (s).
@@ -24,7 +25,6 @@ REGULAR_BAND = (0.5, 1.5)
 RECENT_S = 1800
 #: A bus is in service when it reported its position in the last 5 minutes.
 IN_SERVICE_S = 300
-DAY_S = 86_400
 #: The rollup series the KPIs read: frame name -> metric or derived series.
 SERIES = {"on_time": "transit_on_time", "delay": "arrival_delay_s", "regular": "transit_headway_regular",
           "running": "vehicles_running"}
@@ -115,11 +115,11 @@ def _recent_kpi(f: Frames, name: str, times: float, per: float, word: str):
     y = times * np.asarray(s.mean, dtype=float) / per
     if n:
         note = f"{plural(n, word)} in the last 30 min"
-    elif not served_recently(f):
+    elif not f.memo("served_recently", lambda: served_recently(f)):  # the three arrival KPIs ask it
         note = Quiet("no bus service now")
     else:
         note = f"no {word} in the last 30 min"
-    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, feed_as_of(f), note
+    return v, delta_vs_start(v, s.bucket, y), s.bucket, y, f.memo("feed_as_of", lambda: feed_as_of(f)), note
 
 
 def feed_as_of(f: Frames) -> int | None:
@@ -127,7 +127,8 @@ def feed_as_of(f: Frames) -> int | None:
     lines count their buses on duty every period, also at night, so neither a quiet evening nor a
     district whose stops no bus served in the last minutes is a stale feed (the newest arrival alone
     would say so)."""
-    times = [t for t in (newest(f.city.get(n)) for n in ("stops", "lines", "vehicles")) if t is not None]
+    city = f if f.city is None else f.city
+    times = [t for t in (newest(city.get(n)) for n in ("stops", "lines", "vehicles")) if t is not None]
     return max(times) if times else None
 
 
